@@ -1,0 +1,17 @@
+//! rpull: a docker-compatible image puller with no daemon.
+//!
+//! The library holds every piece of a pull; `main.rs` only parses the command line and maps
+//! the outcome to an exit code. No module here prints: progress is reported as
+//! [`progress::Event`]s to a [`progress::Reporter`], which decides how they look.
+
+pub mod cli;
+pub mod compression;
+pub mod digest;
+pub mod manifest;
+pub mod platform;
+pub mod progress;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod store;
+pub mod unpack;
