@@ -4,6 +4,7 @@
 //! the outcome to an exit code. No module here prints: progress is reported as
 //! [`progress::Event`]s to a [`progress::Reporter`], which decides how they look.
 
+pub mod app;
 pub mod cli;
 pub mod compression;
 pub mod digest;

@@ -1,1 +1,1075 @@
-//! (being written)
+//! Pull orchestration: from a reference to a verified, unpacked image recorded in the store.
+//!
+//! The steps are docker's: resolve the reference to a manifest (choosing a platform from an
+//! index), fetch the config, download the missing layers `max_concurrent_downloads` at a
+//! time with retries and `Range` resume, verify each blob, unpack it into its own directory
+//! while computing its DiffID, and finally record the reference in `index.json`. Everything
+//! the user sees is sent as [`Event`]s to the [`Reporter`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::compression::{self, Compression};
+use crate::digest::{Digest, Sha256Hasher};
+use crate::manifest::{self, Descriptor, ImageConfig, ImageManifest, Manifest, ManifestError};
+use crate::platform::{Platform, PlatformError};
+use crate::progress::{Event, LayerStatus, Phase, PullResult, Reporter};
+use crate::reference::{Reference, ReferenceError};
+use crate::registry::{Credential, Registry, RegistryError, RegistryOptions};
+use crate::store::{self, RefEntry, Store, StoreError};
+use crate::unpack::{self, UnpackError, UnpackOptions};
+
+/// How blob downloads are retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per blob, the first included (docker: 5).
+    pub attempts: u32,
+    /// Fixed delay between attempts; `None` is docker's growing delay of 5 s × attempt.
+    pub delay: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            delay: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay_after(&self, attempt: u32) -> Duration {
+        self.delay.unwrap_or(Duration::from_secs(5 * u64::from(attempt)))
+    }
+}
+
+/// Looks up the credential for a registry by its config.json key.
+pub type CredentialLookup = Arc<dyn Fn(&str) -> Result<Option<Credential>, String> + Send + Sync>;
+
+/// What to pull and how.
+#[derive(Clone)]
+pub struct PullOptions {
+    /// Pull every tag of the repository.
+    pub all_tags: bool,
+    /// The platform asked for with `--platform`; `None` means the host's.
+    pub platform: Option<Platform>,
+    /// Layers downloaded at once.
+    pub max_concurrent_downloads: usize,
+    /// Transport settings.
+    pub registry: RegistryOptions,
+    /// Blob retry policy.
+    pub retry: RetryPolicy,
+    /// Credentials for a registry key, if any.
+    pub credentials: Option<CredentialLookup>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            all_tags: false,
+            platform: None,
+            max_concurrent_downloads: 3,
+            registry: RegistryOptions::default(),
+            retry: RetryPolicy::default(),
+            credentials: None,
+        }
+    }
+}
+
+/// Why a pull failed. The texts are docker's where docker has one.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The reference does not parse.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// The platform does not parse.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    /// `-a` with a tag or digest.
+    #[error("tag can't be used with --all-tags/-a")]
+    TagWithAllTags,
+    /// The tag or digest is not in the repository.
+    #[error("manifest for {reference} not found: {source}")]
+    ManifestNotFound {
+        /// The familiar reference.
+        reference: String,
+        /// The registry's answer.
+        source: RegistryError,
+    },
+    /// The repository is missing, private, or the credentials are refused.
+    #[error(
+        "pull access denied for {name}, repository does not exist or may require 'docker login': {source}"
+    )]
+    AccessDenied {
+        /// The familiar repository name.
+        name: String,
+        /// The registry's answer.
+        source: RegistryError,
+    },
+    /// The repository does not exist.
+    #[error("repository {name} not found: {source}")]
+    RepositoryNotFound {
+        /// The familiar repository name.
+        name: String,
+        /// The registry's answer.
+        source: RegistryError,
+    },
+    /// No index entry fits the platform.
+    #[error("no matching manifest for {0} in the manifest list entries")]
+    NoMatchingManifest(String),
+    /// Any other registry failure.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The manifest or config is not usable.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A layer blob did not hash to its digest.
+    #[error("filesystem layer verification failed for digest {0}")]
+    LayerVerification(Digest),
+    /// The config blob did not hash to its digest.
+    #[error("image config verification failed for digest {0}")]
+    ConfigVerification(Digest),
+    /// A layer could not be unpacked.
+    #[error("failed to register layer: {0}")]
+    Unpack(#[from] UnpackError),
+    /// Stopped by the user.
+    #[error("cancelled")]
+    Cancelled,
+    /// Something that should not happen (a task panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl PullError {
+    /// Whether the pull stopped because the user asked.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self,
+            PullError::Cancelled
+                | PullError::Registry(RegistryError::Cancelled)
+                | PullError::Unpack(UnpackError::Cancelled)
+        )
+    }
+}
+
+/// What one image pull did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Whether the reference was created or moved, or content was downloaded.
+    pub changed: bool,
+    /// The digest the reference resolved to (index or manifest).
+    pub digest: Digest,
+    /// The image ID (config digest).
+    pub image_id: Digest,
+    /// Bytes of config and layers as stored (compressed).
+    pub size: u64,
+    /// The platform-mismatch warning, when one applies.
+    pub warning: Option<String>,
+}
+
+/// Pulls images into a store, reporting progress as it goes.
+pub struct Puller {
+    store: Store,
+    opts: PullOptions,
+    reporter: Arc<dyn Reporter>,
+    cancel: CancellationToken,
+    registries: Mutex<HashMap<String, Arc<Registry>>>,
+}
+
+/// Emits `Pull complete` in manifest order, whatever order layers finish in.
+struct OrderedCompletion {
+    ids: Vec<String>,
+    state: Mutex<(usize, BTreeSet<usize>)>,
+}
+
+impl OrderedCompletion {
+    fn done(&self, index: usize, reporter: &dyn Reporter) {
+        let mut st = self.state.lock().expect("lock");
+        st.1.insert(index);
+        loop {
+            let next = st.0;
+            if !st.1.remove(&next) {
+                break;
+            }
+            reporter.report(Event::Layer {
+                id: self.ids[next].clone(),
+                status: LayerStatus::PullComplete,
+            });
+            st.0 += 1;
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Puller {
+    /// A puller writing into `store`, stopping when `cancel` fires.
+    pub fn new(
+        store: Store,
+        opts: PullOptions,
+        reporter: Arc<dyn Reporter>,
+        cancel: CancellationToken,
+    ) -> Puller {
+        Puller {
+            store,
+            opts,
+            reporter,
+            cancel,
+            registries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn report(&self, e: Event) {
+        self.reporter.report(e);
+    }
+
+    fn registry_for(&self, reference: &Reference) -> Result<Arc<Registry>, PullError> {
+        let host = reference.registry_host();
+        let mut map = self.registries.lock().expect("lock");
+        if let Some(r) = map.get(&host) {
+            return Ok(r.clone());
+        }
+        let credential = match &self.opts.credentials {
+            Some(lookup) => lookup(&reference.credential_key()).map_err(RegistryError::Auth)?,
+            None => None,
+        };
+        let r = Arc::new(Registry::new(&host, credential, &self.opts.registry)?);
+        map.insert(host, r.clone());
+        Ok(r)
+    }
+
+    /// Pulls `input` (`NAME[:TAG|@DIGEST]`, or a name with `all_tags`), reporting docker's
+    /// lines; the final reference line is the last event.
+    pub async fn pull(&self, input: &str) -> Result<(), PullError> {
+        let reference = Reference::parse_normalized(input)?;
+        let result = if self.opts.all_tags {
+            if !reference.is_name_only() {
+                return Err(PullError::TagWithAllTags);
+            }
+            self.pull_all_tags(&reference).await
+        } else {
+            self.pull_single(reference).await
+        };
+        if let Err(e) = &result {
+            if !e.is_cancelled() {
+                self.report(Event::Error(e.to_string()));
+                self.report(Event::Result(PullResult {
+                    reference: input.to_string(),
+                    image_id: None,
+                    tag: None,
+                    digest: None,
+                    size: None,
+                    changed: None,
+                    error: Some(e.to_string()),
+                }));
+            }
+        }
+        result
+    }
+
+    async fn pull_single(&self, reference: Reference) -> Result<(), PullError> {
+        let (reference, defaulted) = reference.with_default_tag();
+        if defaulted {
+            self.report(Event::DefaultTag(reference.tag().unwrap_or("latest").to_string()));
+        }
+        // With a digest, the digest decides and the tag is only echoed at the end (as docker).
+        let resolved = if reference.digest().is_some() {
+            reference.without_tag()
+        } else {
+            reference.clone()
+        };
+        let outcome = self.pull_image(&resolved).await?;
+        self.report(Event::Status {
+            newer: outcome.changed,
+            reference: resolved.familiar_string(),
+        });
+        if let Some(w) = &outcome.warning {
+            self.report(Event::Warning(w.clone()));
+        }
+        self.report(Event::Result(PullResult {
+            reference: reference.to_string(),
+            image_id: Some(outcome.image_id.to_string()),
+            tag: reference.tag().map(str::to_string),
+            digest: Some(outcome.digest.to_string()),
+            size: Some(outcome.size),
+            changed: Some(outcome.changed),
+            error: None,
+        }));
+        self.report(Event::Done(reference.to_string()));
+        Ok(())
+    }
+
+    async fn pull_all_tags(&self, name: &Reference) -> Result<(), PullError> {
+        let registry = self.registry_for(name)?;
+        let tags = registry
+            .tags(name.path())
+            .await
+            .map_err(|e| self.map_resolve_error(name, e))?;
+        let mut changed = false;
+        for tag in tags {
+            self.check_cancel()?;
+            let reference = name.with_tag(&tag)?;
+            let outcome = self.pull_image(&reference).await?;
+            changed |= outcome.changed;
+            self.report(Event::Result(PullResult {
+                reference: reference.to_string(),
+                image_id: Some(outcome.image_id.to_string()),
+                tag: Some(tag),
+                digest: Some(outcome.digest.to_string()),
+                size: Some(outcome.size),
+                changed: Some(outcome.changed),
+                error: None,
+            }));
+        }
+        self.report(Event::Status {
+            newer: changed,
+            reference: name.familiar_name(),
+        });
+        self.report(Event::Done(name.name()));
+        Ok(())
+    }
+
+    fn check_cancel(&self) -> Result<(), PullError> {
+        if self.cancel.is_cancelled() {
+            Err(PullError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn map_resolve_error(&self, reference: &Reference, e: RegistryError) -> PullError {
+        match e.code() {
+            Some("MANIFEST_UNKNOWN") | Some("NOT_FOUND") => PullError::ManifestNotFound {
+                reference: reference.familiar_string(),
+                source: e,
+            },
+            Some("NAME_UNKNOWN") => PullError::RepositoryNotFound {
+                name: reference.familiar_name(),
+                source: e,
+            },
+            Some("UNAUTHORIZED") | Some("DENIED") => PullError::AccessDenied {
+                name: reference.familiar_name(),
+                source: e,
+            },
+            _ => PullError::Registry(e),
+        }
+    }
+
+    /// A manifest by digest: from the store when present, else from the registry (verified).
+    async fn manifest_by_digest(
+        &self,
+        registry: &Registry,
+        reference: &Reference,
+        digest: &Digest,
+    ) -> Result<(Vec<u8>, String), PullError> {
+        if self.store.has_blob(digest, None) {
+            if let Ok(bytes) = self.store.read_blob(digest) {
+                return Ok((bytes, String::new()));
+            }
+        }
+        let digest_str = digest.to_string();
+        let fetched = tokio::select! {
+            r = registry.get_manifest(reference.path(), &digest_str, Some(digest)) => r,
+            _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+        }
+        .map_err(|e| self.map_resolve_error(reference, e))?;
+        Ok((fetched.bytes, fetched.content_type))
+    }
+
+    /// Resolves `reference` to its top-level digest and manifest bytes.
+    async fn resolve(
+        &self,
+        registry: &Registry,
+        reference: &Reference,
+    ) -> Result<(Digest, Vec<u8>, String), PullError> {
+        if let Some(d) = reference.digest() {
+            let (bytes, ct) = self.manifest_by_digest(registry, reference, d).await?;
+            return Ok((d.clone(), bytes, ct));
+        }
+        let tag = reference.tag().unwrap_or("latest");
+        let head = tokio::select! {
+            r = registry.head_manifest(reference.path(), tag) => r,
+            _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+        }
+        .map_err(|e| self.map_resolve_error(reference, e))?;
+        if let Some(head) = head {
+            let (bytes, ct) = self.manifest_by_digest(registry, reference, &head.digest).await?;
+            let ct = if ct.is_empty() { head.content_type } else { ct };
+            return Ok((head.digest, bytes, ct));
+        }
+        let fetched = tokio::select! {
+            r = registry.get_manifest(reference.path(), tag, None) => r,
+            _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+        }
+        .map_err(|e| self.map_resolve_error(reference, e))?;
+        Ok((fetched.digest, fetched.bytes, fetched.content_type))
+    }
+
+    /// Pulls one image (tag or digest) and records it; reports from `Pulling from` to `Digest:`.
+    pub async fn pull_image(&self, reference: &Reference) -> Result<Outcome, PullError> {
+        let registry = self.registry_for(reference)?;
+        let (top_digest, top_bytes, top_ct) = self.resolve(&registry, reference).await?;
+        let id = match reference.tag() {
+            Some(t) if reference.digest().is_none() => t.to_string(),
+            _ => reference.to_string(),
+        };
+        self.report(Event::PullingFrom {
+            id,
+            path: reference.path().to_string(),
+        });
+
+        let shown = reference.familiar_string();
+        let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
+        let mut index_blob: Option<(Digest, Vec<u8>)> = None;
+        let (mut digest, mut bytes, mut ct) = (top_digest.clone(), top_bytes, top_ct);
+        let (manifest_digest, manifest_bytes, manifest_ct, image, entry_platform) = loop {
+            match Manifest::parse(&ct, &bytes, &shown)? {
+                Manifest::Image(m) => break (digest, bytes, ct, *m, None),
+                Manifest::Index(index) => {
+                    if index_blob.is_some() && index_blob.as_ref().map(|b| &b.0) != Some(&top_digest) {
+                        return Err(ManifestError::Unsupported("nested index too deep".into()).into());
+                    }
+                    let chosen = index
+                        .select(&platform)
+                        .ok_or_else(|| PullError::NoMatchingManifest(platform.to_string()))?
+                        .clone();
+                    if index_blob.is_none() {
+                        index_blob = Some((digest.clone(), bytes.clone()));
+                    }
+                    let (b, c) = self
+                        .manifest_by_digest(&registry, reference, &chosen.digest)
+                        .await?;
+                    let c = if c.is_empty() {
+                        chosen.media_type.clone()
+                    } else {
+                        c
+                    };
+                    let parsed = Manifest::parse(&c, &b, &shown)?;
+                    if let Manifest::Image(m) = parsed {
+                        break (chosen.digest.clone(), b, c, *m, chosen.platform.clone());
+                    }
+                    digest = chosen.digest.clone();
+                    bytes = b;
+                    ct = c;
+                }
+            }
+        };
+
+        manifest::check_config_media_type(&image.config.media_type)?;
+        let config_bytes = self.fetch_config(&registry, reference, &image.config).await?;
+        let config = ImageConfig::parse(&config_bytes, image.layers.len())?;
+
+        let warning = match &self.opts.platform {
+            Some(wanted) if !wanted.matcher().matches(&config.platform()) => Some(format!(
+                "WARNING: image with reference {} was found but does not match the specified platform: wanted {}, actual: {}",
+                reference.familiar_name(),
+                wanted,
+                config.platform()
+            )),
+            _ => None,
+        };
+
+        let name = reference.to_string();
+        let existing = self.store.find_ref(&name)?;
+        let image_present = self.store.has_blob(&image.config.digest, Some(image.config.size))
+            && image
+                .layers
+                .iter()
+                .zip(config.diff_ids())
+                .all(|(l, d)| self.store.has_layer(d) && self.store.has_blob(&l.digest, Some(l.size)));
+        let downloaded = if image_present {
+            false
+        } else {
+            self.fetch_layers(&registry, reference, &image, &config).await?
+        };
+
+        self.store.write_blob(&image.config.digest, &config_bytes)?;
+        self.store.write_blob(&manifest_digest, &manifest_bytes)?;
+        if let Some((d, b)) = &index_blob {
+            self.store.write_blob(d, b)?;
+        }
+        let moved = existing.as_ref().is_none_or(|e| {
+            e.digest != manifest_digest || e.resolved_digest() != Some(&top_digest.to_string())
+        });
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert(store::REF_NAME.to_string(), name.clone());
+        annotations.insert(store::CONTAINERD_NAME.to_string(), name);
+        annotations.insert(store::RESOLVED_DIGEST.to_string(), top_digest.to_string());
+        let media_type = image
+            .media_type
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| {
+                if manifest_ct.is_empty() {
+                    manifest::media_type::OCI_MANIFEST.into()
+                } else {
+                    manifest_ct.clone()
+                }
+            });
+        let platform_spec = entry_platform.or_else(|| {
+            Some(manifest::PlatformSpec {
+                architecture: config.architecture.clone(),
+                os: config.os.clone(),
+                variant: config.variant.clone(),
+                ..Default::default()
+            })
+        });
+        if moved {
+            self.store.set_ref(RefEntry {
+                media_type,
+                digest: manifest_digest.clone(),
+                size: manifest_bytes.len() as u64,
+                platform: platform_spec,
+                annotations,
+            })?;
+        }
+        self.report(Event::Digest(top_digest.to_string()));
+        let size = image.config.size + image.layers.iter().map(|l| l.size).sum::<u64>();
+        Ok(Outcome {
+            changed: moved || downloaded,
+            digest: top_digest,
+            image_id: image.config.digest.clone(),
+            size,
+            warning,
+        })
+    }
+
+    async fn fetch_config(
+        &self,
+        registry: &Registry,
+        reference: &Reference,
+        desc: &Descriptor,
+    ) -> Result<Vec<u8>, PullError> {
+        if self.store.has_blob(&desc.digest, Some(desc.size)) {
+            if let Ok(b) = self.store.read_blob(&desc.digest) {
+                return Ok(b);
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let resp = registry.get_blob(reference.path(), &desc.digest, 0).await?;
+                crate::registry::read_limited(resp, manifest::MAX_MANIFEST_BYTES * 2).await
+            };
+            let result = tokio::select! {
+                r = result => r,
+                _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+            };
+            match result {
+                Ok(bytes) => {
+                    if !desc.digest.verify(&bytes) {
+                        return Err(PullError::ConfigVerification(desc.digest.clone()));
+                    }
+                    return Ok(bytes);
+                }
+                Err(e) if e.is_retryable() && attempt < self.opts.retry.attempts => {
+                    let backoff = Duration::from_millis(250 << (attempt - 1).min(6));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+                    }
+                }
+                Err(e) => return Err(ManifestError::Config(e.to_string()).into()),
+            }
+        }
+    }
+
+    /// Downloads and unpacks the layers that are not in the store; returns whether anything
+    /// was fetched.
+    async fn fetch_layers(
+        &self,
+        registry: &Arc<Registry>,
+        reference: &Reference,
+        image: &ImageManifest,
+        config: &ImageConfig,
+    ) -> Result<bool, PullError> {
+        struct Job {
+            order: usize,
+            desc: Descriptor,
+            diff_id: Digest,
+            compression: Option<Compression>,
+        }
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut seen: HashMap<Digest, ()> = HashMap::new();
+        for (layer, diff_id) in image.layers.iter().zip(config.diff_ids()) {
+            let id = layer.digest.short().to_string();
+            let compression = Compression::from_media_type(&layer.media_type)
+                .map_err(|e| ManifestError::Unsupported(e.to_string()))?;
+            if self.store.has_layer(diff_id) && self.store.has_blob(&layer.digest, Some(layer.size)) {
+                self.report(Event::Layer {
+                    id,
+                    status: LayerStatus::AlreadyExists,
+                });
+                continue;
+            }
+            if seen.insert(layer.digest.clone(), ()).is_some() {
+                continue;
+            }
+            self.report(Event::Layer {
+                id,
+                status: LayerStatus::PullingFsLayer,
+            });
+            jobs.push(Job {
+                order: jobs.len(),
+                desc: layer.clone(),
+                diff_id: diff_id.clone(),
+                compression,
+            });
+        }
+        if jobs.is_empty() {
+            return Ok(false);
+        }
+        let completion = Arc::new(OrderedCompletion {
+            ids: jobs.iter().map(|j| j.desc.digest.short().to_string()).collect(),
+            state: Mutex::new((0, BTreeSet::new())),
+        });
+        let slots = Arc::new(Semaphore::new(self.opts.max_concurrent_downloads.max(1)));
+        let cancel = self.cancel.child_token();
+        let mut set = tokio::task::JoinSet::new();
+        for job in jobs {
+            let ctx = LayerTask {
+                store: self.store.clone(),
+                registry: registry.clone(),
+                repo: reference.path().to_string(),
+                reporter: self.reporter.clone(),
+                cancel: cancel.clone(),
+                retry: self.opts.retry.clone(),
+                slots: slots.clone(),
+                completion: completion.clone(),
+            };
+            set.spawn(async move { ctx.run(job.order, job.desc, job.diff_id, job.compression).await });
+        }
+        let mut first_error: Option<PullError> = None;
+        while let Some(joined) = set.join_next().await {
+            let result = joined.unwrap_or_else(|e| Err(PullError::Internal(e.to_string())));
+            if let Err(e) = result {
+                cancel.cancel();
+                let replace = match &first_error {
+                    None => true,
+                    Some(prev) => prev.is_cancelled() && !e.is_cancelled(),
+                };
+                if replace {
+                    first_error = Some(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if self.cancel.is_cancelled() && e.is_cancelled() => Err(PullError::Cancelled),
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
+    }
+}
+
+/// Everything one layer's download-and-unpack task needs.
+struct LayerTask {
+    store: Store,
+    registry: Arc<Registry>,
+    repo: String,
+    reporter: Arc<dyn Reporter>,
+    cancel: CancellationToken,
+    retry: RetryPolicy,
+    slots: Arc<Semaphore>,
+    completion: Arc<OrderedCompletion>,
+}
+
+/// Bytes between two progress events.
+const PROGRESS_STEP: u64 = 512 * 1024;
+
+impl LayerTask {
+    fn report(&self, id: &str, status: LayerStatus) {
+        self.reporter.report(Event::Layer {
+            id: id.to_string(),
+            status,
+        });
+    }
+
+    async fn run(
+        self,
+        order: usize,
+        desc: Descriptor,
+        diff_id: Digest,
+        compression: Option<Compression>,
+    ) -> Result<(), PullError> {
+        let id = desc.digest.short().to_string();
+        if !self.store.has_blob(&desc.digest, Some(desc.size)) {
+            let permit = match self.slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    self.report(&id, LayerStatus::Waiting);
+                    tokio::select! {
+                        p = self.slots.clone().acquire_owned() => p.map_err(|e| PullError::Internal(e.to_string()))?,
+                        _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+                    }
+                }
+            };
+            self.download(&id, &desc).await?;
+            drop(permit);
+        }
+        self.report(&id, LayerStatus::DownloadComplete);
+
+        let store = self.store.clone();
+        let reporter = self.reporter.clone();
+        let cancel = self.cancel.clone();
+        let id2 = id.clone();
+        let desc2 = desc.clone();
+        let diff2 = diff_id.clone();
+        tokio::task::spawn_blocking(move || {
+            extract(&store, &*reporter, &cancel, &id2, &desc2, &diff2, compression)
+        })
+        .await
+        .map_err(|e| PullError::Internal(e.to_string()))??;
+        self.completion.done(order, &*self.reporter);
+        Ok(())
+    }
+
+    /// Downloads the blob into `ingest/`, resuming a partial file, verifying size and digest,
+    /// retrying transient failures, and publishes it into `blobs/`.
+    async fn download(&self, id: &str, desc: &Descriptor) -> Result<(), PullError> {
+        let digest = &desc.digest;
+        let path = self.store.ingest_path(digest);
+        let lock_path = path.with_extension("lock");
+        let _lock = loop {
+            if let Some(l) = store::FileLock::try_acquire(&lock_path)? {
+                break l;
+            }
+            // Another rpull is fetching the same blob: wait for it, then use its result.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+            }
+        };
+        if self.store.has_blob(digest, Some(desc.size)) {
+            return Ok(());
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::Io {
+                action: "open",
+                path: path.clone(),
+                source: e,
+            })?;
+        let (mut hasher, mut offset) = rehash_partial(&mut file, desc.size).map_err(|e| StoreError::Io {
+            action: "read",
+            path: path.clone(),
+            source: e,
+        })?;
+        let mut resumed = offset > 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .stream_into(id, desc, &mut file, &path, &mut hasher, &mut offset, &mut resumed)
+                .await;
+            let err = match result {
+                Ok(()) => {
+                    self.report(id, LayerStatus::VerifyingChecksum);
+                    let got = std::mem::take(&mut hasher).finish();
+                    if &got == digest {
+                        self.store.commit_ingest(digest, &file, &path)?;
+                        return Ok(());
+                    }
+                    truncate(&mut file, &path)?;
+                    offset = 0;
+                    if !resumed {
+                        let _ = fs::remove_file(&path);
+                        return Err(PullError::LayerVerification(digest.clone()));
+                    }
+                    resumed = false;
+                    RegistryError::Verification(format!("digest mismatch after resuming {digest}"))
+                }
+                Err(PullError::Registry(e)) => e,
+                Err(other) => return Err(other),
+            };
+            if !err.is_retryable() && !matches!(err, RegistryError::Verification(_))
+                || attempt >= self.retry.attempts
+            {
+                return Err(err.into());
+            }
+            let mut wait = self.retry.delay_after(attempt);
+            if let Some(s) = err.retry_after() {
+                wait = wait.max(Duration::from_secs(s));
+            }
+            self.countdown(id, wait).await?;
+        }
+    }
+
+    /// Shows docker's `Retrying in N seconds` countdown while waiting.
+    async fn countdown(&self, id: &str, wait: Duration) -> Result<(), PullError> {
+        let mut left = wait;
+        while !left.is_zero() {
+            let secs = left.as_secs_f64().ceil() as u64;
+            self.report(id, LayerStatus::Retrying { seconds: secs });
+            let step = left.min(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+            }
+            left -= step;
+        }
+        Ok(())
+    }
+
+    /// One attempt: requests the blob from `offset` and appends what arrives.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_into(
+        &self,
+        id: &str,
+        desc: &Descriptor,
+        file: &mut File,
+        path: &Path,
+        hasher: &mut Sha256Hasher,
+        offset: &mut u64,
+        resumed: &mut bool,
+    ) -> Result<(), PullError> {
+        let io_err = |e: io::Error| -> PullError {
+            StoreError::Io {
+                action: "write",
+                path: path.to_path_buf(),
+                source: e,
+            }
+            .into()
+        };
+        if *offset == desc.size {
+            return Ok(());
+        }
+        let resp = tokio::select! {
+            r = self.registry.get_blob(&self.repo, &desc.digest, *offset) => r?,
+            _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+        };
+        if *offset > 0 && resp.status().as_u16() != 206 {
+            // The server ignored the range: start over.
+            truncate(file, path)?;
+            *offset = 0;
+            *hasher = Sha256Hasher::new();
+            *resumed = false;
+        } else if *offset > 0 {
+            *resumed = true;
+        }
+        let mut resp = resp;
+        let mut last_report = 0u64;
+        self.reporter.report(Event::Progress {
+            id: id.to_string(),
+            phase: Phase::Downloading,
+            current: *offset,
+            total: desc.size,
+        });
+        loop {
+            let chunk = tokio::select! {
+                c = resp.chunk() => c,
+                _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+            };
+            match chunk {
+                Ok(Some(bytes)) => {
+                    if *offset + bytes.len() as u64 > desc.size {
+                        truncate(file, path)?;
+                        *offset = 0;
+                        *hasher = Sha256Hasher::new();
+                        *resumed = false;
+                        return Err(RegistryError::Body(format!(
+                            "blob {} is longer than the {} bytes its descriptor declares",
+                            desc.digest, desc.size
+                        ))
+                        .into());
+                    }
+                    file.write_all(&bytes).map_err(io_err)?;
+                    hasher.update(&bytes);
+                    *offset += bytes.len() as u64;
+                    if *offset - last_report >= PROGRESS_STEP || *offset == desc.size {
+                        last_report = *offset;
+                        self.reporter.report(Event::Progress {
+                            id: id.to_string(),
+                            phase: Phase::Downloading,
+                            current: *offset,
+                            total: desc.size,
+                        });
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(
+                        RegistryError::Body(format!("error reading blob {}: {e}", desc.digest)).into(),
+                    );
+                }
+            }
+        }
+        if *offset < desc.size {
+            return Err(RegistryError::Body(format!(
+                "short read: expected {} bytes but got {}",
+                desc.size, offset
+            ))
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads an existing partial download back into a hasher; drops it when it is too long.
+fn rehash_partial(file: &mut File, size: u64) -> io::Result<(Sha256Hasher, u64)> {
+    let len = file.metadata()?.len();
+    let mut hasher = Sha256Hasher::new();
+    if len == 0 || len > size {
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        return Ok((hasher, 0));
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    file.seek(SeekFrom::End(0))?;
+    Ok((hasher, total))
+}
+
+fn truncate(file: &mut File, path: &Path) -> Result<(), PullError> {
+    file.set_len(0)
+        .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
+        .map_err(|e| {
+            StoreError::Io {
+                action: "truncate",
+                path: path.to_path_buf(),
+                source: e,
+            }
+            .into()
+        })
+}
+
+/// A reader that reports how many bytes went through it.
+struct Counting<R, F: FnMut(u64)> {
+    inner: R,
+    count: u64,
+    last: u64,
+    on_progress: F,
+}
+
+impl<R: Read, F: FnMut(u64)> Read for Counting<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        if self.count - self.last >= PROGRESS_STEP {
+            self.last = self.count;
+            (self.on_progress)(self.count);
+        }
+        Ok(n)
+    }
+}
+
+/// A reader that hashes what goes through it (the DiffID of the uncompressed tar).
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256Hasher,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Unpacks a stored layer blob into its own directory, checking its DiffID.
+fn extract(
+    store: &Store,
+    reporter: &dyn Reporter,
+    cancel: &CancellationToken,
+    id: &str,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    _declared: Option<Compression>,
+) -> Result<(), PullError> {
+    if store.has_layer(diff_id) {
+        return Ok(());
+    }
+    let blob = store.blob_path(&desc.digest);
+    let file = File::open(&blob).map_err(|e| StoreError::Io {
+        action: "open",
+        path: blob.clone(),
+        source: e,
+    })?;
+    let total = desc.size;
+    let counting = Counting {
+        inner: file,
+        count: 0,
+        last: 0,
+        on_progress: |n| {
+            reporter.report(Event::Progress {
+                id: id.to_string(),
+                phase: Phase::Extracting,
+                current: n,
+                total,
+            })
+        },
+    };
+    let decoded = compression::decoder(BufReader::with_capacity(1 << 20, counting))
+        .map_err(|e| ManifestError::Unsupported(e.to_string()))?;
+    let mut hashing = Hashing {
+        inner: decoded,
+        hasher: Sha256Hasher::new(),
+    };
+    let tmp = store.new_layer_tmp()?;
+    let opts = UnpackOptions {
+        is_root: is_root(),
+        max_bytes: None,
+    };
+    let result = unpack::unpack(&mut hashing, &tmp.join("rootfs"), &opts, &|| {
+        cancel.is_cancelled()
+    });
+    let stats = match result {
+        Ok(s) => s,
+        Err(e) => {
+            store::remove_tree(&tmp);
+            return Err(e.into());
+        }
+    };
+    reporter.report(Event::Progress {
+        id: id.to_string(),
+        phase: Phase::Extracting,
+        current: total,
+        total,
+    });
+    let got = std::mem::take(&mut hashing.hasher).finish();
+    if &got != diff_id {
+        store::remove_tree(&tmp);
+        return Err(ManifestError::RootfsMismatch.into());
+    }
+    let meta = serde_json::json!({
+        "diffID": diff_id.to_string(),
+        "blob": desc.digest.to_string(),
+        "mediaType": desc.media_type,
+        "entries": stats.entries,
+        "fileBytes": stats.file_bytes,
+        "skippedDevices": stats.skipped_devices,
+        "externalHardlinks": stats.external_hardlinks.iter().map(|(l, t)| serde_json::json!([l, t])).collect::<Vec<_>>(),
+    });
+    if let Err(e) = store.commit_layer(&tmp, diff_id, &meta) {
+        store::remove_tree(&tmp);
+        return Err(e.into());
+    }
+    Ok(())
+}

@@ -1,1 +1,471 @@
-//! (being written)
+//! The local content store: a standard OCI image layout (`oci-layout`, `index.json`,
+//! `blobs/sha256/<hex>`) that other tools can read, plus rpull's own areas beside it:
+//! `ingest/` for downloads in progress and `layers/sha256/<diff_id>/` for unpacked layers.
+//!
+//! Nothing becomes visible half-written: blobs are verified, fsynced and renamed into place;
+//! layers are unpacked into a temporary directory and renamed as a whole; `index.json` is
+//! rewritten through a temporary file under a lock.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::manifest::{media_type, PlatformSpec};
+
+/// Annotation holding the full reference an index entry was pulled as.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// containerd's name annotation, set to the same full reference.
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// The digest the reference resolved to at the registry (the index for multi-platform images).
+pub const RESOLVED_DIGEST: &str = "dev.rpull.resolved.digest";
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A filesystem operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// `index.json` or `oci-layout` is not what the layout requires.
+    #[error("{} is damaged: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Content did not match its digest.
+    #[error("{0}")]
+    Verification(String),
+}
+
+impl StoreError {
+    fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+        move |source| StoreError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Whether the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+    }
+}
+
+/// `index.json` of an OCI image layout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayoutIndex {
+    /// Always 2.
+    pub schema_version: u32,
+    /// The OCI index media type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// One entry per pulled reference.
+    #[serde(default)]
+    pub manifests: Vec<RefEntry>,
+}
+
+/// One pulled reference: the descriptor of its image manifest, annotated with its name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefEntry {
+    /// The image manifest's media type.
+    pub media_type: String,
+    /// The image manifest's digest.
+    pub digest: Digest,
+    /// The image manifest's size.
+    pub size: u64,
+    /// The image's platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformSpec>,
+    /// Name and resolution annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl RefEntry {
+    /// The full reference this entry is named by.
+    pub fn name(&self) -> Option<&str> {
+        self.annotations.get(REF_NAME).map(String::as_str)
+    }
+
+    /// The digest the reference resolved to at the registry.
+    pub fn resolved_digest(&self) -> Option<&str> {
+        self.annotations.get(RESOLVED_DIGEST).map(String::as_str)
+    }
+}
+
+/// The store at one root directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name no other writer (thread or process) will pick.
+fn unique_name(prefix: &str) -> String {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{}-{n}-{nanos}", std::process::id())
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(unique_name(".tmp-"));
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
+        f.write_all(bytes).map_err(StoreError::io("write", &tmp))?;
+        f.sync_all().map_err(StoreError::io("sync", &tmp))?;
+        fs::rename(&tmp, path).map_err(StoreError::io("rename into", path))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("sync", dir))
+}
+
+/// An exclusive `flock` held until dropped.
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Blocks until the lock on `path` is ours.
+    pub fn acquire(path: &Path) -> Result<FileLock, StoreError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(StoreError::io("open lock", path))?;
+        loop {
+            // SAFETY: flock on a file descriptor we own; no memory is touched.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(FileLock { _file: file });
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(StoreError::Io {
+                    action: "lock",
+                    path: path.to_path_buf(),
+                    source: err,
+                });
+            }
+        }
+    }
+
+    /// Takes the lock on `path` if nobody holds it.
+    pub fn try_acquire(path: &Path) -> Result<Option<FileLock>, StoreError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(StoreError::io("open lock", path))?;
+        // SAFETY: as above.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            Ok(Some(FileLock { _file: file }))
+        } else {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                Ok(None)
+            } else {
+                Err(StoreError::Io {
+                    action: "lock",
+                    path: path.to_path_buf(),
+                    source: err,
+                })
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Opens the store at `root`, creating the layout when it is not there yet.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        for dir in [
+            store.root.join("blobs/sha256"),
+            store.root.join("ingest"),
+            store.root.join("layers/sha256"),
+            store.root.join("layers/tmp"),
+        ] {
+            fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        }
+        let layout = store.root.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = store.root.join("index.json");
+        if !index.exists() {
+            let _lock = FileLock::acquire(&store.root.join("index.json.lock"))?;
+            if !index.exists() {
+                store.write_index(&LayoutIndex {
+                    schema_version: 2,
+                    media_type: Some(media_type::OCI_INDEX.into()),
+                    manifests: Vec::new(),
+                })?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with `digest` lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(digest.hex())
+    }
+
+    /// Whether the blob is present with the expected size (`None` skips the size check).
+    pub fn has_blob(&self, digest: &Digest, size: Option<u64>) -> bool {
+        match fs::metadata(self.blob_path(digest)) {
+            Ok(m) => m.is_file() && size.is_none_or(|s| s == m.len()),
+            Err(_) => false,
+        }
+    }
+
+    /// Reads a small blob and checks it against its digest.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest);
+        let bytes = fs::read(&path).map_err(StoreError::io("read", &path))?;
+        if !digest.verify(&bytes) {
+            return Err(StoreError::Verification(format!(
+                "{} does not match its digest {digest}",
+                path.display()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Stores a small blob held in memory, after checking it against `digest`.
+    pub fn write_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
+        if !digest.verify(bytes) {
+            return Err(StoreError::Verification(format!(
+                "content does not match its digest {digest}"
+            )));
+        }
+        if self.has_blob(digest, Some(bytes.len() as u64)) {
+            return Ok(());
+        }
+        write_atomic(&self.blob_path(digest), bytes)
+    }
+
+    /// The partial download of `digest` (kept across runs so the next pull can resume).
+    pub fn ingest_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("ingest")
+            .join(format!("{}-{}.partial", digest.algorithm().name(), digest.hex()))
+    }
+
+    /// Publishes a verified download: fsync, then rename it into `blobs/`.
+    pub fn commit_ingest(&self, digest: &Digest, file: &File, path: &Path) -> Result<(), StoreError> {
+        file.sync_all().map_err(StoreError::io("sync", path))?;
+        let dest = self.blob_path(digest);
+        fs::rename(path, &dest).map_err(StoreError::io("rename into", &dest))?;
+        sync_dir(dest.parent().expect("blob dir"))
+    }
+
+    /// Where the unpacked layer with `diff_id` lives (`rootfs/` and `layer.json` inside).
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.root
+            .join("layers")
+            .join(diff_id.algorithm().name())
+            .join(diff_id.hex())
+    }
+
+    /// Whether the layer is unpacked (the directory only appears once complete).
+    pub fn has_layer(&self, diff_id: &Digest) -> bool {
+        self.layer_dir(diff_id).join("layer.json").is_file()
+    }
+
+    /// A fresh directory to unpack into, with an empty `rootfs/` inside.
+    pub fn new_layer_tmp(&self) -> Result<PathBuf, StoreError> {
+        let dir = self.root.join("layers/tmp").join(unique_name(""));
+        let rootfs = dir.join("rootfs");
+        fs::create_dir_all(&rootfs).map_err(StoreError::io("create", &rootfs))?;
+        Ok(dir)
+    }
+
+    /// Publishes an unpacked layer: writes `layer.json` and renames the directory into place.
+    /// When another process published the same layer first, ours is discarded.
+    pub fn commit_layer(
+        &self,
+        tmp: &Path,
+        diff_id: &Digest,
+        meta: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let meta_bytes = serde_json::to_vec_pretty(meta).expect("json");
+        let meta_path = tmp.join("layer.json");
+        fs::write(&meta_path, meta_bytes).map_err(StoreError::io("write", &meta_path))?;
+        let dest = self.layer_dir(diff_id);
+        if self.has_layer(diff_id) {
+            remove_tree(tmp);
+            return Ok(());
+        }
+        if dest.exists() {
+            // Left over from an interrupted commit without layer.json: never trusted, replaced.
+            remove_tree(&dest);
+        }
+        match fs::rename(tmp, &dest) {
+            Ok(()) => sync_dir(dest.parent().expect("layers dir")),
+            Err(_) if self.has_layer(diff_id) => {
+                remove_tree(tmp);
+                Ok(())
+            }
+            Err(e) => Err(StoreError::Io {
+                action: "rename into",
+                path: dest,
+                source: e,
+            }),
+        }
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    /// Reads `index.json`.
+    pub fn read_index(&self) -> Result<LayoutIndex, StoreError> {
+        let path = self.index_path();
+        let bytes = fs::read(&path).map_err(StoreError::io("read", &path))?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    fn write_index(&self, index: &LayoutIndex) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(index).expect("json");
+        write_atomic(&self.index_path(), &bytes)
+    }
+
+    /// The entry recorded for the full reference `name`.
+    pub fn find_ref(&self, name: &str) -> Result<Option<RefEntry>, StoreError> {
+        Ok(self
+            .read_index()?
+            .manifests
+            .into_iter()
+            .find(|e| e.name() == Some(name)))
+    }
+
+    /// Records `entry` under its name, replacing an older entry of the same name.
+    pub fn set_ref(&self, entry: RefEntry) -> Result<(), StoreError> {
+        let _lock = FileLock::acquire(&self.root.join("index.json.lock"))?;
+        let mut index = self.read_index()?;
+        let name = entry.name().map(str::to_string);
+        index.manifests.retain(|e| e.name().map(str::to_string) != name);
+        index.manifests.push(entry);
+        self.write_index(&index)
+    }
+}
+
+/// Removes a directory tree, making read-only directories writable first if needed.
+pub fn remove_tree(path: &Path) {
+    if fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return;
+    }
+    fn make_writable(p: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = fs::symlink_metadata(p) {
+            if m.is_dir() {
+                let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+                if let Ok(rd) = fs::read_dir(p) {
+                    for e in rd.flatten() {
+                        make_writable(&e.path());
+                    }
+                }
+            }
+        }
+    }
+    make_writable(path);
+    let _ = fs::remove_dir_all(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_and_refs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        assert!(tmp.path().join("oci-layout").is_file());
+        assert_eq!(store.read_index().unwrap().manifests.len(), 0);
+        let blob = b"hello";
+        let d = Digest::sha256_of(blob);
+        store.write_blob(&d, blob).unwrap();
+        assert!(store.has_blob(&d, Some(5)));
+        assert!(!store.has_blob(&d, Some(6)));
+        assert_eq!(store.read_blob(&d).unwrap(), blob);
+        assert!(store.write_blob(&d, b"other").is_err());
+        let mut annotations = BTreeMap::new();
+        annotations.insert(REF_NAME.to_string(), "docker.io/library/x:latest".to_string());
+        let entry = RefEntry {
+            media_type: media_type::OCI_MANIFEST.into(),
+            digest: d.clone(),
+            size: 5,
+            platform: None,
+            annotations,
+        };
+        store.set_ref(entry.clone()).unwrap();
+        store.set_ref(entry.clone()).unwrap();
+        assert_eq!(store.read_index().unwrap().manifests.len(), 1);
+        assert_eq!(store.find_ref("docker.io/library/x:latest").unwrap(), Some(entry));
+        assert_eq!(store.find_ref("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn layers_publish_atomically() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let diff = Digest::sha256_of(b"layer");
+        let t = store.new_layer_tmp().unwrap();
+        fs::write(t.join("rootfs/f"), b"x").unwrap();
+        assert!(!store.has_layer(&diff));
+        store.commit_layer(&t, &diff, &serde_json::json!({})).unwrap();
+        assert!(store.has_layer(&diff));
+        assert!(store.layer_dir(&diff).join("rootfs/f").is_file());
+        let t2 = store.new_layer_tmp().unwrap();
+        store.commit_layer(&t2, &diff, &serde_json::json!({})).unwrap();
+        assert!(!t2.exists());
+    }
+}

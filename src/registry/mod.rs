@@ -1,1 +1,764 @@
-//! (being written)
+//! The registry client: one [`Registry`] per registry host. It pings `/v2/`, picks HTTPS or
+//! (for hosts allowed to be insecure) plain HTTP, answers auth challenges with tokens cached
+//! per scope, follows redirects by hand so credentials never leave their host, and exposes
+//! the few calls a pull needs: manifests, blobs and tag lists.
+//!
+//! Layering follows go-containerregistry's `remote/transport`: scheme, auth and redirects
+//! are separate steps of [`Registry::send`], so retries and mirrors can wrap it.
+
+pub mod auth;
+pub mod error;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, StatusCode, Url};
+use tokio::sync::{Mutex, OnceCell};
+
+use crate::digest::Digest;
+use crate::manifest::{media_type, MAX_MANIFEST_BYTES};
+pub use auth::Credential;
+use auth::{parse_challenges, pull_scope, Challenge, Token, TokenResponse};
+pub use error::{ApiError, RegistryError};
+
+/// How rpull talks to registries; the same for every host in one run.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Hosts (`host[:port]`) allowed to use plain HTTP or unverified TLS, besides loopback.
+    pub insecure_registries: Vec<String>,
+    /// Sent as `User-Agent`.
+    pub user_agent: String,
+    /// Longest wait for the next bytes of an answer before the request counts as failed.
+    pub read_timeout: Duration,
+    /// Longest wait to connect.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            insecure_registries: Vec::new(),
+            user_agent: format!("rpull/{}", env!("CARGO_PKG_VERSION")),
+            read_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a manifest request returned.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// The bytes as received.
+    pub bytes: Vec<u8>,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// The digest of the bytes (checked against `Docker-Content-Digest` when sent).
+    pub digest: Digest,
+}
+
+/// What a manifest `HEAD` told.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    /// `Docker-Content-Digest`.
+    pub digest: Digest,
+    /// `Content-Type`.
+    pub content_type: String,
+}
+
+#[derive(Default)]
+struct AuthState {
+    challenge: Option<Challenge>,
+    tokens: HashMap<String, Token>,
+}
+
+/// A client for one registry host.
+pub struct Registry {
+    host: String,
+    insecure_allowed: bool,
+    secure: reqwest::Client,
+    insecure: reqwest::Client,
+    credential: Option<Credential>,
+    base: OnceCell<Url>,
+    auth: Mutex<AuthState>,
+}
+
+/// Whether docker would allow plain HTTP / unverified TLS for `host` (`host[:port]`).
+pub fn is_insecure_allowed(host: &str, extra: &[String]) -> bool {
+    let bare = strip_port(host);
+    if bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = bare
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        if ip.is_loopback() {
+            return true;
+        }
+    }
+    extra.iter().any(|e| {
+        let e = e
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        e.eq_ignore_ascii_case(host) || (!e.contains(':') && e.eq_ignore_ascii_case(bare))
+    })
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn go_method(m: &Method) -> &'static str {
+    match *m {
+        Method::HEAD => "Head",
+        Method::POST => "Post",
+        Method::PUT => "Put",
+        _ => "Get",
+    }
+}
+
+/// Describes a transport failure the way Go's net/http does where we can
+/// (`dial tcp 127.0.0.1:5999: connect: connection refused`).
+fn transport_detail(url: &Url, err: &reqwest::Error) -> (String, bool) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            let addr = format!(
+                "{}:{}",
+                url.host_str().unwrap_or(""),
+                url.port_or_known_default().unwrap_or(0)
+            );
+            let text = match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    format!("dial tcp {addr}: connect: connection refused")
+                }
+                std::io::ErrorKind::ConnectionReset => format!("read tcp {addr}: connection reset by peer"),
+                std::io::ErrorKind::TimedOut => format!("dial tcp {addr}: i/o timeout"),
+                _ => break,
+            };
+            return (text, true);
+        }
+        source = e.source();
+    }
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    let retryable = err.is_timeout() || err.is_connect() || err.is_request() || err.is_body();
+    (text, retryable)
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// Seconds from a `Retry-After` header (delta-seconds form).
+fn retry_after(h: &HeaderMap) -> Option<u64> {
+    header_str(h, "retry-after").and_then(|v| v.trim().parse().ok())
+}
+
+impl Registry {
+    /// A client for `host` (`registry-1.docker.io`, `127.0.0.1:5000`), with the user's
+    /// credential for it, if any.
+    pub fn new(
+        host: &str,
+        credential: Option<Credential>,
+        opts: &RegistryOptions,
+    ) -> Result<Registry, RegistryError> {
+        let build = |accept_invalid: bool| {
+            reqwest::Client::builder()
+                .user_agent(opts.user_agent.clone())
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(opts.connect_timeout)
+                .read_timeout(opts.read_timeout)
+                .tls_danger_accept_invalid_certs(accept_invalid)
+                .build()
+                .map_err(|e| RegistryError::Transport {
+                    method: "Get",
+                    url: host.to_string(),
+                    detail: format!("cannot set up HTTP client: {e}"),
+                    retryable: false,
+                })
+        };
+        let insecure_allowed = is_insecure_allowed(host, &opts.insecure_registries);
+        Ok(Registry {
+            host: host.to_string(),
+            insecure_allowed,
+            secure: build(false)?,
+            insecure: build(insecure_allowed)?,
+            credential,
+            base: OnceCell::new(),
+            auth: Mutex::new(AuthState::default()),
+        })
+    }
+
+    /// The host this client talks to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn client_for(&self, url: &Url) -> &reqwest::Client {
+        if self.insecure_allowed && self.same_origin_host(url) {
+            &self.insecure
+        } else {
+            &self.secure
+        }
+    }
+
+    fn same_origin_host(&self, url: &Url) -> bool {
+        let Some(h) = url.host_str() else { return false };
+        let with_port = match url.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_string(),
+        };
+        with_port.eq_ignore_ascii_case(&self.host)
+            || (strip_port(&self.host) == h && !self.host.contains(':'))
+    }
+
+    /// `GET /v2/` once: decides the scheme and records the auth challenge.
+    async fn base(&self) -> Result<&Url, RegistryError> {
+        self.base
+            .get_or_try_init(|| async {
+                let https = Url::parse(&format!("https://{}/v2/", self.host)).map_err(|e| {
+                    RegistryError::Transport {
+                        method: "Get",
+                        url: self.host.clone(),
+                        detail: e.to_string(),
+                        retryable: false,
+                    }
+                })?;
+                match self.ping(&https).await {
+                    Ok(()) => Ok(https),
+                    Err(e) if self.insecure_allowed && matches!(e, RegistryError::Transport { .. }) => {
+                        let mut http = https.clone();
+                        let _ = http.set_scheme("http");
+                        self.ping(&http).await?;
+                        Ok(http)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+    }
+
+    async fn ping(&self, url: &Url) -> Result<(), RegistryError> {
+        let resp = self
+            .client_for(url)
+            .get(url.clone())
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|e| {
+                let (detail, retryable) = transport_detail(url, &e);
+                RegistryError::Transport {
+                    method: "Get",
+                    url: url.to_string(),
+                    detail,
+                    retryable,
+                }
+            })?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            let challenges: Vec<Challenge> = resp
+                .headers()
+                .get_all(WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(parse_challenges)
+                .collect();
+            let pick = challenges
+                .iter()
+                .find(|c| c.scheme == "bearer")
+                .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))
+                .cloned();
+            self.auth.lock().await.challenge = pick;
+        }
+        Ok(())
+    }
+
+    /// The URL of `path` (`<repo>/manifests/<ref>` etc.) under `/v2/`.
+    async fn url(&self, path: &str) -> Result<Url, RegistryError> {
+        let base = self.base().await?;
+        base.join(path).map_err(|e| RegistryError::Transport {
+            method: "Get",
+            url: format!("{base}{path}"),
+            detail: e.to_string(),
+            retryable: false,
+        })
+    }
+
+    /// The `Authorization` value for `scope`, fetching a token when the registry wants one.
+    async fn authorization(&self, scope: &str, force_refresh: bool) -> Result<Option<String>, RegistryError> {
+        let mut state = self.auth.lock().await;
+        let Some(challenge) = state.challenge.clone() else {
+            return Ok(None);
+        };
+        match challenge.scheme.as_str() {
+            "basic" => match &self.credential {
+                Some(Credential::Basic { username, password }) => Ok(Some(format!(
+                    "Basic {}",
+                    base64(&format!("{username}:{password}"))
+                ))),
+                _ => Ok(None),
+            },
+            "bearer" => {
+                if let Some(Credential::RegistryToken(t)) = &self.credential {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                if !force_refresh {
+                    if let Some(t) = state.tokens.get(scope).filter(|t| t.is_fresh()) {
+                        return Ok(Some(format!("Bearer {}", t.value)));
+                    }
+                }
+                let token = self.fetch_token(&challenge, scope).await?;
+                let header = format!("Bearer {}", token.value);
+                state.tokens.insert(scope.to_string(), token);
+                Ok(Some(header))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn fetch_token(&self, challenge: &Challenge, scope: &str) -> Result<Token, RegistryError> {
+        let realm = challenge
+            .param("realm")
+            .ok_or_else(|| RegistryError::Auth("auth challenge has no realm".into()))?;
+        let mut url = Url::parse(realm)
+            .map_err(|e| RegistryError::Auth(format!("invalid token realm {realm:?}: {e}")))?;
+        if url.scheme() != "https" && !(url.scheme() == "http" && self.insecure_allowed) {
+            return Err(RegistryError::Auth(format!(
+                "refusing token realm {realm:?}: not https"
+            )));
+        }
+        let service = challenge.param("service").unwrap_or("");
+        let client = if self.insecure_allowed {
+            &self.insecure
+        } else {
+            &self.secure
+        };
+        let request = match &self.credential {
+            Some(Credential::IdentityToken(refresh)) => client
+                .post(url.clone())
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(form_encode(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh),
+                    ("service", service),
+                    ("scope", scope),
+                    ("client_id", "rpull"),
+                ])),
+            cred => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if !service.is_empty() {
+                        q.append_pair("service", service);
+                    }
+                    q.append_pair("scope", scope);
+                    if let Some(Credential::Basic { username, .. }) = cred {
+                        q.append_pair("account", username);
+                    }
+                }
+                let mut r = client.get(url.clone());
+                if let Some(Credential::Basic { username, password }) = cred {
+                    r = r.header(
+                        AUTHORIZATION,
+                        format!("Basic {}", base64(&format!("{username}:{password}"))),
+                    );
+                }
+                r
+            }
+        };
+        let mut shown = url.clone();
+        shown.set_query(None);
+        let resp = request
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|e| {
+                let (detail, retryable) = transport_detail(&shown, &e);
+                RegistryError::Transport {
+                    method: "Get",
+                    url: shown.to_string(),
+                    detail,
+                    retryable,
+                }
+            })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = read_limited(resp, 64 * 1024).await?;
+        if !status.is_success() {
+            let err = RegistryError::from_response(
+                status.as_u16(),
+                status.canonical_reason().unwrap_or(""),
+                &body,
+                retry_after(&headers),
+            );
+            return Err(match err {
+                e @ RegistryError::Api { .. } => e,
+                other => RegistryError::Auth(format!("getting a token from {shown}: {other}")),
+            });
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| RegistryError::Auth(format!("invalid token response from {shown}: {e}")))?;
+        parsed.into_token().map_err(RegistryError::Auth)
+    }
+
+    /// Sends a request to `url` with auth for `scope`, answering one 401 with a fresh token and
+    /// following up to 10 redirects. `Authorization` is sent only to this registry's host.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+        scope: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let shown = url.to_string();
+        let mut refreshed = false;
+        loop {
+            let auth = self.authorization(scope, refreshed).await?;
+            let mut current = url.clone();
+            let mut hops = 0;
+            let resp = loop {
+                let mut req = self
+                    .client_for(&current)
+                    .request(method.clone(), current.clone())
+                    .headers(headers.clone());
+                if self.same_origin_host(&current) && current.scheme() == url.scheme() {
+                    if let Some(a) = &auth {
+                        req = req.header(AUTHORIZATION, a);
+                    }
+                }
+                let resp = req.send().await.map_err(|e| {
+                    let (detail, retryable) = transport_detail(&current, &e);
+                    RegistryError::Transport {
+                        method: go_method(&method),
+                        url: current.to_string(),
+                        detail,
+                        retryable,
+                    }
+                })?;
+                if resp.status().is_redirection() {
+                    if let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
+                        hops += 1;
+                        if hops > 10 {
+                            return Err(RegistryError::Redirect(format!(
+                                "{} \"{shown}\": stopped after 10 redirects",
+                                go_method(&method)
+                            )));
+                        }
+                        current = current.join(loc).map_err(|e| {
+                            RegistryError::Redirect(format!("invalid redirect location {loc:?}: {e}"))
+                        })?;
+                        if !matches!(current.scheme(), "http" | "https") {
+                            return Err(RegistryError::Redirect(format!("refusing redirect to {current}")));
+                        }
+                        continue;
+                    }
+                }
+                break resp;
+            };
+            if resp.status() == StatusCode::UNAUTHORIZED && !refreshed {
+                let challenges: Vec<Challenge> = resp
+                    .headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(parse_challenges)
+                    .collect();
+                let pick = challenges
+                    .iter()
+                    .find(|c| c.scheme == "bearer")
+                    .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))
+                    .cloned();
+                if let Some(ch) = pick {
+                    if ch.param("error") == Some("insufficient_scope") && auth.is_some() {
+                        return Ok(resp);
+                    }
+                    if ch.scheme == "basic" && !matches!(self.credential, Some(Credential::Basic { .. })) {
+                        return Err(RegistryError::NoBasicCredentials {
+                            method: go_method(&method),
+                            url: shown,
+                        });
+                    }
+                    self.auth.lock().await.challenge = Some(ch);
+                    refreshed = true;
+                    continue;
+                }
+            }
+            return Ok(resp);
+        }
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response, RegistryError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let headers = resp.headers().clone();
+        let body = read_limited(resp, 64 * 1024).await.unwrap_or_default();
+        Err(RegistryError::from_response(
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            &body,
+            retry_after(&headers),
+        ))
+    }
+
+    fn manifest_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for mt in media_type::MANIFEST_ACCEPT {
+            h.append(ACCEPT, HeaderValue::from_static(mt));
+        }
+        h
+    }
+
+    /// `HEAD /v2/<repo>/manifests/<reference>`: the digest, when the registry sends one.
+    pub async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
+        let url = self.url(&format!("{repo}/manifests/{reference}")).await?;
+        let resp = self
+            .send(Method::HEAD, url, Self::manifest_headers(), &pull_scope(repo))
+            .await?;
+        if !resp.status().is_success() {
+            // HEAD has no body: let the caller's GET fetch the error details.
+            return Ok(None);
+        }
+        let Some(d) = header_str(resp.headers(), "docker-content-digest") else {
+            return Ok(None);
+        };
+        let digest = Digest::parse(d.trim())
+            .map_err(|_| RegistryError::Verification(format!("\"{d}\" in header not a valid digest")))?;
+        let content_type = header_str(resp.headers(), "content-type").unwrap_or_default();
+        Ok(Some(ManifestHead { digest, content_type }))
+    }
+
+    /// `GET /v2/<repo>/manifests/<reference>`, verified against `expected` (a digest
+    /// pull) or against `Docker-Content-Digest`.
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        expected: Option<&Digest>,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let url = self.url(&format!("{repo}/manifests/{reference}")).await?;
+        let resp = Self::check(
+            self.send(Method::GET, url, Self::manifest_headers(), &pull_scope(repo))
+                .await?,
+        )
+        .await?;
+        let content_type = header_str(resp.headers(), "content-type").unwrap_or_default();
+        let header_digest = header_str(resp.headers(), "docker-content-digest");
+        let bytes = read_limited(resp, MAX_MANIFEST_BYTES).await?;
+        let digest = Digest::sha256_of(&bytes);
+        if let Some(want) = expected {
+            if !want.verify(&bytes) {
+                return Err(RegistryError::Verification(format!(
+                    "manifest verification failed for digest {want}"
+                )));
+            }
+            return Ok(FetchedManifest {
+                bytes,
+                content_type,
+                digest: want.clone(),
+            });
+        }
+        if let Some(h) = header_digest {
+            let hd = Digest::parse(h.trim())
+                .map_err(|_| RegistryError::Verification(format!("\"{h}\" in header not a valid digest")))?;
+            if !hd.verify(&bytes) {
+                return Err(RegistryError::Verification(format!(
+                    "manifest verification failed for digest {hd}"
+                )));
+            }
+            return Ok(FetchedManifest {
+                bytes,
+                content_type,
+                digest: hd,
+            });
+        }
+        Ok(FetchedManifest {
+            bytes,
+            content_type,
+            digest,
+        })
+    }
+
+    /// `GET /v2/<repo>/blobs/<digest>`, from byte `offset` on (`Range`). The answer is 200
+    /// (whole blob) or 206 (the rest); anything else is an error.
+    pub async fn get_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let url = self.url(&format!("{repo}/blobs/{digest}")).await?;
+        let mut headers = HeaderMap::new();
+        if offset > 0 {
+            headers.insert(
+                reqwest::header::RANGE,
+                HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
+            );
+        }
+        Self::check(self.send(Method::GET, url, headers, &pull_scope(repo)).await?).await
+    }
+
+    /// Every tag of `repo`, following `Link` pagination.
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut url = self.url(&format!("{repo}/tags/list")).await?;
+        let mut all = Vec::new();
+        for _ in 0..10_000 {
+            let resp = Self::check(
+                self.send(Method::GET, url.clone(), HeaderMap::new(), &pull_scope(repo))
+                    .await?,
+            )
+            .await?;
+            let next = header_str(resp.headers(), "link").and_then(|l| parse_next_link(&l));
+            let body = read_limited(resp, 16 * 1024 * 1024).await?;
+            let list: TagList = serde_json::from_slice(&body)
+                .map_err(|e| RegistryError::Body(format!("invalid tag list from {url}: {e}")))?;
+            all.extend(list.tags.unwrap_or_default());
+            match next {
+                Some(n) => {
+                    url = url
+                        .join(&n)
+                        .map_err(|e| RegistryError::Body(format!("invalid Link {n:?}: {e}")))?;
+                }
+                None => return Ok(all),
+            }
+        }
+        Err(RegistryError::Body(format!("tag list of {repo} does not end")))
+    }
+}
+
+/// The target of the `rel="next"` entry of a `Link` header.
+fn parse_next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        params
+            .split(';')
+            .any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            })
+            .then(|| target.to_string())
+    })
+}
+
+/// Reads a whole (small) body, refusing more than `limit` bytes.
+pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, RegistryError> {
+    let url = resp.url().to_string();
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if out.len() + c.len() > limit {
+                    return Err(RegistryError::Body(format!(
+                        "answer from {url} is larger than {limit} bytes"
+                    )));
+                }
+                out.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => {
+                let (detail, retryable) = transport_detail(&Url::parse(&url).expect("valid"), &e);
+                return Err(RegistryError::Transport {
+                    method: "Get",
+                    url,
+                    detail,
+                    retryable,
+                });
+            }
+        }
+    }
+}
+
+fn base64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_hosts() {
+        assert!(is_insecure_allowed("127.0.0.1:5000", &[]));
+        assert!(is_insecure_allowed("127.8.9.1", &[]));
+        assert!(is_insecure_allowed("localhost:5000", &[]));
+        assert!(is_insecure_allowed("[::1]:5000", &[]));
+        assert!(!is_insecure_allowed("registry-1.docker.io", &[]));
+        assert!(!is_insecure_allowed("10.0.0.1:5000", &[]));
+        assert!(is_insecure_allowed("myreg:5000", &["myreg:5000".into()]));
+        assert!(is_insecure_allowed("myreg:5000", &["http://myreg".into()]));
+    }
+
+    #[test]
+    fn link_header() {
+        assert_eq!(
+            parse_next_link(r#"</v2/x/tags/list?n=100&last=tag099>; rel="next""#).as_deref(),
+            Some("/v2/x/tags/list?n=100&last=tag099")
+        );
+        assert_eq!(parse_next_link(r#"</a>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64("user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64("a"), "YQ==");
+        assert_eq!(base64("ab"), "YWI=");
+    }
+}
