@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::compression::{self, Compression};
@@ -601,13 +601,12 @@ impl Puller {
             order: usize,
             desc: Descriptor,
             diff_id: Digest,
-            compression: Option<Compression>,
         }
         let mut jobs: Vec<Job> = Vec::new();
         let mut seen: HashMap<Digest, ()> = HashMap::new();
         for (layer, diff_id) in image.layers.iter().zip(config.diff_ids()) {
             let id = layer.digest.short().to_string();
-            let compression = Compression::from_media_type(&layer.media_type)
+            Compression::from_media_type(&layer.media_type)
                 .map_err(|e| ManifestError::Unsupported(e.to_string()))?;
             if self.store.has_layer(diff_id) && self.store.has_blob(&layer.digest, Some(layer.size)) {
                 self.report(Event::Layer {
@@ -627,7 +626,6 @@ impl Puller {
                 order: jobs.len(),
                 desc: layer.clone(),
                 diff_id: diff_id.clone(),
-                compression,
             });
         }
         if jobs.is_empty() {
@@ -640,7 +638,26 @@ impl Puller {
         let slots = Arc::new(Semaphore::new(self.opts.max_concurrent_downloads.max(1)));
         let cancel = self.cancel.child_token();
         let mut set = tokio::task::JoinSet::new();
+        // Slots are handed out in manifest order, as docker's FIFO transfer queue does: the
+        // first layers start at once, the others say `Waiting` and queue up.
+        let mut queue: Vec<tokio::sync::oneshot::Sender<OwnedSemaphorePermit>> = Vec::new();
         for job in jobs {
+            let slot = if self.store.has_blob(&job.desc.digest, Some(job.desc.size)) {
+                Slot::NotNeeded
+            } else {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => Slot::Held(p),
+                    Err(_) => {
+                        self.report(Event::Layer {
+                            id: job.desc.digest.short().to_string(),
+                            status: LayerStatus::Waiting,
+                        });
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        queue.push(tx);
+                        Slot::Queued(rx)
+                    }
+                }
+            };
             let ctx = LayerTask {
                 store: self.store.clone(),
                 registry: registry.clone(),
@@ -648,10 +665,22 @@ impl Puller {
                 reporter: self.reporter.clone(),
                 cancel: cancel.clone(),
                 retry: self.opts.retry.clone(),
-                slots: slots.clone(),
                 completion: completion.clone(),
             };
-            set.spawn(async move { ctx.run(job.order, job.desc, job.diff_id, job.compression).await });
+            set.spawn(async move { ctx.run(job.order, job.desc, job.diff_id, slot).await });
+        }
+        if !queue.is_empty() {
+            let slots = slots.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                for tx in queue {
+                    let permit = tokio::select! {
+                        p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                        _ = cancel.cancelled() => return,
+                    };
+                    let _ = tx.send(permit);
+                }
+            });
         }
         let mut first_error: Option<PullError> = None;
         while let Some(joined) = set.join_next().await {
@@ -675,6 +704,16 @@ impl Puller {
     }
 }
 
+/// How a layer task gets its download slot.
+enum Slot {
+    /// The blob is already in the store.
+    NotNeeded,
+    /// A slot was free at once.
+    Held(OwnedSemaphorePermit),
+    /// The layer said `Waiting`; its slot arrives in manifest order.
+    Queued(tokio::sync::oneshot::Receiver<OwnedSemaphorePermit>),
+}
+
 /// Everything one layer's download-and-unpack task needs.
 struct LayerTask {
     store: Store,
@@ -683,7 +722,6 @@ struct LayerTask {
     reporter: Arc<dyn Reporter>,
     cancel: CancellationToken,
     retry: RetryPolicy,
-    slots: Arc<Semaphore>,
     completion: Arc<OrderedCompletion>,
 }
 
@@ -698,26 +736,19 @@ impl LayerTask {
         });
     }
 
-    async fn run(
-        self,
-        order: usize,
-        desc: Descriptor,
-        diff_id: Digest,
-        compression: Option<Compression>,
-    ) -> Result<(), PullError> {
+    async fn run(self, order: usize, desc: Descriptor, diff_id: Digest, slot: Slot) -> Result<(), PullError> {
         let id = desc.digest.short().to_string();
-        if !self.store.has_blob(&desc.digest, Some(desc.size)) {
-            let permit = match self.slots.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    self.report(&id, LayerStatus::Waiting);
-                    tokio::select! {
-                        p = self.slots.clone().acquire_owned() => p.map_err(|e| PullError::Internal(e.to_string()))?,
-                        _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
-                    }
-                }
-            };
+        let permit = match slot {
+            Slot::NotNeeded => None,
+            Slot::Held(p) => Some(p),
+            Slot::Queued(rx) => tokio::select! {
+                p = rx => Some(p.map_err(|_| PullError::Cancelled)?),
+                _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+            },
+        };
+        if let Some(permit) = permit {
             self.download(&id, &desc).await?;
+            // The slot is given up as soon as the download ends; unpacking does not hold it.
             drop(permit);
         }
         self.report(&id, LayerStatus::DownloadComplete);
@@ -728,11 +759,9 @@ impl LayerTask {
         let id2 = id.clone();
         let desc2 = desc.clone();
         let diff2 = diff_id.clone();
-        tokio::task::spawn_blocking(move || {
-            extract(&store, &*reporter, &cancel, &id2, &desc2, &diff2, compression)
-        })
-        .await
-        .map_err(|e| PullError::Internal(e.to_string()))??;
+        tokio::task::spawn_blocking(move || extract(&store, &*reporter, &cancel, &id2, &desc2, &diff2))
+            .await
+            .map_err(|e| PullError::Internal(e.to_string()))??;
         self.completion.done(order, &*self.reporter);
         Ok(())
     }
@@ -1001,7 +1030,6 @@ fn extract(
     id: &str,
     desc: &Descriptor,
     diff_id: &Digest,
-    _declared: Option<Compression>,
 ) -> Result<(), PullError> {
     if store.has_layer(diff_id) {
         return Ok(());

@@ -1,0 +1,63 @@
+//! `man/` and `completions/` are generated from the clap definition in `src/cli.rs`. This
+//! test renders them again and fails when the checked-in files are stale.
+//! Regenerate with `RPULL_BLESS=1 cargo test --test generated`.
+
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every generated file: its path under the repository and its expected content.
+fn generated() -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let cmd = rpull::cli::Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .render(&mut page)
+        .expect("render man page");
+    out.push((root().join("man/rpull.1"), page));
+    for sub in cmd.get_subcommands() {
+        let name = format!("rpull-{}", sub.get_name());
+        let sub = sub.clone().name(name.clone());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(sub)
+            .render(&mut page)
+            .expect("render man page");
+        out.push((root().join(format!("man/{name}.1")), page));
+    }
+    for (shell, file) in [
+        (Shell::Bash, "rpull.bash"),
+        (Shell::Zsh, "_rpull"),
+        (Shell::Fish, "rpull.fish"),
+    ] {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut cmd.clone(), "rpull", &mut buf);
+        out.push((root().join("completions").join(file), buf));
+    }
+    out
+}
+
+#[test]
+fn man_pages_and_completions_are_fresh() {
+    let bless = std::env::var_os("RPULL_BLESS").is_some();
+    let mut stale = Vec::new();
+    for (path, want) in generated() {
+        let have = std::fs::read(&path).unwrap_or_default();
+        if have != want {
+            if bless {
+                std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).unwrap();
+                std::fs::write(&path, &want).unwrap();
+            } else {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "generated files are stale: {stale:?}\nregenerate them with: RPULL_BLESS=1 cargo test --test generated"
+    );
+}
