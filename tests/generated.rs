@@ -22,7 +22,9 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     out.push((root().join("man/rpull.1"), page));
     for sub in cmd.get_subcommands() {
         let name = format!("rpull-{}", sub.get_name());
-        let sub = sub.clone().name(name.clone());
+        let sub = sub
+            .clone()
+            .name(clap::builder::Str::from(name.clone().leak() as &str));
         let mut page = Vec::new();
         clap_mangen::Man::new(sub)
             .render(&mut page)
