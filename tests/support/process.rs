@@ -1,0 +1,85 @@
+//! Child processes tethered to the test binary.
+//!
+//! Owners kill their children on `Drop`, which covers normal ends and panics. [`spawn_tethered`]
+//! also covers the test binary being killed outright (a CI timeout, `kill -9`): on Linux the
+//! child gets `PR_SET_PDEATHSIG(SIGKILL)`. The kernel sends that signal when the *thread* that
+//! forked the child exits, not the process, and cargo runs each test on its own short-lived
+//! thread. So every fork happens on one spawner thread that lives as long as the process, and a
+//! child outlives the test that started it only if its owner is kept alive (e.g. in a static).
+
+use std::io;
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::thread;
+
+type Request = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Spawns `cmd` so that it is killed when the test process dies, however it dies.
+///
+/// The caller still owns the [`Child`] and must kill and wait for it on `Drop`.
+pub fn spawn_tethered(cmd: Command) -> io::Result<Child> {
+    static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        thread::Builder::new()
+            .name("tethered-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(spawn_with_death_signal(&mut cmd));
+                }
+            })
+            .expect("cannot start the spawner thread");
+        tx
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner.send((cmd, reply_tx)).expect("the spawner thread is gone");
+    reply_rx.recv().expect("the spawner thread is gone")
+}
+
+#[cfg(target_os = "linux")]
+fn spawn_with_death_signal(cmd: &mut Command) -> io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // system calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn spawn_with_death_signal(cmd: &mut Command) -> io::Result<Child> {
+    cmd.spawn()
+}
+
+/// Kills `child` (SIGKILL) and reaps it; errors are ignored, as it may have exited already.
+pub fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Sends `signal` (e.g. `libc::SIGINT`) to `child`, unless it has been reaped already.
+pub fn send_signal(child: &mut Child, signal: libc::c_int) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: kill(2) with a pid we own that has not been reaped, so it is still ours.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({}, {signal}): {}",
+            child.id(),
+            io::Error::last_os_error()
+        );
+    }
+}
