@@ -34,7 +34,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
-    let code = runtime.block_on(run_pull(pull));
+    let code = runtime.block_on(run_pull(pull, cli.root));
     runtime.shutdown_background();
     code
 }
@@ -90,7 +90,7 @@ fn watch_signals(cancel: CancellationToken) {
     });
 }
 
-async fn run_pull(args: PullArgs) -> ExitCode {
+async fn run_pull(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     // Installing the provider only fails when one is already installed, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let Some(name) = args.name.clone() else {
@@ -103,7 +103,7 @@ async fn run_pull(args: PullArgs) -> ExitCode {
         },
         None => None,
     };
-    let Some(root) = args.root.clone().or_else(default_root) else {
+    let Some(root) = root.or_else(default_root) else {
         return fail("cannot find a data directory for the store: set --root or RPULL_ROOT");
     };
     let store = match Store::open(&root) {

@@ -12,11 +12,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "rpull",
     version,
     override_usage = "rpull [OPTIONS] NAME[:TAG|@DIGEST]\n       rpull pull [OPTIONS] NAME[:TAG|@DIGEST]",
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     after_help = "Aliases:\n  rpull pull, rpull\n\nThe store is an OCI image layout under the user's data dir (e.g. ~/.local/share/rpull) unless --root or RPULL_ROOT says otherwise."
 )]
 pub struct Cli {
+    /// Directory of the image store (an OCI image layout)
+    #[arg(long, value_name = "DIR", env = "RPULL_ROOT", global = true)]
+    pub root: Option<PathBuf>,
+
     /// What to pull when no subcommand is given.
     #[command(flatten)]
     pub pull: PullArgs,
@@ -74,10 +77,6 @@ pub struct PullArgs {
     /// Maximum number of layers downloaded at the same time
     #[arg(long, value_name = "int", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_concurrent_downloads: u32,
-
-    /// Directory of the image store (an OCI image layout)
-    #[arg(long, value_name = "DIR", env = "RPULL_ROOT")]
-    pub root: Option<PathBuf>,
 
     /// Output format
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Plain)]

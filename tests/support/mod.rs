@@ -16,6 +16,7 @@
 // Each test file compiles its own copy of this module and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod fault_proxy;
 pub mod image;
 pub mod layer;
 pub mod process;
