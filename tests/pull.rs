@@ -711,3 +711,40 @@ fn json_format_ends_with_a_result() {
     let last: Value = serde_json::from_str(again.stdout.lines().last().unwrap()).unwrap();
     assert_eq!(last["result"]["changed"], false);
 }
+
+#[test]
+fn all_tags_follows_link_pagination() {
+    let registry = Registry::start();
+    for i in 0..7 {
+        registry.push_small_image("bench/paged", &format!("t{i}"), 100 + i);
+    }
+    // Registry 2.8 answers every tag at once; the proxy serves them 3 to a page with `Link`.
+    let proxy = support::fault_proxy::FaultProxy::start(&registry.host());
+    proxy.add_rule(support::fault_proxy::Rule::new(
+        "/tags/list",
+        support::fault_proxy::Fault::PaginateTags(3),
+    ));
+    let name = format!("{}/bench/paged", proxy.host());
+    let out = rpull().run(["-a", &name]);
+    out.assert_success();
+    let pulled: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_suffix(": Pulling from bench/paged"))
+        .collect();
+    assert_eq!(pulled, ["t0", "t1", "t2", "t3", "t4", "t5", "t6"]);
+    let pages: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/tags/list"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            "/v2/bench/paged/tags/list".to_string(),
+            "/v2/bench/paged/tags/list?n=3&last=t2".to_string(),
+            "/v2/bench/paged/tags/list?n=3&last=t5".to_string()
+        ]
+    );
+}

@@ -245,21 +245,59 @@ impl Registry {
                         retryable: false,
                     }
                 })?;
-                match self.ping(&https).await {
-                    Ok(()) => Ok(https),
-                    Err(e) if self.insecure_allowed && matches!(e, RegistryError::Transport { .. }) => {
-                        let mut http = https.clone();
-                        let _ = http.set_scheme("http");
-                        self.ping(&http).await?;
-                        Ok(http)
-                    }
-                    Err(e) => Err(e),
+                if !self.insecure_allowed {
+                    let challenge = self.ping(&https).await?.1;
+                    self.auth.lock().await.challenge = challenge;
+                    return Ok(https);
                 }
+                // A host allowed to be insecure: HTTPS (unverified) is preferred, plain HTTP is
+                // the fallback. Like crane, start HTTP shortly after HTTPS instead of waiting
+                // for HTTPS to time out against a server that never answers a TLS hello.
+                let mut http = https.clone();
+                let _ = http.set_scheme("http");
+                let tls_failed = tokio::sync::Notify::new();
+                let tls = self.ping(&https);
+                let plain = async {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                        _ = tls_failed.notified() => {}
+                    }
+                    self.ping(&http).await
+                };
+                tokio::pin!(tls, plain);
+                let (mut tls_done, mut plain_done) = (None, None);
+                let (url, challenge) = loop {
+                    tokio::select! {
+                        r = &mut tls, if tls_done.is_none() => match r {
+                            Ok((_, ch)) => break (https.clone(), ch),
+                            Err(e) => {
+                                tls_done = Some(e);
+                                tls_failed.notify_one();
+                            }
+                        },
+                        r = &mut plain, if plain_done.is_none() => match r {
+                            // A TLS server answers plain HTTP with 400: only 200/401 prove HTTP.
+                            Ok((status, ch)) if status == StatusCode::OK || status == StatusCode::UNAUTHORIZED => {
+                                break (http.clone(), ch)
+                            }
+                            Ok((status, _)) => plain_done = Some(RegistryError::UnexpectedStatus(
+                                format!("{} from {http}", status.as_u16()), status.as_u16())),
+                            Err(e) => plain_done = Some(e),
+                        },
+                    }
+                    if tls_done.is_some() && plain_done.is_some() {
+                        // Both failed: report the plain-HTTP error, as docker does.
+                        return Err(plain_done.take().expect("set"));
+                    }
+                };
+                self.auth.lock().await.challenge = challenge;
+                Ok(url)
             })
             .await
     }
 
-    async fn ping(&self, url: &Url) -> Result<(), RegistryError> {
+    /// `GET /v2/`: the status and the auth challenge it carries, if any.
+    async fn ping(&self, url: &Url) -> Result<(StatusCode, Option<Challenge>), RegistryError> {
         let resp = self
             .client_for(url)
             .get(url.clone())
@@ -275,6 +313,7 @@ impl Registry {
                     retryable,
                 }
             })?;
+        let mut pick = None;
         if resp.status() == StatusCode::UNAUTHORIZED {
             let challenges: Vec<Challenge> = resp
                 .headers()
@@ -283,14 +322,13 @@ impl Registry {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(parse_challenges)
                 .collect();
-            let pick = challenges
+            pick = challenges
                 .iter()
                 .find(|c| c.scheme == "bearer")
                 .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))
                 .cloned();
-            self.auth.lock().await.challenge = pick;
         }
-        Ok(())
+        Ok((resp.status(), pick))
     }
 
     /// The URL of `path` (`<repo>/manifests/<ref>` etc.) under `/v2/`.

@@ -66,6 +66,10 @@ pub enum Fault {
     /// Forward, but append `n` extra garbage bytes to the body (longer than declared); Content-Length is
     /// raised accordingly (also on HEAD responses), chunked bodies get an extra chunk.
     AppendBytes(u64),
+    /// For a tag list (`/v2/<name>/tags/list`): serve it in pages of at most this many tags (or the
+    /// client's `n`), starting after `last`, with an RFC 5988 `Link: <…>; rel="next"` header while
+    /// more remain, as the distribution spec describes. Registry 2.8 does not paginate tags itself.
+    PaginateTags(usize),
 }
 
 /// Applies `fault` to requests whose path contains `path_contains` (and whose method is `method`, if
@@ -268,6 +272,7 @@ fn serve_client(shared: &Shared, client: TcpStream) -> io::Result<()> {
     Ok(())
 }
 
+#[derive(Clone)]
 struct Request {
     method: String,
     target: String,
@@ -349,6 +354,9 @@ fn handle_request(shared: &Shared, req: &Request, out: &mut TcpStream) -> io::Re
     if let Some(Fault::Status { code, headers, body }) = &fault {
         send_canned(out, &log, *code, headers, body, head_only, keep_alive)?;
         return Ok(keep_alive);
+    }
+    if let Some(Fault::PaginateTags(page)) = &fault {
+        return paginate_tags(shared, req, out, &log, *page, head_only, keep_alive);
     }
     let strip_range = matches!(fault, Some(Fault::IgnoreRange));
     let mut resp = match forward(&shared.backend, req, strip_range) {
@@ -461,6 +469,69 @@ fn handle_request(shared: &Shared, req: &Request, out: &mut TcpStream) -> io::Re
         garbage -= piece.len() as u64;
     }
     body.finish()?;
+    Ok(keep_alive)
+}
+
+/// Serves one page of the backend's full tag list (see [`Fault::PaginateTags`]).
+fn paginate_tags(
+    shared: &Shared,
+    req: &Request,
+    out: &mut TcpStream,
+    log: &LogEntry,
+    page: usize,
+    head_only: bool,
+    keep_alive: bool,
+) -> io::Result<bool> {
+    let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+    let param = |key: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .map(str::to_string)
+    };
+    let n = param("n").and_then(|v| v.parse::<usize>().ok()).unwrap_or(page);
+    let last = param("last");
+    let whole = Request {
+        target: path.to_string(),
+        ..req.clone()
+    };
+    let mut resp = forward(&shared.backend, &whole, false)?;
+    let framing = response_framing(false, resp.status, &resp.headers)?;
+    let mut body = Vec::new();
+    copy_body(&mut resp.reader, framing, |data| {
+        body.extend_from_slice(data);
+        Ok(ControlFlow::Continue(()))
+    })?;
+    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
+    let mut tags: Vec<String> = doc["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
+    tags.sort();
+    let start = match &last {
+        Some(l) => tags.iter().position(|t| t > l).unwrap_or(tags.len()),
+        None => 0,
+    };
+    let end = (start + n).min(tags.len());
+    let page_doc = serde_json::json!({ "name": doc["name"], "tags": tags[start..end] });
+    let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+    if end < tags.len() && end > start {
+        headers.push((
+            "Link".to_string(),
+            format!("<{path}?n={n}&last={}>; rel=\"next\"", tags[end - 1]),
+        ));
+    }
+    send_canned(
+        out,
+        log,
+        200,
+        &headers,
+        &page_doc.to_string(),
+        head_only,
+        keep_alive,
+    )?;
     Ok(keep_alive)
 }
 

@@ -1,0 +1,127 @@
+//! CTRL-c and SIGTERM: a pull stops at once with docker's exit codes, nothing half-written is
+//! taken for complete, and the next pull continues the interrupted download with `Range`.
+
+mod support;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use support::fault_proxy::{Fault, FaultProxy, Rule};
+use support::*;
+
+const LAYER_BYTES: usize = 2_000_000;
+
+fn slow_setup() -> (Registry, FaultProxy, PushedImage, String) {
+    let registry = Registry::start();
+    let layer = Layer::random("big.bin", LAYER_BYTES, 42, Compression::Gzip);
+    let pushed = registry.push_image(
+        "bench/slow",
+        "v1",
+        &Image::new(Platform::host(), vec![layer]),
+        ManifestFormat::Oci,
+    );
+    let proxy = FaultProxy::start(&registry.host());
+    proxy.add_rule(Rule::new("/blobs/", Fault::Throttle(400_000)).method("GET"));
+    let reference = format!("{}/bench/slow:v1", proxy.host());
+    (registry, proxy, pushed, reference)
+}
+
+fn interrupted_pull(signal: libc::c_int, expected_code: i32) {
+    let (_registry, proxy, pushed, reference) = slow_setup();
+    let sandbox = rpull();
+    let mut running = sandbox.spawn([&reference]);
+    running.wait_for_stdout("Pulling fs layer", Duration::from_secs(30));
+    // Let some bytes arrive, then stop it.
+    let layer = &pushed.layer_digests[0];
+    let partial = sandbox
+        .root()
+        .join("ingest")
+        .join(format!("sha256-{}.partial", &layer[7..]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 200_000 {
+        assert!(Instant::now() < deadline, "download never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped_at = Instant::now();
+    running.signal(signal);
+    let out = running.wait();
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        stopped_at.elapsed()
+    );
+    out.assert_code(expected_code);
+    assert!(
+        out.stderr.trim().is_empty(),
+        "no error stack on cancel, got: {}",
+        out.stderr
+    );
+    // Nothing half-written is visible; the partial download is kept for next time.
+    assert!(!sandbox.root().join("blobs/sha256").join(&layer[7..]).exists());
+    assert_eq!(
+        fs::read_dir(sandbox.root().join("layers/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let kept = fs::metadata(&partial).unwrap().len();
+    assert!(
+        kept > 0 && kept < pushed_layer_size(&pushed),
+        "partial has {kept} bytes"
+    );
+
+    // The next pull resumes from where it stopped.
+    proxy.clear_rules();
+    let seen_before = proxy.requests().len();
+    let again = sandbox.run([&reference]);
+    again.assert_success();
+    let ranged: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(&layer[..]) && r.range.is_some())
+        .collect();
+    assert_eq!(
+        ranged.len(),
+        1,
+        "expected one ranged request: {:?}",
+        proxy.requests()
+    );
+    let range = ranged[0].range.clone().unwrap();
+    let offset: u64 = range
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    assert!(
+        offset > 0 && offset <= kept,
+        "resumed at {offset}, partial had {kept}"
+    );
+    let served: u64 = proxy.requests()[seen_before..]
+        .iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .map(|r| r.body_bytes)
+        .sum();
+    let config_size = pushed.config_bytes.len() as u64;
+    assert!(
+        served <= pushed_layer_size(&pushed) - offset + config_size,
+        "re-pull fetched {served} bytes; the rest of the layer is {}",
+        pushed_layer_size(&pushed) - offset
+    );
+    assert!(sandbox.root().join("blobs/sha256").join(&layer[7..]).is_file());
+    assert!(!partial.exists());
+}
+
+fn pushed_layer_size(p: &PushedImage) -> u64 {
+    let manifest: serde_json::Value = serde_json::from_slice(&p.manifest_bytes).unwrap();
+    manifest["layers"][0]["size"].as_u64().unwrap()
+}
+
+#[test]
+fn sigint_stops_with_130_and_the_next_pull_resumes() {
+    interrupted_pull(libc::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_stops_with_143_and_the_next_pull_resumes() {
+    interrupted_pull(libc::SIGTERM, 143);
+}
