@@ -7,6 +7,7 @@
 pub mod app;
 pub mod cli;
 pub mod compression;
+pub mod credentials;
 pub mod digest;
 pub mod manifest;
 pub mod platform;
