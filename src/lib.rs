@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod compression;
 pub mod credentials;
 pub mod digest;

@@ -1,0 +1,310 @@
+//! One layer's task: wait for a download slot, fetch the blob into `ingest/` (resuming a
+//! partial file, retrying transient failures with docker's countdown), publish it, then hand
+//! it to [`super::extract`] and report `Pull complete` in manifest order.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use super::extract::extract;
+use super::{OrderedCompletion, PullError, RetryPolicy};
+use crate::digest::{Digest, Sha256Hasher};
+use crate::manifest::Descriptor;
+use crate::progress::{Event, LayerStatus, Phase, Reporter};
+use crate::registry::{Registry, RegistryError};
+use crate::store::{self, Store, StoreError};
+
+/// How a layer task gets its download slot.
+pub(super) enum Slot {
+    /// The blob is already in the store.
+    NotNeeded,
+    /// A slot was free at once.
+    Held(OwnedSemaphorePermit),
+    /// The layer said `Waiting`; its slot arrives in manifest order.
+    Queued(tokio::sync::oneshot::Receiver<OwnedSemaphorePermit>),
+}
+
+/// Everything one layer's download-and-unpack task needs.
+pub(super) struct LayerTask {
+    pub(super) store: Store,
+    pub(super) registry: Arc<Registry>,
+    pub(super) repo: String,
+    pub(super) reporter: Arc<dyn Reporter>,
+    pub(super) cancel: CancellationToken,
+    pub(super) retry: RetryPolicy,
+    pub(super) completion: Arc<OrderedCompletion>,
+}
+
+/// Bytes between two progress events.
+pub(super) const PROGRESS_STEP: u64 = 512 * 1024;
+
+impl LayerTask {
+    fn report(&self, id: &str, status: LayerStatus) {
+        self.reporter.report(Event::Layer {
+            id: id.to_string(),
+            status,
+        });
+    }
+
+    pub(super) async fn run(
+        self,
+        order: usize,
+        desc: Descriptor,
+        diff_id: Digest,
+        slot: Slot,
+    ) -> Result<(), PullError> {
+        let id = desc.digest.short().to_string();
+        let permit = match slot {
+            Slot::NotNeeded => None,
+            Slot::Held(p) => Some(p),
+            Slot::Queued(rx) => tokio::select! {
+                p = rx => Some(p.map_err(|_| PullError::Cancelled)?),
+                _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+            },
+        };
+        if let Some(permit) = permit {
+            self.download(&id, &desc).await?;
+            // The slot is given up as soon as the download ends; unpacking does not hold it.
+            drop(permit);
+        }
+        self.report(&id, LayerStatus::DownloadComplete);
+
+        let store = self.store.clone();
+        let reporter = self.reporter.clone();
+        let cancel = self.cancel.clone();
+        let id2 = id.clone();
+        let desc2 = desc.clone();
+        let diff2 = diff_id.clone();
+        tokio::task::spawn_blocking(move || extract(&store, &*reporter, &cancel, &id2, &desc2, &diff2))
+            .await
+            .map_err(|e| PullError::Internal(e.to_string()))??;
+        self.completion.done(order, &*self.reporter);
+        Ok(())
+    }
+
+    /// Downloads the blob into `ingest/`, resuming a partial file, verifying size and digest,
+    /// retrying transient failures, and publishes it into `blobs/`.
+    async fn download(&self, id: &str, desc: &Descriptor) -> Result<(), PullError> {
+        let digest = &desc.digest;
+        let path = self.store.ingest_path(digest);
+        let lock_path = path.with_extension("lock");
+        let _lock = loop {
+            if let Some(l) = store::FileLock::try_acquire(&lock_path)? {
+                break l;
+            }
+            // Another rpull is fetching the same blob: wait for it, then use its result.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+            }
+        };
+        if self.store.has_blob(digest, Some(desc.size)) {
+            return Ok(());
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::Io {
+                action: "open",
+                path: path.clone(),
+                source: e,
+            })?;
+        let (mut hasher, mut offset) = rehash_partial(&mut file, desc.size).map_err(|e| StoreError::Io {
+            action: "read",
+            path: path.clone(),
+            source: e,
+        })?;
+        let mut resumed = offset > 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .stream_into(id, desc, &mut file, &path, &mut hasher, &mut offset, &mut resumed)
+                .await;
+            let err = match result {
+                Ok(()) => {
+                    self.report(id, LayerStatus::VerifyingChecksum);
+                    let got = std::mem::take(&mut hasher).finish();
+                    if &got == digest {
+                        self.store.commit_ingest(digest, &file, &path)?;
+                        return Ok(());
+                    }
+                    truncate(&mut file, &path)?;
+                    offset = 0;
+                    if !resumed {
+                        let _ = fs::remove_file(&path);
+                        return Err(PullError::LayerVerification(digest.clone()));
+                    }
+                    resumed = false;
+                    RegistryError::Verification(format!("digest mismatch after resuming {digest}"))
+                }
+                Err(PullError::Registry(e)) => e,
+                Err(other) => return Err(other),
+            };
+            if !err.is_retryable() && !matches!(err, RegistryError::Verification(_))
+                || attempt >= self.retry.attempts
+            {
+                return Err(err.into());
+            }
+            let mut wait = self.retry.delay_after(attempt);
+            if let Some(s) = err.retry_after() {
+                wait = wait.max(Duration::from_secs(s));
+            }
+            self.countdown(id, wait).await?;
+        }
+    }
+
+    /// Shows docker's `Retrying in N seconds` countdown while waiting.
+    async fn countdown(&self, id: &str, wait: Duration) -> Result<(), PullError> {
+        let mut left = wait;
+        while !left.is_zero() {
+            let secs = left.as_secs_f64().ceil() as u64;
+            self.report(id, LayerStatus::Retrying { seconds: secs });
+            let step = left.min(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+            }
+            left -= step;
+        }
+        Ok(())
+    }
+
+    /// One attempt: requests the blob from `offset` and appends what arrives.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_into(
+        &self,
+        id: &str,
+        desc: &Descriptor,
+        file: &mut File,
+        path: &Path,
+        hasher: &mut Sha256Hasher,
+        offset: &mut u64,
+        resumed: &mut bool,
+    ) -> Result<(), PullError> {
+        let io_err = |e: io::Error| -> PullError {
+            StoreError::Io {
+                action: "write",
+                path: path.to_path_buf(),
+                source: e,
+            }
+            .into()
+        };
+        if *offset == desc.size {
+            return Ok(());
+        }
+        let resp = tokio::select! {
+            r = self.registry.get_blob(&self.repo, &desc.digest, *offset) => r?,
+            _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+        };
+        if *offset > 0 && resp.status().as_u16() != 206 {
+            // The server ignored the range: start over.
+            truncate(file, path)?;
+            *offset = 0;
+            *hasher = Sha256Hasher::new();
+            *resumed = false;
+        } else if *offset > 0 {
+            *resumed = true;
+        }
+        let mut resp = resp;
+        let mut last_report = 0u64;
+        self.reporter.report(Event::Progress {
+            id: id.to_string(),
+            phase: Phase::Downloading,
+            current: *offset,
+            total: desc.size,
+        });
+        loop {
+            let chunk = tokio::select! {
+                c = resp.chunk() => c,
+                _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+            };
+            match chunk {
+                Ok(Some(bytes)) => {
+                    if *offset + bytes.len() as u64 > desc.size {
+                        truncate(file, path)?;
+                        *offset = 0;
+                        *hasher = Sha256Hasher::new();
+                        *resumed = false;
+                        return Err(RegistryError::Body(format!(
+                            "blob {} is longer than the {} bytes its descriptor declares",
+                            desc.digest, desc.size
+                        ))
+                        .into());
+                    }
+                    file.write_all(&bytes).map_err(io_err)?;
+                    hasher.update(&bytes);
+                    *offset += bytes.len() as u64;
+                    if *offset - last_report >= PROGRESS_STEP || *offset == desc.size {
+                        last_report = *offset;
+                        self.reporter.report(Event::Progress {
+                            id: id.to_string(),
+                            phase: Phase::Downloading,
+                            current: *offset,
+                            total: desc.size,
+                        });
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(
+                        RegistryError::Body(format!("error reading blob {}: {e}", desc.digest)).into(),
+                    );
+                }
+            }
+        }
+        if *offset < desc.size {
+            return Err(RegistryError::Body(format!(
+                "short read: expected {} bytes but got {}",
+                desc.size, offset
+            ))
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads an existing partial download back into a hasher; drops it when it is too long.
+fn rehash_partial(file: &mut File, size: u64) -> io::Result<(Sha256Hasher, u64)> {
+    let len = file.metadata()?.len();
+    let mut hasher = Sha256Hasher::new();
+    if len == 0 || len > size {
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        return Ok((hasher, 0));
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    file.seek(SeekFrom::End(0))?;
+    Ok((hasher, total))
+}
+
+fn truncate(file: &mut File, path: &Path) -> Result<(), PullError> {
+    file.set_len(0)
+        .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
+        .map_err(|e| {
+            StoreError::Io {
+                action: "truncate",
+                path: path.to_path_buf(),
+                source: e,
+            }
+            .into()
+        })
+}
