@@ -5,11 +5,15 @@
 //! [`progress::Event`]s to a [`progress::Reporter`], which decides how they look.
 
 pub mod app;
+pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod compression;
 pub mod credentials;
 pub mod digest;
+pub mod flatten;
+pub mod gc;
+pub mod images;
 pub mod manifest;
 pub mod platform;
 pub mod progress;
