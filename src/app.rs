@@ -25,6 +25,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let code = runtime.block_on(async move {
         match cli.command {
             Some(Command::Pull(args)) => commands::pull::run(args, root).await,
+            Some(Command::Login(args)) => commands::login::run(args).await,
+            Some(Command::Logout(args)) => commands::logout::run(args).await,
             None => commands::pull::run(cli.pull, root).await,
         }
     });

@@ -35,6 +35,40 @@ pub enum Command {
     /// Download an image from a registry (the default action)
     #[command(override_usage = "rpull pull [OPTIONS] NAME[:TAG|@DIGEST]")]
     Pull(PullArgs),
+    /// Log in to a registry (Docker Hub when no server is given)
+    #[command(override_usage = "rpull login [OPTIONS] [SERVER]")]
+    Login(LoginArgs),
+    /// Log out from a registry (Docker Hub when no server is given)
+    #[command(override_usage = "rpull logout [SERVER]")]
+    Logout(LogoutArgs),
+}
+
+/// `login`'s options, as `docker login` has them.
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    /// The registry (`host[:port]`); Docker Hub when omitted
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
+
+    /// Username
+    #[arg(short, long, value_name = "string")]
+    pub username: Option<String>,
+
+    /// Password or Personal Access Token (PAT)
+    #[arg(short, long, value_name = "string", hide_env_values = true)]
+    pub password: Option<String>,
+
+    /// Take the Password or Personal Access Token (PAT) from stdin
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `logout`'s options, as `docker logout` has them.
+#[derive(Debug, Clone, Args)]
+pub struct LogoutArgs {
+    /// The registry (`host[:port]`); Docker Hub when omitted
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
 }
 
 /// How results are printed.
@@ -70,9 +104,39 @@ pub struct PullArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Skip image verification (accepted for docker compatibility; rpull always verifies digests)
-    #[arg(long, value_name = "bool", num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set)]
-    pub disable_content_trust: bool,
+    /// Skip image verification (default true; DOCKER_CONTENT_TRUST=1 makes it false, and rpull
+    /// then refuses to pull: it does not implement Docker Content Trust / Notary v1. Digests are
+    /// always verified)
+    #[arg(long, value_name = "bool", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub disable_content_trust: Option<bool>,
+
+    /// Use USERNAME[:PASSWORD] for accessing the registry (the password is prompted for on a
+    /// terminal when omitted); wins over stored credentials for this call
+    #[arg(long, value_name = "USERNAME[:PASSWORD]", hide_env_values = true)]
+    pub creds: Option<String>,
+
+    /// Path of the authentication file (config.json format), consulted before docker's config
+    #[arg(long, value_name = "PATH", env = "REGISTRY_AUTH_FILE")]
+    pub authfile: Option<PathBuf>,
+
+    /// Require HTTPS and verify certificates when contacting the registry (false: allow
+    /// unverified TLS and plain HTTP for this registry, for this call only)
+    #[arg(long, value_name = "bool", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub tls_verify: Option<bool>,
+
+    /// Use OS instead of the running OS for choosing images (cannot be used with --platform)
+    #[arg(long, value_name = "OS")]
+    pub os: Option<String>,
+
+    /// Use ARCH instead of the architecture of the machine for choosing images (cannot be used
+    /// with --platform)
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+
+    /// Use VARIANT instead of the running architecture variant for choosing images (cannot be
+    /// used with --platform)
+    #[arg(long, value_name = "VARIANT")]
+    pub variant: Option<String>,
 
     /// Maximum number of layers downloaded at the same time
     #[arg(long, value_name = "int", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]

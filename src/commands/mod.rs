@@ -1,6 +1,9 @@
 //! The subcommands, one file each; this module holds what they share: error exit, the
 //! default store location, and signal handling.
 
+pub mod creds;
+pub mod login;
+pub mod logout;
 pub mod pull;
 
 use std::path::{Path, PathBuf};

@@ -6,11 +6,75 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::creds::{credential_lookup, prompt_creds_password};
 use super::{fail, interrupted_exit_code, open_store, watch_signals};
 use crate::cli::{Format, PullArgs};
 use crate::platform::Platform;
 use crate::progress::{self, OutputMode};
 use crate::pull::{PullOptions, Puller};
+use crate::reference::Reference;
+use crate::registry::RegistryOptions;
+
+/// What a pull says when content trust is on: rpull has no Notary v1 client.
+pub const CONTENT_TRUST_UNSUPPORTED: &str = "content trust is enabled (DOCKER_CONTENT_TRUST is set or \
+--disable-content-trust=false), but rpull does not implement Docker Content Trust (Notary v1) \
+signature verification: refusing to pull unverified. Unset DOCKER_CONTENT_TRUST or pass \
+--disable-content-trust to pull without it (manifest and layer digests are always verified)";
+
+/// Whether docker would verify signatures: `--disable-content-trust` when given, else the
+/// default, which `DOCKER_CONTENT_TRUST` flips (any value but a Go "false" or empty enables it).
+pub fn content_trust_enabled(disable_flag: Option<bool>, env: Option<std::ffi::OsString>) -> bool {
+    if let Some(disable) = disable_flag {
+        return !disable;
+    }
+    match env {
+        Some(v) if !v.is_empty() => !matches!(
+            v.to_str().unwrap_or("1"),
+            "0" | "f" | "F" | "false" | "FALSE" | "False"
+        ),
+        _ => false,
+    }
+}
+
+/// The platform to pull: `--platform`, or `--os`/`--arch`/`--variant` over the host's. Both
+/// kinds given is a usage error (exit 125); a `--platform` only from `DOCKER_DEFAULT_PLATFORM`
+/// gives way to the explicit flags.
+fn platform_from(args: &PullArgs) -> Result<Option<Platform>, (u8, String)> {
+    let parts = [&args.os, &args.arch, &args.variant].map(|p| p.as_deref().map(str::trim));
+    let any_part = parts.iter().any(Option::is_some);
+    let mut flag = args.platform.as_deref().map(str::trim).filter(|p| !p.is_empty());
+    if any_part && flag.is_some() {
+        let from_env = std::env::var("DOCKER_DEFAULT_PLATFORM").ok();
+        if from_env.as_deref().map(str::trim) == flag {
+            flag = None;
+        } else {
+            return Err((
+                125,
+                "--platform option can not be specified with --os, --arch or --variant".to_string(),
+            ));
+        }
+    }
+    if let Some(p) = flag {
+        return Platform::parse(p).map(Some).map_err(|e| (1, e.to_string()));
+    }
+    if !any_part {
+        return Ok(None);
+    }
+    let host = Platform::host();
+    let [os, arch, variant] = parts;
+    for (name, value) in [("--os", os), ("--arch", arch), ("--variant", variant)] {
+        if value == Some("") {
+            return Err((125, format!("invalid argument \"\" for \"{name}\" flag: empty value")));
+        }
+    }
+    let os = os.unwrap_or(&host.os);
+    let arch = arch.unwrap_or(&host.architecture);
+    let spec = match variant {
+        Some(v) => format!("{os}/{arch}/{v}"),
+        None => format!("{os}/{arch}"),
+    };
+    Platform::parse(&spec).map(Some).map_err(|e| (1, e.to_string()))
+}
 
 /// Runs one pull and returns its exit status.
 pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
@@ -19,12 +83,33 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     let Some(name) = args.name.clone() else {
         return fail("rpull: 'rpull pull' requires 1 argument");
     };
-    let platform = match args.platform.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
-        Some(p) => match Platform::parse(p) {
-            Ok(p) => Some(p),
-            Err(e) => return fail(&e.to_string()),
-        },
-        None => None,
+    if content_trust_enabled(args.disable_content_trust, std::env::var_os("DOCKER_CONTENT_TRUST")) {
+        return fail(CONTENT_TRUST_UNSUPPORTED);
+    }
+    let platform = match platform_from(&args) {
+        Ok(p) => p,
+        Err((code, e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(code);
+        }
+    };
+    // The registry this call pulls from, for --creds and --tls-verify=false.
+    let target = Reference::parse_normalized(&name).ok();
+    let mut registry = RegistryOptions::default();
+    if args.tls_verify == Some(false) {
+        if let Some(r) = &target {
+            registry.insecure_registries.push(r.registry_host());
+        }
+    }
+    let target_key = target.as_ref().map(Reference::credential_key).unwrap_or_default();
+    let credentials = match credential_lookup(
+        args.creds.as_deref(),
+        args.authfile.as_deref(),
+        &target_key,
+        &mut prompt_creds_password,
+    ) {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
     };
     let store = match open_store(root.as_deref()) {
         Ok(s) => s,
@@ -42,6 +127,8 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
         all_tags: args.all_tags,
         platform,
         max_concurrent_downloads: args.max_concurrent_downloads as usize,
+        registry,
+        credentials: Some(credentials),
         ..PullOptions::default()
     };
     let puller = Puller::new(store, opts, reporter.clone(), cancel.clone());
@@ -56,5 +143,23 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_trust_follows_docker() {
+        let env = |v: &str| Some(std::ffi::OsString::from(v));
+        assert!(!content_trust_enabled(None, None));
+        assert!(!content_trust_enabled(None, env("")));
+        assert!(content_trust_enabled(None, env("1")));
+        assert!(content_trust_enabled(None, env("yes")));
+        assert!(!content_trust_enabled(None, env("0")));
+        assert!(!content_trust_enabled(None, env("false")));
+        assert!(!content_trust_enabled(Some(true), env("1")));
+        assert!(content_trust_enabled(Some(false), None));
     }
 }

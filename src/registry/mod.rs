@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod login;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -1,0 +1,177 @@
+//! Checking credentials the way `docker login` does before anything is saved: ping `/v2/`,
+//! then answer its challenge with the user's password. A Basic challenge is answered with
+//! `GET /v2/` carrying basic auth, which must be 200; a Bearer challenge with a token request
+//! to the realm carrying basic auth (docker's `account=<user>`, no scope), which must return a
+//! token that `GET /v2/` then accepts. A registry that asks for no auth at all accepts anyone.
+//!
+//! Secrets are only ever sent in `Authorization` headers, never put in URLs or error texts.
+
+use std::time::Duration;
+
+use reqwest::header::AUTHORIZATION;
+use reqwest::{StatusCode, Url};
+
+use super::auth::TokenResponse;
+use super::{base64, read_limited, retry_after, transport_detail, Credential, Registry, RegistryError};
+
+/// Why a login was refused. The texts are the daemon's (without the CLI's
+/// `Error response from daemon: ` prefix), and name the registry and the status.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// `GET /v2/` with the credentials was answered with something other than 200.
+    #[error("login attempt to {url} failed with status: {status} {reason}")]
+    Refused {
+        /// The `/v2/` URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Its canonical reason phrase.
+        reason: String,
+    },
+    /// The token service refused the credentials (or failed).
+    #[error("Get \"{url}\": {source}")]
+    Token {
+        /// The `/v2/` URL being logged in to.
+        url: String,
+        /// The token service's answer, rendered as docker renders registry errors.
+        source: RegistryError,
+    },
+    /// Login needs a username and password.
+    #[error("login needs a username and a password")]
+    NoPassword,
+    /// The registry could not be reached or answered nonsense.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl LoginError {
+    /// Whether the registry said the credentials are wrong (rather than being unreachable).
+    pub fn is_unauthorized(&self) -> bool {
+        match self {
+            LoginError::Refused { status, .. } => *status == 401 || *status == 403,
+            LoginError::Token { source, .. } => matches!(
+                source,
+                RegistryError::Api { status: 401 | 403, .. } | RegistryError::UnexpectedStatus(_, 401 | 403)
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl Registry {
+    /// Checks this client's credential (which must be [`Credential::Basic`]) against the
+    /// registry as `docker login` does; `Ok` means it is accepted and may be saved.
+    pub async fn check_login(&self) -> Result<(), LoginError> {
+        let Some(Credential::Basic { username, password }) = &self.credential else {
+            return Err(LoginError::NoPassword);
+        };
+        let basic = format!("Basic {}", base64(&format!("{username}:{password}")));
+        let base = self.base().await?.clone();
+        let shown = base.to_string();
+        let challenge = self.auth.lock().await.challenge.clone();
+        let authorization = match challenge {
+            // No challenge: the registry is open, and docker's login succeeds.
+            None => return Ok(()),
+            Some(ch) if ch.scheme == "bearer" => {
+                let token = self
+                    .login_token(&ch, username, &basic)
+                    .await
+                    .map_err(|source| LoginError::Token {
+                        url: shown.clone(),
+                        source,
+                    })?;
+                format!("Bearer {token}")
+            }
+            Some(_) => basic,
+        };
+        let resp = self
+            .client_for(&base)
+            .get(base.clone())
+            .header(AUTHORIZATION, authorization)
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|e| {
+                let (detail, retryable) = transport_detail(&base, &e);
+                RegistryError::Transport {
+                    method: "Get",
+                    url: shown.clone(),
+                    detail,
+                    retryable,
+                }
+            })?;
+        let status = resp.status();
+        if status == StatusCode::OK {
+            return Ok(());
+        }
+        Err(LoginError::Refused {
+            url: shown,
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or("").to_string(),
+        })
+    }
+
+    /// `GET <realm>?account=<user>&client_id=rpull&service=<service>` with basic auth: the
+    /// token docker's login asks for (no scope).
+    async fn login_token(
+        &self,
+        challenge: &super::auth::Challenge,
+        username: &str,
+        basic: &str,
+    ) -> Result<String, RegistryError> {
+        let realm = challenge
+            .param("realm")
+            .ok_or_else(|| RegistryError::Auth("auth challenge has no realm".into()))?;
+        let mut url = Url::parse(realm)
+            .map_err(|e| RegistryError::Auth(format!("invalid token realm {realm:?}: {e}")))?;
+        if url.scheme() != "https" && !(url.scheme() == "http" && self.insecure_allowed) {
+            return Err(RegistryError::Auth(format!(
+                "refusing token realm {realm:?}: not https"
+            )));
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("account", username);
+            q.append_pair("client_id", "rpull");
+            if let Some(service) = challenge.param("service").filter(|s| !s.is_empty()) {
+                q.append_pair("service", service);
+            }
+        }
+        let client = if self.insecure_allowed {
+            &self.insecure
+        } else {
+            &self.secure
+        };
+        let mut shown = url.clone();
+        shown.set_query(None);
+        let resp = client
+            .get(url)
+            .header(AUTHORIZATION, basic)
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|e| {
+                let (detail, retryable) = transport_detail(&shown, &e);
+                RegistryError::Transport {
+                    method: "Get",
+                    url: shown.to_string(),
+                    detail,
+                    retryable,
+                }
+            })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = read_limited(resp, 64 * 1024).await?;
+        if !status.is_success() {
+            return Err(RegistryError::from_response(
+                status.as_u16(),
+                status.canonical_reason().unwrap_or(""),
+                &body,
+                retry_after(&headers),
+            ));
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| RegistryError::Auth(format!("invalid token response from {shown}: {e}")))?;
+        Ok(parsed.into_token().map_err(RegistryError::Auth)?.value)
+    }
+}
