@@ -55,7 +55,7 @@ pub struct LoginArgs {
     pub username: Option<String>,
 
     /// Password or Personal Access Token (PAT)
-    #[arg(short, long, value_name = "string", hide_env_values = true)]
+    #[arg(short, long, value_name = "string")]
     pub password: Option<String>,
 
     /// Take the Password or Personal Access Token (PAT) from stdin
@@ -107,12 +107,12 @@ pub struct PullArgs {
     /// Skip image verification (default true; DOCKER_CONTENT_TRUST=1 makes it false, and rpull
     /// then refuses to pull: it does not implement Docker Content Trust / Notary v1. Digests are
     /// always verified)
-    #[arg(long, value_name = "bool", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    #[arg(long, value_name = "bool", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub disable_content_trust: Option<bool>,
 
     /// Use USERNAME[:PASSWORD] for accessing the registry (the password is prompted for on a
     /// terminal when omitted); wins over stored credentials for this call
-    #[arg(long, value_name = "USERNAME[:PASSWORD]", hide_env_values = true)]
+    #[arg(long, value_name = "USERNAME[:PASSWORD]")]
     pub creds: Option<String>,
 
     /// Path of the authentication file (config.json format), consulted before docker's config
@@ -121,7 +121,7 @@ pub struct PullArgs {
 
     /// Require HTTPS and verify certificates when contacting the registry (false: allow
     /// unverified TLS and plain HTTP for this registry, for this call only)
-    #[arg(long, value_name = "bool", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    #[arg(long, value_name = "bool", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub tls_verify: Option<bool>,
 
     /// Use OS instead of the running OS for choosing images (cannot be used with --platform)
