@@ -1,0 +1,496 @@
+//! `rpull login`/`logout` and per-call credentials (`--creds`, `--authfile`) end to end: the
+//! real distribution registry behind TLS with htpasswd (basic auth), docker's config.json in
+//! the sandbox, and a credential helper written by the test.
+//!
+//! The TLS certificate (rcgen) and htpasswd file (bcrypt) are made by [`secure`] below; the
+//! registry is on 127.0.0.1, which rpull (like docker) treats as insecure, so the self-signed
+//! certificate is accepted without `--tls-verify=false`.
+
+mod support;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+use support::*;
+
+const USER: &str = "alice";
+const PASSWORD: &str = "s3cret-Pa55word";
+
+/// A registry behind TLS and htpasswd, with its files.
+mod secure {
+    use super::support::{self, install_crypto_provider, Registry, Scheme};
+    use super::{PASSWORD, USER};
+    use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+    use std::fs;
+    use std::time::Duration;
+    use tempfile::TempDir;
+
+    /// The registry and the directory holding its certificate and htpasswd file.
+    pub struct SecureRegistry {
+        pub registry: Registry,
+        _files: TempDir,
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let b = format!("{user}:{password}").into_bytes();
+        let mut out = String::new();
+        for c in b.chunks(3) {
+            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+            out.push(T[(n >> 18) as usize & 63] as char);
+            out.push(T[(n >> 12) as usize & 63] as char);
+            out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
+            out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        }
+        format!("Basic {out}")
+    }
+
+    /// Base64 of `user:password`, as config.json's `auth` holds it.
+    pub fn auth_field(user: &str, password: &str) -> String {
+        basic(user, password)["Basic ".len()..].to_string()
+    }
+
+    /// Starts the registry with TLS (a fresh self-signed certificate for 127.0.0.1) and an
+    /// htpasswd file holding [`USER`]/[`PASSWORD`]; the harness pushes with those.
+    pub fn start() -> SecureRegistry {
+        install_crypto_provider();
+        let files = support::temp_dir("rpull-login-files-");
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("generating a certificate");
+        let cert = files.path().join("cert.pem");
+        let key = files.path().join("key.pem");
+        fs::write(&cert, certified.cert.pem()).unwrap();
+        fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let htpasswd = files.path().join("htpasswd");
+        let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+        fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
+
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(&basic(USER, PASSWORD)).unwrap());
+        let client = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .danger_accept_invalid_certs(true)
+            .default_headers(headers)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("building the test client");
+        let registry = Registry::start_with(|c| {
+            c.scheme = Scheme::Https;
+            c.client = Some(client);
+            c.http_extra_yaml = format!(
+                "  tls:\n    certificate: \"{}\"\n    key: \"{}\"\n",
+                cert.display(),
+                key.display()
+            );
+            c.extra_yaml = format!(
+                "auth:\n  htpasswd:\n    realm: rpull-test\n    path: \"{}\"\n",
+                htpasswd.display()
+            );
+        });
+        SecureRegistry {
+            registry,
+            _files: files,
+        }
+    }
+}
+
+/// Runs `rpull --root <root> <args…>` with `input` on stdin.
+fn run_with_stdin(sandbox: &Rpull, args: &[&str], input: &str) -> RpullOutput {
+    let mut cmd = sandbox.command();
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let command = format!("rpull {}", args.join(" "));
+    let mut child = cmd.spawn().expect("spawning rpull");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("waiting for rpull");
+    RpullOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        command,
+    }
+}
+
+fn config_path(sandbox: &Rpull) -> PathBuf {
+    sandbox.docker_config_dir().join("config.json")
+}
+
+fn read_config(sandbox: &Rpull) -> Value {
+    serde_json::from_slice(&fs::read(config_path(sandbox)).expect("config.json exists")).unwrap()
+}
+
+fn assert_no_secret(outputs: &[&RpullOutput]) {
+    for out in outputs {
+        assert!(
+            !out.stdout.contains(PASSWORD) && !out.stderr.contains(PASSWORD),
+            "the password leaked in the output of {}:\n{}\n{}",
+            out.command,
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
+fn unencrypted_warning(path: &Path) -> Vec<String> {
+    vec![
+        format!("WARNING! Your password will be stored unencrypted in {}.", path.display()),
+        "Configure a credential helper to remove this warning. See".to_string(),
+        "https://docs.docker.com/engine/reference/commandline/login/#credential-stores".to_string(),
+        String::new(),
+    ]
+}
+
+#[test]
+fn wrong_password_is_refused_and_nothing_is_saved() {
+    let secure = secure::start();
+    let host = secure.registry.host();
+    let sandbox = rpull();
+    let out = sandbox.run(["login", "-u", USER, "-p", "wrong-password", &host]);
+    out.assert_code(1).assert_stdout_lines(&[]).assert_stderr_lines(&[
+        "WARNING! Using --password via the CLI is insecure. Use --password-stdin.",
+        &format!("login attempt to https://{host}/v2/ failed with status: 401 Unauthorized"),
+    ]);
+    assert!(!config_path(&sandbox).exists(), "config.json was written");
+    assert!(!out.stderr.contains("wrong-password"));
+
+    // An unknown user, through stdin, is refused the same way.
+    let out = run_with_stdin(&sandbox, &["login", "-u", "mallory", "--password-stdin", &host], "x\n");
+    out.assert_code(1);
+    assert!(out.stderr.contains("401 Unauthorized"), "{}", out.stderr);
+    assert!(!config_path(&sandbox).exists());
+}
+
+#[test]
+fn login_then_pull_then_logout_then_pull_is_refused() {
+    let secure = secure::start();
+    let registry = &secure.registry;
+    let host = registry.host();
+    let pushed = registry.push_small_image("private/app", "v1", 11);
+    let reference = registry.image_ref("private/app", "v1");
+    let sandbox = rpull();
+
+    // Anonymous first: refused.
+    let anonymous = sandbox.run(["-q", &reference]);
+    anonymous.assert_code(1);
+    assert!(
+        anonymous.stderr.contains("no basic auth credentials"),
+        "{}",
+        anonymous.stderr
+    );
+
+    let login = run_with_stdin(
+        &sandbox,
+        &["login", "--username", USER, "--password-stdin", &host],
+        &format!("{PASSWORD}\n"),
+    );
+    login.assert_success().assert_stdout_lines(&["Login Succeeded"]);
+    let warning = unencrypted_warning(&config_path(&sandbox));
+    let warning: Vec<&str> = warning.iter().map(String::as_str).collect();
+    login.assert_stderr_lines(&warning);
+
+    let config = read_config(&sandbox);
+    assert_eq!(
+        config,
+        json!({"auths": {host.clone(): {"auth": secure::auth_field(USER, PASSWORD)}}})
+    );
+    let mode = fs::metadata(config_path(&sandbox)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "config.json mode");
+
+    let pull = sandbox.run(["-q", &reference]);
+    pull.assert_success().assert_stdout_lines(&[&reference]);
+    assert!(sandbox
+        .root()
+        .join("blobs/sha256")
+        .join(&pushed.manifest_digest[7..])
+        .is_file());
+
+    let logout = sandbox.run(["logout", &host]);
+    logout
+        .assert_success()
+        .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
+    assert_eq!(read_config(&sandbox), json!({"auths": {}}));
+
+    let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
+    refused.assert_code(1);
+    assert!(refused.stderr.contains("no basic auth credentials"), "{}", refused.stderr);
+
+    let again = sandbox.run(["logout", &format!("https://{host}/v2/")]);
+    again
+        .assert_success()
+        .assert_stdout_lines(&[&format!("Not logged in to {host}")]);
+    assert_no_secret(&[&anonymous, &login, &pull, &logout, &refused, &again]);
+}
+
+/// The same sandbox (its config) with a fresh store, so a pull cannot be satisfied locally.
+fn rpull_with_root(sandbox: &Rpull) -> &Rpull {
+    let _ = fs::remove_dir_all(sandbox.root());
+    sandbox
+}
+
+#[test]
+fn login_keeps_unknown_keys_and_other_registries() {
+    let secure = secure::start();
+    let host = secure.registry.host();
+    let sandbox = rpull();
+    let before = json!({
+        "auths": {
+            "other.example:5000": {"auth": "b3RoZXI6cHc=", "email": "x@example.com"},
+        },
+        "proxies": {"default": {"httpProxy": "http://proxy.example:3128"}},
+        "HttpHeaders": {"X-Meta": "kept"},
+        "psFormat": "table {{.ID}}",
+        "unknownThing": [1, 2, {"nested": true}],
+    });
+    sandbox.write_docker_config(&before);
+    let out = sandbox.run(["login", "-u", USER, "-p", PASSWORD, &format!("https://{host}")]);
+    out.assert_success().assert_stdout_lines(&["Login Succeeded"]);
+    let mut expected = before.clone();
+    expected["auths"][&host] = json!({"auth": secure::auth_field(USER, PASSWORD)});
+    assert_eq!(read_config(&sandbox), expected);
+    let mode = fs::metadata(config_path(&sandbox)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // Logging out removes only this registry.
+    sandbox.run(["logout", &host]).assert_success();
+    assert_eq!(read_config(&sandbox), before);
+}
+
+#[test]
+fn interactive_login_needs_a_terminal() {
+    let sandbox = rpull();
+    sandbox
+        .run(["login", "127.0.0.1:1"])
+        .assert_code(1)
+        .assert_stderr_lines(&["Error: Cannot perform an interactive login from a non TTY device"]);
+    sandbox
+        .run(["login", "-u", USER, "127.0.0.1:1"])
+        .assert_code(1)
+        .assert_stderr_lines(&["Error: Cannot perform an interactive login from a non TTY device"]);
+    sandbox
+        .run(["login", "--password-stdin", "127.0.0.1:1"])
+        .assert_code(1)
+        .assert_stderr_lines(&["Must provide --username with --password-stdin"]);
+    // Docker Hub is the default server for logout.
+    sandbox
+        .run(["logout"])
+        .assert_success()
+        .assert_stdout_lines(&["Not logged in to https://index.docker.io/v1/"]);
+    assert!(!config_path(&sandbox).exists());
+}
+
+/// A `docker-credential-<name>` helper in shell: keeps what `store` gets in `store.json` next
+/// to itself, answers `get` from it, and logs its arguments and the keys it was given.
+fn write_helper(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("docker-credential-{name}"));
+    let script = r#"#!/bin/sh
+dir=$(dirname "$0")
+echo "$@" >> "$dir/argv.log"
+case "$1" in
+  store) cat > "$dir/store.json" ;;
+  get)
+    key=$(cat)
+    echo "get $key" >> "$dir/keys.log"
+    if [ -f "$dir/store.json" ]; then cat "$dir/store.json"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+  erase)
+    key=$(cat)
+    echo "erase $key" >> "$dir/keys.log"
+    if [ -f "$dir/store.json" ]; then rm -f "$dir/store.json"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+  *) exit 2 ;;
+esac
+"#;
+    let tmp = dir.join(".helper.tmp");
+    fs::write(&tmp, script).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+fn with_helper_path(sandbox: &mut Rpull, dir: &Path) {
+    let path = std::env::var("PATH").unwrap_or_default();
+    sandbox.env("PATH", format!("{}:{path}", dir.display()));
+}
+
+#[test]
+fn credential_helper_stores_and_serves_and_config_holds_no_secret() {
+    let secure = secure::start();
+    let registry = &secure.registry;
+    let host = registry.host();
+    registry.push_small_image("private/helped", "v1", 12);
+    let reference = registry.image_ref("private/helped", "v1");
+    let helpers = temp_dir("rpull-helper-");
+    write_helper(helpers.path(), "rpulltest");
+    let mut sandbox = rpull();
+    with_helper_path(&mut sandbox, helpers.path());
+    sandbox.write_docker_config(&json!({"credsStore": "rpulltest", "currentContext": "default"}));
+
+    let login = run_with_stdin(
+        &sandbox,
+        &["login", "-u", USER, "--password-stdin", &host],
+        PASSWORD,
+    );
+    login
+        .assert_success()
+        .assert_stdout_lines(&["Login Succeeded"])
+        .assert_stderr_lines(&[]);
+    let stored: Value =
+        serde_json::from_slice(&fs::read(helpers.path().join("store.json")).unwrap()).unwrap();
+    assert_eq!(
+        stored,
+        json!({"ServerURL": host.clone(), "Username": USER, "Secret": PASSWORD})
+    );
+    let config_text = fs::read_to_string(config_path(&sandbox)).unwrap();
+    assert!(!config_text.contains(PASSWORD), "{config_text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&config_text).unwrap(),
+        json!({"auths": {host.clone(): {}}, "credsStore": "rpulltest", "currentContext": "default"})
+    );
+
+    let pull = sandbox.run(["-q", &reference]);
+    pull.assert_success().assert_stdout_lines(&[&reference]);
+    let keys = fs::read_to_string(helpers.path().join("keys.log")).unwrap();
+    assert!(keys.contains(&format!("get {host}")), "{keys}");
+
+    let logout = sandbox.run(["logout", &host]);
+    logout
+        .assert_success()
+        .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
+    assert!(!helpers.path().join("store.json").exists());
+    let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
+    refused.assert_code(1);
+
+    // The helper only ever saw its action on the command line.
+    let argv = fs::read_to_string(helpers.path().join("argv.log")).unwrap();
+    for line in argv.lines() {
+        assert!(matches!(line, "store" | "get" | "erase"), "helper argv: {line:?}");
+    }
+    assert_no_secret(&[&login, &pull, &logout, &refused]);
+}
+
+#[test]
+fn cred_helpers_entry_wins_over_the_file() {
+    let secure = secure::start();
+    let host = secure.registry.host();
+    let helpers = temp_dir("rpull-helper-");
+    write_helper(helpers.path(), "perhost");
+    let mut sandbox = rpull();
+    with_helper_path(&mut sandbox, helpers.path());
+    sandbox.write_docker_config(&json!({"credHelpers": {host.clone(): "perhost"}}));
+    sandbox
+        .run(["login", "-u", USER, "-p", PASSWORD, &host])
+        .assert_success()
+        .assert_stdout_lines(&["Login Succeeded"])
+        .assert_stderr_lines(&["WARNING! Using --password via the CLI is insecure. Use --password-stdin."]);
+    assert!(helpers.path().join("store.json").is_file());
+    assert!(!fs::read_to_string(config_path(&sandbox)).unwrap().contains(PASSWORD));
+}
+
+#[test]
+fn creds_flag_with_an_empty_config() {
+    let secure = secure::start();
+    let registry = &secure.registry;
+    registry.push_small_image("private/creds", "v1", 13);
+    let reference = registry.image_ref("private/creds", "v1");
+    let sandbox = rpull();
+    sandbox.write_docker_config(&json!({}));
+
+    let ok = sandbox.run(["--creds", &format!("{USER}:{PASSWORD}"), "-q", &reference]);
+    ok.assert_success().assert_stdout_lines(&[&reference]);
+    assert_eq!(read_config(&sandbox), json!({}), "--creds must not be saved");
+
+    let wrong = rpull_with_root(&sandbox).run(["--creds", &format!("{USER}:nope-{PASSWORD}"), "-q", &reference]);
+    wrong.assert_code(1);
+    assert!(wrong.stderr.contains("unauthorized"), "{}", wrong.stderr);
+
+    // No password and no terminal to ask on.
+    let no_tty = sandbox.run(["--creds", USER, "-q", &reference]);
+    no_tty.assert_code(1);
+    assert!(no_tty.stderr.contains("not a terminal"), "{}", no_tty.stderr);
+    sandbox
+        .run(["--creds", &format!(":{PASSWORD}"), &reference])
+        .assert_code(1)
+        .assert_stderr_lines(&["username can't be empty"]);
+
+    // --creds wins over what docker's config holds for the registry.
+    sandbox.write_docker_config(&json!({"auths": {registry.host(): {"auth": secure::auth_field(USER, "stale")}}}));
+    rpull_with_root(&sandbox)
+        .run(["--creds", &format!("{USER}:{PASSWORD}"), "-q", &reference])
+        .assert_success();
+    assert_no_secret(&[&ok, &wrong, &no_tty]);
+}
+
+#[test]
+fn authfile_flag_and_registry_auth_file() {
+    let secure = secure::start();
+    let registry = &secure.registry;
+    registry.push_small_image("private/authfile", "v1", 14);
+    let reference = registry.image_ref("private/authfile", "v1");
+    let files = temp_dir("rpull-authfile-");
+    let authfile = files.path().join("auth.json");
+    fs::write(
+        &authfile,
+        serde_json::to_vec(&json!({"auths": {registry.host(): {"auth": secure::auth_field(USER, PASSWORD)}}}))
+            .unwrap(),
+    )
+    .unwrap();
+    let authfile_arg = authfile.to_str().unwrap();
+
+    let mut sandbox = rpull();
+    // docker's config holds a wrong password: the authfile wins.
+    sandbox.write_docker_config(&json!({"auths": {registry.host(): {"auth": secure::auth_field(USER, "stale")}}}));
+    let ok = sandbox.run(["--authfile", authfile_arg, "-q", &reference]);
+    ok.assert_success().assert_stdout_lines(&[&reference]);
+
+    // Without it, docker's stale password is refused.
+    let stale = rpull_with_root(&sandbox).run(["-q", &reference]);
+    stale.assert_code(1);
+
+    // REGISTRY_AUTH_FILE is the flag's variable.
+    sandbox.env("REGISTRY_AUTH_FILE", authfile_arg);
+    rpull_with_root(&sandbox)
+        .run(["-q", &reference])
+        .assert_success();
+
+    let missing = files.path().join("missing.json");
+    rpull()
+        .run(["--authfile", missing.to_str().unwrap(), &reference])
+        .assert_code(1)
+        .assert_stderr_lines(&[&format!(
+            "credential file is not accessible: stat {}: no such file or directory",
+            missing.display()
+        )]);
+    assert_no_secret(&[&ok, &stale]);
+}
+
+#[test]
+fn existing_credentials_are_reused_by_a_bare_login() {
+    let secure = secure::start();
+    let host = secure.registry.host();
+    let sandbox = rpull();
+    sandbox.write_docker_config(&json!({"auths": {host.clone(): {"auth": secure::auth_field(USER, PASSWORD)}}}));
+    sandbox
+        .run(["login", &host])
+        .assert_success()
+        .assert_stdout_lines(&["Login Succeeded"])
+        .assert_stderr_lines(&[&format!("Authenticating with existing credentials... [Username: {USER}]")]);
+    // Stale ones are reported, and without a terminal that is the end.
+    sandbox.write_docker_config(&json!({"auths": {host.clone(): {"auth": secure::auth_field(USER, "stale")}}}));
+    sandbox
+        .run(["login", &host])
+        .assert_code(1)
+        .assert_stderr_lines(&[
+            &format!("Authenticating with existing credentials... [Username: {USER}]"),
+            "Stored credentials invalid or expired",
+            "Error: Cannot perform an interactive login from a non TTY device",
+        ]);
+}
