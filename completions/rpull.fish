@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_rpull_global_optspecs
-    string join \n root= a/all-tags platform= q/quiet disable-content-trust= max-concurrent-downloads= format= h/help V/version
+    string join \n root= a/all-tags platform= q/quiet disable-content-trust= creds= authfile= tls-verify= os= arch= variant= max-concurrent-downloads= format= h/help V/version
 end
 
 function __fish_rpull_needs_command
@@ -26,8 +26,15 @@ end
 
 complete -c rpull -n "__fish_rpull_needs_command" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
 complete -c rpull -n "__fish_rpull_needs_command" -l platform -d 'Set platform if server is multi-platform capable' -r
-complete -c rpull -n "__fish_rpull_needs_command" -l disable-content-trust -d 'Skip image verification (accepted for docker compatibility; rpull always verifies digests)' -r -f -a "true\t''
+complete -c rpull -n "__fish_rpull_needs_command" -l disable-content-trust -d 'Skip image verification (default true; DOCKER_CONTENT_TRUST=1 makes it false, and rpull then refuses to pull: it does not implement Docker Content Trust / Notary v1. Digests are always verified)' -r -f -a "true\t''
 false\t''"
+complete -c rpull -n "__fish_rpull_needs_command" -l creds -d 'Use USERNAME[:PASSWORD] for accessing the registry (the password is prompted for on a terminal when omitted); wins over stored credentials for this call' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l authfile -d 'Path of the authentication file (config.json format), consulted before docker\'s config' -r -F
+complete -c rpull -n "__fish_rpull_needs_command" -l tls-verify -d 'Require HTTPS and verify certificates when contacting the registry (false: allow unverified TLS and plain HTTP for this registry, for this call only)' -r -f -a "true\t''
+false\t''"
+complete -c rpull -n "__fish_rpull_needs_command" -l os -d 'Use OS instead of the running OS for choosing images (cannot be used with --platform)' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l arch -d 'Use ARCH instead of the architecture of the machine for choosing images (cannot be used with --platform)' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l variant -d 'Use VARIANT instead of the running architecture variant for choosing images (cannot be used with --platform)' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l max-concurrent-downloads -d 'Maximum number of layers downloaded at the same time' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l format -d 'Output format' -r -f -a "plain\t'docker\'s lines (progress bars on a terminal)'
 json\t'One JSON object per line, in the Engine API\'s message shape, ending with a result'"
@@ -36,10 +43,19 @@ complete -c rpull -n "__fish_rpull_needs_command" -s q -l quiet -d 'Suppress ver
 complete -c rpull -n "__fish_rpull_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rpull -n "__fish_rpull_needs_command" -s V -l version -d 'Print version'
 complete -c rpull -n "__fish_rpull_needs_command" -a "pull" -d 'Download an image from a registry (the default action)'
+complete -c rpull -n "__fish_rpull_needs_command" -a "login" -d 'Log in to a registry (Docker Hub when no server is given)'
+complete -c rpull -n "__fish_rpull_needs_command" -a "logout" -d 'Log out from a registry (Docker Hub when no server is given)'
 complete -c rpull -n "__fish_rpull_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l platform -d 'Set platform if server is multi-platform capable' -r
-complete -c rpull -n "__fish_rpull_using_subcommand pull" -l disable-content-trust -d 'Skip image verification (accepted for docker compatibility; rpull always verifies digests)' -r -f -a "true\t''
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l disable-content-trust -d 'Skip image verification (default true; DOCKER_CONTENT_TRUST=1 makes it false, and rpull then refuses to pull: it does not implement Docker Content Trust / Notary v1. Digests are always verified)' -r -f -a "true\t''
 false\t''"
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l creds -d 'Use USERNAME[:PASSWORD] for accessing the registry (the password is prompted for on a terminal when omitted); wins over stored credentials for this call' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l authfile -d 'Path of the authentication file (config.json format), consulted before docker\'s config' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l tls-verify -d 'Require HTTPS and verify certificates when contacting the registry (false: allow unverified TLS and plain HTTP for this registry, for this call only)' -r -f -a "true\t''
+false\t''"
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l os -d 'Use OS instead of the running OS for choosing images (cannot be used with --platform)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l arch -d 'Use ARCH instead of the architecture of the machine for choosing images (cannot be used with --platform)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l variant -d 'Use VARIANT instead of the running architecture variant for choosing images (cannot be used with --platform)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l max-concurrent-downloads -d 'Maximum number of layers downloaded at the same time' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l format -d 'Output format' -r -f -a "plain\t'docker\'s lines (progress bars on a terminal)'
 json\t'One JSON object per line, in the Engine API\'s message shape, ending with a result'"
@@ -47,5 +63,14 @@ complete -c rpull -n "__fish_rpull_using_subcommand pull" -l root -d 'Directory 
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -s a -l all-tags -d 'Download all tagged images in the repository'
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -s q -l quiet -d 'Suppress verbose output'
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull help" -f -a "pull" -d 'Download an image from a registry (the default action)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rpull -n "__fish_rpull_using_subcommand login" -s u -l username -d 'Username' -r
+complete -c rpull -n "__fish_rpull_using_subcommand login" -s p -l password -d 'Password or Personal Access Token (PAT)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand login" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand login" -l password-stdin -d 'Take the Password or Personal Access Token (PAT) from stdin'
+complete -c rpull -n "__fish_rpull_using_subcommand login" -s h -l help -d 'Print help'
+complete -c rpull -n "__fish_rpull_using_subcommand logout" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand logout" -s h -l help -d 'Print help'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout help" -f -a "pull" -d 'Download an image from a registry (the default action)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout help" -f -a "login" -d 'Log in to a registry (Docker Hub when no server is given)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout help" -f -a "logout" -d 'Log out from a registry (Docker Hub when no server is given)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -40,11 +40,20 @@ mod secure {
         let b = format!("{user}:{password}").into_bytes();
         let mut out = String::new();
         for c in b.chunks(3) {
-            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+            let n =
+                (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
             out.push(T[(n >> 18) as usize & 63] as char);
             out.push(T[(n >> 12) as usize & 63] as char);
-            out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-            out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+            out.push(if c.len() > 1 {
+                T[(n >> 6) as usize & 63] as char
+            } else {
+                '='
+            });
+            out.push(if c.len() > 2 {
+                T[n as usize & 63] as char
+            } else {
+                '='
+            });
         }
         format!("Basic {out}")
     }
@@ -59,8 +68,9 @@ mod secure {
     pub fn start() -> SecureRegistry {
         install_crypto_provider();
         let files = support::temp_dir("rpull-login-files-");
-        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("generating a certificate");
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .expect("generating a certificate");
         let cert = files.path().join("cert.pem");
         let key = files.path().join("key.pem");
         fs::write(&cert, certified.cert.pem()).unwrap();
@@ -70,7 +80,10 @@ mod secure {
         fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
 
         let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_str(&basic(USER, PASSWORD)).unwrap());
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&basic(USER, PASSWORD)).unwrap(),
+        );
         let client = reqwest::blocking::Client::builder()
             .no_proxy()
             .danger_accept_invalid_certs(true)
@@ -108,12 +121,7 @@ fn run_with_stdin(sandbox: &Rpull, args: &[&str], input: &str) -> RpullOutput {
         .stderr(Stdio::piped());
     let command = format!("rpull {}", args.join(" "));
     let mut child = cmd.spawn().expect("spawning rpull");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().expect("waiting for rpull");
     RpullOutput {
         status: out.status,
@@ -145,7 +153,10 @@ fn assert_no_secret(outputs: &[&RpullOutput]) {
 
 fn unencrypted_warning(path: &Path) -> Vec<String> {
     vec![
-        format!("WARNING! Your password will be stored unencrypted in {}.", path.display()),
+        format!(
+            "WARNING! Your password will be stored unencrypted in {}.",
+            path.display()
+        ),
         "Configure a credential helper to remove this warning. See".to_string(),
         "https://docs.docker.com/engine/reference/commandline/login/#credential-stores".to_string(),
         String::new(),
@@ -166,7 +177,11 @@ fn wrong_password_is_refused_and_nothing_is_saved() {
     assert!(!out.stderr.contains("wrong-password"));
 
     // An unknown user, through stdin, is refused the same way.
-    let out = run_with_stdin(&sandbox, &["login", "-u", "mallory", "--password-stdin", &host], "x\n");
+    let out = run_with_stdin(
+        &sandbox,
+        &["login", "-u", "mallory", "--password-stdin", &host],
+        "x\n",
+    );
     out.assert_code(1);
     assert!(out.stderr.contains("401 Unauthorized"), "{}", out.stderr);
     assert!(!config_path(&sandbox).exists());
@@ -224,7 +239,11 @@ fn login_then_pull_then_logout_then_pull_is_refused() {
 
     let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
     refused.assert_code(1);
-    assert!(refused.stderr.contains("no basic auth credentials"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("no basic auth credentials"),
+        "{}",
+        refused.stderr
+    );
 
     let again = sandbox.run(["logout", &format!("https://{host}/v2/")]);
     again
@@ -392,7 +411,9 @@ fn cred_helpers_entry_wins_over_the_file() {
         .assert_stdout_lines(&["Login Succeeded"])
         .assert_stderr_lines(&["WARNING! Using --password via the CLI is insecure. Use --password-stdin."]);
     assert!(helpers.path().join("store.json").is_file());
-    assert!(!fs::read_to_string(config_path(&sandbox)).unwrap().contains(PASSWORD));
+    assert!(!fs::read_to_string(config_path(&sandbox))
+        .unwrap()
+        .contains(PASSWORD));
 }
 
 #[test]
@@ -408,7 +429,8 @@ fn creds_flag_with_an_empty_config() {
     ok.assert_success().assert_stdout_lines(&[&reference]);
     assert_eq!(read_config(&sandbox), json!({}), "--creds must not be saved");
 
-    let wrong = rpull_with_root(&sandbox).run(["--creds", &format!("{USER}:nope-{PASSWORD}"), "-q", &reference]);
+    let wrong =
+        rpull_with_root(&sandbox).run(["--creds", &format!("{USER}:nope-{PASSWORD}"), "-q", &reference]);
     wrong.assert_code(1);
     assert!(wrong.stderr.contains("unauthorized"), "{}", wrong.stderr);
 
@@ -422,7 +444,9 @@ fn creds_flag_with_an_empty_config() {
         .assert_stderr_lines(&["username can't be empty"]);
 
     // --creds wins over what docker's config holds for the registry.
-    sandbox.write_docker_config(&json!({"auths": {registry.host(): {"auth": secure::auth_field(USER, "stale")}}}));
+    sandbox.write_docker_config(
+        &json!({"auths": {registry.host(): {"auth": secure::auth_field(USER, "stale")}}}),
+    );
     rpull_with_root(&sandbox)
         .run(["--creds", &format!("{USER}:{PASSWORD}"), "-q", &reference])
         .assert_success();
@@ -439,15 +463,19 @@ fn authfile_flag_and_registry_auth_file() {
     let authfile = files.path().join("auth.json");
     fs::write(
         &authfile,
-        serde_json::to_vec(&json!({"auths": {registry.host(): {"auth": secure::auth_field(USER, PASSWORD)}}}))
-            .unwrap(),
+        serde_json::to_vec(
+            &json!({"auths": {registry.host(): {"auth": secure::auth_field(USER, PASSWORD)}}}),
+        )
+        .unwrap(),
     )
     .unwrap();
     let authfile_arg = authfile.to_str().unwrap();
 
     let mut sandbox = rpull();
     // docker's config holds a wrong password: the authfile wins.
-    sandbox.write_docker_config(&json!({"auths": {registry.host(): {"auth": secure::auth_field(USER, "stale")}}}));
+    sandbox.write_docker_config(
+        &json!({"auths": {registry.host(): {"auth": secure::auth_field(USER, "stale")}}}),
+    );
     let ok = sandbox.run(["--authfile", authfile_arg, "-q", &reference]);
     ok.assert_success().assert_stdout_lines(&[&reference]);
 
@@ -457,9 +485,7 @@ fn authfile_flag_and_registry_auth_file() {
 
     // REGISTRY_AUTH_FILE is the flag's variable.
     sandbox.env("REGISTRY_AUTH_FILE", authfile_arg);
-    rpull_with_root(&sandbox)
-        .run(["-q", &reference])
-        .assert_success();
+    rpull_with_root(&sandbox).run(["-q", &reference]).assert_success();
 
     let missing = files.path().join("missing.json");
     rpull()
@@ -477,14 +503,18 @@ fn existing_credentials_are_reused_by_a_bare_login() {
     let secure = secure::start();
     let host = secure.registry.host();
     let sandbox = rpull();
-    sandbox.write_docker_config(&json!({"auths": {host.clone(): {"auth": secure::auth_field(USER, PASSWORD)}}}));
+    sandbox
+        .write_docker_config(&json!({"auths": {host.clone(): {"auth": secure::auth_field(USER, PASSWORD)}}}));
     sandbox
         .run(["login", &host])
         .assert_success()
         .assert_stdout_lines(&["Login Succeeded"])
-        .assert_stderr_lines(&[&format!("Authenticating with existing credentials... [Username: {USER}]")]);
+        .assert_stderr_lines(&[&format!(
+            "Authenticating with existing credentials... [Username: {USER}]"
+        )]);
     // Stale ones are reported, and without a terminal that is the end.
-    sandbox.write_docker_config(&json!({"auths": {host.clone(): {"auth": secure::auth_field(USER, "stale")}}}));
+    sandbox
+        .write_docker_config(&json!({"auths": {host.clone(): {"auth": secure::auth_field(USER, "stale")}}}));
     sandbox
         .run(["login", &host])
         .assert_code(1)

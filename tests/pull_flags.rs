@@ -72,17 +72,23 @@ fn disable_content_trust_pulls_with_the_variable_set() {
     let reference = registry.image_ref("trust/img", "v1");
     let mut sandbox = rpull();
     sandbox.env("DOCKER_CONTENT_TRUST", "1");
-    sandbox.run(["--disable-content-trust", &reference]).assert_success();
+    sandbox
+        .run(["--disable-content-trust", &reference])
+        .assert_success();
     assert!(ref_entry(sandbox.root(), &reference).is_some());
     // docker's default (true) with no variable: pulls.
     let plain = rpull();
-    plain.run(["--disable-content-trust=true", "-q", &reference])
+    plain
+        .run(["--disable-content-trust=true", "-q", &reference])
         .assert_success()
         .assert_stdout_lines(&[&reference]);
     plain.run(["-q", &reference]).assert_success();
     // Nothing was asked of the registry while trust was refused.
     let before = registry.log().matches("/v2/").count();
-    sandbox.run([&reference]).assert_code(1).assert_stderr_lines(&[TRUST_ERROR]);
+    sandbox
+        .run([&reference])
+        .assert_code(1)
+        .assert_stderr_lines(&[TRUST_ERROR]);
     assert_eq!(registry.log().matches("/v2/").count(), before);
 }
 
@@ -129,9 +135,8 @@ fn os_arch_variant_conflict_with_platform() {
                 .chain(extra)
                 .chain(["127.0.0.1:1/x:y"]),
         );
-        out.assert_code(125).assert_stderr_lines(&[
-            "--platform option can not be specified with --os, --arch or --variant",
-        ]);
+        out.assert_code(125)
+            .assert_stderr_lines(&["--platform option can not be specified with --os, --arch or --variant"]);
     }
     // DOCKER_DEFAULT_PLATFORM is only a default: the explicit flags win over it.
     let registry = Registry::start();
@@ -156,9 +161,7 @@ fn tls_verify_false_is_accepted_for_the_pulled_registry() {
         .run(["--tls-verify=false", "-q", &reference])
         .assert_success()
         .assert_stdout_lines(&[&reference]);
-    sandbox
-        .run(["--tls-verify", "-q", &reference])
-        .assert_success();
+    sandbox.run(["--tls-verify", "-q", &reference]).assert_success();
 }
 
 #[test]
@@ -176,6 +179,10 @@ fn help_lists_the_new_flags() {
         "login",
         "logout",
     ] {
-        assert!(out.stdout.contains(flag), "{flag} missing from --help:\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(flag),
+            "{flag} missing from --help:\n{}",
+            out.stdout
+        );
     }
 }

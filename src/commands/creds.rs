@@ -174,7 +174,10 @@ mod tests {
             ("me".to_string(), Some("pa:ss".to_string()))
         );
         assert_eq!(parse_creds("me").unwrap(), ("me".to_string(), None));
-        assert_eq!(parse_creds("me:").unwrap(), ("me".to_string(), Some(String::new())));
+        assert_eq!(
+            parse_creds("me:").unwrap(),
+            ("me".to_string(), Some(String::new()))
+        );
         assert_eq!(parse_creds(":pw").unwrap_err(), "username can't be empty");
         assert_eq!(parse_creds("").unwrap_err(), "credentials can't be empty");
     }
@@ -218,6 +221,9 @@ mod tests {
         let err = credential_lookup(None, Some(&missing), "a.example", &mut never)
             .err()
             .unwrap();
-        assert!(err.starts_with("credential file is not accessible: stat "), "{err}");
+        assert!(
+            err.starts_with("credential file is not accessible: stat "),
+            "{err}"
+        );
     }
 }

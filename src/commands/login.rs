@@ -54,7 +54,11 @@ pub async fn run(args: LoginArgs) -> ExitCode {
 
     // Like docker: with neither flag, try what is stored first.
     if username.is_none() && password.is_none() {
-        if let Ok(Some(Credential::Basic { username: u, password: p })) = config.get(&key) {
+        if let Ok(Some(Credential::Basic {
+            username: u,
+            password: p,
+        })) = config.get(&key)
+        {
             eprintln!("Authenticating with existing credentials... [Username: {u}]");
             match check(&host, &u, &p).await {
                 Ok(()) => {

@@ -64,7 +64,10 @@ fn platform_from(args: &PullArgs) -> Result<Option<Platform>, (u8, String)> {
     let [os, arch, variant] = parts;
     for (name, value) in [("--os", os), ("--arch", arch), ("--variant", variant)] {
         if value == Some("") {
-            return Err((125, format!("invalid argument \"\" for \"{name}\" flag: empty value")));
+            return Err((
+                125,
+                format!("invalid argument \"\" for \"{name}\" flag: empty value"),
+            ));
         }
     }
     let os = os.unwrap_or(&host.os);
@@ -83,7 +86,10 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     let Some(name) = args.name.clone() else {
         return fail("rpull: 'rpull pull' requires 1 argument");
     };
-    if content_trust_enabled(args.disable_content_trust, std::env::var_os("DOCKER_CONTENT_TRUST")) {
+    if content_trust_enabled(
+        args.disable_content_trust,
+        std::env::var_os("DOCKER_CONTENT_TRUST"),
+    ) {
         return fail(CONTENT_TRUST_UNSUPPORTED);
     }
     let platform = match platform_from(&args) {

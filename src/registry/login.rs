@@ -51,7 +51,10 @@ impl LoginError {
             LoginError::Refused { status, .. } => *status == 401 || *status == 403,
             LoginError::Token { source, .. } => matches!(
                 source,
-                RegistryError::Api { status: 401 | 403, .. } | RegistryError::UnexpectedStatus(_, 401 | 403)
+                RegistryError::Api {
+                    status: 401 | 403,
+                    ..
+                } | RegistryError::UnexpectedStatus(_, 401 | 403)
             ),
             _ => false,
         }
@@ -73,13 +76,13 @@ impl Registry {
             // No challenge: the registry is open, and docker's login succeeds.
             None => return Ok(()),
             Some(ch) if ch.scheme == "bearer" => {
-                let token = self
-                    .login_token(&ch, username, &basic)
-                    .await
-                    .map_err(|source| LoginError::Token {
-                        url: shown.clone(),
-                        source,
-                    })?;
+                let token =
+                    self.login_token(&ch, username, &basic)
+                        .await
+                        .map_err(|source| LoginError::Token {
+                            url: shown.clone(),
+                            source,
+                        })?;
                 format!("Bearer {token}")
             }
             Some(_) => basic,
