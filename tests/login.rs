@@ -35,27 +35,11 @@ mod secure {
         _files: TempDir,
     }
 
-    fn basic(user: &str, password: &str) -> String {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let b = format!("{user}:{password}").into_bytes();
-        let mut out = String::new();
-        for c in b.chunks(3) {
-            let n =
-                (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-            out.push(T[(n >> 18) as usize & 63] as char);
-            out.push(T[(n >> 12) as usize & 63] as char);
-            out.push(if c.len() > 1 {
-                T[(n >> 6) as usize & 63] as char
-            } else {
-                '='
-            });
-            out.push(if c.len() > 2 {
-                T[n as usize & 63] as char
-            } else {
-                '='
-            });
-        }
-        format!("Basic {out}")
+    pub fn basic(user: &str, password: &str) -> String {
+        format!(
+            "Basic {}",
+            super::b64(format!("{user}:{password}").as_bytes(), false)
+        )
     }
 
     /// Base64 of `user:password`, as config.json's `auth` holds it.
@@ -110,6 +94,32 @@ mod secure {
             _files: files,
         }
     }
+}
+
+/// Base64 of `bytes`: standard with padding, or (`url`) URL-safe without, as JWTs use.
+fn b64(bytes: &[u8], url: bool) -> String {
+    let table: &[u8; 64] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        out.push(table[(n >> 18) as usize & 63] as char);
+        out.push(table[(n >> 12) as usize & 63] as char);
+        if c.len() > 1 {
+            out.push(table[(n >> 6) as usize & 63] as char);
+        } else if !url {
+            out.push('=');
+        }
+        if c.len() > 2 {
+            out.push(table[n as usize & 63] as char);
+        } else if !url {
+            out.push('=');
+        }
+    }
+    out
 }
 
 /// Runs `rpull --root <root> <args…>` with `input` on stdin.
@@ -523,4 +533,237 @@ fn existing_credentials_are_reused_by_a_bare_login() {
             "Stored credentials invalid or expired",
             "Error: Cannot perform an interactive login from a non TTY device",
         ]);
+}
+
+/// A registry behind token auth: distribution's `auth: token` with a token service of our own
+/// on loopback, which signs ES256 JWTs with a certificate the registry trusts (`x5c`).
+mod token {
+    use super::support::{self, Registry};
+    use super::{b64, PASSWORD, USER};
+    use rcgen::SigningKey;
+    use serde_json::json;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    use tempfile::TempDir;
+
+    pub const SERVICE: &str = "rpull-test-registry";
+    const ISSUER: &str = "rpull-test-issuer";
+
+    /// The registry, the token service's request log and the files they use.
+    pub struct TokenRegistry {
+        pub registry: Registry,
+        /// Every token request: its query string and whether it carried the right password.
+        pub requests: Arc<Mutex<Vec<(String, bool)>>>,
+        _open: Registry,
+        _files: TempDir,
+    }
+
+    /// A DER ECDSA signature (SEQUENCE of two INTEGERs) as JWS's fixed 64-byte `r || s`.
+    fn der_to_raw(der: &[u8]) -> Vec<u8> {
+        assert_eq!(der[0], 0x30, "DER sequence");
+        let mut i = 2;
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            assert_eq!(der[i], 0x02, "DER integer");
+            let len = der[i + 1] as usize;
+            let mut int = &der[i + 2..i + 2 + len];
+            while int.len() > 32 && int[0] == 0 {
+                int = &int[1..];
+            }
+            out.extend(std::iter::repeat_n(0u8, 32 - int.len()));
+            out.extend_from_slice(int);
+            i += 2 + len;
+        }
+        out
+    }
+
+    fn query_param(query: &str, key: &str) -> Vec<String> {
+        url::form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+            .collect()
+    }
+
+    /// Pushes with `push` into an open registry, then serves the same storage from a registry
+    /// that wants tokens from a token service on loopback.
+    pub fn start(push: impl FnOnce(&Registry)) -> TokenRegistry {
+        let open = Registry::start();
+        push(&open);
+        let files = support::temp_dir("rpull-token-files-");
+        let certified = rcgen::generate_simple_self_signed(vec!["rpull-token-issuer".to_string()])
+            .expect("generating the signing certificate");
+        let bundle = files.path().join("root.pem");
+        std::fs::write(&bundle, certified.cert.pem()).unwrap();
+        let x5c = b64(certified.cert.der(), false);
+        let key = certified.signing_key;
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let mut authorized = false;
+                let mut any_auth = false;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("authorization") {
+                            any_auth = true;
+                            authorized = value.trim() == super::secure::basic(USER, PASSWORD);
+                        }
+                    }
+                }
+                let target = request_line.split(' ').nth(1).unwrap_or("").to_string();
+                let query = target.split_once('?').map(|(_, q)| q).unwrap_or("").to_string();
+                log.lock().unwrap().push((query.clone(), authorized));
+                let (status, body) = if any_auth && !authorized {
+                    (
+                        "401 Unauthorized",
+                        json!({"details": "incorrect username or password"}).to_string(),
+                    )
+                } else {
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+                    let access: Vec<_> = if authorized {
+                        query_param(&query, "scope")
+                            .iter()
+                            .filter_map(|s| {
+                                let mut parts = s.split(':');
+                                let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                                Some(json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    let header = json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
+                    let claims = json!({
+                        "iss": ISSUER, "sub": if authorized { USER } else { "" }, "aud": SERVICE,
+                        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("jti-{now}-{}", log.lock().unwrap().len()),
+                        "access": access,
+                    });
+                    let input = format!(
+                        "{}.{}",
+                        b64(header.to_string().as_bytes(), true),
+                        b64(claims.to_string().as_bytes(), true)
+                    );
+                    let signature = der_to_raw(&key.sign(input.as_bytes()).expect("signing"));
+                    let jwt = format!("{input}.{}", b64(&signature, true));
+                    ("200 OK", json!({"token": jwt, "expires_in": 300}).to_string())
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+
+        let storage = open.storage_dir().to_path_buf();
+        let registry = Registry::start_with(|c| {
+            c.env.push((
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY".into(),
+                storage.display().to_string(),
+            ));
+            c.extra_yaml = format!(
+                "auth:\n  token:\n    realm: \"{realm}\"\n    service: \"{SERVICE}\"\n    issuer: \"{ISSUER}\"\n    rootcertbundle: \"{}\"\n",
+                bundle.display()
+            );
+        });
+        TokenRegistry {
+            registry,
+            requests,
+            _open: open,
+            _files: files,
+        }
+    }
+}
+
+#[test]
+fn token_auth_login_pull_logout() {
+    let tr = token::start(|open| {
+        open.push_small_image("private/tokened", "v1", 21);
+    });
+    let host = tr.registry.host();
+    let reference = tr.registry.image_ref("private/tokened", "v1");
+    let sandbox = rpull();
+
+    // Anonymous: the token service hands out a token without access.
+    let anonymous = sandbox.run(["-q", &reference]);
+    anonymous.assert_code(1);
+    assert!(
+        anonymous.stderr.contains("pull access denied"),
+        "{}",
+        anonymous.stderr
+    );
+
+    let wrong = run_with_stdin(
+        &sandbox,
+        &["login", "-u", USER, "--password-stdin", &host],
+        "nope\n",
+    );
+    wrong
+        .assert_code(1)
+        .assert_stdout_lines(&[])
+        .assert_stderr_lines(&[&format!(
+            "Get \"http://{host}/v2/\": unauthorized: incorrect username or password"
+        )]);
+    assert!(!config_path(&sandbox).exists());
+
+    let login = run_with_stdin(
+        &sandbox,
+        &["login", "-u", USER, "--password-stdin", &host],
+        PASSWORD,
+    );
+    login.assert_success().assert_stdout_lines(&["Login Succeeded"]);
+    {
+        let requests = tr.requests.lock().unwrap();
+        let (query, authorized) = requests.last().unwrap().clone();
+        assert!(authorized, "the login's token request had the password");
+        let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        assert!(params.contains(&("account".into(), USER.into())), "{query}");
+        assert!(
+            params.contains(&("service".into(), token::SERVICE.into())),
+            "{query}"
+        );
+        assert!(!query.contains(PASSWORD));
+    }
+
+    let pull = sandbox.run(["-q", &reference]);
+    pull.assert_success().assert_stdout_lines(&[&reference]);
+
+    sandbox
+        .run(["logout", &host])
+        .assert_success()
+        .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
+    let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
+    refused.assert_code(1);
+    assert!(
+        refused.stderr.contains("pull access denied"),
+        "{}",
+        refused.stderr
+    );
+
+    // --creds gets a token for this call only.
+    let creds = rpull_with_root(&sandbox).run(["--creds", &format!("{USER}:{PASSWORD}"), "-q", &reference]);
+    creds.assert_success();
+    assert_eq!(
+        read_config(&sandbox),
+        json!({"auths": {}}),
+        "--creds must not be saved"
+    );
+    assert_no_secret(&[&anonymous, &wrong, &login, &pull, &refused, &creds]);
 }
