@@ -767,3 +767,178 @@ fn token_auth_login_pull_logout() {
     );
     assert_no_secret(&[&anonymous, &wrong, &login, &pull, &refused, &creds]);
 }
+
+/// A pseudo-terminal: rpull's stdin is its slave side, the test types on the master side.
+mod pty {
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    /// A running rpull with a terminal on stdin and its stdout/stderr collected.
+    pub struct OnPty {
+        master: File,
+        child: Child,
+        stdout: Arc<Mutex<Vec<u8>>>,
+        stderr: Arc<Mutex<Vec<u8>>>,
+    }
+
+    fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = from.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        buf
+    }
+
+    impl OnPty {
+        /// Starts `cmd` with a new pseudo-terminal's slave side as stdin.
+        pub fn spawn(mut cmd: Command) -> OnPty {
+            let (mut master, mut slave) = (-1, -1);
+            // SAFETY: openpty writes two descriptors; the null pointers ask for defaults.
+            let rc = unsafe {
+                libc::openpty(
+                    &mut master,
+                    &mut slave,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+            // SAFETY: both descriptors are fresh and owned by nobody else.
+            let (master, slave) = unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+            // Reads of the master side must not block once rpull has gone.
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe {
+                let flags = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
+                libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+            cmd.stdin(Stdio::from(slave))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().expect("spawning rpull");
+            drop(cmd);
+            let stdout = collect(child.stdout.take().unwrap());
+            let stderr = collect(child.stderr.take().unwrap());
+            OnPty {
+                master,
+                child,
+                stdout,
+                stderr,
+            }
+        }
+
+        fn text(buf: &Arc<Mutex<Vec<u8>>>) -> String {
+            String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+        }
+
+        /// Waits until stdout (or stderr) has shown `needle` `count` times.
+        pub fn wait_for(&self, needle: &str, count: usize, on_stderr: bool) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let buf = if on_stderr { &self.stderr } else { &self.stdout };
+            while Self::text(buf).matches(needle).count() < count {
+                assert!(
+                    Instant::now() < deadline,
+                    "no {needle:?} after 30 s; stdout {:?}, stderr {:?}",
+                    Self::text(&self.stdout),
+                    Self::text(&self.stderr)
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        /// Types `line` and Enter.
+        pub fn type_line(&mut self, line: &str) {
+            self.master.write_all(format!("{line}\n").as_bytes()).unwrap();
+        }
+
+        /// Waits for the exit; returns the status code, stdout, stderr and what the terminal
+        /// showed (the echo).
+        pub fn finish(mut self) -> (i32, String, String, String) {
+            let status = self.child.wait().unwrap();
+            thread::sleep(Duration::from_millis(50));
+            let mut echoed = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = self.master.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                echoed.extend_from_slice(&chunk[..n]);
+            }
+            (
+                status.code().unwrap_or(-1),
+                Self::text(&self.stdout),
+                Self::text(&self.stderr),
+                String::from_utf8_lossy(&echoed).into_owned(),
+            )
+        }
+    }
+}
+
+#[test]
+fn prompts_on_a_terminal_without_echoing_the_password() {
+    let secure = secure::start();
+    let registry = &secure.registry;
+    let host = registry.host();
+    registry.push_small_image("private/prompted", "v1", 31);
+    let reference = registry.image_ref("private/prompted", "v1");
+    let sandbox = rpull();
+
+    let mut cmd = sandbox.command();
+    cmd.args(["login", &host]);
+    let mut login = pty::OnPty::spawn(cmd);
+    login.wait_for("Username: ", 1, false);
+    login.type_line(USER);
+    login.wait_for("Password: ", 1, false);
+    login.type_line(PASSWORD);
+    let (code, stdout, stderr, echoed) = login.finish();
+    assert_eq!(code, 0, "stdout {stdout:?} stderr {stderr:?}");
+    assert_eq!(stdout, "Username: Password: Login Succeeded\n");
+    assert!(echoed.contains(USER), "the username is echoed: {echoed:?}");
+    assert!(!echoed.contains(PASSWORD), "the password was echoed: {echoed:?}");
+    assert!(!stderr.contains(PASSWORD));
+    assert_eq!(
+        read_config(&sandbox),
+        json!({"auths": {host.clone(): {"auth": secure::auth_field(USER, PASSWORD)}}})
+    );
+
+    // --creds without a password asks for it on stderr, keeping stdout for the pull.
+    let other = rpull();
+    let mut cmd = other.command();
+    cmd.args(["--creds", USER, "-q", &reference]);
+    let mut pull = pty::OnPty::spawn(cmd);
+    pull.wait_for("Password: ", 1, true);
+    pull.type_line(PASSWORD);
+    let (code, stdout, stderr, echoed) = pull.finish();
+    assert_eq!(code, 0, "stdout {stdout:?} stderr {stderr:?}");
+    assert_eq!(stdout, format!("{reference}\n"));
+    assert_eq!(stderr, "Password: ");
+    assert!(!echoed.contains(PASSWORD), "the password was echoed: {echoed:?}");
+    assert!(!other.docker_config_dir().join("config.json").exists());
+
+    // A wrong password typed at the prompt: refused, nothing saved.
+    let third = rpull();
+    let mut cmd = third.command();
+    cmd.args(["login", "-u", USER, &host]);
+    let mut login = pty::OnPty::spawn(cmd);
+    login.wait_for("Password: ", 1, false);
+    login.type_line("typo");
+    let (code, _, stderr, _) = login.finish();
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr,
+        format!("login attempt to https://{host}/v2/ failed with status: 401 Unauthorized\n")
+    );
+    assert!(!third.docker_config_dir().join("config.json").exists());
+}
