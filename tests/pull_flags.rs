@@ -186,3 +186,24 @@ fn help_lists_the_new_flags() {
         );
     }
 }
+
+#[test]
+fn a_broken_docker_config_is_a_warning() {
+    let registry = Registry::start();
+    registry.push_small_image("cfg/img", "v1", 5);
+    let reference = registry.image_ref("cfg/img", "v1");
+    let sandbox = rpull();
+    let path = sandbox.docker_config_dir().join("config.json");
+    fs::write(&path, "{not json").unwrap();
+    let out = sandbox.run(["-q", &reference]);
+    out.assert_success().assert_stdout_lines(&[&reference]);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(&format!(
+            "WARNING: Error parsing config file ({}): ",
+            path.display()
+        )),
+        "{}",
+        out.stderr
+    );
+}

@@ -1,6 +1,7 @@
 //! Where one pull's credentials come from, as podman has it: `--creds USER[:PASSWORD]` for the
 //! pulled registry, then `--authfile PATH` (or `REGISTRY_AUTH_FILE`, a file in config.json
-//! format), then docker's own config (`DOCKER_AUTH_CONFIG`, credential helpers, config.json).
+//! format), then docker's own config (`DOCKER_AUTH_CONFIG`, credential helpers, config.json), loaded once;
+//! like docker, a config file that cannot be read or parsed is a warning, not an error.
 //! Also the terminal prompts `login` and `--creds` use: a line read with echo off.
 //!
 //! Secrets are read from the terminal or stdin only, and never end up in messages.
@@ -10,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::credentials::{self, DockerConfig};
+use crate::credentials::{CredentialError, DockerConfig};
 use crate::pull::CredentialLookup;
 use crate::registry::Credential;
 
@@ -128,6 +129,15 @@ pub fn credential_lookup(
         }
         None => None,
     };
+    // docker warns about a config file it cannot read or parse and goes on without it.
+    let docker = match DockerConfig::load_default() {
+        Ok(c) => Some(c),
+        Err(e @ (CredentialError::Read { .. } | CredentialError::Parse { .. })) => {
+            eprintln!("WARNING: {e}");
+            None
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let target_key = target_key.to_string();
     Ok(Arc::new(move |key: &str| {
         if key == target_key {
@@ -140,7 +150,10 @@ pub fn credential_lookup(
                 return Ok(Some(c));
             }
         }
-        credentials::lookup(key).map_err(|e| e.to_string())
+        match &docker {
+            Some(d) => d.get(key).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
     }))
 }
 
