@@ -1,7 +1,12 @@
 //! The subcommands, one file each; this module holds what they share: error exit, the
 //! default store location, and signal handling.
 
+pub mod images;
+pub mod prune;
 pub mod pull;
+pub mod rmi;
+pub mod rootfs;
+pub mod save;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
