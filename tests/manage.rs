@@ -380,10 +380,6 @@ fn rmi_untags_refuses_shared_ids_and_frees_space() {
         &format!("Deleted: {}", b.config_digest),
     ]);
     assert!(b_files.iter().all(|p| p.exists()));
-    let out = sandbox.run(["prune"]);
-    out.assert_success();
-    let mut lines: Vec<&str> = out.stdout.lines().collect();
-    let total = lines.pop().unwrap();
     let reclaimed: u64 = b_files
         .iter()
         .map(|p| {
@@ -394,6 +390,10 @@ fn rmi_untags_refuses_shared_ids_and_frees_space() {
             }
         })
         .sum();
+    let out = sandbox.run(["prune"]);
+    out.assert_success();
+    let mut lines: Vec<&str> = out.stdout.lines().collect();
+    let total = lines.pop().unwrap();
     assert_eq!(
         total,
         format!(
