@@ -55,10 +55,6 @@ fn repo_name(registry: &Registry, repo: &str) -> String {
     format!("{}/{repo}", registry.host())
 }
 
-fn short(digest: &str) -> &str {
-    &digest["sha256:".len().."sha256:".len() + 12]
-}
-
 fn hex_of(digest: &str) -> &str {
     &digest["sha256:".len()..]
 }
@@ -183,7 +179,12 @@ fn images_lists_pulled_images_like_docker() {
 
     // --digests: the digest each tag resolved to at the registry.
     let mut table = vec![strings(&[
-        "REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE",
+        "REPOSITORY",
+        "TAG",
+        "DIGEST",
+        "IMAGE ID",
+        "CREATED",
+        "SIZE",
     ])];
     for (repo, tag, img, size) in &rows {
         table.push(vec![
@@ -331,7 +332,11 @@ fn rmi_untags_refuses_shared_ids_and_frees_space() {
         lines[..3],
         [
             format!("Untagged: {a2}"),
-            format!("Untagged: {}@{}", repo_name(&registry, "bench/a"), a.manifest_digest),
+            format!(
+                "Untagged: {}@{}",
+                repo_name(&registry, "bench/a"),
+                a.manifest_digest
+            ),
             format!("Deleted: {}", a.config_digest),
         ],
         "{out}"
@@ -365,7 +370,11 @@ fn rmi_untags_refuses_shared_ids_and_frees_space() {
         [
             format!("Untagged: {a1}"),
             format!("Untagged: {a2}"),
-            format!("Untagged: {}@{}", repo_name(&registry, "bench/a"), a.manifest_digest),
+            format!(
+                "Untagged: {}@{}",
+                repo_name(&registry, "bench/a"),
+                a.manifest_digest
+            ),
             format!("Deleted: {}", a.config_digest),
         ],
         "{out}"
@@ -376,7 +385,11 @@ fn rmi_untags_refuses_shared_ids_and_frees_space() {
     let out = sandbox.run(["rmi", "--no-prune", &bl]);
     out.assert_success().assert_stdout_lines(&[
         &format!("Untagged: {bl}"),
-        &format!("Untagged: {}@{}", repo_name(&registry, "bench/b"), b.manifest_digest),
+        &format!(
+            "Untagged: {}@{}",
+            repo_name(&registry, "bench/b"),
+            b.manifest_digest
+        ),
         &format!("Deleted: {}", b.config_digest),
     ]);
     assert!(b_files.iter().all(|p| p.exists()));
@@ -458,7 +471,10 @@ fn prune_removes_partial_downloads_and_orphans_but_not_images() {
     assert_eq!(unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_SH) }, 0);
     let out = sandbox.run(["prune"]);
     out.assert_code(1);
-    assert!(out.stderr.contains("another rpull command is using the store"), "{out}");
+    assert!(
+        out.stderr.contains("another rpull command is using the store"),
+        "{out}"
+    );
     assert!(blob_path(root, &orphan_digest).exists() && partial.exists());
     drop(guard);
 
@@ -485,9 +501,7 @@ fn prune_removes_partial_downloads_and_orphans_but_not_images() {
         fs::read(dest.join("data-21.bin")).unwrap(),
         pseudo_random_bytes(700, 21)
     );
-    sandbox
-        .run(["pull", &reference])
-        .assert_success();
+    sandbox.run(["pull", &reference]).assert_success();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -546,7 +560,10 @@ fn save_writes_archives_skopeo_and_podman_load() {
     assert_eq!(v["Env"], serde_json::json!(["A=1"]));
     assert_eq!(v["Layers"].as_array().unwrap().len(), 3, "{v}");
     let config = skopeo_ok(&["inspect", "--config", "--raw", &archive]);
-    assert_eq!(config, img.config_bytes, "the archive keeps the config byte for byte");
+    assert_eq!(
+        config, img.config_bytes,
+        "the archive keeps the config byte for byte"
+    );
     // Copying checks every layer against the config's DiffIDs.
     let copied = work.path().join("copied");
     skopeo_ok(&[
@@ -572,7 +589,11 @@ fn save_writes_archives_skopeo_and_podman_load() {
     // The same archive on stdout when it is not a terminal.
     let out = save_to_stdout(&sandbox, &[&reference]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.stdout, fs::read(&file).unwrap(), "stdout and -o give the same bytes");
+    assert_eq!(
+        out.stdout,
+        fs::read(&file).unwrap(),
+        "stdout and -o give the same bytes"
+    );
 
     // Several images in one archive, one by image ID (no RepoTags for it, like docker).
     let both = work.path().join("both.tar");
@@ -590,20 +611,16 @@ fn save_writes_archives_skopeo_and_podman_load() {
     // OCI archive.
     let oci = work.path().join("img-oci.tar");
     sandbox
-        .run([
-            "save",
-            "--format",
-            "oci",
-            "-o",
-            oci.to_str().unwrap(),
-            &reference,
-        ])
+        .run(["save", "--format", "oci", "-o", oci.to_str().unwrap(), &reference])
         .assert_success();
     let oci_ref = format!("oci-archive:{}", oci.display());
     let v = skopeo_json(&["inspect", &oci_ref]);
     assert_eq!(v["Digest"], img.manifest_digest.as_str(), "{v}");
     let raw = skopeo_ok(&["inspect", "--raw", &oci_ref]);
-    assert_eq!(raw, img.manifest_bytes, "the OCI archive keeps the manifest byte for byte");
+    assert_eq!(
+        raw, img.manifest_bytes,
+        "the OCI archive keeps the manifest byte for byte"
+    );
     let v = skopeo_json(&["inspect", "--config", &oci_ref]);
     assert_eq!(v["rootfs"]["diff_ids"], serde_json::json!(diff_ids));
     let copied = work.path().join("copied-oci");
@@ -643,7 +660,13 @@ fn save_writes_archives_skopeo_and_podman_load() {
     out.assert_code(1)
         .assert_stderr_lines(&["Error response from daemon: No such image: nope:latest"]);
     assert!(!missing.exists());
-    assert_eq!(fs::read_dir(work.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count(), 0);
+    assert_eq!(
+        fs::read_dir(work.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .count(),
+        0
+    );
 }
 
 fn img_arch() -> String {
@@ -879,7 +902,10 @@ fn skopeo_reads_the_store_by_full_reference() {
         &source,
         &format!("dir:{}", dest.display()),
     ]);
-    assert_eq!(fs::read(dest.join("manifest.json")).unwrap(), pushed.manifest_bytes);
+    assert_eq!(
+        fs::read(dest.join("manifest.json")).unwrap(),
+        pushed.manifest_bytes
+    );
     for d in &pushed.layer_digests {
         assert!(dest.join(hex_of(d)).exists(), "layer {d} copied");
     }
@@ -899,8 +925,8 @@ fn skopeo_reads_the_store_by_full_reference() {
 
 #[test]
 fn an_image_named_like_a_subcommand_is_still_pullable() {
-    use clap::Parser;
     use ::rpull::cli::{Cli, Command as Sub};
+    use clap::Parser;
 
     for name in ["images", "rmi", "prune", "save", "rootfs", "pull"] {
         let cli = Cli::try_parse_from(["rpull", "pull", name]).unwrap();
@@ -959,5 +985,8 @@ fn missing_arguments_get_dockers_text() {
     // `pull` keeps its own text.
     let out = sandbox.run(["pull"]);
     out.assert_code(1);
-    assert!(out.stderr.starts_with("rpull: 'rpull pull' requires 1 argument"), "{out}");
+    assert!(
+        out.stderr.starts_with("rpull: 'rpull pull' requires 1 argument"),
+        "{out}"
+    );
 }

@@ -48,7 +48,11 @@ pub fn run(args: ImagesArgs, root: Option<PathBuf>) -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+    if stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
@@ -80,7 +84,11 @@ fn untruncate_json(json: &str, rows: &[ImageRow]) -> String {
                 .ok()
                 .and_then(|v| v["ID"].as_str().and_then(|s| full_id(s, rows)))
             {
-                Some(full) => l.replacen(&format!(r#""ID":"{}""#, short(full)), &format!(r#""ID":"{full}""#), 1),
+                Some(full) => l.replacen(
+                    &format!(r#""ID":"{}""#, short(full)),
+                    &format!(r#""ID":"{full}""#),
+                    1,
+                ),
                 None => l.to_string(),
             };
             format!("{line}\n")

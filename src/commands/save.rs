@@ -52,7 +52,9 @@ pub fn resolve(store: &Store, name: &str) -> Result<Resolved, String> {
     let by_id = |hex: &str| -> Result<Option<Resolved>, String> {
         let mut found: Option<(Digest, &RefEntry)> = None;
         for entry in &index.manifests {
-            let Some(id) = config_digest(store, entry) else { continue };
+            let Some(id) = config_digest(store, entry) else {
+                continue;
+            };
             if !id.hex().starts_with(hex) {
                 continue;
             }
@@ -88,8 +90,7 @@ pub fn resolve(store: &Store, name: &str) -> Result<Resolved, String> {
                             .name()
                             .and_then(|n| Reference::parse_normalized(n).ok())
                             .is_some_and(|r| r.name() == repo);
-                        same_repo
-                            && (e.digest == *d || e.resolved_digest() == Some(d.to_string().as_str()))
+                        same_repo && (e.digest == *d || e.resolved_digest() == Some(d.to_string().as_str()))
                     })
                 })
                 .map(|e| Resolved {
@@ -156,9 +157,9 @@ pub fn run(args: SaveArgs, root: Option<PathBuf>) -> ExitCode {
         Some(path) => save_to_file(path, write),
         None => {
             let mut out = BufWriter::new(io::stdout().lock());
-            write(&mut out).map_err(|e| e.to_string()).and_then(|()| {
-                out.flush().map_err(|e| format!("writing the archive: {e}"))
-            })
+            write(&mut out)
+                .map_err(|e| e.to_string())
+                .and_then(|()| out.flush().map_err(|e| format!("writing the archive: {e}")))
         }
     };
     match result {
@@ -191,8 +192,7 @@ fn save_to_file(
         let file = out
             .into_inner()
             .map_err(|e| format!("writing the archive: {}", e.error()))?;
-        file.sync_all()
-            .map_err(|e| format!("writing the archive: {e}"))?;
+        file.sync_all().map_err(|e| format!("writing the archive: {e}"))?;
         fs::rename(&tmp, path).map_err(|e| format!("failed to save image: {}: {e}", path.display()))
     })();
     if result.is_err() {
