@@ -502,6 +502,33 @@ fn prune_removes_partial_downloads_and_orphans_but_not_images() {
         pseudo_random_bytes(700, 21)
     );
     sandbox.run(["pull", &reference]).assert_success();
+
+    // While another command (a pull) uses the store, rmi still untags but leaves the space to
+    // a later prune, and says so.
+    let guard = fs::OpenOptions::new()
+        .write(true)
+        .open(root.join("gc.lock"))
+        .unwrap();
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_SH) }, 0);
+    let out = sandbox.run(["rmi", &reference]);
+    out.assert_success();
+    assert_eq!(
+        out.stdout.lines().last(),
+        Some(format!("Deleted: {}", img.config_digest).as_str()),
+        "{out}"
+    );
+    assert!(out.stderr.contains("run `rpull prune` later"), "{out}");
+    let files = [
+        blob_path(root, &img.manifest_digest),
+        blob_path(root, &img.layer_digests[0]),
+        layer_path(root, &img.diff_ids[0]),
+    ];
+    assert!(files.iter().all(|p| p.exists()));
+    drop(guard);
+    let out = sandbox.run(["prune"]);
+    out.assert_success();
+    assert!(files.iter().all(|p| !p.exists()), "{out}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -653,6 +680,17 @@ fn save_writes_archives_skopeo_and_podman_load() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // By digest: no RepoTags, like docker.
+    let by_digest = work.path().join("by-digest.tar");
+    let digest_ref = registry.digest_ref("bench/save", &img.manifest_digest);
+    sandbox
+        .run(["save", "-o", by_digest.to_str().unwrap(), &digest_ref])
+        .assert_success();
+    let manifest_json: Value = serde_json::from_slice(&tar_listing(&by_digest)["manifest.json"]).unwrap();
+    assert!(manifest_json[0]["RepoTags"].is_null(), "{manifest_json}");
+    let v = skopeo_json(&["inspect", &format!("docker-archive:{}", by_digest.display())]);
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 3, "{v}");
 
     // Unknown images fail, and no file is left behind.
     let missing = work.path().join("missing.tar");
@@ -810,7 +848,7 @@ fn rootfs_applies_whiteouts_opaque_dirs_and_replacements() {
         .file("srv/l3/a", "linked", 0o644)
         .hardlink("srv/l3/b", "srv/l3/a")
         .build(Compression::Gzip);
-    registry.push_image(
+    let pushed = registry.push_image(
         "bench/layers",
         "whiteout",
         &Image::new(Platform::host(), vec![base, middle, top]),
@@ -859,6 +897,13 @@ fn rootfs_applies_whiteouts_opaque_dirs_and_replacements() {
     assert_eq!(ino("srv/data/part.dat"), ino("srv/links/hard.dat"));
     assert_eq!(ino("srv/l3/a"), ino("srv/l3/b"));
     assert_ne!(ino("srv/l3/a"), ino("srv/app/keep.txt"));
+
+    // By image ID prefix, the same tree.
+    let by_id = sandbox.home().join("by-id");
+    sandbox
+        .run(["rootfs", &pushed.short_id()[..8], by_id.to_str().unwrap()])
+        .assert_success();
+    assert_eq!(tree(&by_id), expected);
 
     // The destination must be empty, and the image must exist.
     let out = sandbox.run(["rootfs", &reference, dest.to_str().unwrap()]);
