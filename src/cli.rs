@@ -45,7 +45,7 @@ pub enum Command {
     Rmi(RmiArgs),
 
     /// Remove unreferenced blobs, unpacked layers, partial downloads and temporary files
-    #[command(override_usage = "rpull prune")]
+    #[command(override_usage = "rpull prune [OPTIONS]")]
     Prune(PruneArgs),
 
     /// Save one or more images to a tar archive (streamed to STDOUT by default)
