@@ -45,6 +45,11 @@ complete -c rpull -n "__fish_rpull_needs_command" -s V -l version -d 'Print vers
 complete -c rpull -n "__fish_rpull_needs_command" -a "pull" -d 'Download an image from a registry (the default action)'
 complete -c rpull -n "__fish_rpull_needs_command" -a "login" -d 'Log in to a registry (Docker Hub when no server is given)'
 complete -c rpull -n "__fish_rpull_needs_command" -a "logout" -d 'Log out from a registry (Docker Hub when no server is given)'
+complete -c rpull -n "__fish_rpull_needs_command" -a "images" -d 'List images'
+complete -c rpull -n "__fish_rpull_needs_command" -a "rmi" -d 'Remove one or more images, then the blobs and layers nothing uses any more'
+complete -c rpull -n "__fish_rpull_needs_command" -a "prune" -d 'Remove unreferenced blobs, unpacked layers, partial downloads and temporary files'
+complete -c rpull -n "__fish_rpull_needs_command" -a "save" -d 'Save one or more images to a tar archive (streamed to STDOUT by default)'
+complete -c rpull -n "__fish_rpull_needs_command" -a "rootfs" -d 'Write the flattened root filesystem of an image into a directory'
 complete -c rpull -n "__fish_rpull_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l platform -d 'Set platform if server is multi-platform capable' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l disable-content-trust -d 'Skip image verification (default true; DOCKER_CONTENT_TRUST=1 makes it false, and rpull then refuses to pull: it does not implement Docker Content Trust / Notary v1. Digests are always verified)' -r -f -a "true\t''
@@ -70,7 +75,32 @@ complete -c rpull -n "__fish_rpull_using_subcommand login" -l password-stdin -d 
 complete -c rpull -n "__fish_rpull_using_subcommand login" -s h -l help -d 'Print help'
 complete -c rpull -n "__fish_rpull_using_subcommand logout" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand logout" -s h -l help -d 'Print help'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout help" -f -a "pull" -d 'Download an image from a registry (the default action)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout help" -f -a "login" -d 'Log in to a registry (Docker Hub when no server is given)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout help" -f -a "logout" -d 'Log out from a registry (Docker Hub when no server is given)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rpull -n "__fish_rpull_using_subcommand images" -l format -d 'Output format' -r -f -a "table\t'docker\'s table'
+json\t'One JSON object per image and line, as `docker images --format json`'"
+complete -c rpull -n "__fish_rpull_using_subcommand images" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand images" -s q -l quiet -d 'Only show image IDs'
+complete -c rpull -n "__fish_rpull_using_subcommand images" -l digests -d 'Show digests'
+complete -c rpull -n "__fish_rpull_using_subcommand images" -l no-trunc -d 'Don\'t truncate output'
+complete -c rpull -n "__fish_rpull_using_subcommand images" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rpull -n "__fish_rpull_using_subcommand rmi" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand rmi" -s f -l force -d 'Force removal of an image ID referenced by several repositories or tags'
+complete -c rpull -n "__fish_rpull_using_subcommand rmi" -l no-prune -d 'Do not delete the blobs and unpacked layers left unreferenced'
+complete -c rpull -n "__fish_rpull_using_subcommand rmi" -s h -l help -d 'Print help'
+complete -c rpull -n "__fish_rpull_using_subcommand prune" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand prune" -s h -l help -d 'Print help'
+complete -c rpull -n "__fish_rpull_using_subcommand save" -s o -l output -d 'Write to a file, instead of STDOUT' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand save" -l format -d 'Archive format' -r -f -a "docker\t'The archive `docker save` writes (for `docker load`, `podman load`, `skopeo docker-archive:`)'
+oci\t'An OCI image layout (for `skopeo oci-archive:` and other OCI tools)'"
+complete -c rpull -n "__fish_rpull_using_subcommand save" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand save" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rpull -n "__fish_rpull_using_subcommand rootfs" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand rootfs" -s h -l help -d 'Print help'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs help" -f -a "pull" -d 'Download an image from a registry (the default action)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs help" -f -a "login" -d 'Log in to a registry (Docker Hub when no server is given)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs help" -f -a "logout" -d 'Log out from a registry (Docker Hub when no server is given)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs help" -f -a "images" -d 'List images'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs help" -f -a "rmi" -d 'Remove one or more images, then the blobs and layers nothing uses any more'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs help" -f -a "prune" -d 'Remove unreferenced blobs, unpacked layers, partial downloads and temporary files'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs help" -f -a "save" -d 'Save one or more images to a tar archive (streamed to STDOUT by default)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs help" -f -a "rootfs" -d 'Write the flattened root filesystem of an image into a directory'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

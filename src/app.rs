@@ -27,6 +27,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             Some(Command::Pull(args)) => commands::pull::run(args, root).await,
             Some(Command::Login(args)) => commands::login::run(args).await,
             Some(Command::Logout(args)) => commands::logout::run(args).await,
+            Some(Command::Images(args)) => commands::images::run(args, root),
+            Some(Command::Rmi(args)) => commands::rmi::run(args, root),
+            Some(Command::Prune(args)) => commands::prune::run(args, root),
+            Some(Command::Save(args)) => commands::save::run(args, root),
+            Some(Command::Rootfs(args)) => commands::rootfs::run(args, root),
             None => commands::pull::run(cli.pull, root).await,
         }
     });
@@ -43,6 +48,10 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         ErrorKind::MissingRequiredArgument => {
+            if let Some(message) = missing_arguments(&e) {
+                eprintln!("{message}");
+                return ExitCode::from(1);
+            }
             eprintln!(
                 "rpull: 'rpull pull' requires 1 argument\n\nUsage:  rpull pull [OPTIONS] NAME[:TAG|@DIGEST]\n\nRun 'rpull --help' for more information"
             );
@@ -53,4 +62,24 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::from(125)
         }
     }
+}
+
+/// docker's "requires … argument" text for the subcommands other than `pull`, found from the
+/// usage line clap attaches to the error.
+fn missing_arguments(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::StyledStr(usage)) = e.get(ContextKind::Usage) else {
+        return None;
+    };
+    let usage = usage.to_string();
+    let line = usage.trim_start().strip_prefix("Usage:")?.trim();
+    let sub = line.strip_prefix("rpull ")?.split_whitespace().next()?;
+    let count = match sub {
+        "rmi" | "save" => "at least 1 argument",
+        "rootfs" => "exactly 2 arguments",
+        _ => return None,
+    };
+    Some(format!(
+        "rpull: 'rpull {sub}' requires {count}\n\nUsage:  {line}\n\nRun 'rpull {sub} --help' for more information"
+    ))
 }

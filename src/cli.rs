@@ -35,12 +35,34 @@ pub enum Command {
     /// Download an image from a registry (the default action)
     #[command(override_usage = "rpull pull [OPTIONS] NAME[:TAG|@DIGEST]")]
     Pull(PullArgs),
+
     /// Log in to a registry (Docker Hub when no server is given)
     #[command(override_usage = "rpull login [OPTIONS] [SERVER]")]
     Login(LoginArgs),
+
     /// Log out from a registry (Docker Hub when no server is given)
     #[command(override_usage = "rpull logout [SERVER]")]
     Logout(LogoutArgs),
+
+    /// List images
+    #[command(override_usage = "rpull images [OPTIONS] [REPOSITORY[:TAG]]")]
+    Images(ImagesArgs),
+
+    /// Remove one or more images, then the blobs and layers nothing uses any more
+    #[command(override_usage = "rpull rmi [OPTIONS] NAME|ID [NAME|ID...]")]
+    Rmi(RmiArgs),
+
+    /// Remove unreferenced blobs, unpacked layers, partial downloads and temporary files
+    #[command(override_usage = "rpull prune [OPTIONS]")]
+    Prune(PruneArgs),
+
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    #[command(override_usage = "rpull save [OPTIONS] NAME|ID [NAME|ID...]")]
+    Save(SaveArgs),
+
+    /// Write the flattened root filesystem of an image into a directory
+    #[command(override_usage = "rpull rootfs NAME|ID DIR")]
+    Rootfs(RootfsArgs),
 }
 
 /// `login`'s options, as `docker login` has them.
@@ -145,4 +167,94 @@ pub struct PullArgs {
     /// Output format
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Plain)]
     pub format: Format,
+}
+
+/// `images`' output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImagesFormat {
+    /// docker's table
+    Table,
+    /// One JSON object per image and line, as `docker images --format json`
+    Json,
+}
+
+/// `images`' options, as `docker images` has them.
+#[derive(Debug, Clone, Args)]
+pub struct ImagesArgs {
+    /// Only images whose reference matches (a docker reference filter: `debian`, `debian:*`, `*/bench/*`)
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub filter: Option<String>,
+
+    /// Only show image IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Show digests
+    #[arg(long)]
+    pub digests: bool,
+
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+
+    /// Output format
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ImagesFormat::Table)]
+    pub format: ImagesFormat,
+}
+
+/// `rmi`'s options, as `docker rmi` has them.
+#[derive(Debug, Clone, Args)]
+pub struct RmiArgs {
+    /// The images: references (NAME[:TAG|@DIGEST]) or image IDs (full or a unique prefix)
+    #[arg(value_name = "NAME|ID", required = true)]
+    pub names: Vec<String>,
+
+    /// Force removal of an image ID referenced by several repositories or tags
+    #[arg(short, long)]
+    pub force: bool,
+
+    /// Do not delete the blobs and unpacked layers left unreferenced
+    #[arg(long)]
+    pub no_prune: bool,
+}
+
+/// `prune`'s options.
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {}
+
+/// How `save` writes its archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormat {
+    /// The archive `docker save` writes (for `docker load`, `podman load`, `skopeo docker-archive:`)
+    Docker,
+    /// An OCI image layout (for `skopeo oci-archive:` and other OCI tools)
+    Oci,
+}
+
+/// `save`'s options, as `docker save` has them.
+#[derive(Debug, Clone, Args)]
+pub struct SaveArgs {
+    /// The images: references (NAME[:TAG|@DIGEST]) or image IDs (full or a unique prefix)
+    #[arg(value_name = "NAME|ID", required = true)]
+    pub names: Vec<String>,
+
+    /// Write to a file, instead of STDOUT
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Archive format
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = SaveFormat::Docker)]
+    pub format: SaveFormat,
+}
+
+/// `rootfs`' arguments.
+#[derive(Debug, Clone, Args)]
+pub struct RootfsArgs {
+    /// The image: a reference (NAME[:TAG|@DIGEST]) or an image ID
+    #[arg(value_name = "NAME|ID", required = true)]
+    pub name: Option<String>,
+
+    /// The destination: an empty directory, or one to create
+    #[arg(value_name = "DIR", required = true)]
+    pub dir: Option<PathBuf>,
 }

@@ -4,7 +4,12 @@
 pub mod creds;
 pub mod login;
 pub mod logout;
+pub mod images;
+pub mod prune;
 pub mod pull;
+pub mod rmi;
+pub mod rootfs;
+pub mod save;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::creds::{credential_lookup, prompt_creds_password};
 use super::{fail, interrupted_exit_code, open_store, watch_signals};
 use crate::cli::{Format, PullArgs};
+use crate::gc::StoreGuard;
 use crate::platform::Platform;
 use crate::progress::{self, OutputMode};
 use crate::pull::{PullOptions, Puller};
@@ -120,6 +121,12 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     let store = match open_store(root.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(&e),
+    };
+    // Held for the whole pull so `rpull prune` / `rpull rmi` never delete what it writes
+    // before the reference is recorded (see `gc`'s module docs).
+    let _guard = match StoreGuard::shared(&store) {
+        Ok(g) => g,
+        Err(e) => return fail(&e.to_string()),
     };
     let mode = match (args.quiet, args.format) {
         (_, Format::Json) => OutputMode::Json,

@@ -1,0 +1,47 @@
+//! `rpull prune`: deletes the blobs and unpacked layers `index.json` no longer reaches,
+//! abandoned partial downloads and temporary files left by interrupted commands
+//! ([`gc::collect_with`]).
+//!
+//! Prints a `Deleted: sha256:…` line per blob or layer deleted, then docker's `Total reclaimed
+//! space: …` line. Fails (exit status 1) when another rpull command is using the store: pulls,
+//! saves and `rootfs` hold the store guard for their whole run, so nothing they are writing or
+//! reading can be deleted under them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{fail, open_store};
+use crate::cli::PruneArgs;
+use crate::gc::{self, CollectOptions};
+use crate::images::human_size_precision;
+
+/// Collects the store's garbage and returns the exit status.
+pub fn run(_args: PruneArgs, root: Option<PathBuf>) -> ExitCode {
+    let store = match open_store(root.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let opts = CollectOptions {
+        grace: Duration::ZERO,
+        wait: false,
+    };
+    let report = match gc::collect_with(&store, &opts) {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("Error: {e}")),
+    };
+    for d in report.deleted() {
+        println!("Deleted: {d}");
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for p in &report.in_use {
+        eprintln!("note: {} is being downloaded; kept", p.display());
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size_precision(report.reclaimed_bytes(), 4)
+    );
+    ExitCode::SUCCESS
+}
