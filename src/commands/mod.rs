@@ -2,9 +2,9 @@
 //! default store location, and signal handling.
 
 pub mod creds;
+pub mod images;
 pub mod login;
 pub mod logout;
-pub mod images;
 pub mod prune;
 pub mod pull;
 pub mod rmi;
