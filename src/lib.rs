@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod compression;
+pub mod config;
 pub mod credentials;
 pub mod digest;
 pub mod manifest;

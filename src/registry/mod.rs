@@ -11,6 +11,7 @@ pub mod error;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::header::{
@@ -36,7 +37,16 @@ pub struct RegistryOptions {
     pub read_timeout: Duration,
     /// Longest wait to connect.
     pub connect_timeout: Duration,
+    /// docker's `certs.d`: `<dir>/<host[:port]>/` holds extra CAs (`*.crt`) and client
+    /// certificate pairs (`*.cert` + `*.key`) for that host.
+    pub certs_d: PathBuf,
+    /// Whether loopback hosts (`localhost`, 127.0.0.0/8, ::1) are insecure-allowed without
+    /// being listed, as in docker. Only tests turn this off, to check verified TLS on loopback.
+    pub loopback_insecure: bool,
 }
+
+/// docker's `certs.d` on Linux.
+pub const DEFAULT_CERTS_D: &str = "/etc/docker/certs.d";
 
 impl Default for RegistryOptions {
     fn default() -> Self {
@@ -45,6 +55,8 @@ impl Default for RegistryOptions {
             user_agent: format!("rpull/{}", env!("CARGO_PKG_VERSION")),
             read_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(30),
+            certs_d: PathBuf::from(DEFAULT_CERTS_D),
+            loopback_insecure: true,
         }
     }
 }
@@ -82,12 +94,19 @@ pub struct Registry {
     secure: reqwest::Client,
     insecure: reqwest::Client,
     credential: Option<Credential>,
+    /// A mirror's URL (`http(s)://host[:port]/[path/]`): its scheme is given, not probed.
+    fixed: Option<Url>,
     base: OnceCell<Url>,
     auth: Mutex<AuthState>,
 }
 
 /// Whether docker would allow plain HTTP / unverified TLS for `host` (`host[:port]`).
 pub fn is_insecure_allowed(host: &str, extra: &[String]) -> bool {
+    is_loopback_host(host) || is_listed_insecure(host, extra)
+}
+
+/// Whether `host` (`host[:port]`) names the local machine: `localhost`, 127.0.0.0/8 or ::1.
+pub fn is_loopback_host(host: &str) -> bool {
     let bare = strip_port(host);
     if bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost") {
         return true;
@@ -101,6 +120,12 @@ pub fn is_insecure_allowed(host: &str, extra: &[String]) -> bool {
             return true;
         }
     }
+    false
+}
+
+/// Whether `host` is in the user's insecure-registry list (`host[:port]` or a bare host).
+fn is_listed_insecure(host: &str, extra: &[String]) -> bool {
+    let bare = strip_port(host);
     extra.iter().any(|e| {
         let e = e
             .trim_start_matches("http://")
@@ -183,31 +208,64 @@ impl Registry {
         credential: Option<Credential>,
         opts: &RegistryOptions,
     ) -> Result<Registry, RegistryError> {
+        let tls = load_certs_d(&opts.certs_d, host)?;
         let build = |accept_invalid: bool| {
-            reqwest::Client::builder()
+            let mut b = reqwest::Client::builder()
                 .user_agent(opts.user_agent.clone())
                 .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(opts.connect_timeout)
                 .read_timeout(opts.read_timeout)
                 .tls_danger_accept_invalid_certs(accept_invalid)
-                .build()
-                .map_err(|e| RegistryError::Transport {
-                    method: "Get",
-                    url: host.to_string(),
-                    detail: format!("cannot set up HTTP client: {e}"),
-                    retryable: false,
-                })
+                .tls_certs_merge(tls.roots.clone());
+            if let Some(id) = &tls.identity {
+                b = b.identity(id.clone());
+            }
+            for p in proxies_from_env() {
+                b = b.proxy(p);
+            }
+            b.build().map_err(|e| RegistryError::Transport {
+                method: "Get",
+                url: host.to_string(),
+                detail: format!("cannot set up HTTP client: {e}"),
+                retryable: false,
+            })
         };
-        let insecure_allowed = is_insecure_allowed(host, &opts.insecure_registries);
+        let insecure_allowed = (opts.loopback_insecure && is_loopback_host(host))
+            || is_listed_insecure(host, &opts.insecure_registries);
         Ok(Registry {
             host: host.to_string(),
             insecure_allowed,
             secure: build(false)?,
             insecure: build(insecure_allowed)?,
             credential,
+            fixed: None,
             base: OnceCell::new(),
             auth: Mutex::new(AuthState::default()),
         })
+    }
+
+    /// A client for a mirror at `url` (`http(s)://host[:port]/[path/]`): the scheme is the
+    /// URL's, and `/v2/` is under its path. Insecure rules and `certs.d` apply to its host.
+    pub fn mirror(
+        url: &Url,
+        credential: Option<Credential>,
+        opts: &RegistryOptions,
+    ) -> Result<Registry, RegistryError> {
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => {
+                return Err(RegistryError::Redirect(format!("mirror {url} has no host")));
+            }
+        };
+        let mut r = Registry::new(&host, credential, opts)?;
+        let mut base = url.clone();
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        r.fixed = Some(base.join("v2/").map_err(|e| RegistryError::Redirect(e.to_string()))?);
+        Ok(r)
     }
 
     /// The host this client talks to.
@@ -237,6 +295,17 @@ impl Registry {
     async fn base(&self) -> Result<&Url, RegistryError> {
         self.base
             .get_or_try_init(|| async {
+                if let Some(fixed) = &self.fixed {
+                    let (status, challenge) = self.ping(fixed).await?;
+                    if !(status.is_success() || status == StatusCode::UNAUTHORIZED) {
+                        return Err(RegistryError::UnexpectedStatus(
+                            format!("{} from {fixed}", status.as_u16()),
+                            status.as_u16(),
+                        ));
+                    }
+                    self.auth.lock().await.challenge = challenge;
+                    return Ok(fixed.clone());
+                }
                 let https = Url::parse(&format!("https://{}/v2/", self.host)).map_err(|e| {
                     RegistryError::Transport {
                         method: "Get",
@@ -400,7 +469,7 @@ impl Registry {
                     ("refresh_token", refresh),
                     ("service", service),
                     ("scope", scope),
-                    ("client_id", "rpull"),
+                    ("client_id", "docker"),
                 ])),
             cred => {
                 {
@@ -551,6 +620,26 @@ impl Registry {
         }
         let headers = resp.headers().clone();
         let body = read_limited(resp, 64 * 1024).await.unwrap_or_default();
+        if status == StatusCode::UNAUTHORIZED {
+            // docker maps a token that lacks the scope to DENIED: that is where
+            // "pull access denied" comes from.
+            let insufficient = headers
+                .get_all(WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(parse_challenges)
+                .any(|c| c.param("error") == Some("insufficient_scope"));
+            if insufficient {
+                return Err(RegistryError::Api {
+                    status: 401,
+                    errors: vec![ApiError {
+                        code: "DENIED".into(),
+                        message: "requested access to the resource is denied".into(),
+                    }],
+                    retry_after: None,
+                });
+            }
+        }
         Err(RegistryError::from_response(
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
@@ -691,6 +780,89 @@ impl Registry {
         }
         Err(RegistryError::Body(format!("tag list of {repo} does not end")))
     }
+}
+
+/// What `certs.d/<host>/` adds to the TLS setup of one host.
+struct HostTls {
+    roots: Vec<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+}
+
+/// Reads `<certs_d>/<host>/` as docker does: every `*.crt` is an extra CA root, every
+/// `<name>.cert` needs `<name>.key` (and the other way round) and makes a client certificate.
+/// A missing directory adds nothing.
+fn load_certs_d(certs_d: &Path, host: &str) -> Result<HostTls, RegistryError> {
+    let mut out = HostTls {
+        roots: Vec::new(),
+        identity: None,
+    };
+    let dir = certs_d.join(host);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(out);
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .map_err(|e| RegistryError::Certs(format!("reading {}: {e}", dir.join(name).display())))
+    };
+    for name in &names {
+        if name.ends_with(".crt") {
+            let pem = read(name)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                RegistryError::Certs(format!("{}: {e}", dir.join(name).display()))
+            })?;
+            out.roots.extend(certs);
+        } else if let Some(stem) = name.strip_suffix(".cert") {
+            let key = format!("{stem}.key");
+            if !names.contains(&key) {
+                return Err(RegistryError::Certs(format!(
+                    "missing key {key} for client certificate {name}. CA certificates must use the extension .crt"
+                )));
+            }
+            let mut pem = read(name)?;
+            pem.push(b'\n');
+            pem.extend(read(&key)?);
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| RegistryError::Certs(format!("{}: {e}", dir.join(name).display())))?;
+            out.identity.get_or_insert(id);
+        } else if let Some(stem) = name.strip_suffix(".key") {
+            let cert = format!("{stem}.cert");
+            if !names.contains(&cert) {
+                return Err(RegistryError::Certs(format!(
+                    "missing client certificate {cert} for key {name}"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `HTTP_PROXY`, `HTTPS_PROXY` (upper or lower case) and `NO_PROXY`, as Go's
+/// `ProxyFromEnvironment` reads them: loopback destinations are never proxied.
+fn proxies_from_env() -> Vec<reqwest::Proxy> {
+    let var = |upper: &str| {
+        std::env::var(upper)
+            .ok()
+            .or_else(|| std::env::var(upper.to_ascii_lowercase()).ok())
+            .filter(|v| !v.trim().is_empty())
+    };
+    let mut no_proxy = var("NO_PROXY").unwrap_or_default();
+    if !no_proxy.is_empty() {
+        no_proxy.push(',');
+    }
+    no_proxy.push_str("localhost,127.0.0.0/8,::1");
+    let mut out = Vec::new();
+    if let Some(p) = var("HTTP_PROXY").and_then(|u| reqwest::Proxy::http(u).ok()) {
+        out.push(p.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
+    }
+    if let Some(p) = var("HTTPS_PROXY").and_then(|u| reqwest::Proxy::https(u).ok()) {
+        out.push(p.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
+    }
+    out
 }
 
 /// The target of the `rel="next"` entry of a `Link` header.
