@@ -35,7 +35,7 @@ _rpull() {
 
     case "${cmd}" in
         rpull)
-            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --max-concurrent-downloads --format --help --version pull help"
+            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --help --version pull help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -59,6 +59,30 @@ _rpull() {
                     ;;
                 --format)
                     COMPREPLY=($(compgen -W "plain json" -- "${cur}"))
+                    return 0
+                    ;;
+                --insecure-registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry-mirror)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --read-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -111,7 +135,7 @@ _rpull() {
             return 0
             ;;
         rpull__subcmd__pull)
-            opts="-a -q -h --all-tags --platform --quiet --disable-content-trust --max-concurrent-downloads --format --root --help"
+            opts="-a -q -h --all-tags --platform --quiet --disable-content-trust --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --root --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -131,6 +155,30 @@ _rpull() {
                     ;;
                 --format)
                     COMPREPLY=($(compgen -W "plain json" -- "${cur}"))
+                    return 0
+                    ;;
+                --insecure-registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry-mirror)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --read-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --root)

@@ -181,7 +181,10 @@ mod tests {
 
     #[test]
     fn mirrors_and_insecure_entries_are_checked_like_docker() {
-        assert_eq!(validate_mirror("https://m.example").unwrap().as_str(), "https://m.example/");
+        assert_eq!(
+            validate_mirror("https://m.example").unwrap().as_str(),
+            "https://m.example/"
+        );
         assert!(validate_mirror("ftp://m.example").is_err());
         assert!(validate_mirror("https://u:p@m.example").is_err());
         assert!(validate_mirror("https://m.example/?q=1").is_err());

@@ -72,9 +72,17 @@ fn a_mirror_without_the_image_or_down_falls_back_to_the_origin_with_a_note() {
         &r,
         &json!({"mirrors": {origin.host(): [dead, empty_mirror.url()]}}),
     );
-    let out = r.run([PathBuf::from("--config"), cfg, PathBuf::from(origin.image_ref("app", "v1"))]);
+    let out = r.run([
+        PathBuf::from("--config"),
+        cfg,
+        PathBuf::from(origin.image_ref("app", "v1")),
+    ]);
     out.assert_success();
-    let notes: Vec<&str> = out.stderr.lines().filter(|l| l.contains("falling back")).collect();
+    let notes: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("falling back"))
+        .collect();
     assert_eq!(notes.len(), 2, "{out}");
     assert!(notes[0].starts_with(&format!("mirror {dead}/ failed")), "{out}");
     assert!(notes[1].contains("manifest unknown"), "{out}");
@@ -108,7 +116,12 @@ fn config_file_sets_concurrency_and_flags_win() {
                 .build(Compression::Gzip)
         })
         .collect();
-    registry.push_image("three", "x", &Image::new(Platform::host(), layers), ManifestFormat::Oci);
+    registry.push_image(
+        "three",
+        "x",
+        &Image::new(Platform::host(), layers),
+        ManifestFormat::Oci,
+    );
     let image = registry.image_ref("three", "x");
 
     let mut r = rpull();

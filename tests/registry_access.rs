@@ -79,12 +79,20 @@ fn basic_auth_behind_tls_with_a_certs_d_ca() {
     r.write_docker_config(&json!({"auths": {&host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
     let out = r.run([&image]);
     out.assert_code(1);
-    assert_eq!(out.stderr.trim_end(), "unauthorized: authentication required", "{out}");
+    assert_eq!(
+        out.stderr.trim_end(),
+        "unauthorized: authentication required",
+        "{out}"
+    );
 
     r.write_docker_config(&auth_config(&host));
     let out = r.run([&image]);
     out.assert_success();
-    assert!(out.stdout.contains(&format!("Status: Downloaded newer image for {image}")), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("Status: Downloaded newer image for {image}")),
+        "{out}"
+    );
     assert_no_secret(&out, PASSWORD);
 }
 
@@ -182,8 +190,14 @@ fn token_auth_anonymous_and_denied_like_docker_hub() {
     let r = rpull();
     r.run([registry.image_ref("pub/app", "v1")]).assert_success();
     let reqs = tokens.requests();
-    assert!(!reqs.is_empty() && reqs.iter().all(|q| q.authorization.is_none()), "{reqs:?}");
-    assert!(reqs[0].query.contains("scope=repository%3Apub%2Fapp%3Apull"), "{reqs:?}");
+    assert!(
+        !reqs.is_empty() && reqs.iter().all(|q| q.authorization.is_none()),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs[0].query.contains("scope=repository%3Apub%2Fapp%3Apull"),
+        "{reqs:?}"
+    );
     // One token per scope for the whole pull (manifest, config and layer share it).
     assert_eq!(reqs.len(), 1, "tokens are cached per scope: {reqs:?}");
 
@@ -270,7 +284,11 @@ fn credential_helper_failures_name_the_helper() {
     let mut r = rpull();
     r.env(
         "PATH",
-        format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default()),
+        format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
     );
     r.write_docker_config(&json!({"credHelpers": {registry.host(): "broken"}}));
     let out = r.run([registry.image_ref("app", "v1")]);
@@ -297,7 +315,11 @@ fn a_blob_redirect_to_another_host_carries_no_authorization() {
     let cdn_port = cdn.host().rsplit(':').next().unwrap().to_string();
     let front = FaultProxy::start(&registry.host());
     front.add_rule(
-        Rule::new("/blobs/", Fault::RedirectTo(format!("http://localhost:{cdn_port}"))).method("GET"),
+        Rule::new(
+            "/blobs/",
+            Fault::RedirectTo(format!("http://localhost:{cdn_port}")),
+        )
+        .method("GET"),
     );
 
     let r = rpull();
@@ -319,7 +341,10 @@ fn a_blob_redirect_to_another_host_carries_no_authorization() {
             .requests()
             .iter()
             .filter(|q| q.path.contains("/manifests/"))
-            .all(|q| q.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer "))),
+            .all(|q| q
+                .authorization
+                .as_deref()
+                .is_some_and(|a| a.starts_with("Bearer "))),
         "the registry itself gets the token"
     );
 }

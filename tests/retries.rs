@@ -55,7 +55,11 @@ fn assert_layer_intact(r: &Rpull, pushed: &PushedImage) {
 #[test]
 fn a_cut_download_resumes_with_range_after_a_countdown() {
     let (_registry, proxy, pushed) = setup();
-    proxy.add_rule(Rule::new(&pushed.layer_digests[0], Fault::DropAfter(100_000)).method("GET").times(1));
+    proxy.add_rule(
+        Rule::new(&pushed.layer_digests[0], Fault::DropAfter(100_000))
+            .method("GET")
+            .times(1),
+    );
     let r = rpull();
     let out = r.run(["--retry-delay", "1s", &image(&proxy)]);
     out.assert_success();
@@ -71,8 +75,16 @@ fn a_cut_download_resumes_with_range_after_a_countdown() {
 #[test]
 fn a_server_ignoring_the_range_restarts_the_download_cleanly() {
     let (_registry, proxy, pushed) = setup();
-    proxy.add_rule(Rule::new(&pushed.layer_digests[0], Fault::DropAfter(100_000)).method("GET").times(1));
-    proxy.add_rule(Rule::new(&pushed.layer_digests[0], Fault::IgnoreRange).method("GET").times(1));
+    proxy.add_rule(
+        Rule::new(&pushed.layer_digests[0], Fault::DropAfter(100_000))
+            .method("GET")
+            .times(1),
+    );
+    proxy.add_rule(
+        Rule::new(&pushed.layer_digests[0], Fault::IgnoreRange)
+            .method("GET")
+            .times(1),
+    );
     let r = rpull();
     r.run(["--retry-delay", "0s", &image(&proxy)]).assert_success();
     let gets = layer_gets(&proxy, &pushed);
@@ -131,7 +143,11 @@ fn retry_after_of_a_429_is_honoured() {
     let start = Instant::now();
     let out = r.run(["--retry-delay", "0s", &image(&proxy)]);
     out.assert_success();
-    assert!(start.elapsed() >= Duration::from_secs(2), "waited {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "waited {:?}",
+        start.elapsed()
+    );
     assert!(out.stdout.contains("Retrying in 2 seconds"), "{out}");
     assert_eq!(layer_gets(&proxy, &pushed).len(), 2);
     assert_layer_intact(&r, &pushed);
@@ -141,9 +157,12 @@ fn retry_after_of_a_429_is_honoured() {
 fn a_stalled_download_times_out_and_resumes() {
     let (_registry, proxy, pushed) = setup();
     proxy.add_rule(
-        Rule::new(&pushed.layer_digests[0], Fault::StallAfter(50_000, Duration::from_secs(30)))
-            .method("GET")
-            .times(1),
+        Rule::new(
+            &pushed.layer_digests[0],
+            Fault::StallAfter(50_000, Duration::from_secs(30)),
+        )
+        .method("GET")
+        .times(1),
     );
     let mut r = rpull();
     r.env("RPULL_READ_TIMEOUT", "1s");
@@ -165,10 +184,17 @@ fn a_flipped_byte_fails_verification_at_once_and_stores_nothing() {
     out.assert_code(1);
     assert_eq!(
         out.stderr.trim_end(),
-        format!("filesystem layer verification failed for digest {}", pushed.layer_digests[0]),
+        format!(
+            "filesystem layer verification failed for digest {}",
+            pushed.layer_digests[0]
+        ),
         "{out}"
     );
-    assert_eq!(layer_gets(&proxy, &pushed).len(), 1, "a fresh download's mismatch is fatal");
+    assert_eq!(
+        layer_gets(&proxy, &pushed).len(),
+        1,
+        "a fresh download's mismatch is fatal"
+    );
     assert!(!blob_in_store(&r, &pushed.layer_digests[0]));
     // The next pull, without the fault, is correct.
     proxy.clear_rules();
@@ -188,6 +214,10 @@ fn a_missing_blob_is_not_retried() {
     let r = rpull();
     let out = r.run(["--retry-delay", "0s", &image(&proxy)]);
     out.assert_code(1);
-    assert_eq!(out.stderr.trim_end(), "blob unknown: blob unknown to registry", "{out}");
+    assert_eq!(
+        out.stderr.trim_end(),
+        "blob unknown: blob unknown to registry",
+        "{out}"
+    );
     assert_eq!(layer_gets(&proxy, &pushed).len(), 1);
 }

@@ -492,7 +492,11 @@ impl Puller {
         self.pull_image_from(&registry, reference).await
     }
 
-    async fn pull_image_from(&self, registry: &Arc<Registry>, reference: &Reference) -> Result<Outcome, PullError> {
+    async fn pull_image_from(
+        &self,
+        registry: &Arc<Registry>,
+        reference: &Reference,
+    ) -> Result<Outcome, PullError> {
         let registry = registry.clone();
         let (top_digest, top_bytes, top_ct) = self.resolve(&registry, reference).await?;
         let id = match reference.tag() {

@@ -264,7 +264,10 @@ impl Registry {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
-        r.fixed = Some(base.join("v2/").map_err(|e| RegistryError::Redirect(e.to_string()))?);
+        r.fixed = Some(
+            base.join("v2/")
+                .map_err(|e| RegistryError::Redirect(e.to_string()))?,
+        );
         Ok(r)
     }
 
@@ -812,9 +815,8 @@ fn load_certs_d(certs_d: &Path, host: &str) -> Result<HostTls, RegistryError> {
     for name in &names {
         if name.ends_with(".crt") {
             let pem = read(name)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                RegistryError::Certs(format!("{}: {e}", dir.join(name).display()))
-            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| RegistryError::Certs(format!("{}: {e}", dir.join(name).display())))?;
             out.roots.extend(certs);
         } else if let Some(stem) = name.strip_suffix(".cert") {
             let key = format!("{stem}.key");

@@ -315,7 +315,11 @@ fn read_request(r: &mut impl BufRead) -> io::Result<Option<Request>> {
         // Absolute form: we are someone's forward proxy. Keep the path, remember the host.
         let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         proxied = Some(host.to_string());
-        target = if path.is_empty() { "/".into() } else { path.to_string() };
+        target = if path.is_empty() {
+            "/".into()
+        } else {
+            path.to_string()
+        };
     }
     let framing = if is_chunked(&headers) {
         Framing::Chunked
@@ -376,12 +380,23 @@ fn handle_request(shared: &Shared, req: &Request, out: &mut TcpStream) -> io::Re
         return Ok(keep_alive);
     }
     if let Some(Fault::RedirectTo(base)) = &fault {
-        let location = vec![("Location".to_string(), format!("{}{}", base.trim_end_matches('/'), req.target))];
+        let location = vec![(
+            "Location".to_string(),
+            format!("{}{}", base.trim_end_matches('/'), req.target),
+        )];
         send_canned(out, &log, 307, &location, "", head_only, keep_alive)?;
         return Ok(keep_alive);
     }
     if req.method.eq_ignore_ascii_case("CONNECT") {
-        send_canned(out, &log, 405, &[], "fault proxy: no CONNECT tunnels\n", false, false)?;
+        send_canned(
+            out,
+            &log,
+            405,
+            &[],
+            "fault proxy: no CONNECT tunnels\n",
+            false,
+            false,
+        )?;
         return Ok(false);
     }
     if let Some(Fault::PaginateTags(page)) = &fault {

@@ -49,9 +49,7 @@ impl Pki {
         server
             .subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        server
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
+        server.distinguished_name.push(DnType::CommonName, "localhost");
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = server.signed_by(&server_key, &ca).expect("server certificate");
 
@@ -113,7 +111,9 @@ impl Pki {
         super::install_crypto_provider();
         let mut b = reqwest::blocking::Client::builder()
             .no_proxy()
-            .tls_certs_merge(vec![reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap()]);
+            .tls_certs_merge(vec![
+                reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap()
+            ]);
         if client_cert {
             let pem = format!("{}\n{}", self.client_cert_pem, self.client_key_pem);
             b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
@@ -129,12 +129,20 @@ impl Pki {
 
 /// Standard base64 (with padding).
 pub fn base64(data: &[u8]) -> String {
-    b64(data, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", true)
+    b64(
+        data,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        true,
+    )
 }
 
 /// URL-safe base64 without padding (JOSE).
 pub fn base64url(data: &[u8]) -> String {
-    b64(data, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", false)
+    b64(
+        data,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+        false,
+    )
 }
 
 fn b64(data: &[u8], table: &[u8; 64], pad: bool) -> String {

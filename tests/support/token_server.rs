@@ -64,8 +64,12 @@ impl TokenServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("token server bind");
         let port = listener.local_addr().unwrap().port();
         let key = Arc::new(
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pki.ca_key_pkcs8, &SystemRandom::new())
-                .expect("CA key is P-256 PKCS#8"),
+            EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &pki.ca_key_pkcs8,
+                &SystemRandom::new(),
+            )
+            .expect("CA key is P-256 PKCS#8"),
         );
         let server = TokenServer {
             port,
@@ -147,7 +151,13 @@ impl TokenServer {
     }
 }
 
-fn sign(key: &EcdsaKeyPair, x5c: &str, subject: &str, access: Vec<serde_json::Value>, lifetime: i64) -> String {
+fn sign(
+    key: &EcdsaKeyPair,
+    x5c: &str,
+    subject: &str,
+    access: Vec<serde_json::Value>,
+    lifetime: i64,
+) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let header = serde_json::json!({"typ":"JWT","alg":"ES256","x5c":[x5c]});
     let (nbf, exp) = if lifetime > 0 {
@@ -207,7 +217,10 @@ fn serve(stream: TcpStream, state: &Mutex<State>, key: &EcdsaKeyPair, x5c: &str)
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
     let form = String::from_utf8_lossy(&body).into_owned();
-    let query = target.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
+    let query = target
+        .split_once('?')
+        .map(|(_, q)| q.to_string())
+        .unwrap_or_default();
 
     let mut st = state.lock().unwrap();
     st.requests.push(TokenRequest {
@@ -249,7 +262,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>, key: &EcdsaKeyPair, x5c: &str)
     for scope in param(params, "scope") {
         for one in scope.split(' ') {
             let mut f = one.splitn(3, ':');
-            let (Some("repository"), Some(name)) = (f.next(), f.next()) else { continue };
+            let (Some("repository"), Some(name)) = (f.next(), f.next()) else {
+                continue;
+            };
             if user.is_some() || st.public.iter().any(|p| p == name) {
                 access.push(serde_json::json!({"type":"repository","name":name,"actions":["pull"]}));
             }
