@@ -348,3 +348,22 @@ fn a_blob_redirect_to_another_host_carries_no_authorization() {
         "the registry itself gets the token"
     );
 }
+
+#[test]
+fn an_unparsable_docker_config_is_a_warning_and_the_pull_goes_on() {
+    let registry = Registry::start();
+    registry.push_small_image("app", "v1", 10);
+    let r = rpull();
+    let path = r.docker_config_dir().join("config.json");
+    std::fs::write(&path, "{not json").unwrap();
+    let out = r.run([registry.image_ref("app", "v1")]);
+    out.assert_success();
+    let warning = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        warning.starts_with(&format!(
+            "WARNING: Error parsing config file ({}): ",
+            path.display()
+        )),
+        "{out}"
+    );
+}

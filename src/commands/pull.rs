@@ -58,8 +58,18 @@ fn options(args: &PullArgs, platform: Option<Platform>) -> Result<PullOptions, S
     if let Some(t) = args.read_timeout {
         registry.read_timeout = t;
     }
-    let lookup: crate::pull::CredentialLookup =
-        Arc::new(|key: &str| credentials::lookup(key).map_err(|e| e.to_string()));
+    // docker reads its config once per command; a file it cannot parse is a warning, and the
+    // pull goes on without credentials.
+    let lookup: Option<crate::pull::CredentialLookup> = match credentials::DockerConfig::load_default() {
+        Ok(docker) => Some(Arc::new(move |key: &str| {
+            docker.get(key).map_err(|e| e.to_string())
+        })),
+        Err(e @ credentials::CredentialError::Parse { .. }) => {
+            eprintln!("WARNING: {e}");
+            None
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     Ok(PullOptions {
         all_tags: args.all_tags,
         platform,
@@ -73,7 +83,7 @@ fn options(args: &PullArgs, platform: Option<Platform>) -> Result<PullOptions, S
             attempts: args.retry + 1,
             delay: args.retry_delay,
         },
-        credentials: Some(lookup),
+        credentials: lookup,
         hub_mirrors,
         mirrors,
     })
