@@ -235,6 +235,17 @@ fn token_auth_with_password_and_with_identity_token() {
         Some(format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes())).as_str())
     );
 
+    // A wrong password: the token service's UNAUTHORIZED, exit 1, nothing pulled.
+    let bad = rpull();
+    bad.write_docker_config(&json!({"auths": {registry.host(): {"username": USER, "password": "nope"}}}));
+    let out = bad.run([&image]);
+    out.assert_code(1);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "unauthorized: incorrect username or password",
+        "{out}"
+    );
+
     // identitytoken: OAuth refresh-token POST, as docker does after `docker login`.
     let r = rpull();
     r.write_docker_config(&json!({"auths": {registry.host(): {"identitytoken": "refresh-xyz"}}}));

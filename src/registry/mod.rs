@@ -959,6 +959,19 @@ mod tests {
     }
 
     #[test]
+    fn certs_d_pairs_must_be_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("r.example:5000");
+        std::fs::create_dir(&host).unwrap();
+        assert!(load_certs_d(dir.path(), "other:1").unwrap().roots.is_empty());
+        std::fs::write(host.join("client.cert"), "x").unwrap();
+        assert_eq!(
+            load_certs_d(dir.path(), "r.example:5000").err().unwrap().to_string(),
+            "missing key client.key for client certificate client.cert. CA certificates must use the extension .crt"
+        );
+    }
+
+    #[test]
     fn link_header() {
         assert_eq!(
             parse_next_link(r#"</v2/x/tags/list?n=100&last=tag099>; rel="next""#).as_deref(),
