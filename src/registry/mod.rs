@@ -157,6 +157,9 @@ fn go_method(m: &Method) -> &'static str {
 /// Describes a transport failure the way Go's net/http does where we can
 /// (`dial tcp 127.0.0.1:5999: connect: connection refused`).
 fn transport_detail(url: &Url, err: &reqwest::Error) -> (String, bool) {
+    if let Some(tls) = find_tls_error(err) {
+        return (tls_text(&tls), false);
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -189,6 +192,52 @@ fn transport_detail(url: &Url, err: &reqwest::Error) -> (String, bool) {
     }
     let retryable = err.is_timeout() || err.is_connect() || err.is_request() || err.is_body();
     (text, retryable)
+}
+
+/// The rustls error somewhere in `err`'s chain (hyper wraps it in `io::Error`s, which hide
+/// their payload from `source()`).
+fn find_tls_error(err: &reqwest::Error) -> Option<rustls::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        let mut inner: &(dyn std::error::Error + 'static) = e;
+        loop {
+            if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+                return Some(t.clone());
+            }
+            match inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+                Some(next) => inner = next,
+                None => break,
+            }
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// A certificate failure worded as Go's crypto/tls and crypto/x509 word it, as docker shows it.
+fn tls_text(err: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match err {
+        rustls::Error::InvalidCertificate(c) => {
+            let x509 = match c {
+                C::UnknownIssuer => "certificate signed by unknown authority".to_string(),
+                C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+                    "certificate has expired or is not yet valid".to_string()
+                }
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "certificate is not valid for this host name".to_string()
+                }
+                C::Revoked => "certificate has been revoked".to_string(),
+                // webpki's word for a self-signed certificate nobody trusts.
+                C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+                    "certificate signed by unknown authority".to_string()
+                }
+                other => format!("{other:?}"),
+            };
+            format!("tls: failed to verify certificate: x509: {x509}")
+        }
+        other => format!("tls: {other}"),
+    }
 }
 
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
