@@ -172,3 +172,41 @@ fn http_proxy_is_used_and_loopback_is_never_proxied() {
     r.env("HTTP_PROXY", &dead).env("HTTPS_PROXY", &dead);
     r.run([registry.image_ref("app", "v1")]).assert_success();
 }
+
+#[test]
+fn falling_back_after_pulling_from_changes_nothing_but_a_note() {
+    let origin = Registry::start();
+    let pushed = origin.push_small_image("app", "v1", 15);
+    // A mirror that has the manifest but fails on the config blob.
+    let mirror_registry = Registry::start();
+    mirror_registry.push_small_image("app", "v1", 15);
+    let mirror = FaultProxy::start(&mirror_registry.host());
+    let fault = support::fault_proxy::Fault::Status {
+        code: 404,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#.into(),
+    };
+    mirror.add_rule(support::fault_proxy::Rule::new(&pushed.config_digest, fault));
+    let image = origin.image_ref("app", "v1");
+
+    let direct = rpull().run([&image]);
+    direct.assert_success();
+
+    let r = rpull();
+    let cfg = write_config(
+        &r,
+        &json!({"mirrors": {origin.host(): [format!("http://{}", mirror.host())]}}),
+    );
+    let out = r.run([PathBuf::from("--config"), cfg, PathBuf::from(&image)]);
+    out.assert_success();
+    assert_eq!(out.stdout, direct.stdout, "only a note may differ\n{out}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+    assert!(out.stderr.contains("falling back to"), "{out}");
+    assert!(
+        mirror
+            .requests()
+            .iter()
+            .any(|q| q.path.contains(&pushed.config_digest)),
+        "the mirror was tried"
+    );
+}

@@ -473,9 +473,11 @@ impl Puller {
     /// Mirrors are tried first, in order; when one fails or lacks the image, a note says so
     /// and the next endpoint (finally the registry itself) is tried, as docker does.
     pub async fn pull_image(&self, reference: &Reference) -> Result<Outcome, PullError> {
+        // `Pulling from` is said once, whichever endpoint ends up serving the image.
+        let announced = std::sync::atomic::AtomicBool::new(false);
         for mirror in self.mirrors_for(reference) {
             let attempt = match self.mirror_registry(mirror) {
-                Ok(registry) => self.pull_image_from(&registry, reference).await,
+                Ok(registry) => self.pull_image_from(&registry, reference, &announced).await,
                 Err(e) => Err(e),
             };
             match attempt {
@@ -489,13 +491,14 @@ impl Puller {
             }
         }
         let registry = self.registry_for(reference)?;
-        self.pull_image_from(&registry, reference).await
+        self.pull_image_from(&registry, reference, &announced).await
     }
 
     async fn pull_image_from(
         &self,
         registry: &Arc<Registry>,
         reference: &Reference,
+        announced: &std::sync::atomic::AtomicBool,
     ) -> Result<Outcome, PullError> {
         let registry = registry.clone();
         let (top_digest, top_bytes, top_ct) = self.resolve(&registry, reference).await?;
@@ -503,10 +506,12 @@ impl Puller {
             Some(t) if reference.digest().is_none() => t.to_string(),
             _ => reference.to_string(),
         };
-        self.report(Event::PullingFrom {
-            id,
-            path: reference.path().to_string(),
-        });
+        if !announced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.report(Event::PullingFrom {
+                id,
+                path: reference.path().to_string(),
+            });
+        }
 
         let shown = reference.familiar_string();
         let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
