@@ -31,7 +31,7 @@ false\t''"
 complete -c rpull -n "__fish_rpull_needs_command" -l max-concurrent-downloads -d 'Maximum number of layers downloaded at the same time [default: 3, or the config file\'s]' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l format -d 'Output format' -r -f -a "plain\t'docker\'s lines (progress bars on a terminal)'
 json\t'One JSON object per line, in the Engine API\'s message shape, ending with a result'"
-complete -c rpull -n "__fish_rpull_needs_command" -l insecure-registry -d 'Allow plain HTTP and unverified TLS for this registry (HOST[:PORT]; repeatable; loopback is always allowed)' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l insecure-registry -d 'Allow plain HTTP and unverified TLS for this registry (HOST[:PORT] or an IP CIDR; repeatable; loopback is always allowed)' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l registry-mirror -d 'Try this mirror before Docker Hub for Docker Hub images (URL; repeatable, tried in order)' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l retry -d 'Retries of a failed layer download after the first attempt (docker makes 5 attempts in all)' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l retry-delay -d 'Fixed delay between download retries, e.g. 500ms, 2s, 1m [default: docker\'s 5s, 10s, 15s, 20s]' -r
@@ -49,7 +49,7 @@ false\t''"
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l max-concurrent-downloads -d 'Maximum number of layers downloaded at the same time [default: 3, or the config file\'s]' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l format -d 'Output format' -r -f -a "plain\t'docker\'s lines (progress bars on a terminal)'
 json\t'One JSON object per line, in the Engine API\'s message shape, ending with a result'"
-complete -c rpull -n "__fish_rpull_using_subcommand pull" -l insecure-registry -d 'Allow plain HTTP and unverified TLS for this registry (HOST[:PORT]; repeatable; loopback is always allowed)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l insecure-registry -d 'Allow plain HTTP and unverified TLS for this registry (HOST[:PORT] or an IP CIDR; repeatable; loopback is always allowed)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l registry-mirror -d 'Try this mirror before Docker Hub for Docker Hub images (URL; repeatable, tried in order)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l retry -d 'Retries of a failed layer download after the first attempt (docker makes 5 attempts in all)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l retry-delay -d 'Fixed delay between download retries, e.g. 500ms, 2s, 1m [default: docker\'s 5s, 10s, 15s, 20s]' -r

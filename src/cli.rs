@@ -83,7 +83,7 @@ pub struct PullArgs {
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Plain)]
     pub format: Format,
 
-    /// Allow plain HTTP and unverified TLS for this registry (HOST[:PORT]; repeatable; loopback is always allowed)
+    /// Allow plain HTTP and unverified TLS for this registry (HOST[:PORT] or an IP CIDR; repeatable; loopback is always allowed)
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
 

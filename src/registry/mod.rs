@@ -126,13 +126,44 @@ pub fn is_loopback_host(host: &str) -> bool {
 /// Whether `host` is in the user's insecure-registry list (`host[:port]` or a bare host).
 fn is_listed_insecure(host: &str, extra: &[String]) -> bool {
     let bare = strip_port(host);
+    let ip = bare
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok();
     extra.iter().any(|e| {
+        if let (Some(ip), Some((net, bits))) = (ip, parse_cidr(e)) {
+            return cidr_contains(net, bits, ip);
+        }
         let e = e
             .trim_start_matches("http://")
             .trim_start_matches("https://")
             .trim_end_matches('/');
         e.eq_ignore_ascii_case(host) || (!e.contains(':') && e.eq_ignore_ascii_case(bare))
     })
+}
+
+/// `10.0.0.0/8`, `fd00::/8`: docker's CIDR form of an insecure-registry entry.
+fn parse_cidr(s: &str) -> Option<(IpAddr, u32)> {
+    let (net, bits) = s.trim().split_once('/')?;
+    let net: IpAddr = net.parse().ok()?;
+    let bits: u32 = bits.parse().ok()?;
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    (bits <= max).then_some((net, bits))
+}
+
+fn cidr_contains(net: IpAddr, bits: u32, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(i)) => {
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -1005,6 +1036,10 @@ mod tests {
         assert!(!is_insecure_allowed("10.0.0.1:5000", &[]));
         assert!(is_insecure_allowed("myreg:5000", &["myreg:5000".into()]));
         assert!(is_insecure_allowed("myreg:5000", &["http://myreg".into()]));
+        assert!(is_insecure_allowed("10.1.2.3:5000", &["10.0.0.0/8".into()]));
+        assert!(!is_insecure_allowed("11.1.2.3:5000", &["10.0.0.0/8".into()]));
+        assert!(is_insecure_allowed("[fd00::1]:5000", &["fd00::/8".into()]));
+        assert!(!is_insecure_allowed("myreg:5000", &["10.0.0.0/8".into()]));
     }
 
     #[test]
