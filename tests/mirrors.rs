@@ -166,6 +166,17 @@ fn http_proxy_is_used_and_loopback_is_never_proxied() {
         "{reqs:?}"
     );
 
+    // NO_PROXY sends that host direct: it does not resolve, so the pull fails, and the proxy
+    // sees nothing.
+    let seen = forward.requests().len();
+    let mut r = rpull();
+    r.env("HTTP_PROXY", format!("http://{}", forward.host()))
+        .env("HTTPS_PROXY", format!("http://{}", forward.host()))
+        .env("NO_PROXY", "example.com,.rpull-test.invalid");
+    r.run(["--insecure-registry", name, &format!("{name}/app:v1")])
+        .assert_code(1);
+    assert_eq!(forward.requests().len(), seen, "NO_PROXY was ignored");
+
     // Loopback goes direct even with a proxy that does not exist.
     let mut r = rpull();
     let dead = format!("http://127.0.0.1:{}", free_port());
