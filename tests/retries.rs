@@ -221,3 +221,30 @@ fn a_missing_blob_is_not_retried() {
     );
     assert_eq!(layer_gets(&proxy, &pushed).len(), 1);
 }
+
+#[test]
+fn the_config_blob_is_retried_and_then_reported_like_docker() {
+    let (_registry, proxy, pushed) = setup();
+    let fault = Fault::Status {
+        code: 500,
+        headers: vec![],
+        body: "boom".into(),
+    };
+    proxy.add_rule(
+        Rule::new(&pushed.config_digest, fault.clone())
+            .method("GET")
+            .times(2),
+    );
+    let r = rpull();
+    r.run([&image(&proxy)]).assert_success();
+
+    proxy.add_rule(Rule::new(&pushed.config_digest, fault).method("GET"));
+    let r = rpull();
+    let out = r.run(["--retry", "1", &image(&proxy)]);
+    out.assert_code(1);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error pulling image configuration: download failed after attempts=2: received unexpected HTTP status: 500 Internal Server Error",
+        "{out}"
+    );
+}

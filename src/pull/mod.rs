@@ -665,6 +665,12 @@ impl Puller {
                         _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
                     }
                 }
+                Err(e) if e.is_retryable() => {
+                    return Err(ManifestError::Config(format!(
+                        "download failed after attempts={attempt}: {e}"
+                    ))
+                    .into())
+                }
                 Err(e) => return Err(ManifestError::Config(e.to_string()).into()),
             }
         }
