@@ -381,3 +381,48 @@ fn an_unparsable_docker_config_is_a_warning_and_the_pull_goes_on() {
         "{out}"
     );
 }
+
+#[test]
+fn credentials_from_a_helper_and_from_docker_auth_config() {
+    let pki = Pki::new();
+    let registry = htpasswd_registry(&pki, false);
+    registry.push_small_image("app", "v1", 16);
+    let host = format!("localhost:{}", registry.port());
+    let certs = temp_dir("rpull-certs-d-");
+    pki.write_certs_d(certs.path(), &host, false);
+    let image = format!("{host}/app:v1");
+
+    // credHelpers: `docker-credential-<name> get` with the registry key on stdin.
+    let bin = temp_dir("rpull-helper-bin-");
+    let asked = bin.path().join("asked");
+    let helper = bin.path().join("docker-credential-testvault");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 9\ncat > '{}'\necho '{{\"ServerURL\":\"{host}\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut r = verifying_sandbox(certs.path());
+    r.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    r.write_docker_config(&json!({"credsStore": "nope-not-installed", "credHelpers": {&host: "testvault"}}));
+    let out = r.run([&image]);
+    out.assert_success();
+    assert_no_secret(&out, PASSWORD);
+    assert_eq!(std::fs::read_to_string(&asked).unwrap().trim(), host);
+
+    // DOCKER_AUTH_CONFIG comes before the file.
+    let mut r = verifying_sandbox(certs.path());
+    r.env("DOCKER_AUTH_CONFIG", auth_config(&host).to_string());
+    r.write_docker_config(&json!({"auths": {&host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
+    r.run([&image]).assert_success();
+}
