@@ -248,3 +248,32 @@ fn the_config_blob_is_retried_and_then_reported_like_docker() {
         "{out}"
     );
 }
+
+#[test]
+fn the_default_delay_is_dockers_five_second_countdown() {
+    let (_registry, proxy, pushed) = setup();
+    proxy.add_rule(
+        Rule::new(&pushed.layer_digests[0], Fault::DropAfter(10_000))
+            .method("GET")
+            .times(1),
+    );
+    let r = rpull();
+    let start = Instant::now();
+    let out = r.run([&image(&proxy)]);
+    out.assert_success();
+    assert!(start.elapsed() >= Duration::from_secs(5), "{:?}", start.elapsed());
+    let id = &pushed.layer_digests[0]["sha256:".len().."sha256:".len() + 12];
+    let countdown: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with(&format!("{id}: Retrying")))
+        .collect();
+    assert_eq!(
+        countdown,
+        (1..=5)
+            .rev()
+            .map(|n| format!("{id}: Retrying in {n} second{}", if n == 1 { "" } else { "s" }))
+            .collect::<Vec<_>>(),
+        "{out}"
+    );
+}
