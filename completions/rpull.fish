@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_rpull_global_optspecs
-    string join \n root= a/all-tags platform= q/quiet disable-content-trust= creds= authfile= tls-verify= os= arch= variant= max-concurrent-downloads= format= h/help V/version
+    string join \n root= a/all-tags platform= q/quiet disable-content-trust= creds= authfile= tls-verify= os= arch= variant= max-concurrent-downloads= format= insecure-registry= registry-mirror= retry= retry-delay= config= read-timeout= h/help V/version
 end
 
 function __fish_rpull_needs_command
@@ -35,9 +35,15 @@ false\t''"
 complete -c rpull -n "__fish_rpull_needs_command" -l os -d 'Use OS instead of the running OS for choosing images (cannot be used with --platform)' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l arch -d 'Use ARCH instead of the architecture of the machine for choosing images (cannot be used with --platform)' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l variant -d 'Use VARIANT instead of the running architecture variant for choosing images (cannot be used with --platform)' -r
-complete -c rpull -n "__fish_rpull_needs_command" -l max-concurrent-downloads -d 'Maximum number of layers downloaded at the same time' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l max-concurrent-downloads -d 'Maximum number of layers downloaded at the same time [default: 3, or the config file\'s]' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l format -d 'Output format' -r -f -a "plain\t'docker\'s lines (progress bars on a terminal)'
 json\t'One JSON object per line, in the Engine API\'s message shape, ending with a result'"
+complete -c rpull -n "__fish_rpull_needs_command" -l insecure-registry -d 'Allow plain HTTP and unverified TLS for this registry (HOST[:PORT] or an IP CIDR; repeatable; loopback is always allowed)' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l registry-mirror -d 'Try this mirror before Docker Hub for Docker Hub images (URL; repeatable, tried in order)' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l retry -d 'Retries of a failed layer download after the first attempt (docker makes 5 attempts in all)' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l retry-delay -d 'Fixed delay between download retries, e.g. 500ms, 2s, 1m [default: docker\'s 5s, 10s, 15s, 20s]' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l config -d 'rpull\'s config file (JSON) [default: <config dir>/rpull/config.json]' -r -F
+complete -c rpull -n "__fish_rpull_needs_command" -l read-timeout -d 'Give up on a registry answer after this long without data (tests use short values)' -r
 complete -c rpull -n "__fish_rpull_needs_command" -s a -l all-tags -d 'Download all tagged images in the repository'
 complete -c rpull -n "__fish_rpull_needs_command" -s q -l quiet -d 'Suppress verbose output'
 complete -c rpull -n "__fish_rpull_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -61,9 +67,15 @@ false\t''"
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l os -d 'Use OS instead of the running OS for choosing images (cannot be used with --platform)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l arch -d 'Use ARCH instead of the architecture of the machine for choosing images (cannot be used with --platform)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l variant -d 'Use VARIANT instead of the running architecture variant for choosing images (cannot be used with --platform)' -r
-complete -c rpull -n "__fish_rpull_using_subcommand pull" -l max-concurrent-downloads -d 'Maximum number of layers downloaded at the same time' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l max-concurrent-downloads -d 'Maximum number of layers downloaded at the same time [default: 3, or the config file\'s]' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l format -d 'Output format' -r -f -a "plain\t'docker\'s lines (progress bars on a terminal)'
 json\t'One JSON object per line, in the Engine API\'s message shape, ending with a result'"
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l insecure-registry -d 'Allow plain HTTP and unverified TLS for this registry (HOST[:PORT] or an IP CIDR; repeatable; loopback is always allowed)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l registry-mirror -d 'Try this mirror before Docker Hub for Docker Hub images (URL; repeatable, tried in order)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l retry -d 'Retries of a failed layer download after the first attempt (docker makes 5 attempts in all)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l retry-delay -d 'Fixed delay between download retries, e.g. 500ms, 2s, 1m [default: docker\'s 5s, 10s, 15s, 20s]' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l config -d 'rpull\'s config file (JSON) [default: <config dir>/rpull/config.json]' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l read-timeout -d 'Give up on a registry answer after this long without data (tests use short values)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -s a -l all-tags -d 'Download all tagged images in the repository'
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -s q -l quiet -d 'Suppress verbose output'

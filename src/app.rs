@@ -24,7 +24,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     // One arm per subcommand; each lives in its own file under `commands/`.
     let code = runtime.block_on(async move {
         match cli.command {
-            Some(Command::Pull(args)) => commands::pull::run(args, root).await,
+            Some(Command::Pull(args)) => commands::pull::run(*args, root).await,
             Some(Command::Login(args)) => commands::login::run(args).await,
             Some(Command::Logout(args)) => commands::logout::run(args).await,
             Some(Command::Images(args)) => commands::images::run(args, root),

@@ -3,6 +3,7 @@
 //! [`Cli::command`](clap::CommandFactory::command) and checked by a test).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -34,7 +35,7 @@ pub struct Cli {
 pub enum Command {
     /// Download an image from a registry (the default action)
     #[command(override_usage = "rpull pull [OPTIONS] NAME[:TAG|@DIGEST]")]
-    Pull(PullArgs),
+    Pull(Box<PullArgs>),
 
     /// Log in to a registry (Docker Hub when no server is given)
     #[command(override_usage = "rpull login [OPTIONS] [SERVER]")]
@@ -160,13 +161,78 @@ pub struct PullArgs {
     #[arg(long, value_name = "VARIANT")]
     pub variant: Option<String>,
 
-    /// Maximum number of layers downloaded at the same time
-    #[arg(long, value_name = "int", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub max_concurrent_downloads: u32,
+    /// Maximum number of layers downloaded at the same time [default: 3, or the config file's]
+    #[arg(long, value_name = "int", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_concurrent_downloads: Option<u32>,
 
     /// Output format
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Plain)]
     pub format: Format,
+
+    /// Allow plain HTTP and unverified TLS for this registry (HOST[:PORT] or an IP CIDR; repeatable; loopback is always allowed)
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+
+    /// Try this mirror before Docker Hub for Docker Hub images (URL; repeatable, tried in order)
+    #[arg(long = "registry-mirror", value_name = "URL")]
+    pub registry_mirrors: Vec<String>,
+
+    /// Retries of a failed layer download after the first attempt (docker makes 5 attempts in all)
+    #[arg(long, value_name = "int", default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub retry: u32,
+
+    /// Fixed delay between download retries, e.g. 500ms, 2s, 1m [default: docker's 5s, 10s, 15s, 20s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_delay: Option<Duration>,
+
+    /// rpull's config file (JSON) [default: <config dir>/rpull/config.json]
+    #[arg(long, value_name = "FILE", env = "RPULL_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Give up on a registry answer after this long without data (tests use short values)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true, env = "RPULL_READ_TIMEOUT")]
+    pub read_timeout: Option<Duration>,
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `3m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 500ms, 2s, 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration {s:?} (use e.g. 500ms, 2s, 1m)")),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("3m"), Ok(Duration::from_secs(180)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99h").is_err());
+    }
 }
 
 /// `images`' output formats.

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod compression;
+pub mod config;
 pub mod credentials;
 pub mod digest;
 pub mod flatten;

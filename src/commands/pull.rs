@@ -9,10 +9,11 @@ use tokio_util::sync::CancellationToken;
 use super::creds::{credential_lookup, prompt_creds_password};
 use super::{fail, interrupted_exit_code, open_store, watch_signals};
 use crate::cli::{Format, PullArgs};
+use crate::config;
 use crate::gc::StoreGuard;
 use crate::platform::Platform;
 use crate::progress::{self, OutputMode};
-use crate::pull::{PullOptions, Puller};
+use crate::pull::{CredentialLookup, PullOptions, Puller, RetryPolicy};
 use crate::reference::Reference;
 use crate::registry::RegistryOptions;
 
@@ -80,6 +81,76 @@ fn platform_from(args: &PullArgs) -> Result<Option<Platform>, (u8, String)> {
     Platform::parse(&spec).map(Some).map_err(|e| (1, e.to_string()))
 }
 
+/// Points `certs.d` somewhere else than `/etc/docker/certs.d` (rootless setups, tests).
+pub const CERTS_D_ENV: &str = "RPULL_CERTS_D";
+/// Set to `1` to stop treating loopback hosts as insecure-allowed (tests of verified TLS).
+pub const NO_LOOPBACK_INSECURE_ENV: &str = "RPULL_NO_LOOPBACK_INSECURE";
+
+/// The pull options from the flags, the config file and docker's credentials; flags win.
+fn options(
+    args: &PullArgs,
+    platform: Option<Platform>,
+    credentials: CredentialLookup,
+    tls_verify_off_for: Option<String>,
+) -> Result<PullOptions, String> {
+    let file = config::Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    let mut insecure = Vec::new();
+    for i in args.insecure_registries.iter().chain(&file.insecure_registries) {
+        insecure.push(config::normalize_insecure(i).map_err(|e| e.to_string())?);
+    }
+    let hub_mirrors = if args.registry_mirrors.is_empty() {
+        &file.registry_mirrors
+    } else {
+        &args.registry_mirrors
+    };
+    let hub_mirrors = hub_mirrors
+        .iter()
+        .map(|m| config::validate_mirror(m).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut mirrors = std::collections::HashMap::new();
+    for (host, urls) in &file.mirrors {
+        let urls = urls
+            .iter()
+            .map(|m| config::validate_mirror(m).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        mirrors.insert(host.clone(), urls);
+    }
+    // --tls-verify=false: insecure for the pulled registry, for this call only.
+    insecure.extend(tls_verify_off_for);
+    let mut registry = RegistryOptions {
+        insecure_registries: insecure,
+        ..RegistryOptions::default()
+    };
+    if let Some(dir) = std::env::var_os(CERTS_D_ENV).filter(|d| !d.is_empty()) {
+        registry.certs_d = PathBuf::from(dir);
+    } else if let Some(dir) = &file.certs_d {
+        registry.certs_d = dir.clone();
+    }
+    if std::env::var(NO_LOOPBACK_INSECURE_ENV).is_ok_and(|v| v == "1") {
+        registry.loopback_insecure = false;
+    }
+    if let Some(t) = args.read_timeout {
+        registry.read_timeout = t;
+    }
+    Ok(PullOptions {
+        all_tags: args.all_tags,
+        platform,
+        max_concurrent_downloads: args
+            .max_concurrent_downloads
+            .or(file.max_concurrent_downloads)
+            .unwrap_or(3)
+            .max(1) as usize,
+        registry,
+        retry: RetryPolicy {
+            attempts: args.retry + 1,
+            delay: args.retry_delay,
+        },
+        credentials: Some(credentials),
+        hub_mirrors,
+        mirrors,
+    })
+}
+
 /// Runs one pull and returns its exit status.
 pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     // Installing the provider only fails when one is already installed, which is fine.
@@ -102,12 +173,10 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     };
     // The registry this call pulls from, for --creds and --tls-verify=false.
     let target = Reference::parse_normalized(&name).ok();
-    let mut registry = RegistryOptions::default();
-    if args.tls_verify == Some(false) {
-        if let Some(r) = &target {
-            registry.insecure_registries.push(r.registry_host());
-        }
-    }
+    let tls_verify_off_for = match (&target, args.tls_verify) {
+        (Some(r), Some(false)) => Some(r.registry_host()),
+        _ => None,
+    };
     let target_key = target.as_ref().map(Reference::credential_key).unwrap_or_default();
     let credentials = match credential_lookup(
         args.creds.as_deref(),
@@ -136,13 +205,9 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     let reporter: Arc<dyn progress::Reporter> = Arc::from(progress::reporter(mode));
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
-    let opts = PullOptions {
-        all_tags: args.all_tags,
-        platform,
-        max_concurrent_downloads: args.max_concurrent_downloads as usize,
-        registry,
-        credentials: Some(credentials),
-        ..PullOptions::default()
+    let opts = match options(&args, platform, credentials, tls_verify_off_for) {
+        Ok(o) => o,
+        Err(e) => return fail(&e),
     };
     let puller = Puller::new(store, opts, reporter.clone(), cancel.clone());
     let result = puller.pull(&name).await;

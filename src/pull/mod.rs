@@ -70,6 +70,10 @@ pub struct PullOptions {
     pub retry: RetryPolicy,
     /// Credentials for a registry key, if any.
     pub credentials: Option<CredentialLookup>,
+    /// Mirrors of Docker Hub (`--registry-mirror`), tried in order before it.
+    pub hub_mirrors: Vec<url::Url>,
+    /// Mirrors of other registries, by registry host (`host[:port]` as in references).
+    pub mirrors: HashMap<String, Vec<url::Url>>,
 }
 
 impl Default for PullOptions {
@@ -81,6 +85,8 @@ impl Default for PullOptions {
             registry: RegistryOptions::default(),
             retry: RetryPolicy::default(),
             credentials: None,
+            hub_mirrors: Vec::new(),
+            mirrors: HashMap::new(),
         }
     }
 }
@@ -153,6 +159,19 @@ pub enum PullError {
 }
 
 impl PullError {
+    /// Whether a mirror that failed this way should give way to the next endpoint: anything
+    /// that came from the mirror (transport, registry codes, bad content), not local failures.
+    pub fn allows_mirror_fallback(&self) -> bool {
+        !matches!(
+            self,
+            PullError::Store(_)
+                | PullError::Unpack(_)
+                | PullError::Internal(_)
+                | PullError::NoMatchingManifest(_)
+                | PullError::Cancelled
+        ) && !self.is_cancelled()
+    }
+
     /// Whether the pull stopped because the user asked.
     pub fn is_cancelled(&self) -> bool {
         matches!(
@@ -239,12 +258,47 @@ impl Puller {
         if let Some(r) = map.get(&host) {
             return Ok(r.clone());
         }
-        let credential = match &self.opts.credentials {
-            Some(lookup) => lookup(&reference.credential_key()).map_err(RegistryError::Auth)?,
-            None => None,
-        };
+        let credential = self.credential(&reference.credential_key())?;
         let r = Arc::new(Registry::new(&host, credential, &self.opts.registry)?);
         map.insert(host, r.clone());
+        Ok(r)
+    }
+
+    fn credential(&self, key: &str) -> Result<Option<Credential>, PullError> {
+        match &self.opts.credentials {
+            Some(lookup) => Ok(lookup(key).map_err(RegistryError::Auth)?),
+            None => Ok(None),
+        }
+    }
+
+    /// The mirrors to try, in order, before the registry of `reference`: `--registry-mirror`
+    /// for Docker Hub names, the config file's per-registry mirrors for others.
+    fn mirrors_for(&self, reference: &Reference) -> &[url::Url] {
+        if reference.is_docker_hub() {
+            &self.opts.hub_mirrors
+        } else {
+            self.opts
+                .mirrors
+                .get(reference.domain())
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+        }
+    }
+
+    /// The client for one mirror (cached by URL). Credentials are the mirror host's own, so
+    /// the origin's never reach it.
+    fn mirror_registry(&self, url: &url::Url) -> Result<Arc<Registry>, PullError> {
+        let key = format!("mirror:{url}");
+        if let Some(r) = self.registries.lock().expect("lock").get(&key) {
+            return Ok(r.clone());
+        }
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (h, _) => h.unwrap_or_default().to_string(),
+        };
+        let credential = self.credential(&host)?;
+        let r = Arc::new(Registry::mirror(url, credential, &self.opts.registry)?);
+        self.registries.lock().expect("lock").insert(key, r.clone());
         Ok(r)
     }
 
@@ -357,7 +411,7 @@ impl Puller {
                 name: reference.familiar_name(),
                 source: e,
             },
-            Some("UNAUTHORIZED") | Some("DENIED") => PullError::AccessDenied {
+            Some("DENIED") => PullError::AccessDenied {
                 name: reference.familiar_name(),
                 source: e,
             },
@@ -416,17 +470,48 @@ impl Puller {
     }
 
     /// Pulls one image (tag or digest) and records it; reports from `Pulling from` to `Digest:`.
+    /// Mirrors are tried first, in order; when one fails or lacks the image, a note says so
+    /// and the next endpoint (finally the registry itself) is tried, as docker does.
     pub async fn pull_image(&self, reference: &Reference) -> Result<Outcome, PullError> {
+        // `Pulling from` is said once, whichever endpoint ends up serving the image.
+        let announced = std::sync::atomic::AtomicBool::new(false);
+        for mirror in self.mirrors_for(reference) {
+            let attempt = match self.mirror_registry(mirror) {
+                Ok(registry) => self.pull_image_from(&registry, reference, &announced).await,
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) if e.is_cancelled() || self.cancel.is_cancelled() => return Err(e),
+                Err(e) if !e.allows_mirror_fallback() => return Err(e),
+                Err(e) => self.report(Event::Note(format!(
+                    "mirror {mirror} failed ({e}); falling back to {}",
+                    reference.domain()
+                ))),
+            }
+        }
         let registry = self.registry_for(reference)?;
+        self.pull_image_from(&registry, reference, &announced).await
+    }
+
+    async fn pull_image_from(
+        &self,
+        registry: &Arc<Registry>,
+        reference: &Reference,
+        announced: &std::sync::atomic::AtomicBool,
+    ) -> Result<Outcome, PullError> {
+        let registry = registry.clone();
         let (top_digest, top_bytes, top_ct) = self.resolve(&registry, reference).await?;
         let id = match reference.tag() {
             Some(t) if reference.digest().is_none() => t.to_string(),
             _ => reference.to_string(),
         };
-        self.report(Event::PullingFrom {
-            id,
-            path: reference.path().to_string(),
-        });
+        if !announced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.report(Event::PullingFrom {
+                id,
+                path: reference.path().to_string(),
+            });
+        }
 
         let shown = reference.familiar_string();
         let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
@@ -580,6 +665,12 @@ impl Puller {
                         _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
                     }
                 }
+                Err(e) if e.is_retryable() => {
+                    return Err(ManifestError::Config(format!(
+                        "download failed after attempts={attempt}: {e}"
+                    ))
+                    .into())
+                }
                 Err(e) => return Err(ManifestError::Config(e.to_string()).into()),
             }
         }
@@ -638,6 +729,9 @@ impl Puller {
         // Slots are handed out in manifest order, as docker's FIFO transfer queue does: the
         // first layers start at once, the others say `Waiting` and queue up.
         let mut queue: Vec<tokio::sync::oneshot::Sender<OwnedSemaphorePermit>> = Vec::new();
+        // Every slot is decided (and every `Waiting` said) before any task starts, so the
+        // `Waiting` lines follow the `Pulling fs layer` block as in docker's output.
+        let mut planned = Vec::with_capacity(jobs.len());
         for job in jobs {
             let slot = if self.store.has_blob(&job.desc.digest, Some(job.desc.size)) {
                 Slot::NotNeeded
@@ -655,6 +749,9 @@ impl Puller {
                     }
                 }
             };
+            planned.push((job, slot));
+        }
+        for (job, slot) in planned {
             let ctx = LayerTask {
                 store: self.store.clone(),
                 registry: registry.clone(),

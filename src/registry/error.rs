@@ -73,6 +73,9 @@ pub enum RegistryError {
     /// Too many redirects, or a redirect that cannot be followed.
     #[error("{0}")]
     Redirect(String),
+    /// The `certs.d` directory of a host is unusable (docker's texts).
+    #[error("{0}")]
+    Certs(String),
     /// Stopped by the user.
     #[error("cancelled")]
     Cancelled,

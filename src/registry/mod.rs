@@ -12,6 +12,7 @@ pub mod login;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::header::{
@@ -37,7 +38,16 @@ pub struct RegistryOptions {
     pub read_timeout: Duration,
     /// Longest wait to connect.
     pub connect_timeout: Duration,
+    /// docker's `certs.d`: `<dir>/<host[:port]>/` holds extra CAs (`*.crt`) and client
+    /// certificate pairs (`*.cert` + `*.key`) for that host.
+    pub certs_d: PathBuf,
+    /// Whether loopback hosts (`localhost`, 127.0.0.0/8, ::1) are insecure-allowed without
+    /// being listed, as in docker. Only tests turn this off, to check verified TLS on loopback.
+    pub loopback_insecure: bool,
 }
+
+/// docker's `certs.d` on Linux.
+pub const DEFAULT_CERTS_D: &str = "/etc/docker/certs.d";
 
 impl Default for RegistryOptions {
     fn default() -> Self {
@@ -46,6 +56,8 @@ impl Default for RegistryOptions {
             user_agent: format!("rpull/{}", env!("CARGO_PKG_VERSION")),
             read_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(30),
+            certs_d: PathBuf::from(DEFAULT_CERTS_D),
+            loopback_insecure: true,
         }
     }
 }
@@ -83,12 +95,19 @@ pub struct Registry {
     secure: reqwest::Client,
     insecure: reqwest::Client,
     credential: Option<Credential>,
+    /// A mirror's URL (`http(s)://host[:port]/[path/]`): its scheme is given, not probed.
+    fixed: Option<Url>,
     base: OnceCell<Url>,
     auth: Mutex<AuthState>,
 }
 
 /// Whether docker would allow plain HTTP / unverified TLS for `host` (`host[:port]`).
 pub fn is_insecure_allowed(host: &str, extra: &[String]) -> bool {
+    is_loopback_host(host) || is_listed_insecure(host, extra)
+}
+
+/// Whether `host` (`host[:port]`) names the local machine: `localhost`, 127.0.0.0/8 or ::1.
+pub fn is_loopback_host(host: &str) -> bool {
     let bare = strip_port(host);
     if bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost") {
         return true;
@@ -102,13 +121,50 @@ pub fn is_insecure_allowed(host: &str, extra: &[String]) -> bool {
             return true;
         }
     }
+    false
+}
+
+/// Whether `host` is in the user's insecure-registry list (`host[:port]` or a bare host).
+fn is_listed_insecure(host: &str, extra: &[String]) -> bool {
+    let bare = strip_port(host);
+    let ip = bare
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok();
     extra.iter().any(|e| {
+        if let (Some(ip), Some((net, bits))) = (ip, parse_cidr(e)) {
+            return cidr_contains(net, bits, ip);
+        }
         let e = e
             .trim_start_matches("http://")
             .trim_start_matches("https://")
             .trim_end_matches('/');
         e.eq_ignore_ascii_case(host) || (!e.contains(':') && e.eq_ignore_ascii_case(bare))
     })
+}
+
+/// `10.0.0.0/8`, `fd00::/8`: docker's CIDR form of an insecure-registry entry.
+fn parse_cidr(s: &str) -> Option<(IpAddr, u32)> {
+    let (net, bits) = s.trim().split_once('/')?;
+    let net: IpAddr = net.parse().ok()?;
+    let bits: u32 = bits.parse().ok()?;
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    (bits <= max).then_some((net, bits))
+}
+
+fn cidr_contains(net: IpAddr, bits: u32, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(i)) => {
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -133,6 +189,9 @@ fn go_method(m: &Method) -> &'static str {
 /// Describes a transport failure the way Go's net/http does where we can
 /// (`dial tcp 127.0.0.1:5999: connect: connection refused`).
 fn transport_detail(url: &Url, err: &reqwest::Error) -> (String, bool) {
+    if let Some(tls) = find_tls_error(err) {
+        return (tls_text(&tls), false);
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -167,6 +226,52 @@ fn transport_detail(url: &Url, err: &reqwest::Error) -> (String, bool) {
     (text, retryable)
 }
 
+/// The rustls error somewhere in `err`'s chain (hyper wraps it in `io::Error`s, which hide
+/// their payload from `source()`).
+fn find_tls_error(err: &reqwest::Error) -> Option<rustls::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        let mut inner: &(dyn std::error::Error + 'static) = e;
+        loop {
+            if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+                return Some(t.clone());
+            }
+            match inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+                Some(next) => inner = next,
+                None => break,
+            }
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// A certificate failure worded as Go's crypto/tls and crypto/x509 word it, as docker shows it.
+fn tls_text(err: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match err {
+        rustls::Error::InvalidCertificate(c) => {
+            let x509 = match c {
+                C::UnknownIssuer => "certificate signed by unknown authority".to_string(),
+                C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+                    "certificate has expired or is not yet valid".to_string()
+                }
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "certificate is not valid for this host name".to_string()
+                }
+                C::Revoked => "certificate has been revoked".to_string(),
+                // webpki's word for a self-signed certificate nobody trusts.
+                C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+                    "certificate signed by unknown authority".to_string()
+                }
+                other => format!("{other:?}"),
+            };
+            format!("tls: failed to verify certificate: x509: {x509}")
+        }
+        other => format!("tls: {other}"),
+    }
+}
+
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -184,31 +289,67 @@ impl Registry {
         credential: Option<Credential>,
         opts: &RegistryOptions,
     ) -> Result<Registry, RegistryError> {
+        let tls = load_certs_d(&opts.certs_d, host)?;
         let build = |accept_invalid: bool| {
-            reqwest::Client::builder()
+            let mut b = reqwest::Client::builder()
                 .user_agent(opts.user_agent.clone())
                 .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(opts.connect_timeout)
                 .read_timeout(opts.read_timeout)
                 .tls_danger_accept_invalid_certs(accept_invalid)
-                .build()
-                .map_err(|e| RegistryError::Transport {
-                    method: "Get",
-                    url: host.to_string(),
-                    detail: format!("cannot set up HTTP client: {e}"),
-                    retryable: false,
-                })
+                .tls_certs_merge(tls.roots.clone());
+            if let Some(id) = &tls.identity {
+                b = b.identity(id.clone());
+            }
+            for p in proxies_from_env() {
+                b = b.proxy(p);
+            }
+            b.build().map_err(|e| RegistryError::Transport {
+                method: "Get",
+                url: host.to_string(),
+                detail: format!("cannot set up HTTP client: {e}"),
+                retryable: false,
+            })
         };
-        let insecure_allowed = is_insecure_allowed(host, &opts.insecure_registries);
+        let insecure_allowed = (opts.loopback_insecure && is_loopback_host(host))
+            || is_listed_insecure(host, &opts.insecure_registries);
         Ok(Registry {
             host: host.to_string(),
             insecure_allowed,
             secure: build(false)?,
             insecure: build(insecure_allowed)?,
             credential,
+            fixed: None,
             base: OnceCell::new(),
             auth: Mutex::new(AuthState::default()),
         })
+    }
+
+    /// A client for a mirror at `url` (`http(s)://host[:port]/[path/]`): the scheme is the
+    /// URL's, and `/v2/` is under its path. Insecure rules and `certs.d` apply to its host.
+    pub fn mirror(
+        url: &Url,
+        credential: Option<Credential>,
+        opts: &RegistryOptions,
+    ) -> Result<Registry, RegistryError> {
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => {
+                return Err(RegistryError::Redirect(format!("mirror {url} has no host")));
+            }
+        };
+        let mut r = Registry::new(&host, credential, opts)?;
+        let mut base = url.clone();
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        r.fixed = Some(
+            base.join("v2/")
+                .map_err(|e| RegistryError::Redirect(e.to_string()))?,
+        );
+        Ok(r)
     }
 
     /// The host this client talks to.
@@ -238,6 +379,17 @@ impl Registry {
     async fn base(&self) -> Result<&Url, RegistryError> {
         self.base
             .get_or_try_init(|| async {
+                if let Some(fixed) = &self.fixed {
+                    let (status, challenge) = self.ping(fixed).await?;
+                    if !(status.is_success() || status == StatusCode::UNAUTHORIZED) {
+                        return Err(RegistryError::UnexpectedStatus(
+                            format!("{} from {fixed}", status.as_u16()),
+                            status.as_u16(),
+                        ));
+                    }
+                    self.auth.lock().await.challenge = challenge;
+                    return Ok(fixed.clone());
+                }
                 let https = Url::parse(&format!("https://{}/v2/", self.host)).map_err(|e| {
                     RegistryError::Transport {
                         method: "Get",
@@ -401,7 +553,7 @@ impl Registry {
                     ("refresh_token", refresh),
                     ("service", service),
                     ("scope", scope),
-                    ("client_id", "rpull"),
+                    ("client_id", "docker"),
                 ])),
             cred => {
                 {
@@ -552,6 +704,26 @@ impl Registry {
         }
         let headers = resp.headers().clone();
         let body = read_limited(resp, 64 * 1024).await.unwrap_or_default();
+        if status == StatusCode::UNAUTHORIZED {
+            // docker maps a token that lacks the scope to DENIED: that is where
+            // "pull access denied" comes from.
+            let insufficient = headers
+                .get_all(WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(parse_challenges)
+                .any(|c| c.param("error") == Some("insufficient_scope"));
+            if insufficient {
+                return Err(RegistryError::Api {
+                    status: 401,
+                    errors: vec![ApiError {
+                        code: "DENIED".into(),
+                        message: "requested access to the resource is denied".into(),
+                    }],
+                    retry_after: None,
+                });
+            }
+        }
         Err(RegistryError::from_response(
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
@@ -694,6 +866,88 @@ impl Registry {
     }
 }
 
+/// What `certs.d/<host>/` adds to the TLS setup of one host.
+struct HostTls {
+    roots: Vec<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+}
+
+/// Reads `<certs_d>/<host>/` as docker does: every `*.crt` is an extra CA root, every
+/// `<name>.cert` needs `<name>.key` (and the other way round) and makes a client certificate.
+/// A missing directory adds nothing.
+fn load_certs_d(certs_d: &Path, host: &str) -> Result<HostTls, RegistryError> {
+    let mut out = HostTls {
+        roots: Vec::new(),
+        identity: None,
+    };
+    let dir = certs_d.join(host);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(out);
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .map_err(|e| RegistryError::Certs(format!("reading {}: {e}", dir.join(name).display())))
+    };
+    for name in &names {
+        if name.ends_with(".crt") {
+            let pem = read(name)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| RegistryError::Certs(format!("{}: {e}", dir.join(name).display())))?;
+            out.roots.extend(certs);
+        } else if let Some(stem) = name.strip_suffix(".cert") {
+            let key = format!("{stem}.key");
+            if !names.contains(&key) {
+                return Err(RegistryError::Certs(format!(
+                    "missing key {key} for client certificate {name}. CA certificates must use the extension .crt"
+                )));
+            }
+            let mut pem = read(name)?;
+            pem.push(b'\n');
+            pem.extend(read(&key)?);
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| RegistryError::Certs(format!("{}: {e}", dir.join(name).display())))?;
+            out.identity.get_or_insert(id);
+        } else if let Some(stem) = name.strip_suffix(".key") {
+            let cert = format!("{stem}.cert");
+            if !names.contains(&cert) {
+                return Err(RegistryError::Certs(format!(
+                    "missing client certificate {cert} for key {name}"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `HTTP_PROXY`, `HTTPS_PROXY` (upper or lower case) and `NO_PROXY`, as Go's
+/// `ProxyFromEnvironment` reads them: loopback destinations are never proxied.
+fn proxies_from_env() -> Vec<reqwest::Proxy> {
+    let var = |upper: &str| {
+        std::env::var(upper)
+            .ok()
+            .or_else(|| std::env::var(upper.to_ascii_lowercase()).ok())
+            .filter(|v| !v.trim().is_empty())
+    };
+    let mut no_proxy = var("NO_PROXY").unwrap_or_default();
+    if !no_proxy.is_empty() {
+        no_proxy.push(',');
+    }
+    no_proxy.push_str("localhost,127.0.0.0/8,::1");
+    let mut out = Vec::new();
+    if let Some(p) = var("HTTP_PROXY").and_then(|u| reqwest::Proxy::http(u).ok()) {
+        out.push(p.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
+    }
+    if let Some(p) = var("HTTPS_PROXY").and_then(|u| reqwest::Proxy::https(u).ok()) {
+        out.push(p.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
+    }
+    out
+}
+
 /// The target of the `rel="next"` entry of a `Link` header.
 fn parse_next_link(header: &str) -> Option<String> {
     header.split(',').find_map(|part| {
@@ -783,6 +1037,23 @@ mod tests {
         assert!(!is_insecure_allowed("10.0.0.1:5000", &[]));
         assert!(is_insecure_allowed("myreg:5000", &["myreg:5000".into()]));
         assert!(is_insecure_allowed("myreg:5000", &["http://myreg".into()]));
+        assert!(is_insecure_allowed("10.1.2.3:5000", &["10.0.0.0/8".into()]));
+        assert!(!is_insecure_allowed("11.1.2.3:5000", &["10.0.0.0/8".into()]));
+        assert!(is_insecure_allowed("[fd00::1]:5000", &["fd00::/8".into()]));
+        assert!(!is_insecure_allowed("myreg:5000", &["10.0.0.0/8".into()]));
+    }
+
+    #[test]
+    fn certs_d_pairs_must_be_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("r.example:5000");
+        std::fs::create_dir(&host).unwrap();
+        assert!(load_certs_d(dir.path(), "other:1").unwrap().roots.is_empty());
+        std::fs::write(host.join("client.cert"), "x").unwrap();
+        assert_eq!(
+            load_certs_d(dir.path(), "r.example:5000").err().unwrap().to_string(),
+            "missing key client.key for client certificate client.cert. CA certificates must use the extension .crt"
+        );
     }
 
     #[test]

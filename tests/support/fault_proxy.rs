@@ -70,6 +70,9 @@ pub enum Fault {
     /// client's `n`), starting after `last`, with an RFC 5988 `Link: <…>; rel="next"` header while
     /// more remain, as the distribution spec describes. Registry 2.8 does not paginate tags itself.
     PaginateTags(usize),
+    /// Answer `307 Temporary Redirect` to this base URL followed by the request's path and query
+    /// (e.g. `http://localhost:<port>` of a second server acting as a CDN).
+    RedirectTo(String),
 }
 
 /// Applies `fault` to requests whose path contains `path_contains` (and whose method is `method`, if
@@ -131,6 +134,11 @@ pub struct RequestLog {
     pub body_bytes: u64,
     /// The fault applied to this request, if a rule matched.
     pub fault: Option<Fault>,
+    /// The client's `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// Whether the request came in proxy form (`GET http://host/path`): the proxy also works
+    /// as a forward proxy (`HTTP_PROXY`), sending every such request to its backend.
+    pub proxied: Option<String>,
 }
 
 /// A running proxy; dropping it stops accepting and closes all client connections.
@@ -279,6 +287,7 @@ struct Request {
     version: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    proxied: Option<String>,
 }
 
 impl Request {
@@ -300,6 +309,18 @@ fn read_request(r: &mut impl BufRead) -> io::Result<Option<Request>> {
         return Err(invalid(format!("bad request line {:?}", lines[0])));
     };
     let headers = parse_headers(&lines[1..]);
+    let mut target = target.to_string();
+    let mut proxied = None;
+    if let Some(rest) = target.strip_prefix("http://") {
+        // Absolute form: we are someone's forward proxy. Keep the path, remember the host.
+        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        proxied = Some(host.to_string());
+        target = if path.is_empty() {
+            "/".into()
+        } else {
+            path.to_string()
+        };
+    }
     let framing = if is_chunked(&headers) {
         Framing::Chunked
     } else if let Some(n) = content_length(&headers)? {
@@ -314,10 +335,11 @@ fn read_request(r: &mut impl BufRead) -> io::Result<Option<Request>> {
     })?;
     Ok(Some(Request {
         method: method.to_string(),
-        target: target.to_string(),
+        target,
         version: version.to_string(),
         headers,
         body,
+        proxied,
     }))
 }
 
@@ -341,6 +363,8 @@ fn handle_request(shared: &Shared, req: &Request, out: &mut TcpStream) -> io::Re
             status: 0,
             body_bytes: 0,
             fault: fault.clone(),
+            authorization: header(&req.headers, "authorization").map(str::to_string),
+            proxied: req.proxied.clone(),
         });
         log.len() - 1
     };
@@ -354,6 +378,26 @@ fn handle_request(shared: &Shared, req: &Request, out: &mut TcpStream) -> io::Re
     if let Some(Fault::Status { code, headers, body }) = &fault {
         send_canned(out, &log, *code, headers, body, head_only, keep_alive)?;
         return Ok(keep_alive);
+    }
+    if let Some(Fault::RedirectTo(base)) = &fault {
+        let location = vec![(
+            "Location".to_string(),
+            format!("{}{}", base.trim_end_matches('/'), req.target),
+        )];
+        send_canned(out, &log, 307, &location, "", head_only, keep_alive)?;
+        return Ok(keep_alive);
+    }
+    if req.method.eq_ignore_ascii_case("CONNECT") {
+        send_canned(
+            out,
+            &log,
+            405,
+            &[],
+            "fault proxy: no CONNECT tunnels\n",
+            false,
+            false,
+        )?;
+        return Ok(false);
     }
     if let Some(Fault::PaginateTags(page)) = &fault {
         return paginate_tags(shared, req, out, &log, *page, head_only, keep_alive);

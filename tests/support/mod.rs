@@ -19,9 +19,11 @@
 pub mod fault_proxy;
 pub mod image;
 pub mod layer;
+pub mod pki;
 pub mod process;
 pub mod registry;
 pub mod rpull;
+pub mod token_server;
 
 pub use image::{Image, IndexEntry, ManifestFormat, Platform};
 pub use layer::{Compression, Entry, EntryKind, Layer, LayerBuilder};

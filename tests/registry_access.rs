@@ -1,0 +1,428 @@
+//! Registry access as a docker user expects it (issue #3), end to end against the real
+//! distribution registry: basic auth behind TLS with `certs.d` CAs and client certificates,
+//! token auth against a token service of ours (anonymous, password, identity token, refresh on
+//! 401, denied scopes), credentials never leaving their host on a blob redirect, credential
+//! helpers, and docker's messages word for word with exit status 1.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::json;
+use support::fault_proxy::{Fault, FaultProxy, Rule};
+use support::pki::{base64, Pki};
+use support::token_server::TokenServer;
+use support::*;
+
+const USER: &str = "alice";
+const PASSWORD: &str = "s3cret-pa55word";
+
+/// A registry with htpasswd auth behind TLS (certificate for localhost / 127.0.0.1 from `pki`).
+fn htpasswd_registry(pki: &Pki, client_auth: bool) -> Registry {
+    let hash = bcrypt::hash_with_result(PASSWORD, 4)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoA);
+    let htpasswd = pki.path("htpasswd");
+    std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
+    let basic = format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes()));
+    Registry::start_with(|c| {
+        c.scheme = Scheme::Https;
+        c.http_extra_yaml = pki.registry_tls_yaml(client_auth);
+        c.extra_yaml = format!(
+            "auth:\n  htpasswd:\n    realm: rpull-test\n    path: \"{}\"\n",
+            htpasswd.display()
+        );
+        c.client = Some(pki.client(client_auth, Some(&basic)));
+    })
+}
+
+/// `auths` entry for `host` with the test user.
+fn auth_config(host: &str) -> serde_json::Value {
+    json!({"auths": {host: {"auth": base64(format!("{USER}:{PASSWORD}").as_bytes())}}})
+}
+
+/// A sandbox that verifies TLS on loopback and reads `certs.d` from `certs_d`.
+fn verifying_sandbox(certs_d: &Path) -> Rpull {
+    let mut r = rpull();
+    r.env("RPULL_NO_LOOPBACK_INSECURE", "1")
+        .env("RPULL_CERTS_D", certs_d);
+    r
+}
+
+fn assert_no_secret(out: &RpullOutput, secret: &str) {
+    assert!(
+        !out.stdout.contains(secret) && !out.stderr.contains(secret),
+        "secret leaked\n{out}"
+    );
+}
+
+#[test]
+fn basic_auth_behind_tls_with_a_certs_d_ca() {
+    let pki = Pki::new();
+    let registry = htpasswd_registry(&pki, false);
+    registry.push_small_image("team/app", "v1", 1);
+    let host = format!("localhost:{}", registry.port());
+    let certs = temp_dir("rpull-certs-d-");
+    pki.write_certs_d(certs.path(), &host, false);
+    let image = format!("{host}/team/app:v1");
+
+    let r = verifying_sandbox(certs.path());
+    // No credentials: docker's text, exit 1.
+    let out = r.run([&image]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.trim_end().ends_with("no basic auth credentials"),
+        "{out}"
+    );
+
+    // Wrong password: the registry's UNAUTHORIZED, rendered as docker renders it.
+    r.write_docker_config(&json!({"auths": {&host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
+    let out = r.run([&image]);
+    out.assert_code(1);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "unauthorized: authentication required",
+        "{out}"
+    );
+
+    r.write_docker_config(&auth_config(&host));
+    let out = r.run([&image]);
+    out.assert_success();
+    assert!(
+        out.stdout
+            .contains(&format!("Status: Downloaded newer image for {image}")),
+        "{out}"
+    );
+    assert_no_secret(&out, PASSWORD);
+}
+
+#[test]
+fn tls_is_verified_unless_the_registry_is_insecure() {
+    let pki = Pki::new();
+    let registry = htpasswd_registry(&pki, false);
+    registry.push_small_image("app", "v1", 2);
+    let host = format!("localhost:{}", registry.port());
+    let image = format!("{host}/app:v1");
+    let empty = temp_dir("rpull-certs-d-");
+    let r = verifying_sandbox(empty.path());
+    r.write_docker_config(&auth_config(&host));
+
+    // The CA is unknown: a TLS error, exit 1, nothing pulled.
+    let out = r.run([&image]);
+    out.assert_code(1);
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!(
+            "Get \"https://{host}/v2/\": tls: failed to verify certificate: x509: certificate signed by unknown authority"
+        ),
+        "{out}"
+    );
+    // --insecure-registry: unverified TLS is allowed for that host.
+    r.run(["--insecure-registry", &host, &image]).assert_success();
+
+    // The config file's insecure-registries work the same.
+    let r2 = verifying_sandbox(empty.path());
+    r2.write_docker_config(&auth_config(&host));
+    let cfg = r2.home().join("rpull.json");
+    std::fs::write(&cfg, json!({"insecure-registries": [&host]}).to_string()).unwrap();
+    r2.run([Path::new("--config"), &cfg, Path::new(&image)])
+        .assert_success();
+}
+
+#[test]
+fn client_certificate_from_certs_d() {
+    let pki = Pki::new();
+    let registry = htpasswd_registry(&pki, true);
+    registry.push_small_image("app", "v1", 3);
+    let host = format!("localhost:{}", registry.port());
+    let image = format!("{host}/app:v1");
+
+    let ca_only = temp_dir("rpull-certs-d-");
+    pki.write_certs_d(ca_only.path(), &host, false);
+    let r = verifying_sandbox(ca_only.path());
+    r.write_docker_config(&auth_config(&host));
+    r.run([&image]).assert_code(1);
+
+    let with_client = temp_dir("rpull-certs-d-");
+    pki.write_certs_d(with_client.path(), &host, true);
+    let r = verifying_sandbox(with_client.path());
+    r.write_docker_config(&auth_config(&host));
+    r.run([&image]).assert_success();
+
+    // A key without its certificate: docker's message.
+    let broken = temp_dir("rpull-certs-d-");
+    std::fs::create_dir_all(broken.path().join(&host)).unwrap();
+    std::fs::write(broken.path().join(&host).join("client.key"), &pki.client_key_pem).unwrap();
+    let r = verifying_sandbox(broken.path());
+    let out = r.run([&image]);
+    out.assert_code(1);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "missing client certificate client.cert for key client.key",
+        "{out}"
+    );
+}
+
+/// A token-auth registry with `pki`'s CA as its token root, and the harness allowed to push
+/// to `repos`.
+fn token_registry(pki: &Pki, tokens: &TokenServer, repos: &[&str]) -> Registry {
+    let bearer = format!("Bearer {}", tokens.mint(repos, "push,pull"));
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+    install_crypto_provider();
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .default_headers(h)
+        .build()
+        .unwrap();
+    Registry::start_with(|c| {
+        c.extra_yaml = tokens.registry_yaml(pki);
+        c.client = Some(client);
+    })
+}
+
+#[test]
+fn token_auth_anonymous_and_denied_like_docker_hub() {
+    let pki = Pki::new();
+    let tokens = TokenServer::start(&pki);
+    tokens.public("pub/app");
+    let registry = token_registry(&pki, &tokens, &["pub/app", "private/app"]);
+    registry.push_small_image("pub/app", "v1", 4);
+    registry.push_small_image("private/app", "v1", 5);
+
+    let r = rpull();
+    r.run([registry.image_ref("pub/app", "v1")]).assert_success();
+    let reqs = tokens.requests();
+    assert!(
+        !reqs.is_empty() && reqs.iter().all(|q| q.authorization.is_none()),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs[0].query.contains("scope=repository%3Apub%2Fapp%3Apull"),
+        "{reqs:?}"
+    );
+    // One token per scope for the whole pull (manifest, config and layer share it).
+    assert_eq!(reqs.len(), 1, "tokens are cached per scope: {reqs:?}");
+
+    let out = r.run([registry.image_ref("private/app", "v1")]);
+    out.assert_code(1);
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!(
+            "pull access denied for {}/private/app, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
+            registry.host()
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn token_auth_with_password_and_with_identity_token() {
+    let pki = Pki::new();
+    let tokens = TokenServer::start(&pki);
+    tokens.user(USER, PASSWORD).refresh_token("refresh-xyz", USER);
+    let registry = token_registry(&pki, &tokens, &["private/app"]);
+    registry.push_small_image("private/app", "v1", 6);
+    let image = registry.image_ref("private/app", "v1");
+
+    let r = rpull();
+    r.write_docker_config(&auth_config(&registry.host()));
+    let out = r.run([&image]);
+    out.assert_success();
+    assert_no_secret(&out, PASSWORD);
+    let reqs = tokens.requests();
+    assert_eq!(reqs[0].method, "GET");
+    assert!(reqs[0].query.contains(&format!("account={USER}")), "{reqs:?}");
+    assert_eq!(
+        reqs[0].authorization.as_deref(),
+        Some(format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes())).as_str())
+    );
+
+    // A wrong password: the token service's UNAUTHORIZED, exit 1, nothing pulled.
+    let bad = rpull();
+    bad.write_docker_config(&json!({"auths": {registry.host(): {"username": USER, "password": "nope"}}}));
+    let out = bad.run([&image]);
+    out.assert_code(1);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "unauthorized: incorrect username or password",
+        "{out}"
+    );
+
+    // identitytoken: OAuth refresh-token POST, as docker does after `docker login`.
+    let r = rpull();
+    r.write_docker_config(&json!({"auths": {registry.host(): {"identitytoken": "refresh-xyz"}}}));
+    let before = tokens.requests().len();
+    let out = r.run([&image]);
+    out.assert_success();
+    assert_no_secret(&out, "refresh-xyz");
+    let post = &tokens.requests()[before];
+    assert_eq!(post.method, "POST");
+    assert!(post.form.contains("grant_type=refresh_token"), "{post:?}");
+    assert!(post.form.contains("refresh_token=refresh-xyz"), "{post:?}");
+    assert!(post.form.contains("client_id=docker"), "{post:?}");
+}
+
+#[test]
+fn an_expired_token_is_refreshed_on_401() {
+    let pki = Pki::new();
+    let tokens = TokenServer::start(&pki);
+    tokens.public("app");
+    let registry = token_registry(&pki, &tokens, &["app"]);
+    registry.push_small_image("app", "v1", 7);
+    tokens.expire_next(1);
+    let out = rpull().run([registry.image_ref("app", "v1")]);
+    out.assert_success();
+    assert_eq!(tokens.requests().len(), 2, "one refused token, one fresh one");
+}
+
+#[test]
+fn credential_helper_failures_name_the_helper() {
+    let registry = Registry::start();
+    registry.push_small_image("app", "v1", 8);
+    let r = rpull();
+    r.write_docker_config(&json!({"credsStore": "nope-not-installed"}));
+    let out = r.run([registry.image_ref("app", "v1")]);
+    out.assert_code(1);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error getting credentials - err: exec: \"docker-credential-nope-not-installed\": executable file not found in $PATH, out: ``",
+        "{out}"
+    );
+
+    // A helper that fails: its exit and output, as docker shows them.
+    let bin = temp_dir("rpull-helper-bin-");
+    let helper = bin.path().join("docker-credential-broken");
+    std::fs::write(&helper, "#!/bin/sh\necho 'keyring locked'\nexit 3\n").unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut r = rpull();
+    r.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    r.write_docker_config(&json!({"credHelpers": {registry.host(): "broken"}}));
+    let out = r.run([registry.image_ref("app", "v1")]);
+    out.assert_code(1);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error getting credentials - err: exit status 3, out: `keyring locked`",
+        "{out}"
+    );
+}
+
+#[test]
+fn a_blob_redirect_to_another_host_carries_no_authorization() {
+    let pki = Pki::new();
+    let tokens = TokenServer::start(&pki);
+    tokens.user(USER, PASSWORD);
+    let registry = token_registry(&pki, &tokens, &["private/app"]);
+    let pushed = registry.push_small_image("private/app", "v1", 9);
+    // The "CDN": a second server (an open registry with the same blobs, behind a logging
+    // proxy), reached under another host name.
+    let cdn_registry = Registry::start();
+    cdn_registry.push_small_image("private/app", "v1", 9);
+    let cdn = FaultProxy::start(&cdn_registry.host());
+    let cdn_port = cdn.host().rsplit(':').next().unwrap().to_string();
+    let front = FaultProxy::start(&registry.host());
+    front.add_rule(
+        Rule::new(
+            "/blobs/",
+            Fault::RedirectTo(format!("http://localhost:{cdn_port}")),
+        )
+        .method("GET"),
+    );
+
+    let r = rpull();
+    r.write_docker_config(&auth_config(&front.host()));
+    let out = r.run([format!("{}/private/app:v1", front.host())]);
+    out.assert_success();
+    assert_no_secret(&out, PASSWORD);
+    let at_cdn = cdn.requests();
+    assert!(
+        at_cdn.iter().any(|q| q.path.contains(&pushed.layer_digests[0])),
+        "the layer came from the CDN: {at_cdn:?}"
+    );
+    assert!(
+        at_cdn.iter().all(|q| q.authorization.is_none()),
+        "Authorization crossed hosts: {at_cdn:?}"
+    );
+    assert!(
+        front
+            .requests()
+            .iter()
+            .filter(|q| q.path.contains("/manifests/"))
+            .all(|q| q
+                .authorization
+                .as_deref()
+                .is_some_and(|a| a.starts_with("Bearer "))),
+        "the registry itself gets the token"
+    );
+}
+
+#[test]
+fn an_unparsable_docker_config_is_a_warning_and_the_pull_goes_on() {
+    let registry = Registry::start();
+    registry.push_small_image("app", "v1", 10);
+    let r = rpull();
+    let path = r.docker_config_dir().join("config.json");
+    std::fs::write(&path, "{not json").unwrap();
+    let out = r.run([registry.image_ref("app", "v1")]);
+    out.assert_success();
+    let warning = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        warning.starts_with(&format!(
+            "WARNING: Error parsing config file ({}): ",
+            path.display()
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn credentials_from_a_helper_and_from_docker_auth_config() {
+    let pki = Pki::new();
+    let registry = htpasswd_registry(&pki, false);
+    registry.push_small_image("app", "v1", 16);
+    let host = format!("localhost:{}", registry.port());
+    let certs = temp_dir("rpull-certs-d-");
+    pki.write_certs_d(certs.path(), &host, false);
+    let image = format!("{host}/app:v1");
+
+    // credHelpers: `docker-credential-<name> get` with the registry key on stdin.
+    let bin = temp_dir("rpull-helper-bin-");
+    let asked = bin.path().join("asked");
+    let helper = bin.path().join("docker-credential-testvault");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 9\ncat > '{}'\necho '{{\"ServerURL\":\"{host}\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut r = verifying_sandbox(certs.path());
+    r.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    r.write_docker_config(&json!({"credsStore": "nope-not-installed", "credHelpers": {&host: "testvault"}}));
+    let out = r.run([&image]);
+    out.assert_success();
+    assert_no_secret(&out, PASSWORD);
+    assert_eq!(std::fs::read_to_string(&asked).unwrap().trim(), host);
+
+    // DOCKER_AUTH_CONFIG comes before the file.
+    let mut r = verifying_sandbox(certs.path());
+    r.env("DOCKER_AUTH_CONFIG", auth_config(&host).to_string());
+    r.write_docker_config(&json!({"auths": {&host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
+    r.run([&image]).assert_success();
+}
