@@ -142,7 +142,7 @@ pub enum UnpackError {
     #[error("invalid tar archive: {0}")]
     TarFormat(String),
     /// Reading the layer stream itself failed (network, decompression, digest check, …).
-    #[error("reading layer stream")]
+    #[error("reading layer stream: {0}")]
     Read(#[source] io::Error),
     /// A filesystem operation on `path` failed.
     #[error("unpacking {}", path.display())]
