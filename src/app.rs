@@ -25,6 +25,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let code = runtime.block_on(async move {
         match cli.command {
             Some(Command::Pull(args)) => commands::pull::run(args, root).await,
+            Some(Command::Check(args)) => commands::check::run(args, root).await,
             None => commands::pull::run(cli.pull, root).await,
         }
     });

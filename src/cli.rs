@@ -35,6 +35,16 @@ pub enum Command {
     /// Download an image from a registry (the default action)
     #[command(override_usage = "rpull pull [OPTIONS] NAME[:TAG|@DIGEST]")]
     Pull(PullArgs),
+    /// Verify the image store (blob digests, index references, unpacked layers) and optionally repair it
+    Check(CheckArgs),
+}
+
+/// `check`'s options.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Remove corrupt blobs, incomplete layers and leftovers of interrupted runs, so that pulling again completes the store
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// How results are printed.

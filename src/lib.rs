@@ -5,6 +5,7 @@
 //! [`progress::Event`]s to a [`progress::Reporter`], which decides how they look.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod compression;
