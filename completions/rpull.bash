@@ -16,11 +16,17 @@ _rpull() {
             ",$1")
                 cmd="rpull"
                 ;;
+            rpull,check)
+                cmd="rpull__subcmd__check"
+                ;;
             rpull,help)
                 cmd="rpull__subcmd__help"
                 ;;
             rpull,pull)
                 cmd="rpull__subcmd__pull"
+                ;;
+            rpull__subcmd__help,check)
+                cmd="rpull__subcmd__help__subcmd__check"
                 ;;
             rpull__subcmd__help,help)
                 cmd="rpull__subcmd__help__subcmd__help"
@@ -35,7 +41,7 @@ _rpull() {
 
     case "${cmd}" in
         rpull)
-            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --max-concurrent-downloads --format --help --version pull help"
+            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --max-concurrent-downloads --format --help --version pull check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -68,9 +74,41 @@ _rpull() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        rpull__subcmd__help)
-            opts="pull help"
+        rpull__subcmd__check)
+            opts="-h --repair --root --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rpull__subcmd__help)
+            opts="pull check help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rpull__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -36,6 +36,7 @@ complete -c rpull -n "__fish_rpull_needs_command" -s q -l quiet -d 'Suppress ver
 complete -c rpull -n "__fish_rpull_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rpull -n "__fish_rpull_needs_command" -s V -l version -d 'Print version'
 complete -c rpull -n "__fish_rpull_needs_command" -a "pull" -d 'Download an image from a registry (the default action)'
+complete -c rpull -n "__fish_rpull_needs_command" -a "check" -d 'Verify the image store (blob digests, index references, unpacked layers) and optionally repair it'
 complete -c rpull -n "__fish_rpull_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l platform -d 'Set platform if server is multi-platform capable' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l disable-content-trust -d 'Skip image verification (accepted for docker compatibility; rpull always verifies digests)' -r -f -a "true\t''
@@ -47,5 +48,9 @@ complete -c rpull -n "__fish_rpull_using_subcommand pull" -l root -d 'Directory 
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -s a -l all-tags -d 'Download all tagged images in the repository'
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -s q -l quiet -d 'Suppress verbose output'
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull help" -f -a "pull" -d 'Download an image from a registry (the default action)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rpull -n "__fish_rpull_using_subcommand check" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand check" -l repair -d 'Remove corrupt blobs, incomplete layers and leftovers of interrupted runs, so that pulling again completes the store'
+complete -c rpull -n "__fish_rpull_using_subcommand check" -s h -l help -d 'Print help'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull check help" -f -a "pull" -d 'Download an image from a registry (the default action)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull check help" -f -a "check" -d 'Verify the image store (blob digests, index references, unpacked layers) and optionally repair it'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
