@@ -12,6 +12,19 @@ use crate::platform::Platform;
 use crate::progress::{self, OutputMode};
 use crate::pull::{PullOptions, Puller};
 
+/// Docker's retry policy, unless the hidden `RPULL_RETRY_DELAY_MS` fixes the delay between
+/// attempts (tests use it to see a blob refused after every attempt without waiting 50 s).
+fn retry_policy() -> crate::pull::RetryPolicy {
+    let mut policy = crate::pull::RetryPolicy::default();
+    if let Some(ms) = std::env::var("RPULL_RETRY_DELAY_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        policy.delay = Some(std::time::Duration::from_millis(ms));
+    }
+    policy
+}
+
 /// Runs one pull and returns its exit status.
 pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     // Installing the provider only fails when one is already installed, which is fine.
@@ -42,6 +55,7 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
         all_tags: args.all_tags,
         platform,
         max_concurrent_downloads: args.max_concurrent_downloads as usize,
+        retry: retry_policy(),
         ..PullOptions::default()
     };
     let puller = Puller::new(store, opts, reporter.clone(), cancel.clone());
