@@ -155,7 +155,16 @@ pub(super) fn extract(
         Ok(s) => s,
         Err(e) => {
             store::remove_tree(&tmp);
-            return Err(e.into());
+            return Err(match e {
+                // A store-side failure (a full disk, above all) says what the OS said.
+                unpack::UnpackError::Io { path, source } => StoreError::Io {
+                    action: "unpack",
+                    path,
+                    source,
+                }
+                .into(),
+                e => e.into(),
+            });
         }
     };
     reporter.report(Event::Progress {
