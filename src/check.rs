@@ -201,7 +201,12 @@ impl Checker<'_> {
             .is_some_and(|v| v.get("imageLayoutVersion").is_some_and(|v| v.is_string()));
         if !ok {
             let fix = || store::write_atomic(&path, br#"{"imageLayoutVersion":"1.0.0"}"#).is_ok();
-            self.find(Severity::Problem, &path, "oci-layout is missing or damaged".into(), fix);
+            self.find(
+                Severity::Problem,
+                &path,
+                "oci-layout is missing or damaged".into(),
+                fix,
+            );
         }
     }
 
@@ -361,11 +366,17 @@ impl Checker<'_> {
             let image = match Manifest::parse(&entry.media_type, &bytes, &name) {
                 Ok(Manifest::Image(m)) => m,
                 Ok(Manifest::Index(_)) => {
-                    self.problem(&path, format!("{name}: entry names an index, not an image manifest"));
+                    self.problem(
+                        &path,
+                        format!("{name}: entry names an index, not an image manifest"),
+                    );
                     continue;
                 }
                 Err(e) => {
-                    self.problem(&path, format!("{name}: manifest {} does not parse: {e}", entry.digest));
+                    self.problem(
+                        &path,
+                        format!("{name}: manifest {} does not parse: {e}", entry.digest),
+                    );
                     continue;
                 }
             };
@@ -378,7 +389,10 @@ impl Checker<'_> {
             let config = match ImageConfig::parse(&config_bytes, image.layers.len()) {
                 Ok(c) => c,
                 Err(e) => {
-                    self.problem(&path, format!("{name}: config {} is unusable: {e}", image.config.digest));
+                    self.problem(
+                        &path,
+                        format!("{name}: config {} is unusable: {e}", image.config.digest),
+                    );
                     continue;
                 }
             };
@@ -413,17 +427,18 @@ impl Checker<'_> {
                 .split_once('-')
                 .and_then(|(alg, hex)| Digest::parse(&format!("{alg}:{hex}")).ok());
             let Some(digest) = digest else {
-                self.find(Severity::Leftover, path, "unexpected file in ingest/".into(), || {
-                    remove_any(path)
-                });
+                self.find(
+                    Severity::Leftover,
+                    path,
+                    "unexpected file in ingest/".into(),
+                    || remove_any(path),
+                );
                 continue;
             };
             match ext {
                 "lock" => {} // lock files are cheap and shared; garbage collection prunes them
                 "json" if names.contains(format!("{stem}.partial").as_str()) => {}
-                "json" => {
-                    self.leftover_partial(&digest, path, "sidecar without a partial download")
-                }
+                "json" => self.leftover_partial(&digest, path, "sidecar without a partial download"),
                 "partial" => {
                     let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                     let why = match self.store.read_partial_info(&digest) {
@@ -440,9 +455,12 @@ impl Checker<'_> {
                         Some(why) => self.leftover_partial(&digest, path, why),
                     }
                 }
-                _ => self.find(Severity::Leftover, path, "unexpected file in ingest/".into(), || {
-                    remove_any(path)
-                }),
+                _ => self.find(
+                    Severity::Leftover,
+                    path,
+                    "unexpected file in ingest/".into(),
+                    || remove_any(path),
+                ),
             }
         }
         Ok(())
@@ -452,16 +470,19 @@ impl Checker<'_> {
     /// another process downloads it.
     fn leftover_partial(&mut self, digest: &Digest, path: &Path, why: &str) {
         let store = self.store;
-        self.find(Severity::Leftover, path, why.to_string(), || {
-            match FileLock::try_acquire(&store.ingest_lock_path(digest)) {
+        self.find(
+            Severity::Leftover,
+            path,
+            why.to_string(),
+            || match FileLock::try_acquire(&store.ingest_lock_path(digest)) {
                 Ok(Some(_lock)) => {
                     let _ = fs::remove_file(store.ingest_path(digest));
                     let _ = fs::remove_file(store.ingest_info_path(digest));
                     true
                 }
                 _ => false,
-            }
-        });
+            },
+        );
     }
 }
 

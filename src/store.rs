@@ -428,7 +428,8 @@ impl Store {
         let meta_bytes = serde_json::to_vec_pretty(meta).expect("json");
         let meta_path = tmp.join("layer.json");
         let mut f = File::create(&meta_path).map_err(StoreError::io("create", &meta_path))?;
-        f.write_all(&meta_bytes).map_err(StoreError::io("write", &meta_path))?;
+        f.write_all(&meta_bytes)
+            .map_err(StoreError::io("write", &meta_path))?;
         drop(f);
         // One syncfs flushes every file the unpack wrote (cheaper than an fsync per file), so a
         // power loss after the rename cannot leave a published layer with empty files.

@@ -23,12 +23,19 @@ fn assert_store_intact(root: &Path) {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
         assert!(!name.starts_with(".tmp-"), "temporary file left: {name}");
-        assert_eq!(sha256_digest(&fs::read(e.path()).unwrap()), format!("sha256:{name}"));
+        assert_eq!(
+            sha256_digest(&fs::read(e.path()).unwrap()),
+            format!("sha256:{name}")
+        );
     }
     for e in fs::read_dir(root.join("layers/sha256")).unwrap() {
         assert!(e.unwrap().path().join("layer.json").is_file());
     }
-    assert_eq!(fs::read_dir(root.join("layers/tmp")).unwrap().count(), 0, "layers/tmp not empty");
+    assert_eq!(
+        fs::read_dir(root.join("layers/tmp")).unwrap().count(),
+        0,
+        "layers/tmp not empty"
+    );
     let partials: Vec<_> = fs::read_dir(root.join("ingest"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -96,18 +103,27 @@ fn four_processes_pulling_overlapping_images_into_one_store() {
         .unwrap()
         .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
         .collect();
-    let want_layers: BTreeSet<String> = [&l1, &l2, &l3, &l4, &l5].iter().map(|l| l.diff_id.clone()).collect();
+    let want_layers: BTreeSet<String> = [&l1, &l2, &l3, &l4, &l5]
+        .iter()
+        .map(|l| l.diff_id.clone())
+        .collect();
     assert_eq!(layers, want_layers);
     for (i, l) in [&l1, &l2, &l3, &l4, &l5].iter().enumerate() {
         let file = root
             .join("layers/sha256")
             .join(&l.diff_id[7..])
             .join(format!("rootfs/shared/f{}", i + 1));
-        assert_eq!(fs::read(file).unwrap(), pseudo_random_bytes(200_000, i as u64 + 1));
+        assert_eq!(
+            fs::read(file).unwrap(),
+            pseudo_random_bytes(200_000, i as u64 + 1)
+        );
     }
 
     // Each layer blob was downloaded once, whatever the number of processes wanting it.
-    for d in want.iter().filter(|d| [&l1, &l2, &l3, &l4, &l5].iter().any(|l| &&l.digest == d)) {
+    for d in want
+        .iter()
+        .filter(|d| [&l1, &l2, &l3, &l4, &l5].iter().any(|l| &&l.digest == d))
+    {
         let gets: Vec<_> = proxy
             .requests()
             .into_iter()
@@ -117,12 +133,18 @@ fn four_processes_pulling_overlapping_images_into_one_store() {
     }
 
     // index.json names all three references, once each.
-    let index: serde_json::Value = serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
     let mut names: Vec<String> = index["manifests"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap().to_string())
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     names.sort();
     let mut expected = vec![refs[0].clone(), refs[1].clone(), refs[3].clone()];

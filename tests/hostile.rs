@@ -93,7 +93,9 @@ impl Pulled {
         assert!(!index.contains("hostile/"), "reference recorded: {index}");
         // Nothing of a refused layer is visible.
         assert_eq!(
-            fs::read_dir(self.sandbox.root().join("layers/tmp")).unwrap().count(),
+            fs::read_dir(self.sandbox.root().join("layers/tmp"))
+                .unwrap()
+                .count(),
             0,
             "unpack directory left behind"
         );
@@ -102,7 +104,12 @@ impl Pulled {
 
 fn pull_image(repo: &str, layers: Vec<Layer>) -> Pulled {
     let registry = registry();
-    registry.push_image(repo, "v1", &Image::new(Platform::host(), layers), ManifestFormat::Oci);
+    registry.push_image(
+        repo,
+        "v1",
+        &Image::new(Platform::host(), layers),
+        ManifestFormat::Oci,
+    );
     let mut sandbox = rpull();
     sandbox.env("RPULL_RETRY_DELAY_MS", "10");
     let reference = registry.image_ref(repo, "v1");
@@ -135,7 +142,10 @@ fn raw_layer(tar: Vec<u8>, blob: Vec<u8>, compression: Compression) -> Layer {
 #[test]
 fn path_traversal_is_refused() {
     let o = Outside::new();
-    let p = pull("hostile/traversal", LayerBuilder::new().raw_file(o.traversal("pwned"), b"x"));
+    let p = pull(
+        "hostile/traversal",
+        LayerBuilder::new().raw_file(o.traversal("pwned"), b"x"),
+    );
     p.assert_refused("invalid entry name");
     o.assert_untouched();
 }
@@ -144,12 +154,16 @@ fn path_traversal_is_refused() {
 fn absolute_paths_stay_inside_the_layer() {
     // docker's rule: a leading `/` names the layer's root, not the host's.
     let o = Outside::new();
-    let layer = LayerBuilder::new().raw_file(o.absolute("pwned"), b"x").build(Compression::Gzip);
+    let layer = LayerBuilder::new()
+        .raw_file(o.absolute("pwned"), b"x")
+        .build(Compression::Gzip);
     let diff = layer.diff_id.clone();
     let p = pull_image("hostile/absolute", vec![layer]);
     p.out.assert_success();
     o.assert_untouched();
-    let inside = p.layer_root(&diff).join(o.absolute("pwned").trim_start_matches('/'));
+    let inside = p
+        .layer_root(&diff)
+        .join(o.absolute("pwned").trim_start_matches('/'));
     assert_eq!(fs::read(inside).unwrap(), b"x");
     p.assert_store_intact();
 }
@@ -184,7 +198,9 @@ fn a_relative_symlink_climbing_out_is_refused_as_a_parent() {
 fn a_symlink_planted_by_an_earlier_layer_cannot_redirect_a_later_one() {
     // Each layer unpacks into its own directory: layer 2's `evil/` is a plain directory.
     let o = Outside::new();
-    let l1 = LayerBuilder::new().symlink("evil", &o.absolute("")).build(Compression::Gzip);
+    let l1 = LayerBuilder::new()
+        .symlink("evil", &o.absolute(""))
+        .build(Compression::Gzip);
     let l2 = LayerBuilder::new()
         .dir("evil", 0o755)
         .raw_file("evil/victim", b"overwritten")
@@ -193,21 +209,34 @@ fn a_symlink_planted_by_an_earlier_layer_cannot_redirect_a_later_one() {
     let p = pull_image("hostile/planted", vec![l1, l2]);
     p.out.assert_success();
     o.assert_untouched();
-    assert!(fs::symlink_metadata(p.layer_root(&d1).join("evil")).unwrap().file_type().is_symlink());
-    assert_eq!(fs::read(p.layer_root(&d2).join("evil/victim")).unwrap(), b"overwritten");
+    assert!(fs::symlink_metadata(p.layer_root(&d1).join("evil"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read(p.layer_root(&d2).join("evil/victim")).unwrap(),
+        b"overwritten"
+    );
     p.assert_store_intact();
 }
 
 #[test]
 fn a_symlink_planted_by_an_earlier_layer_without_a_parent_entry() {
     let o = Outside::new();
-    let l1 = LayerBuilder::new().symlink("evil", &o.absolute("")).build(Compression::Gzip);
-    let l2 = LayerBuilder::new().raw_file("evil/victim", b"overwritten").build(Compression::Gzip);
+    let l1 = LayerBuilder::new()
+        .symlink("evil", &o.absolute(""))
+        .build(Compression::Gzip);
+    let l2 = LayerBuilder::new()
+        .raw_file("evil/victim", b"overwritten")
+        .build(Compression::Gzip);
     let d2 = l2.diff_id.clone();
     let p = pull_image("hostile/planted2", vec![l1, l2]);
     p.out.assert_success();
     o.assert_untouched();
-    assert_eq!(fs::read(p.layer_root(&d2).join("evil/victim")).unwrap(), b"overwritten");
+    assert_eq!(
+        fs::read(p.layer_root(&d2).join("evil/victim")).unwrap(),
+        b"overwritten"
+    );
 }
 
 #[test]
@@ -323,12 +352,17 @@ fn setuid_bits_are_dropped_when_not_root() {
         std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
     }
     let mut cmd = sandbox.command();
-    cmd.arg(registry.image_ref("hostile/setuid", "v1")).uid(65534).gid(65534);
+    cmd.arg(registry.image_ref("hostile/setuid", "v1"))
+        .uid(65534)
+        .gid(65534);
     let out = RunningRpull::start(cmd, std::time::Duration::from_secs(60)).wait();
     out.assert_success();
     let layers = sandbox.root().join("layers/sha256");
     let layer = fs::read_dir(&layers).unwrap().next().unwrap().unwrap().path();
-    let mode = fs::metadata(layer.join("rootfs/suid")).unwrap().permissions().mode();
+    let mode = fs::metadata(layer.join("rootfs/suid"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o7777, 0o755, "mode {mode:o}");
 }
 
@@ -436,7 +470,12 @@ fn bomb_is_stopped(compression: Compression, repo: &str) {
     let layer = bomb(16 << 20, compression);
     assert!(layer.size() * 500 < 16 << 20, "{} bytes", layer.size());
     let registry = registry();
-    registry.push_image(repo, "v1", &Image::new(Platform::host(), vec![layer]), ManifestFormat::Oci);
+    registry.push_image(
+        repo,
+        "v1",
+        &Image::new(Platform::host(), vec![layer]),
+        ManifestFormat::Oci,
+    );
     let mut sandbox = rpull();
     // The default bound (100 × compressed + 1 GiB) would take a minute to reach in a test.
     sandbox.env("RPULL_MAX_LAYER_BYTES", "1000000");
@@ -524,7 +563,9 @@ fn a_whiteout_outside_the_layer_is_refused() {
 #[test]
 fn an_absolute_whiteout_stays_a_marker_inside_the_layer() {
     let o = Outside::new();
-    let layer = LayerBuilder::new().raw_file(o.absolute(".wh.victim"), b"").build(Compression::Gzip);
+    let layer = LayerBuilder::new()
+        .raw_file(o.absolute(".wh.victim"), b"")
+        .build(Compression::Gzip);
     let p = pull_image("hostile/whiteout-abs", vec![layer]);
     o.assert_untouched();
     if p.out.success() {
@@ -544,7 +585,12 @@ struct Proxied {
 fn proxied(repo: &str, seed: u64) -> Proxied {
     let registry = registry();
     let layer = Layer::random("data.bin", 100_000, seed, Compression::Gzip);
-    let pushed = registry.push_image(repo, "v1", &Image::new(Platform::host(), vec![layer]), ManifestFormat::Oci);
+    let pushed = registry.push_image(
+        repo,
+        "v1",
+        &Image::new(Platform::host(), vec![layer]),
+        ManifestFormat::Oci,
+    );
     Proxied {
         proxy: FaultProxy::start(&registry.host()),
         pushed,
@@ -572,14 +618,16 @@ impl Proxied {
 #[test]
 fn a_blob_not_matching_its_digest_is_refused() {
     let x = proxied("hostile/r-flip", 11);
-    x.proxy.add_rule(Rule::new(x.layer(), Fault::FlipByte(5000)).method("GET"));
+    x.proxy
+        .add_rule(Rule::new(x.layer(), Fault::FlipByte(5000)).method("GET"));
     x.pull(":v1").assert_refused("verification failed");
 }
 
 #[test]
 fn a_manifest_not_matching_its_digest_is_refused() {
     let x = proxied("hostile/r-manifest", 12);
-    x.proxy.add_rule(Rule::new("/manifests/", Fault::FlipByte(20)).method("GET"));
+    x.proxy
+        .add_rule(Rule::new("/manifests/", Fault::FlipByte(20)).method("GET"));
     let digest = x.pushed.manifest_digest.clone();
     x.pull(&format!("@{digest}")).assert_refused("digest");
 }
@@ -587,14 +635,16 @@ fn a_manifest_not_matching_its_digest_is_refused() {
 #[test]
 fn a_blob_longer_than_declared_is_refused() {
     let x = proxied("hostile/r-long", 13);
-    x.proxy.add_rule(Rule::new(x.layer(), Fault::AppendBytes(100)).method("GET"));
+    x.proxy
+        .add_rule(Rule::new(x.layer(), Fault::AppendBytes(100)).method("GET"));
     x.pull(":v1").assert_refused("longer than");
 }
 
 #[test]
 fn a_blob_shorter_than_declared_is_refused() {
     let x = proxied("hostile/r-short", 14);
-    x.proxy.add_rule(Rule::new(x.layer(), Fault::DropAfter(10_000)).method("GET"));
+    x.proxy
+        .add_rule(Rule::new(x.layer(), Fault::DropAfter(10_000)).method("GET"));
     let p = x.pull(":v1");
     assert!(p.out.stderr.contains("blob"), "{}", p.out.stderr);
     p.assert_refused("");
@@ -603,14 +653,16 @@ fn a_blob_shorter_than_declared_is_refused() {
 #[test]
 fn an_endless_blob_is_cut_at_its_declared_size() {
     let x = proxied("hostile/r-endless", 15);
-    x.proxy.add_rule(Rule::new(x.layer(), Fault::AppendBytes(1 << 40)).method("GET"));
+    x.proxy
+        .add_rule(Rule::new(x.layer(), Fault::AppendBytes(1 << 40)).method("GET"));
     x.pull(":v1").assert_refused("longer than");
 }
 
 #[test]
 fn an_endless_manifest_is_refused() {
     let x = proxied("hostile/r-endless-manifest", 16);
-    x.proxy.add_rule(Rule::new("/manifests/", Fault::AppendBytes(1 << 40)));
+    x.proxy
+        .add_rule(Rule::new("/manifests/", Fault::AppendBytes(1 << 40)));
     x.pull(":v1").assert_refused("larger than");
 }
 
@@ -649,7 +701,9 @@ fn a_redirect_loop_is_refused() {
 #[test]
 fn a_wrong_config_media_type_is_refused() {
     let registry = registry();
-    let layer = LayerBuilder::new().file("a", b"a", 0o644).build(Compression::Gzip);
+    let layer = LayerBuilder::new()
+        .file("a", b"a", 0o644)
+        .build(Compression::Gzip);
     let image = Image::new(Platform::host(), vec![layer]);
     let pushed = registry.push_image("hostile/mt-config", "v1", &image, ManifestFormat::Oci);
     let mut manifest: serde_json::Value = serde_json::from_slice(&pushed.manifest_bytes).unwrap();

@@ -118,8 +118,8 @@ fn assert_visible_content_intact(root: &Path, context: &str) {
             e.file_name()
         );
     }
-    let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap_or_else(|e| {
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(root.join("index.json")).unwrap())
+        .unwrap_or_else(|e| {
             panic!("{context}: index.json does not parse: {e}");
         });
     assert!(index["manifests"].is_array(), "{context}: {index}");

@@ -126,7 +126,11 @@ fn sigkill_then_rerun_fetches_the_image_once() {
     assert_check_passes(&sandbox);
 
     sandbox.run([&s.reference]).assert_success();
-    let ranged: Vec<_> = s.layer_requests().into_iter().filter(|r| r.range.is_some()).collect();
+    let ranged: Vec<_> = s
+        .layer_requests()
+        .into_iter()
+        .filter(|r| r.range.is_some())
+        .collect();
     assert_eq!(ranged.len(), 1, "{:?}", s.proxy.requests());
     let served = s.blob_bytes_served();
     assert!(
@@ -163,7 +167,10 @@ fn dropped_connection_then_rerun_fetches_the_image_once() {
     rerun.run([&s.reference]).assert_success();
     let requests = s.layer_requests();
     assert_eq!(requests.len(), 2, "{requests:?}");
-    assert_eq!(requests[1].range.as_deref(), Some(format!("bytes={kept}-").as_str()));
+    assert_eq!(
+        requests[1].range.as_deref(),
+        Some(format!("bytes={kept}-").as_str())
+    );
     let served = s.blob_bytes_served();
     assert!(
         served <= s.image_size() + s.pushed.config_bytes.len() as u64 + CHUNK,
@@ -308,12 +315,22 @@ fn disk_full_is_a_clear_error_and_leaves_nothing_half_written() {
     let mut cmd = sandbox.bare_command();
     cmd.arg("--root").arg(&store).arg("check");
     let out = RunningRpull::start(cmd, Duration::from_secs(60)).wait();
-    assert!(out.success(), "check on the full store:\n{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.success(),
+        "check on the full store:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
 
     // A bigger layer than the disk: the download itself fails.
     let big = Layer::random("huge.bin", 3_000_000, 8, Compression::Gzip);
     let reg = Registry::start();
-    reg.push_image("rel/full2", "v1", &Image::new(Platform::host(), vec![big]), ManifestFormat::Oci);
+    reg.push_image(
+        "rel/full2",
+        "v1",
+        &Image::new(Platform::host(), vec![big]),
+        ManifestFormat::Oci,
+    );
     let mut cmd = sandbox.bare_command();
     cmd.arg("--root")
         .arg(&store)
@@ -328,5 +345,10 @@ fn disk_full_is_a_clear_error_and_leaves_nothing_half_written() {
     let mut cmd = sandbox.bare_command();
     cmd.arg("--root").arg(&store).arg("check");
     let out = RunningRpull::start(cmd, Duration::from_secs(60)).wait();
-    assert!(out.success(), "check on the full store:\n{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.success(),
+        "check on the full store:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
 }
