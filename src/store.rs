@@ -584,4 +584,70 @@ mod tests {
         store.commit_layer(&t2, &diff, &serde_json::json!({})).unwrap();
         assert!(!t2.exists());
     }
+
+    #[test]
+    fn concurrent_commits_of_one_layer_leave_one_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let diff = Digest::sha256_of(b"shared layer");
+        // A leftover without its marker is replaced, never trusted.
+        fs::create_dir_all(store.layer_dir(&diff).join("rootfs")).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let store = store.clone();
+                let diff = diff.clone();
+                std::thread::spawn(move || {
+                    let t = store.new_layer_tmp().unwrap();
+                    fs::write(t.join("rootfs/f"), format!("{i}")).unwrap();
+                    let meta = serde_json::json!({ "diffID": diff.to_string() });
+                    store.commit_layer(&t, &diff, &meta).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(store.has_layer(&diff));
+        assert!(store.layer_dir(&diff).join("rootfs/f").is_file());
+        assert_eq!(fs::read_dir(tmp.path().join("layers/tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(tmp.path().join("layers/sha256")).unwrap().count(), 1);
+        store.remove_layer(&diff).unwrap();
+        assert!(!store.layer_dir(&diff).exists());
+    }
+
+    #[test]
+    fn partial_sidecars() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let d = Digest::sha256_of(b"blob");
+        store.record_partial(&d, 4).unwrap();
+        fs::write(store.ingest_path(&d), b"bl").unwrap();
+        assert_eq!(
+            store.read_partial_info(&d),
+            Some(PartialInfo {
+                digest: d.clone(),
+                size: 4
+            })
+        );
+        store.record_partial(&d, 4).unwrap();
+        assert!(store.ingest_path(&d).exists(), "same size: the partial is kept");
+        store.record_partial(&d, 5).unwrap();
+        assert!(
+            !store.ingest_path(&d).exists(),
+            "another size: the partial is dropped"
+        );
+        let f = File::create(store.ingest_path(&d)).unwrap();
+        store.commit_ingest(&d, &f, &store.ingest_path(&d)).unwrap();
+        assert!(store.read_partial_info(&d).is_none());
+        assert!(store.blob_path(&d).is_file());
+    }
+
+    #[test]
+    fn temp_owners() {
+        assert!(temp_owner_alive(&unique_name(TMP_PREFIX)));
+        assert!(temp_owner_alive(&unique_name("")));
+        assert!(temp_owner_alive("not-a-temp-name"));
+        assert!(!temp_owner_alive(".tmp-999999999-0-0"));
+        assert!(!temp_owner_alive("999999999-0-0"));
+    }
 }
