@@ -16,6 +16,9 @@ _rpull() {
             ",$1")
                 cmd="rpull"
                 ;;
+            rpull,check)
+                cmd="rpull__subcmd__check"
+                ;;
             rpull,help)
                 cmd="rpull__subcmd__help"
                 ;;
@@ -42,6 +45,9 @@ _rpull() {
                 ;;
             rpull,save)
                 cmd="rpull__subcmd__save"
+                ;;
+            rpull__subcmd__help,check)
+                cmd="rpull__subcmd__help__subcmd__check"
                 ;;
             rpull__subcmd__help,help)
                 cmd="rpull__subcmd__help__subcmd__help"
@@ -77,7 +83,7 @@ _rpull() {
 
     case "${cmd}" in
         rpull)
-            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --help --version pull login logout images rmi prune save rootfs help"
+            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --help --version pull login logout images rmi prune save rootfs check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -158,9 +164,41 @@ _rpull() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        rpull__subcmd__help)
-            opts="pull login logout images rmi prune save rootfs help"
+        rpull__subcmd__check)
+            opts="-h --repair --root --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rpull__subcmd__help)
+            opts="pull login logout images rmi prune save rootfs check help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rpull__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -64,6 +64,9 @@ pub enum Command {
     /// Write the flattened root filesystem of an image into a directory
     #[command(override_usage = "rpull rootfs NAME|ID DIR")]
     Rootfs(RootfsArgs),
+
+    /// Verify the image store (blob digests, index references, unpacked layers) and optionally repair it
+    Check(CheckArgs),
 }
 
 /// `login`'s options, as `docker login` has them.
@@ -92,6 +95,14 @@ pub struct LogoutArgs {
     /// The registry (`host[:port]`); Docker Hub when omitted
     #[arg(value_name = "SERVER")]
     pub server: Option<String>,
+}
+
+/// `check`'s options.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Remove corrupt blobs, incomplete layers and leftovers of interrupted runs, so that pulling again completes the store
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// How results are printed.

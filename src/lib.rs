@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod archive;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod compression;

@@ -3,8 +3,15 @@
 //! `ingest/` for downloads in progress and `layers/sha256/<diff_id>/` for unpacked layers.
 //!
 //! Nothing becomes visible half-written: blobs are verified, fsynced and renamed into place;
-//! layers are unpacked into a temporary directory and renamed as a whole; `index.json` is
-//! rewritten through a temporary file under a lock.
+//! layers are unpacked into a temporary directory, synced, and renamed as a whole (under a
+//! per-layer lock, so concurrent pulls of the same layer cannot remove each other's work);
+//! `index.json` is rewritten through a temporary file under a lock. Every rename is followed by
+//! an fsync of the directory. Temporary names carry the writer's pid, so [`crate::check`] can tell
+//! a dead writer's leftovers from a live one's work in progress.
+//!
+//! A partial download `ingest/sha256-<hex>.partial` has a sidecar `sha256-<hex>.json` naming its
+//! digest and expected size ([`PartialInfo`]) and a `sha256-<hex>.lock` held while a process
+//! writes it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -119,7 +126,41 @@ pub struct Store {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A name no other writer (thread or process) will pick.
+/// What the sidecar of a partial download records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialInfo {
+    /// The digest the finished download must have.
+    pub digest: Digest,
+    /// The size the descriptor declared.
+    pub size: u64,
+}
+
+/// Whether the process that made the temporary name `name` (see [`unique_name`]) is alive.
+/// Names that do not parse count as alive, so they are never removed by mistake.
+pub fn temp_owner_alive(name: &str) -> bool {
+    let digits: String = name
+        .trim_start_matches(".tmp-")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let Ok(pid) = digits.parse::<i32>() else {
+        return true;
+    };
+    if pid <= 0 {
+        return true;
+    }
+    if pid as u32 == std::process::id() {
+        return true;
+    }
+    // SAFETY: signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Prefix of temporary files written beside their final name.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// A name no other writer (thread or process) will pick: `<prefix><pid>-<n>-<nanos>`.
 fn unique_name(prefix: &str) -> String {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
@@ -132,7 +173,7 @@ fn unique_name(prefix: &str) -> String {
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(unique_name(".tmp-"));
+    let tmp = dir.join(unique_name(TMP_PREFIX));
     let result = (|| {
         let mut f = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
         f.write_all(bytes).map_err(StoreError::io("write", &tmp))?;
@@ -146,7 +187,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     result
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+/// Fsyncs a directory, so that a rename in it survives a power loss.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(StoreError::io("sync", dir))
@@ -296,12 +338,53 @@ impl Store {
             .join(format!("{}-{}.partial", digest.algorithm().name(), digest.hex()))
     }
 
-    /// Publishes a verified download: fsync, then rename it into `blobs/`.
+    /// The sidecar describing the partial download of `digest` ([`PartialInfo`]).
+    pub fn ingest_info_path(&self, digest: &Digest) -> PathBuf {
+        self.ingest_path(digest).with_extension("json")
+    }
+
+    /// The lock held while a process writes the partial download of `digest`.
+    pub fn ingest_lock_path(&self, digest: &Digest) -> PathBuf {
+        self.ingest_path(digest).with_extension("lock")
+    }
+
+    /// Records what the partial download of `digest` is expected to become (call with the
+    /// ingest lock held, before writing to the partial file). A partial whose recorded size
+    /// differs from `size` is discarded, since it cannot be the same content.
+    pub fn record_partial(&self, digest: &Digest, size: u64) -> Result<(), StoreError> {
+        let info_path = self.ingest_info_path(digest);
+        let want = PartialInfo {
+            digest: digest.clone(),
+            size,
+        };
+        if let Some(have) = self.read_partial_info(digest) {
+            if have == want {
+                return Ok(());
+            }
+            let partial = self.ingest_path(digest);
+            match fs::remove_file(&partial) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("remove", &partial)(e)),
+            }
+        }
+        write_atomic(&info_path, &serde_json::to_vec(&want).expect("json"))
+    }
+
+    /// The sidecar of the partial download of `digest`, if present and readable.
+    pub fn read_partial_info(&self, digest: &Digest) -> Option<PartialInfo> {
+        let bytes = fs::read(self.ingest_info_path(digest)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Publishes a verified download: fsync, then rename it into `blobs/` and drop its sidecar.
     pub fn commit_ingest(&self, digest: &Digest, file: &File, path: &Path) -> Result<(), StoreError> {
         file.sync_all().map_err(StoreError::io("sync", path))?;
         let dest = self.blob_path(digest);
         fs::rename(path, &dest).map_err(StoreError::io("rename into", &dest))?;
-        sync_dir(dest.parent().expect("blob dir"))
+        sync_dir(dest.parent().expect("blob dir"))?;
+        let _ = fs::remove_file(self.ingest_info_path(digest));
+        Ok(())
     }
 
     /// Where the unpacked layer with `diff_id` lives (`rootfs/` and `layer.json` inside).
@@ -325,8 +408,17 @@ impl Store {
         Ok(dir)
     }
 
-    /// Publishes an unpacked layer: writes `layer.json` and renames the directory into place.
-    /// When another process published the same layer first, ours is discarded.
+    /// Where layers are locked while one is published (`layers/sha256/<hex>.lock` would look
+    /// like a layer to other tools, so the locks live apart).
+    fn layer_lock_path(&self, diff_id: &Digest) -> Result<PathBuf, StoreError> {
+        let dir = self.root.join("layers/locks");
+        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        Ok(dir.join(format!("{}-{}.lock", diff_id.algorithm().name(), diff_id.hex())))
+    }
+
+    /// Publishes an unpacked layer: writes `layer.json`, syncs the unpacked files to disk and
+    /// renames the directory into place, all under the layer's lock. When another process
+    /// published the same layer first, ours is discarded.
     pub fn commit_layer(
         &self,
         tmp: &Path,
@@ -335,28 +427,42 @@ impl Store {
     ) -> Result<(), StoreError> {
         let meta_bytes = serde_json::to_vec_pretty(meta).expect("json");
         let meta_path = tmp.join("layer.json");
-        fs::write(&meta_path, meta_bytes).map_err(StoreError::io("write", &meta_path))?;
-        let dest = self.layer_dir(diff_id);
+        let mut f = File::create(&meta_path).map_err(StoreError::io("create", &meta_path))?;
+        f.write_all(&meta_bytes)
+            .map_err(StoreError::io("write", &meta_path))?;
+        drop(f);
+        // One syncfs flushes every file the unpack wrote (cheaper than an fsync per file), so a
+        // power loss after the rename cannot leave a published layer with empty files.
+        sync_filesystem(tmp)?;
+        let _lock = FileLock::acquire(&self.layer_lock_path(diff_id)?)?;
         if self.has_layer(diff_id) {
             remove_tree(tmp);
             return Ok(());
         }
+        let dest = self.layer_dir(diff_id);
         if dest.exists() {
-            // Left over from an interrupted commit without layer.json: never trusted, replaced.
-            remove_tree(&dest);
+            // Left over from an interrupted removal (no layer.json): never trusted. Move it
+            // out of the way atomically, then delete it.
+            let trash = self.root.join("layers/tmp").join(unique_name(""));
+            fs::rename(&dest, &trash).map_err(StoreError::io("move aside", &dest))?;
+            remove_tree(&trash);
         }
-        match fs::rename(tmp, &dest) {
-            Ok(()) => sync_dir(dest.parent().expect("layers dir")),
-            Err(_) if self.has_layer(diff_id) => {
-                remove_tree(tmp);
-                Ok(())
-            }
-            Err(e) => Err(StoreError::Io {
-                action: "rename into",
-                path: dest,
-                source: e,
-            }),
+        fs::rename(tmp, &dest).map_err(StoreError::io("rename into", &dest))?;
+        sync_dir(dest.parent().expect("layers dir"))
+    }
+
+    /// Removes an unpacked layer: renamed into `layers/tmp` first, so it stops being visible
+    /// at once, then deleted.
+    pub fn remove_layer(&self, diff_id: &Digest) -> Result<(), StoreError> {
+        let _lock = FileLock::acquire(&self.layer_lock_path(diff_id)?)?;
+        let dest = self.layer_dir(diff_id);
+        if !dest.exists() {
+            return Ok(());
         }
+        let trash = self.root.join("layers/tmp").join(unique_name(""));
+        fs::rename(&dest, &trash).map_err(StoreError::io("move aside", &dest))?;
+        remove_tree(&trash);
+        Ok(())
     }
 
     fn index_path(&self) -> PathBuf {
@@ -396,6 +502,16 @@ impl Store {
         index.manifests.push(entry);
         self.write_index(&index)
     }
+}
+
+/// Flushes the filesystem holding `path` to disk (`syncfs`).
+fn sync_filesystem(path: &Path) -> Result<(), StoreError> {
+    let dir = File::open(path).map_err(StoreError::io("open", path))?;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(StoreError::io("sync", path)(io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Removes a directory tree, making read-only directories writable first if needed.
@@ -467,5 +583,71 @@ mod tests {
         let t2 = store.new_layer_tmp().unwrap();
         store.commit_layer(&t2, &diff, &serde_json::json!({})).unwrap();
         assert!(!t2.exists());
+    }
+
+    #[test]
+    fn concurrent_commits_of_one_layer_leave_one_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let diff = Digest::sha256_of(b"shared layer");
+        // A leftover without its marker is replaced, never trusted.
+        fs::create_dir_all(store.layer_dir(&diff).join("rootfs")).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let store = store.clone();
+                let diff = diff.clone();
+                std::thread::spawn(move || {
+                    let t = store.new_layer_tmp().unwrap();
+                    fs::write(t.join("rootfs/f"), format!("{i}")).unwrap();
+                    let meta = serde_json::json!({ "diffID": diff.to_string() });
+                    store.commit_layer(&t, &diff, &meta).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(store.has_layer(&diff));
+        assert!(store.layer_dir(&diff).join("rootfs/f").is_file());
+        assert_eq!(fs::read_dir(tmp.path().join("layers/tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(tmp.path().join("layers/sha256")).unwrap().count(), 1);
+        store.remove_layer(&diff).unwrap();
+        assert!(!store.layer_dir(&diff).exists());
+    }
+
+    #[test]
+    fn partial_sidecars() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let d = Digest::sha256_of(b"blob");
+        store.record_partial(&d, 4).unwrap();
+        fs::write(store.ingest_path(&d), b"bl").unwrap();
+        assert_eq!(
+            store.read_partial_info(&d),
+            Some(PartialInfo {
+                digest: d.clone(),
+                size: 4
+            })
+        );
+        store.record_partial(&d, 4).unwrap();
+        assert!(store.ingest_path(&d).exists(), "same size: the partial is kept");
+        store.record_partial(&d, 5).unwrap();
+        assert!(
+            !store.ingest_path(&d).exists(),
+            "another size: the partial is dropped"
+        );
+        let f = File::create(store.ingest_path(&d)).unwrap();
+        store.commit_ingest(&d, &f, &store.ingest_path(&d)).unwrap();
+        assert!(store.read_partial_info(&d).is_none());
+        assert!(store.blob_path(&d).is_file());
+    }
+
+    #[test]
+    fn temp_owners() {
+        assert!(temp_owner_alive(&unique_name(TMP_PREFIX)));
+        assert!(temp_owner_alive(&unique_name("")));
+        assert!(temp_owner_alive("not-a-temp-name"));
+        assert!(!temp_owner_alive(".tmp-999999999-0-0"));
+        assert!(!temp_owner_alive("999999999-0-0"));
     }
 }

@@ -142,7 +142,7 @@ pub enum UnpackError {
     #[error("invalid tar archive: {0}")]
     TarFormat(String),
     /// Reading the layer stream itself failed (network, decompression, digest check, …).
-    #[error("reading layer stream")]
+    #[error("reading layer stream: {0}")]
     Read(#[source] io::Error),
     /// A filesystem operation on `path` failed.
     #[error("unpacking {}", path.display())]
@@ -652,7 +652,12 @@ impl Unpacker<'_> {
         }
         let header = entry.header();
         let number = |n: io::Result<Option<u32>>| n.map(|n| n.unwrap_or(0)).map_err(tar_format);
-        let dev = libc::makedev(number(header.device_major())?, number(header.device_minor())?);
+        // A FIFO has no device numbers; tars often leave the fields empty, which must not fail.
+        let dev = if kind == EntryType::Fifo {
+            0
+        } else {
+            libc::makedev(number(header.device_major())?, number(header.device_minor())?)
+        };
         let type_bits = match kind {
             EntryType::Char => libc::S_IFCHR,
             EntryType::Block => libc::S_IFBLK,

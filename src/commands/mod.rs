@@ -1,6 +1,7 @@
 //! The subcommands, one file each; this module holds what they share: error exit, the
 //! default store location, and signal handling.
 
+pub mod check;
 pub mod creds;
 pub mod images;
 pub mod login;

@@ -106,6 +106,7 @@ impl LayerTask {
         if self.store.has_blob(digest, Some(desc.size)) {
             return Ok(());
         }
+        self.store.record_partial(digest, desc.size)?;
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)

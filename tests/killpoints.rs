@@ -1,0 +1,241 @@
+//! Crash safety: rpull is killed (SIGKILL) or interrupted (SIGINT) at random instants while
+//! pulling multi-layer images through a throttled proxy; after each stop `rpull check` must
+//! find an intact store (an independent check here agrees: every visible blob hashes to its
+//! name, every visible layer has its marker), and a re-pull must complete.
+//!
+//! `RPULL_KILLPOINTS` sets the number of kill points per signal (default 25, so 50 in all);
+//! `RPULL_KILLPOINTS_SEED` replays a run. `bench/killpoints` runs 200.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::fault_proxy::{Fault, FaultProxy, Rule};
+use support::*;
+
+struct Setup {
+    _registry: Registry,
+    proxy: FaultProxy,
+    refs: [String; 2],
+}
+
+/// Two 4-layer images sharing two layers, behind a proxy throttling blobs.
+fn setup() -> Setup {
+    let registry = Registry::start();
+    let layer = |seed: u64| {
+        LayerBuilder::new()
+            .dir("data", 0o755)
+            .random_file(&format!("data/f{seed}"), 96_000, seed)
+            .file(&format!("data/small{seed}"), b"x", 0o644)
+            .build(if seed % 2 == 0 {
+                Compression::Gzip
+            } else {
+                Compression::Zstd
+            })
+    };
+    let (l1, l2, l3, l4, l5) = (layer(1), layer(2), layer(3), layer(4), layer(5));
+    registry.push_image(
+        "kill/a",
+        "v1",
+        &Image::new(Platform::host(), vec![l1, l2.clone(), l3.clone(), l4]),
+        ManifestFormat::Oci,
+    );
+    registry.push_image(
+        "kill/b",
+        "v1",
+        &Image::new(Platform::host(), vec![l2, l3, l5]),
+        ManifestFormat::Docker,
+    );
+    let proxy = FaultProxy::start(&registry.host());
+    let refs = [
+        format!("{}/kill/a:v1", proxy.host()),
+        format!("{}/kill/b:v1", proxy.host()),
+    ];
+    Setup {
+        _registry: registry,
+        proxy,
+        refs,
+    }
+}
+
+fn count() -> usize {
+    std::env::var("RPULL_KILLPOINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25)
+}
+
+/// xorshift64*, seeded from the clock unless `RPULL_KILLPOINTS_SEED` is set.
+struct Rng(u64);
+
+impl Rng {
+    fn new(salt: u64) -> Rng {
+        let seed = std::env::var("RPULL_KILLPOINTS_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("kill points seed {seed} (salt {salt})");
+        Rng((seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+/// Checks the store independently of rpull: visible blobs hash to their names, visible
+/// layers carry their marker.
+fn assert_visible_content_intact(root: &Path, context: &str) {
+    // Killed before the store was even created: nothing is visible.
+    let list = |dir: &str| fs::read_dir(root.join(dir)).into_iter().flatten();
+    for e in list("blobs/sha256") {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".tmp-") {
+            continue;
+        }
+        let bytes = fs::read(e.path()).unwrap();
+        assert_eq!(
+            sha256_digest(&bytes),
+            format!("sha256:{name}"),
+            "{context}: blob {name} is corrupt"
+        );
+    }
+    for e in list("layers/sha256") {
+        let e = e.unwrap();
+        assert!(
+            e.path().join("layer.json").is_file(),
+            "{context}: layer {:?} is visible without its marker",
+            e.file_name()
+        );
+    }
+    let Ok(index) = fs::read(root.join("index.json")) else {
+        return;
+    };
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap_or_else(|e| {
+        panic!("{context}: index.json does not parse: {e}");
+    });
+    assert!(index["manifests"].is_array(), "{context}: {index}");
+}
+
+fn assert_check_passes(sandbox: &Rpull, context: &str) {
+    let out = sandbox.run(["check"]);
+    assert!(
+        out.success(),
+        "{context}: rpull check failed\nstdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+const THROTTLE: u64 = 1_000_000;
+
+impl Setup {
+    /// Throttled, most kill points land in downloads; unthrottled, in unpacking, publishing
+    /// and the index update.
+    fn throttle(&self, on: bool) {
+        self.proxy.clear_rules();
+        if on {
+            self.proxy
+                .add_rule(Rule::new("/blobs/", Fault::Throttle(THROTTLE)).method("GET"));
+        }
+    }
+}
+
+/// Measures an uninterrupted pull of both images, to spread the kill points over it.
+fn full_pull_time(s: &Setup) -> Duration {
+    let sandbox = rpull();
+    let start = Instant::now();
+    for r in &s.refs {
+        sandbox.run([r]).assert_success();
+    }
+    assert_check_passes(&sandbox, "clean pull");
+    start.elapsed() / 2
+}
+
+fn kill_points(signal: libc::c_int, salt: u64) {
+    let s = setup();
+    s.throttle(false);
+    let fast_ms = (full_pull_time(&s).as_millis() as u64).max(20) * 6 / 5;
+    s.throttle(true);
+    let slow_ms = (full_pull_time(&s).as_millis() as u64).max(50) * 6 / 5;
+    let mut rng = Rng::new(salt);
+    let n = count();
+    let started = Instant::now();
+    let mut sandbox = rpull();
+    let mut stopped_mid_pull = 0;
+    for i in 0..n {
+        // Pull a, then b (which shares layers with a) into the same store; a fresh store
+        // every other pair.
+        let which = i % 2;
+        if i % 4 == 0 {
+            sandbox = rpull();
+        }
+        let reference = &s.refs[which];
+        // Every third kill point without the throttle.
+        let throttled = i % 3 != 2;
+        s.throttle(throttled);
+        let span_ms = if throttled { slow_ms } else { fast_ms };
+        let delay = Duration::from_millis(rng.below(span_ms));
+        let mut running = sandbox.spawn([reference]);
+        std::thread::sleep(delay);
+        running.signal(signal);
+        let out = running.wait();
+        s.throttle(false); // the checks and the re-pull need no throttle
+        let context =
+            format!("kill point {i} ({reference}, signal {signal}, after {delay:?}, throttled: {throttled})");
+        if !out.success() {
+            stopped_mid_pull += 1;
+            if signal == libc::SIGINT {
+                use std::os::unix::process::ExitStatusExt;
+                // 130 once the handler is installed; killed by the signal itself before that.
+                assert!(
+                    out.code() == Some(130) || out.status.signal() == Some(libc::SIGINT),
+                    "{context}: expected exit 130, got {:?}\n{}",
+                    out.status,
+                    out.stderr
+                );
+            }
+        }
+        assert_visible_content_intact(sandbox.root(), &context);
+        assert_check_passes(&sandbox, &context);
+        let again = sandbox.run([reference]);
+        assert!(
+            again.success(),
+            "{context}: re-pull failed\nstdout:\n{}\nstderr:\n{}",
+            again.stdout,
+            again.stderr
+        );
+        assert_visible_content_intact(sandbox.root(), &context);
+        assert_check_passes(&sandbox, &format!("{context}, after the re-pull"));
+    }
+    eprintln!(
+        "{n} kill points with signal {signal}: {stopped_mid_pull} stopped a pull, 0 corrupt stores, {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stopped_mid_pull * 3 >= n,
+        "only {stopped_mid_pull} of {n} kill points landed inside a pull"
+    );
+    drop(s.proxy);
+}
+
+#[test]
+fn sigkill_at_random_points_leaves_an_intact_store() {
+    kill_points(libc::SIGKILL, 1);
+}
+
+#[test]
+fn sigint_at_random_points_leaves_an_intact_store() {
+    kill_points(libc::SIGINT, 2);
+}

@@ -1,0 +1,354 @@
+//! Resume across runs and its fallbacks, measured with the fault proxy's byte counter, and a
+//! full disk.
+//!
+//! * SIGKILL and a dropped connection: the interrupted pull plus its re-run fetch no more
+//!   than the image's size plus one proxy chunk (64 KiB);
+//! * a server that ignores `Range`, or a partial file that went bad: a clean restart from 0;
+//! * partial downloads carry a sidecar naming their digest and size;
+//! * a full disk (a 2 MiB tmpfs, root only): a clear error, exit 1, nothing half-written.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::fault_proxy::{Fault, FaultProxy, Rule};
+use support::*;
+
+const LAYER_BYTES: usize = 1_500_000;
+/// The proxy's read/write buffer: what may be in flight when a client dies.
+const CHUNK: u64 = 64 * 1024;
+
+struct Setup {
+    _registry: Registry,
+    proxy: FaultProxy,
+    pushed: PushedImage,
+    reference: String,
+}
+
+fn setup(repo: &str) -> Setup {
+    let registry = Registry::start();
+    let layer = Layer::random("big.bin", LAYER_BYTES, 7, Compression::Gzip);
+    let pushed = registry.push_image(
+        repo,
+        "v1",
+        &Image::new(Platform::host(), vec![layer]),
+        ManifestFormat::Oci,
+    );
+    let proxy = FaultProxy::start(&registry.host());
+    let reference = format!("{}/{repo}:v1", proxy.host());
+    Setup {
+        _registry: registry,
+        proxy,
+        pushed,
+        reference,
+    }
+}
+
+impl Setup {
+    fn layer(&self) -> &str {
+        &self.pushed.layer_digests[0]
+    }
+
+    fn layer_size(&self) -> u64 {
+        let manifest: serde_json::Value = serde_json::from_slice(&self.pushed.manifest_bytes).unwrap();
+        manifest["layers"][0]["size"].as_u64().unwrap()
+    }
+
+    /// Config plus layers: what a pull must download.
+    fn image_size(&self) -> u64 {
+        self.layer_size() + self.pushed.config_bytes.len() as u64
+    }
+
+    fn partial(&self, sandbox: &Rpull) -> PathBuf {
+        sandbox
+            .root()
+            .join("ingest")
+            .join(format!("sha256-{}.partial", &self.layer()[7..]))
+    }
+
+    fn blob_bytes_served(&self) -> u64 {
+        self.proxy
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("/blobs/"))
+            .map(|r| r.body_bytes)
+            .sum()
+    }
+
+    fn layer_requests(&self) -> Vec<support::fault_proxy::RequestLog> {
+        self.proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(self.layer()))
+            .collect()
+    }
+
+    /// Starts a throttled pull and stops it with `signal` once `at_least` bytes are on disk.
+    fn interrupt(&self, sandbox: &Rpull, signal: libc::c_int, at_least: u64) -> u64 {
+        self.proxy
+            .add_rule(Rule::new("/blobs/", Fault::Throttle(600_000)).method("GET"));
+        let mut running = sandbox.spawn([&self.reference]);
+        let partial = self.partial(sandbox);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < at_least {
+            assert!(Instant::now() < deadline, "download never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        running.signal(signal);
+        let out = running.wait();
+        assert!(!out.success(), "the pull finished before it was stopped");
+        self.proxy.clear_rules();
+        fs::metadata(&partial).unwrap().len()
+    }
+}
+
+fn assert_check_passes(sandbox: &Rpull) {
+    let out = sandbox.run(["check"]);
+    assert!(out.success(), "rpull check:\n{}\n{}", out.stdout, out.stderr);
+}
+
+fn sidecar(partial: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(partial.with_extension("json")).expect("sidecar")).unwrap()
+}
+
+#[test]
+fn sigkill_then_rerun_fetches_the_image_once() {
+    let s = setup("rel/kill");
+    let sandbox = rpull();
+    let kept = s.interrupt(&sandbox, libc::SIGKILL, 400_000);
+    assert!(kept > 0 && kept < s.layer_size());
+    // The partial is identified by its name (digest) and its sidecar (digest and size).
+    let info = sidecar(&s.partial(&sandbox));
+    assert_eq!(info["digest"], s.layer());
+    assert_eq!(info["size"], s.layer_size());
+    assert_check_passes(&sandbox);
+
+    sandbox.run([&s.reference]).assert_success();
+    let ranged: Vec<_> = s
+        .layer_requests()
+        .into_iter()
+        .filter(|r| r.range.is_some())
+        .collect();
+    assert_eq!(ranged.len(), 1, "{:?}", s.proxy.requests());
+    let served = s.blob_bytes_served();
+    assert!(
+        // The config is fetched again (it is stored only once the image is complete).
+        served <= s.image_size() + s.pushed.config_bytes.len() as u64 + CHUNK,
+        "interrupted pull + re-run fetched {served} bytes; the image is {}",
+        s.image_size()
+    );
+    assert!(!s.partial(&sandbox).exists());
+    assert!(!s.partial(&sandbox).with_extension("json").exists());
+    assert_check_passes(&sandbox);
+}
+
+#[test]
+fn dropped_connection_then_rerun_fetches_the_image_once() {
+    let s = setup("rel/drop");
+    let sandbox = rpull();
+    s.proxy.add_rule(
+        Rule::new(&s.layer()[7..], Fault::DropAfter(600_000))
+            .method("GET")
+            .times(1),
+    );
+    // A wait long enough that the run is still counting down when it is stopped.
+    let mut running = sandbox.spawn(["--retry-delay", "30s", &s.reference]);
+    running.wait_for_stdout("Retrying in", Duration::from_secs(30));
+    running.signal(libc::SIGKILL);
+    running.wait();
+    let kept = fs::metadata(s.partial(&sandbox)).unwrap().len();
+    assert!(kept > 0 && kept <= 600_000, "kept {kept}");
+    assert_check_passes(&sandbox);
+
+    let rerun = rpull_in(&sandbox);
+    rerun.run([&s.reference]).assert_success();
+    let requests = s.layer_requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(
+        requests[1].range.as_deref(),
+        Some(format!("bytes={kept}-").as_str())
+    );
+    let served = s.blob_bytes_served();
+    assert!(
+        served <= s.image_size() + s.pushed.config_bytes.len() as u64 + CHUNK,
+        "dropped pull + re-run fetched {served} bytes; the image is {}",
+        s.image_size()
+    );
+    assert_check_passes(&sandbox);
+}
+
+/// The same store, without the long retry delay.
+fn rpull_in(sandbox: &Rpull) -> RerunIn<'_> {
+    RerunIn(sandbox)
+}
+
+struct RerunIn<'a>(&'a Rpull);
+
+impl RerunIn<'_> {
+    fn run(&self, args: [&String; 1]) -> RpullOutput {
+        let mut cmd = self.0.command();
+        cmd.args(args);
+        RunningRpull::start(cmd, Duration::from_secs(60)).wait()
+    }
+}
+
+#[test]
+fn a_server_ignoring_range_means_a_clean_restart() {
+    let s = setup("rel/norange");
+    let sandbox = rpull();
+    let kept = s.interrupt(&sandbox, libc::SIGINT, 300_000);
+    s.proxy.add_rule(Rule::new("/blobs/", Fault::IgnoreRange));
+    let before = s.layer_requests().len();
+    sandbox.run([&s.reference]).assert_success();
+    let after: Vec<_> = s.layer_requests().split_off(before);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].range.is_some(), "rpull asked for a range");
+    assert_eq!(after[0].status, 200);
+    assert_eq!(after[0].body_bytes, s.layer_size(), "the whole layer, once");
+    assert!(kept > 0);
+    let blob = sandbox.root().join("blobs/sha256").join(&s.layer()[7..]);
+    assert_eq!(sha256_digest(&fs::read(blob).unwrap()), s.layer());
+    assert_check_passes(&sandbox);
+}
+
+#[test]
+fn a_bad_partial_is_detected_after_resuming_and_fetched_again_from_zero() {
+    let s = setup("rel/badpartial");
+    let sandbox = rpull();
+    let kept = s.interrupt(&sandbox, libc::SIGKILL, 300_000);
+    // Damage the kept bytes without changing their length: the resumed download cannot match.
+    let partial = s.partial(&sandbox);
+    let mut bytes = fs::read(&partial).unwrap();
+    for b in bytes.iter_mut().take(1000) {
+        *b ^= 0x5a;
+    }
+    fs::write(&partial, &bytes).unwrap();
+    let before = s.layer_requests().len();
+    sandbox
+        .run(["--retry-delay", "10ms", &s.reference])
+        .assert_success();
+    let after: Vec<_> = s.layer_requests().split_off(before);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[0].range.as_deref(), Some(format!("bytes={kept}-").as_str()));
+    assert_eq!(after[1].range, None, "the second attempt starts from 0");
+    assert_eq!(after[1].body_bytes, s.layer_size());
+    let blob = sandbox.root().join("blobs/sha256").join(&s.layer()[7..]);
+    assert_eq!(sha256_digest(&fs::read(blob).unwrap()), s.layer());
+    assert_check_passes(&sandbox);
+}
+
+#[test]
+fn check_repair_removes_corrupt_content_and_a_repull_restores_it() {
+    let s = setup("rel/repair");
+    let sandbox = rpull();
+    sandbox.run([&s.reference]).assert_success();
+    assert_check_passes(&sandbox);
+    let blob = sandbox.root().join("blobs/sha256").join(&s.layer()[7..]);
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[10] ^= 1;
+    fs::write(&blob, &bytes).unwrap();
+    let diff = &s.pushed.diff_ids[0][7..];
+    let layer_json = sandbox.root().join("layers/sha256").join(diff).join("layer.json");
+    fs::remove_file(&layer_json).unwrap();
+
+    let out = sandbox.run(["check"]);
+    out.assert_code(1);
+    assert!(out.stdout.contains("is corrupt"), "{}", out.stdout);
+    assert!(out.stdout.contains("has no layer.json"), "{}", out.stdout);
+    let out = sandbox.run(["check", "--repair"]);
+    assert!(out.stdout.contains("(repaired)"), "{}", out.stdout);
+    assert!(out.stdout.contains("pull it again"), "{}", out.stdout);
+    assert!(!blob.exists());
+    sandbox.run([&s.reference]).assert_success();
+    assert_check_passes(&sandbox);
+    assert_eq!(sha256_digest(&fs::read(&blob).unwrap()), s.layer());
+}
+
+/// Unmounts on drop, so a failing test does not leave the tmpfs behind.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_is_a_clear_error_and_leaves_nothing_half_written() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "this test mounts a 2 MiB tmpfs as the store and needs root; CI runs as root. \
+         It is never skipped: run it as root (e.g. in a container)."
+    );
+    let s = setup("rel/full");
+    let sandbox = rpull();
+    let store = sandbox.root().join("store");
+    fs::create_dir(&store).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&store)
+        .status()
+        .expect("running mount");
+    assert!(status.success(), "mount -t tmpfs failed");
+    let _mount = Mount(store.clone());
+
+    // The layer (1.5 MB) fits, its unpacked copy does not.
+    let mut cmd = sandbox.bare_command();
+    cmd.arg("--root").arg(&store).arg(&s.reference);
+    let out = RunningRpull::start(cmd, Duration::from_secs(60)).wait();
+    out.assert_code(1);
+    assert!(
+        out.stderr.to_lowercase().contains("no space left on device"),
+        "stderr: {}",
+        out.stderr
+    );
+    // Nothing half-written is visible: no layer without its marker, the reference not recorded.
+    for e in fs::read_dir(store.join("layers/sha256")).unwrap() {
+        assert!(e.unwrap().path().join("layer.json").is_file());
+    }
+    let index = fs::read_to_string(store.join("index.json")).unwrap();
+    assert!(!index.contains("rel/full"), "{index}");
+    let mut cmd = sandbox.bare_command();
+    cmd.arg("--root").arg(&store).arg("check");
+    let out = RunningRpull::start(cmd, Duration::from_secs(60)).wait();
+    assert!(
+        out.success(),
+        "check on the full store:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+
+    // A bigger layer than the disk: the download itself fails.
+    let big = Layer::random("huge.bin", 3_000_000, 8, Compression::Gzip);
+    let reg = Registry::start();
+    reg.push_image(
+        "rel/full2",
+        "v1",
+        &Image::new(Platform::host(), vec![big]),
+        ManifestFormat::Oci,
+    );
+    let mut cmd = sandbox.bare_command();
+    cmd.arg("--root")
+        .arg(&store)
+        .arg(reg.image_ref("rel/full2", "v1"));
+    let out = RunningRpull::start(cmd, Duration::from_secs(60)).wait();
+    out.assert_code(1);
+    assert!(
+        out.stderr.to_lowercase().contains("no space left on device"),
+        "stderr: {}",
+        out.stderr
+    );
+    let mut cmd = sandbox.bare_command();
+    cmd.arg("--root").arg(&store).arg("check");
+    let out = RunningRpull::start(cmd, Duration::from_secs(60)).wait();
+    assert!(
+        out.success(),
+        "check on the full store:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+}
