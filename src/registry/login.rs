@@ -12,7 +12,7 @@ use reqwest::header::AUTHORIZATION;
 use reqwest::{StatusCode, Url};
 
 use super::auth::TokenResponse;
-use super::{base64, read_limited, retry_after, transport_detail, Credential, Registry, RegistryError};
+use super::{base64, retry_after, send_small, transport_detail, Credential, Registry, RegistryError};
 
 /// Why a login was refused. The texts are the daemon's (without the CLI's
 /// `Error response from daemon: ` prefix), and name the registry and the status.
@@ -147,24 +147,8 @@ impl Registry {
         };
         let mut shown = url.clone();
         shown.set_query(None);
-        let resp = client
-            .get(url)
-            .header(AUTHORIZATION, basic)
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await
-            .map_err(|e| {
-                let (detail, retryable) = transport_detail(&shown, &e);
-                RegistryError::Transport {
-                    method: "Get",
-                    url: shown.to_string(),
-                    detail,
-                    retryable,
-                }
-            })?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = read_limited(resp, 64 * 1024).await?;
+        let (status, headers, body) =
+            send_small(client.get(url).header(AUTHORIZATION, basic), &shown).await?;
         if !status.is_success() {
             return Err(RegistryError::from_response(
                 status.as_u16(),

@@ -578,22 +578,7 @@ impl Registry {
         };
         let mut shown = url.clone();
         shown.set_query(None);
-        let resp = request
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await
-            .map_err(|e| {
-                let (detail, retryable) = transport_detail(&shown, &e);
-                RegistryError::Transport {
-                    method: "Get",
-                    url: shown.to_string(),
-                    detail,
-                    retryable,
-                }
-            })?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = read_limited(resp, 64 * 1024).await?;
+        let (status, headers, body) = send_small(request, &shown).await?;
         if !status.is_success() {
             let err = RegistryError::from_response(
                 status.as_u16(),
@@ -780,32 +765,18 @@ impl Registry {
         let content_type = header_str(resp.headers(), "content-type").unwrap_or_default();
         let header_digest = header_str(resp.headers(), "docker-content-digest");
         let bytes = read_limited(resp, MAX_MANIFEST_BYTES).await?;
-        let digest = Digest::sha256_of(&bytes);
-        if let Some(want) = expected {
-            if !want.verify(&bytes) {
-                return Err(RegistryError::Verification(format!(
-                    "manifest verification failed for digest {want}"
-                )));
-            }
-            return Ok(FetchedManifest {
-                bytes,
-                content_type,
-                digest: want.clone(),
-            });
-        }
-        if let Some(h) = header_digest {
-            let hd = Digest::parse(h.trim())
-                .map_err(|_| RegistryError::Verification(format!("\"{h}\" in header not a valid digest")))?;
-            if !hd.verify(&bytes) {
-                return Err(RegistryError::Verification(format!(
-                    "manifest verification failed for digest {hd}"
-                )));
-            }
-            return Ok(FetchedManifest {
-                bytes,
-                content_type,
-                digest: hd,
-            });
+        // The digest asked for (a digest pull) decides; else `Docker-Content-Digest` when
+        // sent; else the bytes' own hash.
+        let digest = match (expected, header_digest) {
+            (Some(want), _) => want.clone(),
+            (None, Some(h)) => Digest::parse(h.trim())
+                .map_err(|_| RegistryError::Verification(format!("\"{h}\" in header not a valid digest")))?,
+            (None, None) => Digest::sha256_of(&bytes),
+        };
+        if !digest.verify(&bytes) {
+            return Err(RegistryError::Verification(format!(
+                "manifest verification failed for digest {digest}"
+            )));
         }
         Ok(FetchedManifest {
             bytes,
@@ -961,6 +932,31 @@ fn parse_next_link(header: &str) -> Option<String> {
             })
             .then(|| target.to_string())
     })
+}
+
+/// Sends a request to an auth endpoint (15 s limit, as docker's token client) and reads its
+/// small answer; `shown` is the URL for messages (without the query, which may hold secrets).
+pub(crate) async fn send_small(
+    request: reqwest::RequestBuilder,
+    shown: &Url,
+) -> Result<(StatusCode, HeaderMap, Vec<u8>), RegistryError> {
+    let resp = request
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map_err(|e| {
+            let (detail, retryable) = transport_detail(shown, &e);
+            RegistryError::Transport {
+                method: "Get",
+                url: shown.to_string(),
+                detail,
+                retryable,
+            }
+        })?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = read_limited(resp, 64 * 1024).await?;
+    Ok((status, headers, body))
 }
 
 /// Reads a whole (small) body, refusing more than `limit` bytes.
