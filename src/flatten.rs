@@ -29,6 +29,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::digest::Digest;
 use crate::gc::{GcError, StoreGuard};
 use crate::images::{read_image, ImagesError};
+use crate::store::StoreError;
 use crate::store::{self, RefEntry, Store};
 
 /// Why the root filesystem could not be built.
@@ -57,23 +58,17 @@ pub enum FlattenError {
         reason: &'static str,
     },
     /// A filesystem operation failed.
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On what.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] StoreError),
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FlattenError + 'a {
-    move |source| FlattenError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        FlattenError::Io(StoreError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -164,10 +159,12 @@ fn prepare_dest(dest: &Path) -> Result<(), FlattenError> {
 /// The `externalHardlinks` pairs (link, target) recorded in `layer.json`.
 fn external_hardlinks(path: &Path) -> Result<Vec<(String, String)>, FlattenError> {
     let bytes = fs::read(path).map_err(io_err("read", path))?;
-    let meta: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| FlattenError::Io {
-        action: "parse",
-        path: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidData, e),
+    let meta: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        FlattenError::Io(StoreError::Io {
+            action: "parse",
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })
     })?;
     let mut out = Vec::new();
     for pair in meta["externalHardlinks"].as_array().into_iter().flatten() {
@@ -189,10 +186,12 @@ struct Applier {
 }
 
 fn cstring(path: &Path) -> Result<CString, FlattenError> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| FlattenError::Io {
-        action: "encode",
-        path: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"),
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        FlattenError::Io(StoreError::Io {
+            action: "encode",
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"),
+        })
     })
 }
 
@@ -206,11 +205,11 @@ fn remove_any(path: &Path) -> Result<(), FlattenError> {
     if meta.is_dir() {
         store::remove_tree(path);
         if fs::symlink_metadata(path).is_ok() {
-            return Err(FlattenError::Io {
+            return Err(FlattenError::Io(StoreError::Io {
                 action: "remove",
                 path: path.to_path_buf(),
                 source: io::Error::other("could not remove the whole tree"),
-            });
+            }));
         }
         Ok(())
     } else {

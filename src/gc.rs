@@ -73,24 +73,15 @@ pub enum GcError {
         /// What is wrong.
         reason: String,
     },
-    /// A filesystem operation failed.
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On what.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> GcError + 'a {
-    move |source| GcError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        GcError::Store(StoreError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -586,11 +577,11 @@ fn tree_changed_since(path: &Path, cutoff: i64) -> bool {
 fn remove_dir_tree(path: &Path) -> Result<(), GcError> {
     store::remove_tree(path);
     if path.exists() {
-        return Err(GcError::Io {
+        return Err(GcError::Store(StoreError::Io {
             action: "remove",
             path: path.to_path_buf(),
             source: io::Error::other("could not remove the whole tree"),
-        });
+        }));
     }
     Ok(())
 }
