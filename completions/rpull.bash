@@ -83,7 +83,7 @@ _rpull() {
 
     case "${cmd}" in
         rpull)
-            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --help --version pull login logout images rmi prune save rootfs check help"
+            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --cert-dir --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --help --version pull login logout images rmi prune save rootfs check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -111,6 +111,10 @@ _rpull() {
                     ;;
                 --tls-verify)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --cert-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --os)
@@ -429,7 +433,7 @@ _rpull() {
             return 0
             ;;
         rpull__subcmd__pull)
-            opts="-a -q -h --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --root --help"
+            opts="-a -q -h --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --cert-dir --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --root --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -453,6 +457,10 @@ _rpull() {
                     ;;
                 --tls-verify)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --cert-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --os)

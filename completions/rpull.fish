@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_rpull_global_optspecs
-    string join \n root= a/all-tags platform= q/quiet disable-content-trust= creds= authfile= tls-verify= os= arch= variant= max-concurrent-downloads= format= insecure-registry= registry-mirror= retry= retry-delay= config= read-timeout= h/help V/version
+    string join \n root= a/all-tags platform= q/quiet disable-content-trust= creds= authfile= tls-verify= cert-dir= os= arch= variant= max-concurrent-downloads= format= insecure-registry= registry-mirror= retry= retry-delay= config= read-timeout= h/help V/version
 end
 
 function __fish_rpull_needs_command
@@ -32,6 +32,7 @@ complete -c rpull -n "__fish_rpull_needs_command" -l creds -d 'Use USERNAME[:PAS
 complete -c rpull -n "__fish_rpull_needs_command" -l authfile -d 'Path of the authentication file (config.json format), consulted before docker\'s config' -r -F
 complete -c rpull -n "__fish_rpull_needs_command" -l tls-verify -d 'Require HTTPS and verify certificates when contacting the registry (false: allow unverified TLS and plain HTTP for this registry, for this call only)' -r -f -a "true\t''
 false\t''"
+complete -c rpull -n "__fish_rpull_needs_command" -l cert-dir -d 'Use certificates at DIR (*.crt CA roots, *.cert + *.key client pairs) to connect to the registry of this pull, instead of its certs.d directory' -r -F
 complete -c rpull -n "__fish_rpull_needs_command" -l os -d 'Use OS instead of the running OS for choosing images (cannot be used with --platform)' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l arch -d 'Use ARCH instead of the architecture of the machine for choosing images (cannot be used with --platform)' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l variant -d 'Use VARIANT instead of the running architecture variant for choosing images (cannot be used with --platform)' -r
@@ -65,6 +66,7 @@ complete -c rpull -n "__fish_rpull_using_subcommand pull" -l creds -d 'Use USERN
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l authfile -d 'Path of the authentication file (config.json format), consulted before docker\'s config' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l tls-verify -d 'Require HTTPS and verify certificates when contacting the registry (false: allow unverified TLS and plain HTTP for this registry, for this call only)' -r -f -a "true\t''
 false\t''"
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l cert-dir -d 'Use certificates at DIR (*.crt CA roots, *.cert + *.key client pairs) to connect to the registry of this pull, instead of its certs.d directory' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l os -d 'Use OS instead of the running OS for choosing images (cannot be used with --platform)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l arch -d 'Use ARCH instead of the architecture of the machine for choosing images (cannot be used with --platform)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l variant -d 'Use VARIANT instead of the running architecture variant for choosing images (cannot be used with --platform)' -r

@@ -158,6 +158,11 @@ pub struct PullArgs {
     #[arg(long, value_name = "bool", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub tls_verify: Option<bool>,
 
+    /// Use certificates at DIR (*.crt CA roots, *.cert + *.key client pairs) to connect to the
+    /// registry of this pull, instead of its certs.d directory
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+
     /// Use OS instead of the running OS for choosing images (cannot be used with --platform)
     #[arg(long, value_name = "OS")]
     pub os: Option<String>,

@@ -426,3 +426,27 @@ fn credentials_from_a_helper_and_from_docker_auth_config() {
     r.write_docker_config(&json!({"auths": {&host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
     r.run([&image]).assert_success();
 }
+
+#[test]
+fn cert_dir_gives_this_pull_its_ca_and_client_certificate() {
+    let pki = Pki::new();
+    let registry = htpasswd_registry(&pki, true);
+    registry.push_small_image("app", "v1", 4);
+    let host = format!("localhost:{}", registry.port());
+    let image = format!("{host}/app:v1");
+    // certs.d is empty: without --cert-dir the CA is unknown.
+    let empty = temp_dir("rpull-certs-d-");
+    let r = verifying_sandbox(empty.path());
+    r.write_docker_config(&auth_config(&host));
+    r.run([&image]).assert_code(1);
+    // podman's --cert-dir names the directory holding the CA and the client pair directly.
+    let certs = temp_dir("rpull-cert-dir-");
+    pki.write_certs_d(certs.path(), &host, true);
+    let dir = certs.path().join(&host);
+    r.run([Path::new("--cert-dir"), &dir, Path::new(&image)])
+        .assert_success();
+    // It applies to that pull only.
+    let r2 = verifying_sandbox(empty.path());
+    r2.write_docker_config(&auth_config(&host));
+    r2.run([&image]).assert_code(1);
+}

@@ -91,7 +91,7 @@ fn options(
     args: &PullArgs,
     platform: Option<Platform>,
     credentials: CredentialLookup,
-    tls_verify_off_for: Option<String>,
+    target_host: Option<String>,
 ) -> Result<PullOptions, String> {
     let file = config::Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
     let mut insecure = Vec::new();
@@ -116,7 +116,9 @@ fn options(
         mirrors.insert(host.clone(), urls);
     }
     // --tls-verify=false: insecure for the pulled registry, for this call only.
-    insecure.extend(tls_verify_off_for);
+    if args.tls_verify == Some(false) {
+        insecure.extend(target_host.clone());
+    }
     let mut registry = RegistryOptions {
         insecure_registries: insecure,
         ..RegistryOptions::default()
@@ -128,6 +130,10 @@ fn options(
     }
     if std::env::var(NO_LOOPBACK_INSECURE_ENV).is_ok_and(|v| v == "1") {
         registry.loopback_insecure = false;
+    }
+    // --cert-dir: this pull's registry reads its certificates there instead of certs.d.
+    if let (Some(dir), Some(host)) = (&args.cert_dir, &target_host) {
+        registry.cert_dirs.insert(host.clone(), dir.clone());
     }
     if let Some(t) = args.read_timeout {
         registry.read_timeout = t;
@@ -173,10 +179,7 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     };
     // The registry this call pulls from, for --creds and --tls-verify=false.
     let target = Reference::parse_normalized(&name).ok();
-    let tls_verify_off_for = match (&target, args.tls_verify) {
-        (Some(r), Some(false)) => Some(r.registry_host()),
-        _ => None,
-    };
+    let target_host = target.as_ref().map(Reference::registry_host);
     let target_key = target.as_ref().map(Reference::credential_key).unwrap_or_default();
     let credentials = match credential_lookup(
         args.creds.as_deref(),
@@ -205,7 +208,7 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     let reporter: Arc<dyn progress::Reporter> = Arc::from(progress::reporter(mode));
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
-    let opts = match options(&args, platform, credentials, tls_verify_off_for) {
+    let opts = match options(&args, platform, credentials, target_host) {
         Ok(o) => o,
         Err(e) => return fail(&e),
     };

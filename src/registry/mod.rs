@@ -41,6 +41,9 @@ pub struct RegistryOptions {
     /// docker's `certs.d`: `<dir>/<host[:port]>/` holds extra CAs (`*.crt`) and client
     /// certificate pairs (`*.cert` + `*.key`) for that host.
     pub certs_d: PathBuf,
+    /// Per-host certificate directories used instead of `<certs_d>/<host>` (podman's
+    /// `--cert-dir`, for the pulled registry).
+    pub cert_dirs: std::collections::HashMap<String, PathBuf>,
     /// Whether loopback hosts (`localhost`, 127.0.0.0/8, ::1) are insecure-allowed without
     /// being listed, as in docker. Only tests turn this off, to check verified TLS on loopback.
     pub loopback_insecure: bool,
@@ -57,6 +60,7 @@ impl Default for RegistryOptions {
             read_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(30),
             certs_d: PathBuf::from(DEFAULT_CERTS_D),
+            cert_dirs: std::collections::HashMap::new(),
             loopback_insecure: true,
         }
     }
@@ -289,7 +293,12 @@ impl Registry {
         credential: Option<Credential>,
         opts: &RegistryOptions,
     ) -> Result<Registry, RegistryError> {
-        let tls = load_certs_d(&opts.certs_d, host)?;
+        let cert_dir = opts
+            .cert_dirs
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| opts.certs_d.join(host));
+        let tls = load_cert_dir(&cert_dir)?;
         let build = |accept_invalid: bool| {
             let mut b = reqwest::Client::builder()
                 .user_agent(opts.user_agent.clone())
@@ -843,16 +852,15 @@ struct HostTls {
     identity: Option<reqwest::Identity>,
 }
 
-/// Reads `<certs_d>/<host>/` as docker does: every `*.crt` is an extra CA root, every
-/// `<name>.cert` needs `<name>.key` (and the other way round) and makes a client certificate.
-/// A missing directory adds nothing.
-fn load_certs_d(certs_d: &Path, host: &str) -> Result<HostTls, RegistryError> {
+/// Reads a host's certificate directory (`<certs_d>/<host>/`) as docker does: every `*.crt`
+/// is an extra CA root, every `<name>.cert` needs `<name>.key` (and the other way round) and
+/// makes a client certificate. A missing directory adds nothing.
+fn load_cert_dir(dir: &Path) -> Result<HostTls, RegistryError> {
     let mut out = HostTls {
         roots: Vec::new(),
         identity: None,
     };
-    let dir = certs_d.join(host);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(out);
     };
     let mut names: Vec<String> = entries
@@ -1044,10 +1052,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let host = dir.path().join("r.example:5000");
         std::fs::create_dir(&host).unwrap();
-        assert!(load_certs_d(dir.path(), "other:1").unwrap().roots.is_empty());
+        assert!(load_cert_dir(&dir.path().join("other:1"))
+            .unwrap()
+            .roots
+            .is_empty());
         std::fs::write(host.join("client.cert"), "x").unwrap();
         assert_eq!(
-            load_certs_d(dir.path(), "r.example:5000").err().unwrap().to_string(),
+            load_cert_dir(&host).err().unwrap().to_string(),
             "missing key client.key for client certificate client.cert. CA certificates must use the extension .crt"
         );
     }
