@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::extract::extract;
+use super::extract::{extract, StreamExtractor};
 use super::{OrderedCompletion, PullError, RetryPolicy};
 use crate::digest::{Digest, Sha256Hasher};
 use crate::manifest::Descriptor;
@@ -67,12 +67,24 @@ impl LayerTask {
                 _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
             },
         };
+        // Unpack while downloading; the blob is re-read only when streaming did not work out.
+        let mut tee = None;
         if let Some(permit) = permit {
-            self.download(&id, &desc).await?;
+            tee = StreamExtractor::start(&self.store, &self.cancel, &diff_id);
+            self.download(&id, &desc, &mut tee).await?;
             // The slot is given up as soon as the download ends; unpacking does not hold it.
             drop(permit);
         }
         self.report(&id, LayerStatus::DownloadComplete);
+        if let Some(tee) = tee {
+            if tee
+                .finish(&self.store, &*self.reporter, &id, &desc, &diff_id)
+                .await?
+            {
+                self.completion.done(order, &*self.reporter);
+                return Ok(());
+            }
+        }
 
         let store = self.store.clone();
         let reporter = self.reporter.clone();
@@ -89,7 +101,14 @@ impl LayerTask {
 
     /// Downloads the blob into `ingest/`, resuming a partial file, verifying size and digest,
     /// retrying transient failures, and publishes it into `blobs/`.
-    async fn download(&self, id: &str, desc: &Descriptor) -> Result<(), PullError> {
+    /// While bytes arrive they are also fed to `tee`, which is dropped (aborting it) whenever
+    /// the stream it saw can no longer be the blob from byte 0.
+    async fn download(
+        &self,
+        id: &str,
+        desc: &Descriptor,
+        tee: &mut Option<StreamExtractor>,
+    ) -> Result<(), PullError> {
         let digest = &desc.digest;
         let path = self.store.ingest_path(digest);
         let lock_path = path.with_extension("lock");
@@ -123,11 +142,24 @@ impl LayerTask {
             source: e,
         })?;
         let mut resumed = offset > 0;
+        if offset > 0 {
+            // Resuming an earlier run's partial file: the extractor never saw its head.
+            *tee = None;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = self
-                .stream_into(id, desc, &mut file, &path, &mut hasher, &mut offset, &mut resumed)
+                .stream_into(
+                    id,
+                    desc,
+                    &mut file,
+                    &path,
+                    &mut hasher,
+                    &mut offset,
+                    &mut resumed,
+                    tee,
+                )
                 .await;
             let err = match result {
                 Ok(()) => {
@@ -139,6 +171,7 @@ impl LayerTask {
                     }
                     truncate(&mut file, &path)?;
                     offset = 0;
+                    *tee = None;
                     if !resumed {
                         let _ = fs::remove_file(&path);
                         return Err(PullError::LayerVerification(digest.clone()));
@@ -189,6 +222,7 @@ impl LayerTask {
         hasher: &mut Sha256Hasher,
         offset: &mut u64,
         resumed: &mut bool,
+        tee: &mut Option<StreamExtractor>,
     ) -> Result<(), PullError> {
         let io_err = |e: io::Error| -> PullError {
             StoreError::Io {
@@ -211,6 +245,7 @@ impl LayerTask {
             *offset = 0;
             *hasher = Sha256Hasher::new();
             *resumed = false;
+            *tee = None;
         } else if *offset > 0 {
             *resumed = true;
         }
@@ -234,6 +269,7 @@ impl LayerTask {
                         *offset = 0;
                         *hasher = Sha256Hasher::new();
                         *resumed = false;
+                        *tee = None;
                         return Err(RegistryError::Body(format!(
                             "blob {} is longer than the {} bytes its descriptor declares",
                             desc.digest, desc.size
@@ -242,6 +278,17 @@ impl LayerTask {
                     }
                     file.write_all(&bytes).map_err(io_err)?;
                     hasher.update(&bytes);
+                    if let Some(t) = tee.as_mut().filter(|t| t.fed() == *offset) {
+                        let fed = tokio::select! {
+                            ok = t.feed(bytes.clone()) => ok,
+                            _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+                        };
+                        if !fed {
+                            *tee = None;
+                        }
+                    } else if tee.is_some() {
+                        *tee = None;
+                    }
                     *offset += bytes.len() as u64;
                     if *offset - last_report >= PROGRESS_STEP || *offset == desc.size {
                         last_report = *offset;
