@@ -138,7 +138,7 @@ MEDIA = {
 
 def build_image(cache, kind, raw_total, parts, small_part, comps):
     """Builds (or reuses from `cache`) the layers of one image; returns {comp: image dict}."""
-    d = os.path.join(cache, kind)
+    d = os.path.join(cache, f"{kind}-{raw_total / 1e6:.0f}MB")
     meta_path = os.path.join(d, "image.json")
     if os.path.exists(meta_path):
         with open(meta_path) as f:
@@ -450,7 +450,7 @@ def main():
     images = [("one-layer ~50 MB (gzip)", "bench/small", small["gzip"], "gzip"),
               ("one-layer ~50 MB (zstd)", "bench/small-zstd", small["zstd"], "zstd")]
     if not args.quick:
-        big = build_image(cache, "big", 1.4e9, 4, True, ["gzip", "zstd"])
+        big = build_image(cache, "big", 1.65e9, 4, True, ["gzip", "zstd"])
         images = [("5 layers ~500 MB (gzip)", "bench/big", big["gzip"], "gzip"),
                   ("5 layers ~500 MB (zstd)", "bench/big-zstd", big["zstd"], "zstd")] + images
     registry = Registry(args.registry_bin, work)

@@ -1,21 +1,20 @@
 //! Unpacking a layer: decompress, hash the tar stream (the DiffID), unpack it into a fresh
 //! directory, check the DiffID against the config and publish the directory.
 //!
-//! Two ways in. [`StreamExtractor`] unpacks *while the blob is still arriving*: the download
-//! loop tees every chunk into a bounded channel read by a blocking thread, so inflate, DiffID
-//! and untar overlap the network and the blob is never read back. Its directory is published
+//! Two ways in. [`StreamExtractor`] unpacks *while the blob is still arriving*: a blocking
+//! thread follows the ingest file as the download loop appends to it (reading it back from the
+//! page cache, never from the disk), so inflate, DiffID and untar overlap the network, the
+//! download never waits for them and no layer is held in memory. Its directory is published
 //! only after both the blob digest and the DiffID verified. When streaming is not possible (a
 //! partial download left by an earlier run, a server that restarts from byte 0, a blob already
 //! in the store) or it failed for any reason, [`extract`] unpacks the stored blob afterwards.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
-use bytes::{Buf, Bytes};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::fetch::PROGRESS_STEP;
@@ -138,60 +137,77 @@ pub(super) fn extract(
     Ok(())
 }
 
-/// Chunks in flight between the download loop and a streaming extractor. hyper hands out chunks
-/// of at most ~400 KiB (usually 16–64 KiB), so this bounds the memory held per layer to a few
-/// MiB; when the extractor falls behind, the download waits (backpressure) instead of buffering.
-const STREAM_CHANNEL_CHUNKS: usize = 16;
-
-enum Msg {
-    Data(Bytes),
-    /// Every byte of the blob was sent.
-    End,
-}
-
-/// The extractor's side of the channel: a zero-copy `BufRead` over the received chunks.
-struct ChannelReader {
-    rx: mpsc::Receiver<Msg>,
-    cur: Bytes,
+/// How the download loop and a streaming extractor share the growing ingest file.
+#[derive(Default)]
+struct Shared {
+    /// The ingest file (a clone of the download's handle; read with `pread`, so the two never
+    /// share an offset), once the download attached it.
+    file: Option<File>,
+    /// Bytes of the blob written so far.
+    available: u64,
+    /// Every byte of the blob was written and its digest verified.
     ended: bool,
-    abort: Arc<AtomicBool>,
+    /// The stream can no longer be the blob from byte 0: stop.
+    aborted: bool,
 }
 
-impl ChannelReader {
-    fn aborted() -> io::Error {
-        io::Error::other("download aborted; the layer will be unpacked from the stored blob")
-    }
+type SharedState = Arc<(Mutex<Shared>, Condvar)>;
+
+/// The extractor's side: reads the ingest file up to what the download has written, waiting for
+/// more. The data comes back from the page cache, so the download never waits for the
+/// extractor (no backpressure on the network, its slot is released as soon as it ends) and no
+/// chunk is held in memory.
+struct TailReader {
+    state: SharedState,
+    file: Option<File>,
+    pos: u64,
 }
 
-impl BufRead for ChannelReader {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        while self.cur.is_empty() && !self.ended {
-            if self.abort.load(Ordering::Relaxed) {
-                return Err(Self::aborted());
-            }
-            match self.rx.blocking_recv() {
-                Some(Msg::Data(b)) => self.cur = b,
-                Some(Msg::End) => self.ended = true,
-                None => return Err(Self::aborted()),
-            }
-        }
-        Ok(&self.cur)
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.cur.advance(n);
-    }
-}
-
-impl Read for ChannelReader {
+impl Read for TailReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = avail.len().min(buf.len());
-        buf[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let (lock, cvar) = &*self.state;
+        let mut st = lock.lock().expect("lock");
+        loop {
+            if st.aborted {
+                return Err(io::Error::other(
+                    "download restarted; the layer will be unpacked from the stored blob",
+                ));
+            }
+            if self.file.is_none() {
+                self.file = st.file.as_ref().map(File::try_clone).transpose()?;
+            }
+            if self.pos < st.available || st.ended {
+                break;
+            }
+            st = cvar.wait(st).expect("lock");
+        }
+        let left = st.available - self.pos;
+        drop(st);
+        if left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("ingest file missing"))?;
+        let n = file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "ingest file shorter than written",
+            ));
+        }
+        self.pos += n as u64;
         Ok(n)
     }
 }
+
+/// The read size of the extractor: large reads, few syscalls and lock round-trips.
+const TAIL_BUF_LEN: usize = 256 * 1024;
 
 /// What a streaming extraction produced, not yet published.
 struct Unpacked {
@@ -200,20 +216,19 @@ struct Unpacked {
     stats: unpack::UnpackStats,
 }
 
-/// Unpacks a layer from the bytes of its blob as they are downloaded (see the module docs).
+/// Unpacks a layer from its ingest file while the blob is being downloaded into it (see the
+/// module docs).
 ///
 /// Dropping it without [`StreamExtractor::finish`] aborts the extraction and removes its
 /// temporary directory.
 pub(super) struct StreamExtractor {
-    tx: Option<mpsc::Sender<Msg>>,
-    abort: Arc<AtomicBool>,
+    state: SharedState,
     handle: Option<tokio::task::JoinHandle<Result<Unpacked, PullError>>>,
-    /// Bytes sent so far: the offset in the blob the next chunk must start at.
-    fed: u64,
 }
 
 impl StreamExtractor {
-    /// Starts the extractor thread for `desc`, unless the layer is already unpacked.
+    /// Starts the extractor thread for a layer, unless it is already unpacked. It waits for
+    /// [`StreamExtractor::attach`].
     pub(super) fn start(
         store: &Store,
         cancel: &CancellationToken,
@@ -222,51 +237,58 @@ impl StreamExtractor {
         if store.has_layer(diff_id) {
             return None;
         }
-        let (tx, rx) = mpsc::channel(STREAM_CHANNEL_CHUNKS);
-        let abort = Arc::new(AtomicBool::new(false));
-        let reader = ChannelReader {
-            rx,
-            cur: Bytes::new(),
-            ended: false,
-            abort: abort.clone(),
+        let state: SharedState = Arc::default();
+        let reader = TailReader {
+            state: state.clone(),
+            file: None,
+            pos: 0,
         };
         let store = store.clone();
         let cancel = cancel.clone();
-        let abort2 = abort.clone();
+        let state2 = state.clone();
         let handle = tokio::task::spawn_blocking(move || {
-            unpack_stream(&store, reader, &|| {
-                cancel.is_cancelled() || abort2.load(Ordering::Relaxed)
-            })
+            let stop = || cancel.is_cancelled() || state2.0.lock().map(|s| s.aborted).unwrap_or(true);
+            unpack_stream(&store, BufReader::with_capacity(TAIL_BUF_LEN, reader), &stop)
         });
         Some(StreamExtractor {
-            tx: Some(tx),
-            abort,
+            state,
             handle: Some(handle),
-            fed: 0,
         })
     }
 
-    /// Bytes of the blob sent to the extractor so far.
-    pub(super) fn fed(&self) -> u64 {
-        self.fed
+    /// Hands over the ingest file, empty: the extractor reads it as it grows.
+    pub(super) fn attach(&self, file: &File) -> io::Result<()> {
+        let clone = file.try_clone()?;
+        let (lock, cvar) = &*self.state;
+        let mut st = lock.lock().expect("lock");
+        st.file = Some(clone);
+        cvar.notify_all();
+        Ok(())
     }
 
-    /// Sends the next chunk of the blob (it must start at [`StreamExtractor::fed`]); waits while
-    /// the extractor is behind. Returns false when the extractor has stopped (it failed): the
-    /// caller drops it and the layer is unpacked from the blob later.
-    pub(super) async fn feed(&mut self, chunk: Bytes) -> bool {
-        let len = chunk.len() as u64;
-        match &self.tx {
-            Some(tx) if tx.send(Msg::Data(chunk)).await.is_ok() => {
-                self.fed += len;
-                true
-            }
-            _ => false,
+    /// Bytes of the blob written so far (and visible to the extractor).
+    pub(super) fn fed(&self) -> u64 {
+        self.state.0.lock().expect("lock").available
+    }
+
+    /// Tells the extractor that `len` more bytes were appended to the ingest file.
+    pub(super) fn feed(&self, len: u64) {
+        let (lock, cvar) = &*self.state;
+        let mut st = lock.lock().expect("lock");
+        st.available += len;
+        cvar.notify_all();
+    }
+
+    fn abort(&self) {
+        let (lock, cvar) = &*self.state;
+        if let Ok(mut st) = lock.lock() {
+            st.aborted = true;
+            cvar.notify_all();
         }
     }
 
     /// Ends the stream once the whole blob (`size` bytes, digest verified and published) was
-    /// fed, waits for the extractor, checks the DiffID and publishes the layer. Returns false
+    /// written, waits for the extractor, checks the DiffID and publishes the layer. Returns false
     /// when the layer must still be unpacked from the stored blob (the stream was incomplete or
     /// the extractor failed); errors only for cancellation.
     pub(super) async fn finish(
@@ -277,14 +299,18 @@ impl StreamExtractor {
         desc: &Descriptor,
         expected: &Digest,
     ) -> Result<bool, PullError> {
-        let complete = self.fed == desc.size;
-        if let Some(tx) = self.tx.take() {
+        let complete = {
+            let (lock, cvar) = &*self.state;
+            let mut st = lock.lock().expect("lock");
+            let complete = st.file.is_some() && st.available == desc.size && !st.aborted;
             if complete {
-                let _ = tx.send(Msg::End).await;
+                st.ended = true;
             } else {
-                self.abort.store(true, Ordering::Relaxed);
+                st.aborted = true;
             }
-        }
+            cvar.notify_all();
+            complete
+        };
         let handle = self.handle.take().expect("extractor handle");
         let result = handle.await.map_err(|e| PullError::Internal(e.to_string()))?;
         let unpacked = match result {
@@ -293,7 +319,7 @@ impl StreamExtractor {
                 store::remove_tree(&u.tmp);
                 return Ok(false);
             }
-            Err(e) if e.is_cancelled() && !self.abort.load(Ordering::Relaxed) => return Err(e),
+            Err(e) if e.is_cancelled() && complete => return Err(e),
             Err(_) => return Ok(false),
         };
         if &unpacked.diff_id != expected {
@@ -326,17 +352,18 @@ impl StreamExtractor {
 
 impl Drop for StreamExtractor {
     fn drop(&mut self) {
-        // Aborting: the thread sees the closed channel (or the flag), fails, and removes its
-        // temporary directory itself.
-        self.abort.store(true, Ordering::Relaxed);
-        self.tx = None;
+        // Aborting (a no-op after finish): the thread's next read fails, it stops and removes
+        // its temporary directory itself.
+        if self.handle.is_some() {
+            self.abort();
+        }
     }
 }
 
 /// The extractor thread: decode, hash and unpack what arrives into a fresh temporary directory.
-fn unpack_stream(
+fn unpack_stream<R: BufRead + Send>(
     store: &Store,
-    reader: ChannelReader,
+    reader: R,
     stop: &dyn Fn() -> bool,
 ) -> Result<Unpacked, PullError> {
     let decoded = compression::decoder(reader).map_err(|e| ManifestError::Unsupported(e.to_string()))?;

@@ -101,8 +101,8 @@ impl LayerTask {
 
     /// Downloads the blob into `ingest/`, resuming a partial file, verifying size and digest,
     /// retrying transient failures, and publishes it into `blobs/`.
-    /// While bytes arrive they are also fed to `tee`, which is dropped (aborting it) whenever
-    /// the stream it saw can no longer be the blob from byte 0.
+    /// `tee` follows the ingest file as it grows; it is dropped (aborting it) whenever the
+    /// file can no longer be the blob from byte 0.
     async fn download(
         &self,
         id: &str,
@@ -145,6 +145,10 @@ impl LayerTask {
         if offset > 0 {
             // Resuming an earlier run's partial file: the extractor never saw its head.
             *tee = None;
+        } else if let Some(t) = tee.as_ref() {
+            if t.attach(&file).is_err() {
+                *tee = None;
+            }
         }
         let mut attempt = 0;
         loop {
@@ -278,16 +282,10 @@ impl LayerTask {
                     }
                     file.write_all(&bytes).map_err(io_err)?;
                     hasher.update(&bytes);
-                    if let Some(t) = tee.as_mut().filter(|t| t.fed() == *offset) {
-                        let fed = tokio::select! {
-                            ok = t.feed(bytes.clone()) => ok,
-                            _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
-                        };
-                        if !fed {
-                            *tee = None;
-                        }
-                    } else if tee.is_some() {
-                        *tee = None;
+                    match tee.as_ref() {
+                        Some(t) if t.fed() == *offset => t.feed(bytes.len() as u64),
+                        Some(_) => *tee = None,
+                        None => {}
                     }
                     *offset += bytes.len() as u64;
                     if *offset - last_report >= PROGRESS_STEP || *offset == desc.size {
