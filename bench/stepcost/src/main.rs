@@ -45,7 +45,13 @@ fn decoder<'a>(blob: &'a [u8]) -> Box<dyn Read + 'a> {
 fn main() -> io::Result<()> {
     let mut args = std::env::args_os().skip(1);
     let dir = PathBuf::from(args.next().expect("usage: rpull-stepcost DIR BLOB..."));
-    let names = ["sha256_blob", "write_blob", "decompress", "sha256_tar", "unpack_tar"];
+    let names = [
+        "sha256_blob",
+        "write_blob",
+        "decompress",
+        "sha256_tar",
+        "unpack_tar",
+    ];
     let mut steps: Vec<Step> = names.iter().map(|_| Step { cpu: 0.0, wall: 0.0 }).collect();
     let (mut blob_bytes, mut tar_bytes) = (0u64, 0u64);
     for (i, path) in args.enumerate() {
