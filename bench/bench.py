@@ -425,6 +425,25 @@ def print_table(results):
               f"{ratio(cold['wall'], rows['curl|tar 3 parallel']['wall']):.2f}x")
 
 
+def targets(results):
+    """The issue's targets, checked on the first (largest) image of the run."""
+    res = results[0]
+    rows = {r["tool"]: r for r in res["rows"]}
+    cold, warm = rows["rpull cold"], rows["rpull warm"]
+    seq, par = rows["curl|tar sequential"], rows["curl|tar 3 parallel"]
+    rss = [r for x in results for r in x["rows"] if r["tool"] == "rpull cold"]
+    out = [
+        ("cold pull / curl|tar sequential (wall)", ratio(cold["wall"], seq["wall"]), "<= 0.6"),
+        ("cold pull / curl|tar 3 parallel (wall)", ratio(cold["wall"], par["wall"]), "<= 0.6"),
+        ("warm re-pull wall ms", 1000 * warm["wall"], "< 30"),
+        ("peak RSS MiB, largest over images", max(r["rss_mib"] for r in rss), "< 40"),
+        ("peak RSS MiB, per image", " / ".join(f"{r['rss_mib']:.1f}" for r in rss), "flat"),
+    ]
+    if res.get("stepcost"):
+        out.append(("CPU / sum of step costs", ratio(cold["cpu"], res["stepcost"]["cpu_total"]), "<= 1.3"))
+    return res["image"], out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rpull", required=True)
@@ -468,11 +487,19 @@ def main():
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     print_table(results)
+    image, tg = targets(results)
+    print(f"\n## Targets (on {image}; RSS over all images)\n")
+    print("| target | measured | goal |")
+    print("|---|---:|---|")
+    for name, v, goal in tg:
+        print(f"| {name} | {v if isinstance(v, str) else f'{v:.2f}'} | {goal} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
                        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "results": results}, f, indent=2)
+                       "results": results,
+                       "targets": [{"target": n, "measured": v, "goal": g} for n, v, g in tg]},
+                      f, indent=2)
         log(f"wrote {args.json}")
 
 

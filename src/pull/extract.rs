@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ use crate::digest::{Digest, Sha256Hasher};
 use crate::manifest::{Descriptor, ManifestError};
 use crate::progress::{Event, Phase, Reporter};
 use crate::store::{self, Store, StoreError};
-use crate::unpack::{self, UnpackOptions};
+use crate::unpack::{self, UnpackError, UnpackOptions};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -360,31 +360,112 @@ impl Drop for StreamExtractor {
     }
 }
 
-/// The extractor thread: decode, hash and unpack what arrives into a fresh temporary directory.
+/// Bytes of tar handed from the decoding thread to the unpacking thread at a time.
+const STAGE_BUF_LEN: usize = 256 * 1024;
+/// Hand-offs in flight between the two (with the recycled ones, ~2 MiB per layer at most).
+const STAGE_BUFS: usize = 4;
+
+/// The unpacking thread's side of the hand-off: the tar stream as decoded buffers arrive. The
+/// end of the channel is the end of the stream; whether the decoder finished cleanly is checked
+/// after unpacking, from its thread's result.
+struct StageReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    recycle: mpsc::Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for StageReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    let done = std::mem::replace(&mut self.cur, next);
+                    let _ = self.recycle.send(done);
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The extractor: decode and hash (the DiffID) on one thread, unpack on this one, so that the
+/// two halves of a layer's work overlap on two cores: a single layer, or the last one of an
+/// image, is not limited to one core.
 fn unpack_stream<R: BufRead + Send>(
     store: &Store,
     reader: R,
     stop: &dyn Fn() -> bool,
 ) -> Result<Unpacked, PullError> {
-    let decoded = compression::decoder(reader).map_err(|e| ManifestError::Unsupported(e.to_string()))?;
-    let mut hashing = Hashing {
-        inner: decoded,
-        hasher: Sha256Hasher::new(),
-    };
     let tmp = store.new_layer_tmp()?;
     let opts = UnpackOptions {
         is_root: is_root(),
         max_bytes: None,
     };
-    match unpack::unpack(&mut hashing, &tmp.join("rootfs"), &opts, stop) {
-        Ok(stats) => Ok(Unpacked {
-            tmp,
-            diff_id: std::mem::take(&mut hashing.hasher).finish(),
-            stats,
-        }),
-        Err(e) => {
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(STAGE_BUFS);
+    let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
+    let (unpacked, decoded) = std::thread::scope(|s| {
+        let decoder = s.spawn(move || -> Result<Digest, PullError> {
+            let mut decoded =
+                compression::decoder(reader).map_err(|e| ManifestError::Unsupported(e.to_string()))?;
+            let mut hasher = Sha256Hasher::new();
+            loop {
+                let mut buf = recycled.try_recv().unwrap_or_default();
+                buf.resize(STAGE_BUF_LEN, 0);
+                let n = read_full(&mut decoded, &mut buf).map_err(UnpackError::Read)?;
+                if n == 0 {
+                    return Ok(hasher.finish());
+                }
+                buf.truncate(n);
+                hasher.update(&buf);
+                if tx.send(buf).is_err() {
+                    // The unpacking side stopped; its error is the one reported.
+                    return Err(UnpackError::Cancelled.into());
+                }
+            }
+        });
+        let stage = StageReader {
+            rx,
+            recycle,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        // unpack() takes the reader by value: when it returns, early or not, the channel closes
+        // and the decoding thread stops at its next hand-off.
+        let unpacked = unpack::unpack(stage, &tmp.join("rootfs"), &opts, stop);
+        let decoded = decoder
+            .join()
+            .unwrap_or_else(|_| Err(PullError::Internal("layer decoder panicked".into())));
+        (unpacked, decoded)
+    });
+    match (unpacked, decoded) {
+        (Ok(stats), Ok(diff_id)) => Ok(Unpacked { tmp, diff_id, stats }),
+        (Err(e), _) => {
             store::remove_tree(&tmp);
             Err(e.into())
+        }
+        (Ok(_), Err(e)) => {
+            store::remove_tree(&tmp);
+            Err(e)
         }
     }
 }
