@@ -209,6 +209,45 @@ impl Read for TailReader {
 /// The read size of the extractor: large reads, few syscalls and lock round-trips.
 const TAIL_BUF_LEN: usize = 256 * 1024;
 
+/// Streaming extractions running at once in this process. Each uses two threads (decode, unpack)
+/// and a few MiB of buffers (more for zstd's window), so this keeps the peak memory and the
+/// thread count flat however many layers an image has, while keeping 2 cores busy.
+const EXTRACT_SLOTS: usize = 3;
+
+static SLOTS_IN_USE: Mutex<usize> = Mutex::new(0);
+static SLOT_FREED: Condvar = Condvar::new();
+
+/// One of the [`EXTRACT_SLOTS`], given back on drop.
+struct ExtractSlot;
+
+impl ExtractSlot {
+    /// Waits for a slot; `None` when `stop` says to give up first.
+    fn acquire(stop: &dyn Fn() -> bool) -> Option<ExtractSlot> {
+        let mut used = SLOTS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if stop() {
+                return None;
+            }
+            if *used < EXTRACT_SLOTS {
+                *used += 1;
+                return Some(ExtractSlot);
+            }
+            used = SLOT_FREED
+                .wait_timeout(used, std::time::Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for ExtractSlot {
+    fn drop(&mut self) {
+        let mut used = SLOTS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= 1;
+        SLOT_FREED.notify_one();
+    }
+}
+
 /// What a streaming extraction produced, not yet published.
 struct Unpacked {
     tmp: PathBuf,
@@ -248,6 +287,9 @@ impl StreamExtractor {
         let state2 = state.clone();
         let handle = tokio::task::spawn_blocking(move || {
             let stop = || cancel.is_cancelled() || state2.0.lock().map(|s| s.aborted).unwrap_or(true);
+            // Waiting for a slot costs nothing: the download goes on into the ingest file, and
+            // the extraction catches up from the page cache once it starts.
+            let _slot = ExtractSlot::acquire(&stop).ok_or(PullError::Cancelled)?;
             unpack_stream(&store, BufReader::with_capacity(TAIL_BUF_LEN, reader), &stop)
         });
         Some(StreamExtractor {
