@@ -411,7 +411,7 @@ def print_table(results):
         print("| tool | wall s | CPU s | peak RSS MiB | rpull cold / tool (wall) | (CPU) |")
         print("|---|---:|---:|---:|---:|---:|")
         for r in res["rows"]:
-            print(f"| {r['tool']} | {r['wall']:.3f} | {r['cpu']:.3f} | {r['rss_mib']:.1f} | "
+            print(f"| {r['tool'].replace('|', chr(92) + '|')} | {r['wall']:.3f} | {r['cpu']:.3f} | {r['rss_mib']:.1f} | "
                   f"{ratio(cold['wall'], r['wall']):.2f} | {ratio(cold['cpu'], r['cpu']):.2f} |")
         sc = res.get("stepcost")
         if sc:
@@ -492,7 +492,7 @@ def main():
     print("| target | measured | goal |")
     print("|---|---:|---|")
     for name, v, goal in tg:
-        print(f"| {name} | {v if isinstance(v, str) else f'{v:.2f}'} | {goal} |")
+        print(f"| {name.replace('|', chr(92) + '|')} | {v if isinstance(v, str) else f'{v:.2f}'} | {goal} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
