@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::extract::extract;
+use super::extract::{extract, StreamExtractor};
 use super::{OrderedCompletion, PullError, RetryPolicy};
 use crate::digest::{Digest, Sha256Hasher};
 use crate::manifest::Descriptor;
@@ -38,6 +38,9 @@ pub(super) struct LayerTask {
     pub(super) cancel: CancellationToken,
     pub(super) retry: RetryPolicy,
     pub(super) completion: Arc<OrderedCompletion>,
+    /// Extractors given up during the download (the file restarted); closed before the task
+    /// ends so that their temporary directories are gone when the pull returns.
+    pub(super) retired: std::sync::Mutex<Vec<StreamExtractor>>,
 }
 
 /// Bytes between two progress events.
@@ -67,12 +70,32 @@ impl LayerTask {
                 _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
             },
         };
+        // Unpack while downloading; the blob is re-read only when streaming did not work out.
+        let mut tee = None;
         if let Some(permit) = permit {
-            self.download(&id, &desc).await?;
+            tee = StreamExtractor::start(&self.store, &self.cancel, &diff_id, desc.size);
+            let downloaded = self.download(&id, &desc, &mut tee).await;
+            if downloaded.is_err() {
+                self.retire(&mut tee);
+            }
+            let retired = std::mem::take(&mut *self.retired.lock().expect("lock"));
+            for t in retired {
+                t.close().await;
+            }
+            downloaded?;
             // The slot is given up as soon as the download ends; unpacking does not hold it.
             drop(permit);
         }
         self.report(&id, LayerStatus::DownloadComplete);
+        if let Some(tee) = tee {
+            if tee
+                .finish(&self.store, &*self.reporter, &id, &desc, &diff_id)
+                .await?
+            {
+                self.completion.done(order, &*self.reporter);
+                return Ok(());
+            }
+        }
 
         let store = self.store.clone();
         let reporter = self.reporter.clone();
@@ -87,9 +110,24 @@ impl LayerTask {
         Ok(())
     }
 
+    /// Gives up the stream extractor, if any (its thread is stopped; see `retired`).
+    fn retire(&self, tee: &mut Option<StreamExtractor>) {
+        if let Some(t) = tee.take() {
+            t.abort();
+            self.retired.lock().expect("lock").push(t);
+        }
+    }
+
     /// Downloads the blob into `ingest/`, resuming a partial file, verifying size and digest,
     /// retrying transient failures, and publishes it into `blobs/`.
-    async fn download(&self, id: &str, desc: &Descriptor) -> Result<(), PullError> {
+    /// `tee` follows the ingest file as it grows; it is dropped (aborting it) whenever the
+    /// file can no longer be the blob from byte 0.
+    async fn download(
+        &self,
+        id: &str,
+        desc: &Descriptor,
+        tee: &mut Option<StreamExtractor>,
+    ) -> Result<(), PullError> {
         let digest = &desc.digest;
         let path = self.store.ingest_path(digest);
         let lock_path = path.with_extension("lock");
@@ -124,11 +162,28 @@ impl LayerTask {
             source: e,
         })?;
         let mut resumed = offset > 0;
+        if offset > 0 {
+            // Resuming an earlier run's partial file: the extractor never saw its head.
+            self.retire(tee);
+        } else if let Some(t) = tee.as_ref() {
+            if t.attach(&file).is_err() {
+                self.retire(tee);
+            }
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = self
-                .stream_into(id, desc, &mut file, &path, &mut hasher, &mut offset, &mut resumed)
+                .stream_into(
+                    id,
+                    desc,
+                    &mut file,
+                    &path,
+                    &mut hasher,
+                    &mut offset,
+                    &mut resumed,
+                    tee,
+                )
                 .await;
             let err = match result {
                 Ok(()) => {
@@ -140,6 +195,7 @@ impl LayerTask {
                     }
                     truncate(&mut file, &path)?;
                     offset = 0;
+                    self.retire(tee);
                     if !resumed {
                         let _ = fs::remove_file(&path);
                         return Err(PullError::LayerVerification(digest.clone()));
@@ -190,6 +246,7 @@ impl LayerTask {
         hasher: &mut Sha256Hasher,
         offset: &mut u64,
         resumed: &mut bool,
+        tee: &mut Option<StreamExtractor>,
     ) -> Result<(), PullError> {
         let io_err = |e: io::Error| -> PullError {
             StoreError::Io {
@@ -212,6 +269,7 @@ impl LayerTask {
             *offset = 0;
             *hasher = Sha256Hasher::new();
             *resumed = false;
+            self.retire(tee);
         } else if *offset > 0 {
             *resumed = true;
         }
@@ -235,6 +293,7 @@ impl LayerTask {
                         *offset = 0;
                         *hasher = Sha256Hasher::new();
                         *resumed = false;
+                        self.retire(tee);
                         return Err(RegistryError::Body(format!(
                             "blob {} is longer than the {} bytes its descriptor declares",
                             desc.digest, desc.size
@@ -243,6 +302,11 @@ impl LayerTask {
                     }
                     file.write_all(&bytes).map_err(io_err)?;
                     hasher.update(&bytes);
+                    match tee.as_ref() {
+                        Some(t) if t.fed() == *offset => t.feed(bytes.len() as u64),
+                        Some(_) => self.retire(tee),
+                        None => {}
+                    }
                     *offset += bytes.len() as u64;
                     if *offset - last_report >= PROGRESS_STEP || *offset == desc.size {
                         last_report = *offset;

@@ -760,6 +760,7 @@ impl Puller {
                 cancel: cancel.clone(),
                 retry: self.opts.retry.clone(),
                 completion: completion.clone(),
+                retired: std::sync::Mutex::new(Vec::new()),
             };
             set.spawn(async move { ctx.run(job.order, job.desc, job.diff_id, slot).await });
         }

@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""The pull benchmark driven by bench/run: builds test images from this machine's /usr, pushes
+them to a real distribution registry on loopback, and times rpull against its peers.
+
+Every figure of a run comes from the same machine in the same minutes, and the table shows
+ratios rpull/peer: the 2-core CI machines are shared and noisy, absolute seconds mean little.
+Standard library only.
+"""
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+CHUNK = 1 << 20
+TIME = "/usr/bin/time"
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the images
+
+
+def usr_entries(roots):
+    """Sorted (path, size) of every directory, file and symlink under `roots`, one filesystem."""
+    out = []
+    for root in roots:
+        dev = os.lstat(root).st_dev
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            kept = []
+            for d in dirnames:
+                p = os.path.join(dirpath, d)
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                if st.st_dev == dev and not os.path.islink(p):
+                    kept.append(d)
+                out.append((p, 0))
+            dirnames[:] = kept
+            for f in sorted(filenames):
+                p = os.path.join(dirpath, f)
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                if not os.access(p, os.R_OK) and not os.path.islink(p):
+                    continue
+                out.append((p, st.st_size if os.path.isfile(p) and not os.path.islink(p) else 0))
+    return out
+
+
+def split_layers(entries, raw_total, parts):
+    """Consecutive slices of `entries` up to raw_total bytes: `parts` layers of about equal size."""
+    per = raw_total / parts
+    layers, cur, size, total = [], [], 0, 0
+    for p, s in entries:
+        cur.append(p)
+        size += s
+        total += s
+        if size >= per:
+            layers.append(cur)
+            cur, size = [], 0
+            if len(layers) == parts:
+                break
+    if cur and len(layers) < parts:
+        layers.append(cur)
+    return layers
+
+
+def build_layer(paths, out_dir, name, comps):
+    """tar of `paths` (GNU tar, no recursion), compressed with each of `comps` in one pass.
+    Returns {comp: (file, digest, size)} and the diff_id."""
+    lst = os.path.join(out_dir, f"{name}.list")
+    with open(lst, "w") as f:
+        for p in paths:
+            f.write(p.lstrip("/") + "\n")
+    tar = subprocess.Popen(
+        ["tar", "-C", "/", "-cf", "-", "--no-recursion", "--ignore-failed-read", "--warning=none",
+         "-T", lst],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    procs = {}
+    for c in comps:
+        cmd = ["gzip", "-6", "-n"] if c == "gzip" else ["zstd", "-3", "-q", "-T1"]
+        fout = open(os.path.join(out_dir, f"{name}.{c}"), "wb")
+        procs[c] = (subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=fout), fout)
+    h = hashlib.sha256()
+    while True:
+        b = tar.stdout.read(CHUNK)
+        if not b:
+            break
+        h.update(b)
+        for p, _ in procs.values():
+            p.stdin.write(b)
+    tar.wait()
+    res = {}
+    for c, (p, fout) in procs.items():
+        p.stdin.close()
+        p.wait()
+        fout.close()
+        path = os.path.join(out_dir, f"{name}.{c}")
+        res[c] = (path, file_digest(path), os.path.getsize(path))
+    os.unlink(lst)
+    return res, "sha256:" + h.hexdigest()
+
+
+def file_digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(CHUNK)
+            if not b:
+                break
+            h.update(b)
+    return "sha256:" + h.hexdigest()
+
+
+MEDIA = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+
+
+def build_image(cache, kind, raw_total, parts, small_part, comps):
+    """Builds (or reuses from `cache`) the layers of one image; returns {comp: image dict}."""
+    d = os.path.join(cache, f"{kind}-{raw_total / 1e6:.0f}MB")
+    meta_path = os.path.join(d, "image.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if all(c in meta for c in comps):
+            log(f"reusing {kind} image from {d}")
+            return meta
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    log(f"building the {kind} image from /usr ({raw_total / 1e6:.0f} MB of files, {parts} layer(s)"
+        f"{' + 1 small' if small_part else ''}, {'+'.join(comps)})")
+    entries = usr_entries(["/usr/lib", "/usr/share", "/usr/bin", "/usr/libexec", "/usr/include",
+                           "/usr/sbin", "/usr/local"])
+    if kind == "small":
+        # A different slice than the big image's start, so the two images share no layer.
+        entries = entries[len(entries) // 3:]
+    layers = split_layers(entries, raw_total, parts)
+    if small_part:
+        layers.append(layers[-1][-1:] + [p for p, _ in usr_entries(["/usr/share/doc"])][:2000])
+    results = [None] * len(layers)
+
+    def work(i):
+        results[i] = build_layer(layers[i], d, f"layer{i}", comps)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(layers))]
+    # Two at a time: the machine has 2 cores.
+    for i in range(0, len(threads), 2):
+        for t in threads[i:i + 2]:
+            t.start()
+        for t in threads[i:i + 2]:
+            t.join()
+    meta = {}
+    for c in comps:
+        lays = [{"path": r[0][c][0], "digest": r[0][c][1], "size": r[0][c][2], "diff_id": r[1]}
+                for r in results]
+        config = {
+            "architecture": "amd64", "os": "linux",
+            "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [l["diff_id"] for l in lays]},
+            "history": [{"created_by": f"bench layer {i}"} for i in range(len(lays))],
+        }
+        meta[c] = {"layers": lays, "config": json.dumps(config, sort_keys=True)}
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    return meta
+
+
+# ----------------------------------------------------------------------------------------------
+# The registry
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Registry:
+    def __init__(self, binary, workdir):
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        storage = os.path.join(workdir, "registry")
+        os.makedirs(storage, exist_ok=True)
+        cfg = os.path.join(workdir, "registry.yml")
+        with open(cfg, "w") as f:
+            f.write(f"""version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: "{storage}"
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: "{self.host}"
+  secret: "rpull-bench"
+""")
+        self.logf = open(os.path.join(workdir, "registry.log"), "w")
+        self.proc = subprocess.Popen([binary, "serve", cfg], stdout=self.logf, stderr=self.logf,
+                                     start_new_session=True)
+        deadline = time.time() + 20
+        while True:
+            try:
+                if self.request("GET", "/v2/")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"registry did not start; see {workdir}/registry.log")
+            time.sleep(0.05)
+        log(f"registry {binary} listening on {self.host}")
+
+    def request(self, method, path, body=None, headers=None, length=None):
+        conn = http.client.HTTPConnection(self.host, timeout=600)
+        h = dict(headers or {})
+        if length is not None:
+            h["Content-Length"] = str(length)
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        return r.status, r.getheader("Location"), data
+
+    def push_blob(self, repo, digest, path=None, data=None):
+        if self.request("HEAD", f"/v2/{repo}/blobs/{digest}")[0] == 200:
+            return
+        st, loc, _ = self.request("POST", f"/v2/{repo}/blobs/uploads/")
+        assert st == 202, st
+        u = urllib.parse.urlsplit(loc)
+        q = (u.query + "&" if u.query else "") + "digest=" + urllib.parse.quote(digest)
+        if path:
+            with open(path, "rb") as f:
+                st = self.request("PUT", f"{u.path}?{q}", body=f, length=os.path.getsize(path),
+                                  headers={"Content-Type": "application/octet-stream"})[0]
+        else:
+            st = self.request("PUT", f"{u.path}?{q}", body=data, length=len(data),
+                              headers={"Content-Type": "application/octet-stream"})[0]
+        assert st == 201, f"PUT blob {digest}: {st}"
+
+    def push_image(self, repo, tag, image, comp):
+        config = image["config"].encode()
+        cdig = "sha256:" + hashlib.sha256(config).hexdigest()
+        for l in image["layers"]:
+            self.push_blob(repo, l["digest"], path=l["path"])
+        self.push_blob(repo, cdig, data=config)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdig,
+                       "size": len(config)},
+            "layers": [{"mediaType": MEDIA[comp], "digest": l["digest"], "size": l["size"]}
+                       for l in image["layers"]],
+        }
+        body = json.dumps(manifest).encode()
+        st = self.request("PUT", f"/v2/{repo}/manifests/{tag}", body=body, length=len(body),
+                          headers={"Content-Type": manifest["mediaType"]})[0]
+        assert st == 201, f"PUT manifest: {st}"
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+
+
+def run_once(cmd, env=None):
+    """Runs `cmd` (argv) under GNU time; returns wall seconds, user+sys CPU of it and its
+    descendants, and the peak RSS in MiB of its largest process. GNU time (a small process) forks
+    the command, so the peak RSS is not inflated by this Python process's own memory."""
+    with tempfile.NamedTemporaryFile("r", prefix="rpull-bench-time-") as out:
+        t0 = time.perf_counter()
+        p = subprocess.run([TIME, "-q", "-f", "%U %S %M", "-o", out.name, *cmd], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}\n"
+                             f"{p.stderr.decode(errors='replace')[-2000:]}")
+        user, sys_, rss_kb = out.read().split()[-3:]
+    return wall, float(user) + float(sys_), int(rss_kb) / 1024.0
+
+
+def timed(name, cmd, runs, prep=None, env=None):
+    samples = []
+    for _ in range(runs):
+        if prep:
+            prep()
+        subprocess.run(["sync"], check=False)
+        samples.append(run_once(cmd, env))
+    med = lambda i: statistics.median(s[i] for s in samples)
+    r = {"tool": name, "runs": runs, "wall": med(0), "cpu": med(1), "rss_mib": max(s[2] for s in samples),
+         "wall_samples": [round(s[0], 4) for s in samples]}
+    log(f"  {name:<28} wall {r['wall']:7.3f}s  cpu {r['cpu']:7.3f}s  rss {r['rss_mib']:6.1f} MiB")
+    return r
+
+
+def wipe(path):
+    def f():
+        shutil.rmtree(path, ignore_errors=True)
+    return f
+
+
+def curl_tar_script(path, registry, repo, tag, image, comp, dest, parallel):
+    """The naive baseline: manifest, config, then each blob `curl | tar -x` into its own dir."""
+    base = f"http://{registry.host}/v2/{repo}"
+    acc = "application/vnd.oci.image.manifest.v1+json"
+    untar = "tar -xzf -" if comp == "gzip" else "tar --zstd -xf -"
+    lines = ["#!/bin/sh", "set -e", f"mkdir -p {dest}",
+             f"curl -sf -H 'Accept: {acc}' {base}/manifests/{tag} > {dest}/manifest.json"]
+    cdig = "sha256:" + hashlib.sha256(image["config"].encode()).hexdigest()
+    lines.append(f"curl -sf {base}/blobs/{cdig} > {dest}/config.json")
+    for i, l in enumerate(image["layers"]):
+        cmd = f"mkdir -p {dest}/{i} && curl -sf {base}/blobs/{l['digest']} | {untar} -C {dest}/{i}"
+        lines.append(f"( {cmd} ) &" if parallel else cmd)
+        if parallel and i % parallel == parallel - 1:
+            lines.append("wait")
+    if parallel:
+        lines.append("wait")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o755)
+
+
+def bench_image(args, registry, label, repo, image, comp, work):
+    tag = "latest"
+    ref = f"{registry.host}/{repo}:{tag}"
+    blob_bytes = sum(l["size"] for l in image["layers"])
+    log(f"{label}: {len(image['layers'])} layer(s), {blob_bytes / 1e6:.1f} MB {comp}")
+    rows = []
+    root = os.path.join(work, "rpull-root")
+    rpull = [args.rpull, "pull", "-q", "--root", root, ref]
+    env = dict(os.environ, HOME=work, DOCKER_CONFIG=os.path.join(work, "docker-config"))
+    os.makedirs(env["DOCKER_CONFIG"], exist_ok=True)
+    rows.append(timed("rpull cold", rpull, args.runs, prep=wipe(root), env=env))
+    rows.append(timed("rpull warm", rpull, args.runs, env=env))
+    shutil.rmtree(root, ignore_errors=True)
+    dest = os.path.join(work, "curl-tar")
+    for par, name in ((0, "curl|tar sequential"), (3, "curl|tar 3 parallel")):
+        script = os.path.join(work, f"curl-tar-{par}.sh")
+        curl_tar_script(script, registry, repo, tag, image, comp, dest, par)
+        rows.append(timed(name, ["/bin/sh", script], args.runs, prep=wipe(dest)))
+    shutil.rmtree(dest, ignore_errors=True)
+    if args.skopeo:
+        oci = os.path.join(work, "skopeo-oci")
+        sk = [args.skopeo, "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{oci}:{tag}"]
+        rows.append(timed("skopeo copy (no unpack)", sk, args.runs, prep=wipe(oci)))
+        rows.append(timed("skopeo copy warm", sk, args.runs))
+        shutil.rmtree(oci, ignore_errors=True)
+    for tool in ("podman", "docker"):
+        exe = shutil.which(tool)
+        if not exe:
+            continue
+        if subprocess.run([exe, "info"], capture_output=True).returncode != 0:
+            log(f"  {tool} is installed but not usable (no engine); skipped")
+            continue
+        prep = lambda: subprocess.run([exe, "rmi", "-f", ref], capture_output=True)
+        extra = ["--tls-verify=false"] if tool == "podman" else []
+        rows.append(timed(f"{tool} pull", [exe, "pull", "-q", *extra, ref], args.runs, prep=prep))
+    return {"image": label, "compression": comp, "layers": len(image["layers"]),
+            "blob_bytes": blob_bytes, "rows": rows}
+
+
+def step_costs(args, image, work):
+    out = os.path.join(work, "stepcost")
+    os.makedirs(out, exist_ok=True)
+    p = subprocess.run([args.stepcost, out] + [l["path"] for l in image["layers"]],
+                       capture_output=True, text=True, check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return json.loads(p.stdout)
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def print_table(results):
+    for res in results:
+        rows = {r["tool"]: r for r in res["rows"]}
+        cold = rows["rpull cold"]
+        mb = res["blob_bytes"] / 1e6
+        print(f"\n## {res['image']} — {res['layers']} layer(s), {mb:.1f} MB {res['compression']}"
+              f" (median of {cold['runs']} runs)\n")
+        print("| tool | wall s | CPU s | peak RSS MiB | rpull cold / tool (wall) | (CPU) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in res["rows"]:
+            print(f"| {r['tool'].replace('|', chr(92) + '|')} | {r['wall']:.3f} | {r['cpu']:.3f} | {r['rss_mib']:.1f} | "
+                  f"{ratio(cold['wall'], r['wall']):.2f} | {ratio(cold['cpu'], r['cpu']):.2f} |")
+        sc = res.get("stepcost")
+        if sc:
+            steps = ", ".join(f"{k} {v['cpu']:.2f}" for k, v in sc["steps"].items())
+            print(f"\nCPU per compressed MB: rpull cold {1000 * cold['cpu'] / mb:.2f} ms/MB; "
+                  f"sum of the steps alone {1000 * sc['cpu_total'] / mb:.2f} ms/MB ({steps} s); "
+                  f"ratio {ratio(cold['cpu'], sc['cpu_total']):.2f}")
+        warm = rows["rpull warm"]
+        print(f"warm re-pull: {1000 * warm['wall']:.1f} ms wall; cold pull vs curl|tar sequential "
+              f"{ratio(cold['wall'], rows['curl|tar sequential']['wall']):.2f}x, vs 3 parallel "
+              f"{ratio(cold['wall'], rows['curl|tar 3 parallel']['wall']):.2f}x")
+
+
+def targets(results):
+    """The issue's targets, checked on the first (largest) image of the run."""
+    res = results[0]
+    rows = {r["tool"]: r for r in res["rows"]}
+    cold, warm = rows["rpull cold"], rows["rpull warm"]
+    seq, par = rows["curl|tar sequential"], rows["curl|tar 3 parallel"]
+    rss = [r for x in results for r in x["rows"] if r["tool"] == "rpull cold"]
+    out = [
+        ("cold pull / curl|tar sequential (wall)", ratio(cold["wall"], seq["wall"]), "<= 0.6"),
+        ("cold pull / curl|tar 3 parallel (wall)", ratio(cold["wall"], par["wall"]), "<= 0.6"),
+        ("warm re-pull wall ms", 1000 * warm["wall"], "< 30"),
+        ("peak RSS MiB, largest over images", max(r["rss_mib"] for r in rss), "< 40"),
+        ("peak RSS MiB, per image", " / ".join(f"{r['rss_mib']:.1f}" for r in rss), "flat"),
+    ]
+    if res.get("stepcost"):
+        out.append(("CPU / sum of step costs", ratio(cold["cpu"], res["stepcost"]["cpu_total"]), "<= 1.3"))
+    return res["image"], out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rpull", required=True)
+    ap.add_argument("--stepcost")
+    ap.add_argument("--registry-bin", default=shutil.which("docker-registry") or "/usr/bin/docker-registry")
+    ap.add_argument("--skopeo", default=shutil.which("skopeo"))
+    ap.add_argument("--work", help="scratch directory (default: under /dev/shm when it has room)")
+    ap.add_argument("--cache", help="where built images are kept between runs")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="only the one-layer ~50 MB image")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    shm_free = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0
+    parent = "/dev/shm" if shm_free > (4 << 30 if args.quick else 10 << 30) else None
+    work = args.work or tempfile.mkdtemp(prefix="rpull-bench-", dir=parent)
+    os.makedirs(work, exist_ok=True)
+    cache = args.cache or os.path.join(os.path.expanduser("~"), ".cache", "rpull-bench")
+    os.makedirs(cache, exist_ok=True)
+    log(f"scratch {work}, image cache {cache}")
+
+    small = build_image(cache, "small", 62e6, 1, False, ["gzip", "zstd"])
+    images = [("one-layer ~50 MB (gzip)", "bench/small", small["gzip"], "gzip"),
+              ("one-layer ~50 MB (zstd)", "bench/small-zstd", small["zstd"], "zstd")]
+    if not args.quick:
+        big = build_image(cache, "big", 1.65e9, 4, True, ["gzip", "zstd"])
+        images = [("5 layers ~500 MB (gzip)", "bench/big", big["gzip"], "gzip"),
+                  ("5 layers ~500 MB (zstd)", "bench/big-zstd", big["zstd"], "zstd")] + images
+    registry = Registry(args.registry_bin, work)
+    results = []
+    try:
+        for label, repo, image, comp in images:
+            registry.push_image(repo, "latest", image, comp)
+        for label, repo, image, comp in images:
+            res = bench_image(args, registry, label, repo, image, comp, work)
+            if args.stepcost:
+                res["stepcost"] = step_costs(args, image, work)
+            results.append(res)
+    finally:
+        registry.stop()
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    print_table(results)
+    image, tg = targets(results)
+    print(f"\n## Targets (on {image}; RSS over all images)\n")
+    print("| target | measured | goal |")
+    print("|---|---:|---|")
+    for name, v, goal in tg:
+        print(f"| {name.replace('|', chr(92) + '|')} | {v if isinstance(v, str) else f'{v:.2f}'} | {goal} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+                       "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "results": results,
+                       "targets": [{"target": n, "measured": v, "goal": g} for n, v, g in tg]},
+                      f, indent=2)
+        log(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
