@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::plain::lock;
-use super::{plain_line, write_line, Event, Phase, PullResult, Reporter};
+use super::plain::{lock, Sinks};
+use super::{plain_line, Event, Phase, PullResult, Reporter};
 
 /// Minimum time between two `Downloading`/`Extracting` messages for the same layer, as the
 /// docker daemon throttles them.
@@ -30,8 +30,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// the total is always written. [`Event::Done`] is not written (the result carries the
 /// reference); notes go to the error sink (stderr) so the output stays pure JSON.
 pub struct JsonReporter<W: Write + Send, E: Write + Send = io::Stderr> {
-    out: Mutex<W>,
-    err: Mutex<E>,
+    sinks: Sinks<W, E>,
     interval: Duration,
     last_progress: Mutex<HashMap<(String, Phase), Instant>>,
 }
@@ -82,8 +81,7 @@ impl<W: Write + Send, E: Write + Send> JsonReporter<W, E> {
     /// A reporter writing to `out`, with notes on `err`.
     pub fn with_stderr(out: W, err: E) -> Self {
         Self {
-            out: Mutex::new(out),
-            err: Mutex::new(err),
+            sinks: Sinks::new(out, err),
             interval: PROGRESS_INTERVAL,
             last_progress: Mutex::new(HashMap::new()),
         }
@@ -98,10 +96,7 @@ impl<W: Write + Send, E: Write + Send> JsonReporter<W, E> {
 
     /// Give back the output and error sinks (used by tests to inspect what was written).
     pub fn into_inner(self) -> (W, E) {
-        (
-            self.out.into_inner().unwrap_or_else(|e| e.into_inner()),
-            self.err.into_inner().unwrap_or_else(|e| e.into_inner()),
-        )
+        self.sinks.into_inner()
     }
 
     /// Whether a progress message for this layer and phase is due now.
@@ -122,7 +117,7 @@ impl<W: Write + Send, E: Write + Send> JsonReporter<W, E> {
 
     fn emit(&self, msg: &Message<'_>) {
         if let Ok(line) = serde_json::to_string(msg) {
-            write_line(&mut *lock(&self.out), &line);
+            self.sinks.out_line(&line);
         }
     }
 }
@@ -175,7 +170,7 @@ impl<W: Write + Send, E: Write + Send> Reporter for JsonReporter<W, E> {
                 result: Some(result),
                 ..Default::default()
             }),
-            Event::Note(text) => write_line(&mut *lock(&self.err), text),
+            Event::Note(text) => self.sinks.err_line(text),
             // The result message carries the final reference.
             Event::Done(_) => {}
             other => {
@@ -190,8 +185,7 @@ impl<W: Write + Send, E: Write + Send> Reporter for JsonReporter<W, E> {
     }
 
     fn finish(&self) {
-        let _ = lock(&self.out).flush();
-        let _ = lock(&self.err).flush();
+        self.sinks.flush();
     }
 }
 

@@ -321,6 +321,35 @@ fn write_line<W: Write + ?Sized>(out: &mut W, line: &str) {
     let _ = out.flush();
 }
 
+/// Events and names shared by the reporters' tests (capture 01's image).
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{Event, LayerStatus, Phase};
+
+    /// A layer status event.
+    pub fn layer(id: &str, status: LayerStatus) -> Event {
+        Event::Layer {
+            id: id.into(),
+            status,
+        }
+    }
+
+    /// A byte-progress event.
+    pub fn progress(id: &str, phase: Phase, current: u64, total: u64) -> Event {
+        Event::Progress {
+            id: id.into(),
+            phase,
+            current,
+            total,
+        }
+    }
+
+    /// The digest of capture 01's image.
+    pub const DIGEST: &str = "sha256:791c47585e2d5f7943859d53f94bea25159a50ead6ec107ddaeac807e38e9e71";
+    /// The reference of capture 01.
+    pub const REF: &str = "127.0.0.1:5000/bench/debian:bookworm";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,16 +5,49 @@ use std::sync::Mutex;
 
 use super::{plain_line, write_line, Event, Reporter};
 
+/// An output sink and an error sink, each written a whole line at a time under its lock, so
+/// lines from concurrent layers never interleave.
+pub struct Sinks<W: Write + Send, E: Write + Send> {
+    out: Mutex<W>,
+    err: Mutex<E>,
+}
+
+impl<W: Write + Send, E: Write + Send> Sinks<W, E> {
+    pub(super) fn new(out: W, err: E) -> Self {
+        Self {
+            out: Mutex::new(out),
+            err: Mutex::new(err),
+        }
+    }
+
+    pub(super) fn out_line(&self, line: &str) {
+        write_line(&mut *lock(&self.out), line);
+    }
+
+    pub(super) fn err_line(&self, line: &str) {
+        write_line(&mut *lock(&self.err), line);
+    }
+
+    pub(super) fn flush(&self) {
+        let _ = lock(&self.out).flush();
+        let _ = lock(&self.err).flush();
+    }
+
+    pub(super) fn into_inner(self) -> (W, E) {
+        (
+            self.out.into_inner().unwrap_or_else(|e| e.into_inner()),
+            self.err.into_inner().unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+}
+
 /// docker's rendering when stdout is not a terminal.
 ///
 /// Every layer status change is one `"<id>: <status>"` line; byte progress is dropped; the
 /// other lines (`Pulling from`, `Digest:`, `Status:`, warnings, the final reference) are printed
 /// as they come. Notes go to the error sink (stderr). Each line is written with one call and
 /// flushed under a lock, so lines from concurrent layers never interleave.
-pub struct PlainReporter<W: Write + Send, E: Write + Send = io::Stderr> {
-    out: Mutex<W>,
-    err: Mutex<E>,
-}
+pub struct PlainReporter<W: Write + Send, E: Write + Send = io::Stderr>(Sinks<W, E>);
 
 impl<W: Write + Send> PlainReporter<W> {
     /// A reporter writing to `out`, with notes on the process's stderr.
@@ -26,18 +59,12 @@ impl<W: Write + Send> PlainReporter<W> {
 impl<W: Write + Send, E: Write + Send> PlainReporter<W, E> {
     /// A reporter writing to `out`, with notes on `err`.
     pub fn with_stderr(out: W, err: E) -> Self {
-        Self {
-            out: Mutex::new(out),
-            err: Mutex::new(err),
-        }
+        Self(Sinks::new(out, err))
     }
 
     /// Give back the output and error sinks (used by tests to inspect what was written).
     pub fn into_inner(self) -> (W, E) {
-        (
-            self.out.into_inner().unwrap_or_else(|e| e.into_inner()),
-            self.err.into_inner().unwrap_or_else(|e| e.into_inner()),
-        )
+        self.0.into_inner()
     }
 }
 
@@ -45,10 +72,7 @@ impl<W: Write + Send, E: Write + Send> Reporter for PlainReporter<W, E> {
     fn report(&self, event: Event) {
         let line = match &event {
             Event::Layer { id, status } => format!("{id}: {status}"),
-            Event::Note(text) => {
-                write_line(&mut *lock(&self.err), text);
-                return;
-            }
+            Event::Note(text) => return self.0.err_line(text),
             // Byte progress has no place in a log: docker drops it when not on a terminal.
             Event::Progress { .. } | Event::Error(_) | Event::Result(_) => return,
             other => match plain_line(other) {
@@ -56,21 +80,17 @@ impl<W: Write + Send, E: Write + Send> Reporter for PlainReporter<W, E> {
                 None => return,
             },
         };
-        write_line(&mut *lock(&self.out), &line);
+        self.0.out_line(&line);
     }
 
     fn finish(&self) {
-        let _ = lock(&self.out).flush();
-        let _ = lock(&self.err).flush();
+        self.0.flush();
     }
 }
 
 /// `-q`: only the final reference is printed on the output sink; warnings and notes go to the
 /// error sink (stderr); everything else is dropped.
-pub struct QuietReporter<W: Write + Send, E: Write + Send = io::Stderr> {
-    out: Mutex<W>,
-    err: Mutex<E>,
-}
+pub struct QuietReporter<W: Write + Send, E: Write + Send = io::Stderr>(Sinks<W, E>);
 
 impl<W: Write + Send> QuietReporter<W> {
     /// A reporter writing to `out`, with warnings and notes on the process's stderr.
@@ -82,33 +102,26 @@ impl<W: Write + Send> QuietReporter<W> {
 impl<W: Write + Send, E: Write + Send> QuietReporter<W, E> {
     /// A reporter writing to `out`, with warnings and notes on `err`.
     pub fn with_stderr(out: W, err: E) -> Self {
-        Self {
-            out: Mutex::new(out),
-            err: Mutex::new(err),
-        }
+        Self(Sinks::new(out, err))
     }
 
     /// Give back the output and error sinks (used by tests to inspect what was written).
     pub fn into_inner(self) -> (W, E) {
-        (
-            self.out.into_inner().unwrap_or_else(|e| e.into_inner()),
-            self.err.into_inner().unwrap_or_else(|e| e.into_inner()),
-        )
+        self.0.into_inner()
     }
 }
 
 impl<W: Write + Send, E: Write + Send> Reporter for QuietReporter<W, E> {
     fn report(&self, event: Event) {
         match event {
-            Event::Done(reference) => write_line(&mut *lock(&self.out), &reference),
-            Event::Warning(text) | Event::Note(text) => write_line(&mut *lock(&self.err), &text),
+            Event::Done(reference) => self.0.out_line(&reference),
+            Event::Warning(text) | Event::Note(text) => self.0.err_line(&text),
             _ => {}
         }
     }
 
     fn finish(&self) {
-        let _ = lock(&self.out).flush();
-        let _ = lock(&self.err).flush();
+        self.0.flush();
     }
 }
 
@@ -122,24 +135,7 @@ mod tests {
     use super::super::{LayerStatus, Phase};
     use super::*;
 
-    fn layer(id: &str, status: LayerStatus) -> Event {
-        Event::Layer {
-            id: id.into(),
-            status,
-        }
-    }
-
-    fn progress(id: &str, phase: Phase, current: u64, total: u64) -> Event {
-        Event::Progress {
-            id: id.into(),
-            phase,
-            current,
-            total,
-        }
-    }
-
-    const DIGEST: &str = "sha256:791c47585e2d5f7943859d53f94bea25159a50ead6ec107ddaeac807e38e9e71";
-    const REF: &str = "127.0.0.1:5000/bench/debian:bookworm";
+    use super::super::fixtures::{layer, progress, DIGEST, REF};
 
     /// The events of capture 01-pull-notty.txt, with progress interleaved as the pull sends it.
     fn capture_01_events() -> Vec<Event> {

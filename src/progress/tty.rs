@@ -580,24 +580,7 @@ mod tests {
         vt.text()
     }
 
-    fn layer(id: &str, status: LayerStatus) -> Event {
-        Event::Layer {
-            id: id.into(),
-            status,
-        }
-    }
-
-    fn progress(id: &str, phase: Phase, current: u64, total: u64) -> Event {
-        Event::Progress {
-            id: id.into(),
-            phase,
-            current,
-            total,
-        }
-    }
-
-    const DIGEST: &str = "sha256:791c47585e2d5f7943859d53f94bea25159a50ead6ec107ddaeac807e38e9e71";
-    const REF: &str = "127.0.0.1:5000/bench/debian:bookworm";
+    use super::super::fixtures::{layer, progress, DIGEST, REF};
 
     fn run(cols: u16, events: Vec<Event>, check: impl Fn(usize, &[u8])) -> (Vec<u8>, String) {
         let out = SharedBuf::default();
