@@ -511,41 +511,7 @@ pub fn human_duration_ns(d: i64) -> String {
     }
 }
 
-/// go-units `HumanSizeWithPrecision`: decimal units, `%.{precision}g`.
-pub fn human_size_precision(bytes: u64, precision: usize) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut size = bytes as f64;
-    let mut i = 0;
-    while size >= 1000.0 && i < UNITS.len() - 1 {
-        size /= 1000.0;
-        i += 1;
-    }
-    format!("{}{}", format_g(size, precision), UNITS[i])
-}
-
-/// Go's `%.{precision}g` for the non-negative finite values sizes produce.
-fn format_g(value: f64, precision: usize) -> String {
-    if value == 0.0 || !value.is_finite() {
-        return format!("{value}");
-    }
-    let precision = precision.max(1);
-    let sci = format!("{:.*e}", precision - 1, value);
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i64 = exp.parse().unwrap_or(0);
-    let trim = |s: &str| -> String {
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    if exp < -4 || exp >= precision as i64 {
-        let sign = if exp < 0 { '-' } else { '+' };
-        return format!("{}e{sign}{:02}", trim(mantissa), exp.abs());
-    }
-    let decimals = (precision as i64 - 1 - exp).max(0) as usize;
-    trim(&format!("{value:.decimals$}"))
-}
+pub use crate::progress::human_size_precision;
 
 /// Parses an RFC 3339 time (`2023-11-14T22:13:00.123Z`, `…+01:00`) to Unix seconds.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {

@@ -214,6 +214,12 @@ fn resolve_mode(mode: OutputMode) -> OutputMode {
 /// docker's go-units HumanSize (decimal, %.4g, no space, "kB"): 0B, 512B, 1kB, 1.536kB, 12.35MB,
 /// 45.6MB, 999999 → "1000kB", 1.235TB.
 pub fn human_size(bytes: u64) -> String {
+    human_size_precision(bytes, 4)
+}
+
+/// go-units' `HumanSizeWithPrecision`: `human_size` with `precision` significant digits
+/// (`docker images` uses 3: "117MB").
+pub fn human_size_precision(bytes: u64, precision: usize) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
     // Same float arithmetic as go-units' getSizeAndUnit: divide until below the base.
     let mut size = bytes as f64;
@@ -222,7 +228,7 @@ pub fn human_size(bytes: u64) -> String {
         size /= 1000.0;
         i += 1;
     }
-    format!("{}{}", format_g(size, 4), UNITS[i])
+    format!("{}{}", format_g(size, precision), UNITS[i])
 }
 
 /// Go's `%.{precision}g`: `precision` significant digits, trailing zeros removed, scientific

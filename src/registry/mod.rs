@@ -460,37 +460,13 @@ impl Registry {
 
     /// `GET /v2/`: the status and the auth challenge it carries, if any.
     async fn ping(&self, url: &Url) -> Result<(StatusCode, Option<Challenge>), RegistryError> {
-        let resp = self
-            .client_for(url)
-            .get(url.clone())
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await
-            .map_err(|e| {
-                let (detail, retryable) = transport_detail(url, &e);
-                RegistryError::Transport {
-                    method: "Get",
-                    url: url.to_string(),
-                    detail,
-                    retryable,
-                }
-            })?;
-        let mut pick = None;
-        if resp.status() == StatusCode::UNAUTHORIZED {
-            let challenges: Vec<Challenge> = resp
-                .headers()
-                .get_all(WWW_AUTHENTICATE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(parse_challenges)
-                .collect();
-            pick = challenges
-                .iter()
-                .find(|c| c.scheme == "bearer")
-                .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))
-                .cloned();
-        }
-        Ok((resp.status(), pick))
+        let (status, headers, _) = send_small(self.client_for(url).get(url.clone()), url).await?;
+        let challenge = if status == StatusCode::UNAUTHORIZED {
+            preferred_challenge(&headers)
+        } else {
+            None
+        };
+        Ok((status, challenge))
     }
 
     /// The URL of `path` (`<repo>/manifests/<ref>` etc.) under `/v2/`.
@@ -660,19 +636,7 @@ impl Registry {
                 break resp;
             };
             if resp.status() == StatusCode::UNAUTHORIZED && !refreshed {
-                let challenges: Vec<Challenge> = resp
-                    .headers()
-                    .get_all(WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(parse_challenges)
-                    .collect();
-                let pick = challenges
-                    .iter()
-                    .find(|c| c.scheme == "bearer")
-                    .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))
-                    .cloned();
-                if let Some(ch) = pick {
+                if let Some(ch) = preferred_challenge(resp.headers()) {
                     if ch.param("error") == Some("insufficient_scope") && auth.is_some() {
                         return Ok(resp);
                     }
@@ -940,6 +904,21 @@ fn parse_next_link(header: &str) -> Option<String> {
             })
             .then(|| target.to_string())
     })
+}
+
+/// The challenge to answer among a response's `WWW-Authenticate` headers: Bearer over Basic.
+fn preferred_challenge(headers: &HeaderMap) -> Option<Challenge> {
+    let challenges: Vec<Challenge> = headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_challenges)
+        .collect();
+    challenges
+        .iter()
+        .find(|c| c.scheme == "bearer")
+        .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))
+        .cloned()
 }
 
 /// Sends a request to an auth endpoint (15 s limit, as docker's token client) and reads its
