@@ -263,6 +263,18 @@ struct Meta {
     xattrs: Vec<(CString, Vec<u8>)>,
 }
 
+/// What the parents of a path inside the layer turned out to be.
+enum Parents {
+    /// All real directories (now known).
+    Dirs,
+    /// One is missing (only when not creating them).
+    Missing,
+    /// One is a symlink: following it could leave the root.
+    Symlink(PathBuf),
+    /// One is something else than a directory.
+    NotDir(PathBuf),
+}
+
 /// Where a hardlink target is.
 enum Target {
     /// In this layer, at this full path.
@@ -387,12 +399,13 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    /// Makes sure every parent of `rel` is a real directory inside the root, creating missing
-    /// ones (mode 0755, as docker does). A parent that is a symlink is an error.
-    fn prepare_parent(&mut self, rel: &Path, raw_name: &[u8]) -> Result<(), UnpackError> {
+    /// Walks the parents of `rel` inside the root without following symlinks, remembering the
+    /// real directories it meets; with `create`, missing ones are made (mode 0755, as docker
+    /// does). Stops at the first parent that is not a directory.
+    fn walk_parents(&mut self, rel: &Path, create: bool) -> Result<Parents, UnpackError> {
         let parent = rel.parent().unwrap_or(Path::new(""));
         if parent.as_os_str().is_empty() || self.known_dirs.contains(parent) {
-            return Ok(());
+            return Ok(Parents::Dirs);
         }
         let mut cur = PathBuf::new();
         for comp in parent.iter() {
@@ -403,13 +416,9 @@ impl Unpacker<'_> {
             let full = self.dest.join(&cur);
             match fs::symlink_metadata(&full) {
                 Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(UnpackError::SymlinkParent {
-                        name: lossy(raw_name),
-                        parent: cur.to_string_lossy().into_owned(),
-                    });
-                }
-                Ok(_) => return Err(io_error(&full, io::Error::from_raw_os_error(libc::ENOTDIR))),
+                Ok(m) if m.file_type().is_symlink() => return Ok(Parents::Symlink(cur)),
+                Ok(_) => return Ok(Parents::NotDir(full)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(Parents::Missing),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     DirBuilder::new()
                         .mode(0o755)
@@ -422,7 +431,20 @@ impl Unpacker<'_> {
             }
             self.known_dirs.insert(cur.clone());
         }
-        Ok(())
+        Ok(Parents::Dirs)
+    }
+
+    /// Makes sure every parent of `rel` is a real directory inside the root, creating missing
+    /// ones. A parent that is a symlink is an error.
+    fn prepare_parent(&mut self, rel: &Path, raw_name: &[u8]) -> Result<(), UnpackError> {
+        match self.walk_parents(rel, true)? {
+            Parents::Dirs | Parents::Missing => Ok(()),
+            Parents::Symlink(parent) => Err(UnpackError::SymlinkParent {
+                name: lossy(raw_name),
+                parent: parent.to_string_lossy().into_owned(),
+            }),
+            Parents::NotDir(full) => Err(io_error(&full, io::Error::from_raw_os_error(libc::ENOTDIR))),
+        }
     }
 
     /// Runs `create` on `full`; if something is already there, removes it and tries once more.
@@ -593,26 +615,11 @@ impl Unpacker<'_> {
     /// Finds a hardlink target without following symlinks. The error is either a reason the
     /// target is invalid or an I/O error.
     fn locate(&mut self, trel: &Path) -> Result<Target, Result<UnpackError, &'static str>> {
-        let parent = trel.parent().unwrap_or(Path::new(""));
-        if !parent.as_os_str().is_empty() && !self.known_dirs.contains(parent) {
-            let mut cur = PathBuf::new();
-            for comp in parent.iter() {
-                cur.push(comp);
-                if self.known_dirs.contains(&cur) {
-                    continue;
-                }
-                let full = self.dest.join(&cur);
-                match fs::symlink_metadata(&full) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(m) if m.file_type().is_symlink() => {
-                        return Err(Err("resolving it would follow a symlink"));
-                    }
-                    Ok(_) => return Err(Err("one of its parents is not a directory")),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(self.below(trel)),
-                    Err(e) => return Err(Ok(io_error(&full, e))),
-                }
-                self.known_dirs.insert(cur.clone());
-            }
+        match self.walk_parents(trel, false).map_err(Ok)? {
+            Parents::Dirs => {}
+            Parents::Missing => return Ok(self.below(trel)),
+            Parents::Symlink(_) => return Err(Err("resolving it would follow a symlink")),
+            Parents::NotDir(_) => return Err(Err("one of its parents is not a directory")),
         }
         let full = self.dest.join(trel);
         match fs::symlink_metadata(&full) {
