@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use reqwest::header::AUTHORIZATION;
-use reqwest::{StatusCode, Url};
+use reqwest::StatusCode;
 
 use super::auth::TokenResponse;
 use super::{base64, retry_after, send_small, transport_detail, Credential, Registry, RegistryError};
@@ -122,16 +122,7 @@ impl Registry {
         username: &str,
         basic: &str,
     ) -> Result<String, RegistryError> {
-        let realm = challenge
-            .param("realm")
-            .ok_or_else(|| RegistryError::Auth("auth challenge has no realm".into()))?;
-        let mut url = Url::parse(realm)
-            .map_err(|e| RegistryError::Auth(format!("invalid token realm {realm:?}: {e}")))?;
-        if url.scheme() != "https" && !(url.scheme() == "http" && self.insecure_allowed) {
-            return Err(RegistryError::Auth(format!(
-                "refusing token realm {realm:?}: not https"
-            )));
-        }
+        let mut url = self.token_realm(challenge)?;
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("account", username);
@@ -140,11 +131,7 @@ impl Registry {
                 q.append_pair("service", service);
             }
         }
-        let client = if self.insecure_allowed {
-            &self.insecure
-        } else {
-            &self.secure
-        };
+        let client = self.token_client();
         let mut shown = url.clone();
         shown.set_query(None);
         let (status, headers, body) =

@@ -512,23 +512,35 @@ impl Registry {
         }
     }
 
-    async fn fetch_token(&self, challenge: &Challenge, scope: &str) -> Result<Token, RegistryError> {
+    /// The token service's URL from a Bearer challenge: https only, unless this registry may be
+    /// insecure.
+    fn token_realm(&self, challenge: &Challenge) -> Result<Url, RegistryError> {
         let realm = challenge
             .param("realm")
             .ok_or_else(|| RegistryError::Auth("auth challenge has no realm".into()))?;
-        let mut url = Url::parse(realm)
+        let url = Url::parse(realm)
             .map_err(|e| RegistryError::Auth(format!("invalid token realm {realm:?}: {e}")))?;
         if url.scheme() != "https" && !(url.scheme() == "http" && self.insecure_allowed) {
             return Err(RegistryError::Auth(format!(
                 "refusing token realm {realm:?}: not https"
             )));
         }
-        let service = challenge.param("service").unwrap_or("");
-        let client = if self.insecure_allowed {
+        Ok(url)
+    }
+
+    /// The client for the token service (unverified TLS only for an insecure registry).
+    fn token_client(&self) -> &reqwest::Client {
+        if self.insecure_allowed {
             &self.insecure
         } else {
             &self.secure
-        };
+        }
+    }
+
+    async fn fetch_token(&self, challenge: &Challenge, scope: &str) -> Result<Token, RegistryError> {
+        let mut url = self.token_realm(challenge)?;
+        let service = challenge.param("service").unwrap_or("");
+        let client = self.token_client();
         let request = match &self.credential {
             Some(Credential::IdentityToken(refresh)) => client
                 .post(url.clone())
