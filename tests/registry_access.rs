@@ -41,6 +41,32 @@ fn auth_config(host: &str) -> serde_json::Value {
     json!({"auths": {host: {"auth": base64(format!("{USER}:{PASSWORD}").as_bytes())}}})
 }
 
+/// An htpasswd registry behind TLS holding `<repo>:v1`, and a certs.d that trusts its CA.
+struct TrustedImage {
+    pki: Pki,
+    registry: Registry,
+    host: String,
+    certs: tempfile::TempDir,
+    image: String,
+}
+
+fn trusted_image(repo: &str, seed: u64) -> TrustedImage {
+    let pki = Pki::new();
+    let registry = htpasswd_registry(&pki, false);
+    registry.push_small_image(repo, "v1", seed);
+    let host = format!("localhost:{}", registry.port());
+    let certs = temp_dir("rpull-certs-d-");
+    pki.write_certs_d(certs.path(), &host, false);
+    let image = format!("{host}/{repo}:v1");
+    TrustedImage {
+        pki,
+        registry,
+        host,
+        certs,
+        image,
+    }
+}
+
 /// A sandbox that verifies TLS on loopback and reads `certs.d` from `certs_d`.
 fn verifying_sandbox(certs_d: &Path) -> Rpull {
     let mut r = rpull();
@@ -58,13 +84,13 @@ fn assert_no_secret(out: &RpullOutput, secret: &str) {
 
 #[test]
 fn basic_auth_behind_tls_with_a_certs_d_ca() {
-    let pki = Pki::new();
-    let registry = htpasswd_registry(&pki, false);
-    registry.push_small_image("team/app", "v1", 1);
-    let host = format!("localhost:{}", registry.port());
-    let certs = temp_dir("rpull-certs-d-");
-    pki.write_certs_d(certs.path(), &host, false);
-    let image = format!("{host}/team/app:v1");
+    let TrustedImage {
+        pki: _pki,
+        registry: _registry,
+        host,
+        certs,
+        image,
+    } = trusted_image("team/app", 1);
 
     let r = verifying_sandbox(certs.path());
     // No credentials: docker's text, exit 1.
@@ -384,13 +410,13 @@ fn an_unparsable_docker_config_is_a_warning_and_the_pull_goes_on() {
 
 #[test]
 fn credentials_from_a_helper_and_from_docker_auth_config() {
-    let pki = Pki::new();
-    let registry = htpasswd_registry(&pki, false);
-    registry.push_small_image("app", "v1", 16);
-    let host = format!("localhost:{}", registry.port());
-    let certs = temp_dir("rpull-certs-d-");
-    pki.write_certs_d(certs.path(), &host, false);
-    let image = format!("{host}/app:v1");
+    let TrustedImage {
+        pki: _pki,
+        registry: _registry,
+        host,
+        certs,
+        image,
+    } = trusted_image("app", 16);
 
     // credHelpers: `docker-credential-<name> get` with the registry key on stdin.
     let bin = temp_dir("rpull-helper-bin-");

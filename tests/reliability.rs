@@ -47,6 +47,13 @@ fn setup(repo: &str) -> Setup {
 }
 
 impl Setup {
+    /// The layer blob is in the store with the right content, and `rpull check` passes.
+    fn assert_layer_stored(&self, sandbox: &Rpull) {
+        let blob = sandbox.root().join("blobs/sha256").join(&self.layer()[7..]);
+        assert_eq!(sha256_digest(&fs::read(blob).unwrap()), self.layer());
+        assert_check_passes(sandbox);
+    }
+
     fn layer(&self) -> &str {
         &self.pushed.layer_digests[0]
     }
@@ -208,9 +215,7 @@ fn a_server_ignoring_range_means_a_clean_restart() {
     assert_eq!(after[0].status, 200);
     assert_eq!(after[0].body_bytes, s.layer_size(), "the whole layer, once");
     assert!(kept > 0);
-    let blob = sandbox.root().join("blobs/sha256").join(&s.layer()[7..]);
-    assert_eq!(sha256_digest(&fs::read(blob).unwrap()), s.layer());
-    assert_check_passes(&sandbox);
+    s.assert_layer_stored(&sandbox);
 }
 
 #[test]
@@ -234,9 +239,7 @@ fn a_bad_partial_is_detected_after_resuming_and_fetched_again_from_zero() {
     assert_eq!(after[0].range.as_deref(), Some(format!("bytes={kept}-").as_str()));
     assert_eq!(after[1].range, None, "the second attempt starts from 0");
     assert_eq!(after[1].body_bytes, s.layer_size());
-    let blob = sandbox.root().join("blobs/sha256").join(&s.layer()[7..]);
-    assert_eq!(sha256_digest(&fs::read(blob).unwrap()), s.layer());
-    assert_check_passes(&sandbox);
+    s.assert_layer_stored(&sandbox);
 }
 
 #[test]
