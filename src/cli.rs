@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 )]
 pub struct Cli {
     /// Directory of the image store (an OCI image layout)
-    #[arg(long, value_name = "DIR", env = "RPULL_ROOT", global = true)]
+    #[arg(long, value_name = "DIR", env = crate::settings::env::ROOT, global = true)]
     pub root: Option<PathBuf>,
 
     /// What to pull when no subcommand is given.
@@ -129,7 +129,7 @@ pub struct PullArgs {
     #[arg(
         long,
         value_name = "string",
-        env = "DOCKER_DEFAULT_PLATFORM",
+        env = crate::settings::env::DEFAULT_PLATFORM,
         hide_env_values = true
     )]
     pub platform: Option<String>,
@@ -150,7 +150,7 @@ pub struct PullArgs {
     pub creds: Option<String>,
 
     /// Path of the authentication file (config.json format), consulted before docker's config
-    #[arg(long, value_name = "PATH", env = "REGISTRY_AUTH_FILE")]
+    #[arg(long, value_name = "PATH", env = crate::settings::env::REGISTRY_AUTH_FILE)]
     pub authfile: Option<PathBuf>,
 
     /// Require HTTPS and verify certificates when contacting the registry (false: allow
@@ -202,11 +202,11 @@ pub struct PullArgs {
     pub retry_delay: Option<Duration>,
 
     /// rpull's config file (JSON) [default: <config dir>/rpull/config.json]
-    #[arg(long, value_name = "FILE", env = "RPULL_CONFIG")]
+    #[arg(long, value_name = "FILE", env = crate::settings::env::CONFIG)]
     pub config: Option<PathBuf>,
 
     /// Give up on a registry answer after this long without data (tests use short values)
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true, env = "RPULL_READ_TIMEOUT")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true, env = crate::settings::env::READ_TIMEOUT)]
     pub read_timeout: Option<Duration>,
 }
 

@@ -18,9 +18,6 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// The environment variable naming the config file (same as `--config`).
-pub const CONFIG_ENV: &str = "RPULL_CONFIG";
-
 /// Why the config file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -25,7 +25,7 @@ use crate::registry::Credential;
 /// The key under which docker keeps Docker Hub credentials.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 /// The environment variable holding an inline `{"auths":{…}}` that is consulted before the file.
-pub const DOCKER_AUTH_CONFIG_ENV: &str = "DOCKER_AUTH_CONFIG";
+pub use crate::settings::env::DOCKER_AUTH_CONFIG as DOCKER_AUTH_CONFIG_ENV;
 
 /// Helper programs are named `docker-credential-<name>`.
 const HELPER_PREFIX: &str = "docker-credential-";
@@ -158,6 +158,14 @@ pub enum CredentialError {
         /// Where the JSON went wrong; never its content.
         detail: String,
     },
+    /// An auth file (`--authfile`, `REGISTRY_AUTH_FILE`) that cannot be used (podman's text).
+    #[error("credential file is not accessible: stat {}: {}", path.display(), go_os_error(source))]
+    AuthFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
     /// `store` or `erase` without a server key.
     #[error("no credentials server URL")]
     MissingServerUrl,
@@ -177,6 +185,15 @@ pub enum CredentialError {
         /// The OS error.
         source: io::Error,
     },
+}
+
+/// Go's lower-case rendering of common OS errors.
+fn go_os_error(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    }
 }
 
 /// Where [`DockerConfig::store`] put a credential.
@@ -257,7 +274,7 @@ impl DockerConfig {
 
     /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`; `None` without either.
     pub fn default_path() -> Option<PathBuf> {
-        default_path_from(env::var_os("DOCKER_CONFIG"), dirs::home_dir())
+        default_path_from(env::var_os(crate::settings::env::DOCKER_CONFIG), dirs::home_dir())
     }
 
     /// Loads a config file; a missing or empty file is an empty config (not an error).
@@ -662,6 +679,84 @@ impl DockerConfig {
             .filter(|dir| dir.is_absolute())
             .map(|dir| dir.join(&file))
             .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    }
+}
+
+/// Looks up the credential for a registry by its config.json key.
+pub type CredentialLookup = std::sync::Arc<dyn Fn(&str) -> Result<Option<Credential>, String> + Send + Sync>;
+
+/// Where one pull's credentials come from, as podman has it: a credential given for the pulled
+/// registry only (`--creds`, a CRI request's `auth`), then an auth file in config.json format
+/// (`--authfile`, `REGISTRY_AUTH_FILE`), then docker's own config (`DOCKER_AUTH_CONFIG`,
+/// credential helpers, config.json), loaded once.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialChain {
+    given: Option<(String, Credential)>,
+    file: Option<DockerConfig>,
+    docker: Option<DockerConfig>,
+}
+
+impl CredentialChain {
+    /// The chain of `authfile` (which must exist when named) and docker's config. Like
+    /// docker, a docker config that cannot be read or parsed is left out with a warning,
+    /// returned beside the chain for the front end to show.
+    pub fn load(authfile: Option<&Path>) -> Result<(CredentialChain, Option<String>), CredentialError> {
+        let file = match authfile.filter(|p| !p.as_os_str().is_empty()) {
+            Some(path) => {
+                if let Err(source) = fs::metadata(path) {
+                    return Err(CredentialError::AuthFile {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+                Some(DockerConfig::load(path)?)
+            }
+            None => None,
+        };
+        let (docker, warning) = match DockerConfig::load_default() {
+            Ok(c) => (Some(c), None),
+            Err(e @ (CredentialError::Read { .. } | CredentialError::Parse { .. })) => {
+                (None, Some(format!("WARNING: {e}")))
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((
+            CredentialChain {
+                given: None,
+                file,
+                docker,
+            },
+            warning,
+        ))
+    }
+
+    /// The same chain with `credential` answering for `key` first (this call only).
+    pub fn with_given(mut self, key: &str, credential: Credential) -> CredentialChain {
+        self.given = Some((key.to_string(), credential));
+        self
+    }
+
+    /// The credential for `key`, if any source has one.
+    pub fn get(&self, key: &str) -> Result<Option<Credential>, String> {
+        if let Some((k, c)) = &self.given {
+            if k == key {
+                return Ok(Some(c.clone()));
+            }
+        }
+        if let Some(file) = &self.file {
+            if let Some(c) = file.get(key).map_err(|e| e.to_string())? {
+                return Ok(Some(c));
+            }
+        }
+        match &self.docker {
+            Some(d) => d.get(key).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    }
+
+    /// The chain as the lookup a pull takes.
+    pub fn into_lookup(self) -> CredentialLookup {
+        std::sync::Arc::new(move |key: &str| self.get(key))
     }
 }
 

@@ -476,3 +476,41 @@ fn cert_dir_gives_this_pull_its_ca_and_client_certificate() {
     r2.write_docker_config(&auth_config(&host));
     r2.run([&image]).assert_code(1);
 }
+
+/// `login` reaches a registry with the same settings a pull has: certs.d from `RPULL_CERTS_D`
+/// and the config file's `insecure-registries` (it used the built-in defaults and ignored both).
+#[test]
+fn login_uses_the_settings_a_pull_uses() {
+    let TrustedImage {
+        pki: _pki,
+        registry: _registry,
+        host,
+        certs,
+        image: _image,
+    } = trusted_image("team/login", 9);
+    let login = ["login", "-u", USER, "-p", PASSWORD, host.as_str()];
+
+    // certs.d trusts the registry's CA: verified TLS succeeds.
+    let r = verifying_sandbox(certs.path());
+    let out = r.run(login);
+    out.assert_success();
+    assert!(out.stdout.contains("Login Succeeded"), "{out}");
+
+    // Without the CA, verified TLS fails ...
+    let empty = temp_dir("rpull-certs-d-");
+    let r = verifying_sandbox(empty.path());
+    let out = r.run(login);
+    out.assert_code(1);
+    assert!(out.stderr.to_lowercase().contains("certificate"), "{out}");
+    assert!(!r.docker_config_dir().join("config.json").exists());
+
+    // ... unless the config file lists the registry as insecure.
+    let files = temp_dir("rpull-config-");
+    let config = files.path().join("config.json");
+    std::fs::write(&config, json!({"insecure-registries": [&host]}).to_string()).unwrap();
+    let mut r = verifying_sandbox(empty.path());
+    r.env("RPULL_CONFIG", &config);
+    let out = r.run(login);
+    out.assert_success();
+    assert!(out.stdout.contains("Login Succeeded"), "{out}");
+}

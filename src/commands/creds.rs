@@ -9,10 +9,8 @@
 use std::io::{self, BufRead, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::credentials::{CredentialError, DockerConfig};
-use crate::pull::CredentialLookup;
+use crate::credentials::{CredentialChain, CredentialLookup};
 use crate::registry::Credential;
 
 /// Where a prompt is printed.
@@ -116,45 +114,14 @@ pub fn credential_lookup(
         }
         None => None,
     };
-    let file = match authfile.filter(|p| !p.as_os_str().is_empty()) {
-        Some(path) => {
-            if let Err(e) = std::fs::metadata(path) {
-                return Err(format!(
-                    "credential file is not accessible: stat {}: {}",
-                    path.display(),
-                    go_io_error(&e)
-                ));
-            }
-            Some(DockerConfig::load(path).map_err(|e| e.to_string())?)
-        }
-        None => None,
-    };
-    // docker warns about a config file it cannot read or parse and goes on without it.
-    let docker = match DockerConfig::load_default() {
-        Ok(c) => Some(c),
-        Err(e @ (CredentialError::Read { .. } | CredentialError::Parse { .. })) => {
-            eprintln!("WARNING: {e}");
-            None
-        }
-        Err(e) => return Err(e.to_string()),
-    };
-    let target_key = target_key.to_string();
-    Ok(Arc::new(move |key: &str| {
-        if key == target_key {
-            if let Some(c) = &given {
-                return Ok(Some(c.clone()));
-            }
-        }
-        if let Some(file) = &file {
-            if let Some(c) = file.get(key).map_err(|e| e.to_string())? {
-                return Ok(Some(c));
-            }
-        }
-        match &docker {
-            Some(d) => d.get(key).map_err(|e| e.to_string()),
-            None => Ok(None),
-        }
-    }))
+    let (mut chain, warning) = CredentialChain::load(authfile).map_err(|e| e.to_string())?;
+    if let Some(warning) = warning {
+        eprintln!("{warning}");
+    }
+    if let Some(c) = given {
+        chain = chain.with_given(target_key, c);
+    }
+    Ok(chain.into_lookup())
 }
 
 /// Asks for the `--creds` password on the terminal (stderr prompt), or says why it cannot.
@@ -165,15 +132,6 @@ pub fn prompt_creds_password(username: &str) -> Result<String, String> {
         ));
     }
     prompt_secret("Password: ", PromptTo::Stderr).map_err(|e| format!("reading the password: {e}"))
-}
-
-/// Go's lower-case rendering of common OS errors.
-fn go_io_error(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::cli::LoginArgs;
 use crate::credentials::{registry_key, DockerConfig, Stored, DOCKER_HUB_KEY};
 use crate::registry::login::LoginError;
 use crate::registry::{Credential, Registry, RegistryOptions};
+use crate::settings::{Overrides, Settings};
 
 /// The registry host docker talks to for Docker Hub logins.
 const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
@@ -44,6 +45,11 @@ pub async fn run(args: LoginArgs) -> ExitCode {
         password = Some(input.strip_suffix('\r').unwrap_or(input).to_string());
     }
 
+    // The same TLS, certs.d, insecure-registry and proxy settings a pull has.
+    let settings = match Settings::load(&Overrides::default()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
     let mut config = match DockerConfig::default_path() {
         Some(path) => match DockerConfig::load(&path) {
             Ok(c) => c,
@@ -60,7 +66,7 @@ pub async fn run(args: LoginArgs) -> ExitCode {
         })) = config.get(&key)
         {
             eprintln!("Authenticating with existing credentials... [Username: {u}]");
-            match check(&host, &u, &p).await {
+            match check(&settings.registry, &host, &u, &p).await {
                 Ok(()) => {
                     println!("Login Succeeded");
                     return ExitCode::SUCCESS;
@@ -97,7 +103,7 @@ pub async fn run(args: LoginArgs) -> ExitCode {
         return fail("Error: Password Required");
     }
 
-    if let Err(e) = check(&host, &username, &password).await {
+    if let Err(e) = check(&settings.registry, &host, &username, &password).await {
         return fail(&e.to_string());
     }
     match config.store(&key, &username, &password) {
@@ -117,12 +123,17 @@ pub async fn run(args: LoginArgs) -> ExitCode {
 }
 
 /// Checks `username`/`password` against `host` as docker's login does.
-async fn check(host: &str, username: &str, password: &str) -> Result<(), LoginError> {
+async fn check(
+    registry: &RegistryOptions,
+    host: &str,
+    username: &str,
+    password: &str,
+) -> Result<(), LoginError> {
     let credential = Credential::Basic {
         username: username.to_string(),
         password: password.to_string(),
     };
-    Registry::new(host, Some(credential), &RegistryOptions::default())?
+    Registry::new(host, Some(credential), registry)?
         .check_login()
         .await
 }

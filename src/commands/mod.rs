@@ -12,7 +12,7 @@ pub mod rmi;
 pub mod rootfs;
 pub mod save;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -29,17 +29,12 @@ pub fn fail(message: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// `rpull` under the user's data dir (e.g. `~/.local/share/rpull`).
-pub fn default_root() -> Option<PathBuf> {
-    dirs::data_dir().map(|d| d.join("rpull"))
-}
-
 /// Opens the store at `root` (or the default), or says why it cannot.
 pub fn open_store(root: Option<&Path>) -> Result<Store, String> {
     let root = root
         .map(Path::to_path_buf)
-        .or_else(default_root)
-        .ok_or("cannot find a data directory for the store: set --root or RPULL_ROOT")?;
+        .or_else(crate::settings::default_root)
+        .ok_or_else(|| crate::settings::SettingsError::NoRoot.to_string())?;
     Store::open(&root).map_err(|e| format!("cannot open the image store: {e}"))
 }
 

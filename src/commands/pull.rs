@@ -7,15 +7,14 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::creds::{credential_lookup, prompt_creds_password};
-use super::{fail, interrupted_exit_code, open_store, watch_signals};
+use super::{fail, interrupted_exit_code, watch_signals};
 use crate::cli::{Format, PullArgs};
-use crate::config;
-use crate::gc::StoreGuard;
+use crate::engine::{Engine, PullRequest};
 use crate::platform::Platform;
 use crate::progress::{self, OutputMode};
-use crate::pull::{CredentialLookup, PullOptions, Puller, RetryPolicy};
+use crate::pull::RetryPolicy;
 use crate::reference::Reference;
-use crate::registry::RegistryOptions;
+use crate::settings::{env, Overrides, Settings};
 
 /// What a pull says when content trust is on: rpull has no Notary v1 client.
 pub const CONTENT_TRUST_UNSUPPORTED: &str = "content trust is enabled (DOCKER_CONTENT_TRUST is set or \
@@ -46,7 +45,7 @@ fn platform_from(args: &PullArgs) -> Result<Option<Platform>, (u8, String)> {
     let any_part = parts.iter().any(Option::is_some);
     let mut flag = args.platform.as_deref().map(str::trim).filter(|p| !p.is_empty());
     if any_part && flag.is_some() {
-        let from_env = std::env::var("DOCKER_DEFAULT_PLATFORM").ok();
+        let from_env = std::env::var(env::DEFAULT_PLATFORM).ok();
         if from_env.as_deref().map(str::trim) == flag {
             flag = None;
         } else {
@@ -81,80 +80,31 @@ fn platform_from(args: &PullArgs) -> Result<Option<Platform>, (u8, String)> {
     Platform::parse(&spec).map(Some).map_err(|e| (1, e.to_string()))
 }
 
-/// Points `certs.d` somewhere else than `/etc/docker/certs.d` (rootless setups, tests).
-pub const CERTS_D_ENV: &str = "RPULL_CERTS_D";
-/// Set to `1` to stop treating loopback hosts as insecure-allowed (tests of verified TLS).
-pub const NO_LOOPBACK_INSECURE_ENV: &str = "RPULL_NO_LOOPBACK_INSECURE";
-
-/// The pull options from the flags, the config file and docker's credentials; flags win.
-fn options(
-    args: &PullArgs,
-    platform: Option<Platform>,
-    credentials: CredentialLookup,
-    target_host: Option<String>,
-) -> Result<PullOptions, String> {
-    let file = config::Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
-    let mut insecure = Vec::new();
-    for i in args.insecure_registries.iter().chain(&file.insecure_registries) {
-        insecure.push(config::normalize_insecure(i).map_err(|e| e.to_string())?);
-    }
-    let hub_mirrors = if args.registry_mirrors.is_empty() {
-        &file.registry_mirrors
-    } else {
-        &args.registry_mirrors
-    };
-    let hub_mirrors = hub_mirrors
-        .iter()
-        .map(|m| config::validate_mirror(m).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut mirrors = std::collections::HashMap::new();
-    for (host, urls) in &file.mirrors {
-        let urls = urls
-            .iter()
-            .map(|m| config::validate_mirror(m).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
-        mirrors.insert(host.clone(), urls);
-    }
-    // --tls-verify=false: insecure for the pulled registry, for this call only.
-    if args.tls_verify == Some(false) {
-        insecure.extend(target_host.clone());
-    }
-    let mut registry = RegistryOptions {
-        insecure_registries: insecure,
-        ..RegistryOptions::default()
-    };
-    if let Some(dir) = std::env::var_os(CERTS_D_ENV).filter(|d| !d.is_empty()) {
-        registry.certs_d = PathBuf::from(dir);
-    } else if let Some(dir) = &file.certs_d {
-        registry.certs_d = dir.clone();
-    }
-    if std::env::var(NO_LOOPBACK_INSECURE_ENV).is_ok_and(|v| v == "1") {
-        registry.loopback_insecure = false;
-    }
-    // --cert-dir: this pull's registry reads its certificates there instead of certs.d.
-    if let (Some(dir), Some(host)) = (&args.cert_dir, &target_host) {
-        registry.cert_dirs.insert(host.clone(), dir.clone());
-    }
-    if let Some(t) = args.read_timeout {
-        registry.read_timeout = t;
-    }
-    Ok(PullOptions {
-        all_tags: args.all_tags,
-        platform,
-        max_concurrent_downloads: args
-            .max_concurrent_downloads
-            .or(file.max_concurrent_downloads)
-            .unwrap_or(3)
-            .max(1) as usize,
-        registry,
-        retry: RetryPolicy {
+/// The settings of this pull: the flags over the config file and the environment, then the
+/// per-call `--tls-verify=false` and `--cert-dir` for the pulled registry.
+fn settings(args: &PullArgs, root: Option<PathBuf>, target_host: Option<&str>) -> Result<Settings, String> {
+    let overrides = Overrides {
+        root,
+        config: args.config.clone(),
+        insecure_registries: args.insecure_registries.clone(),
+        registry_mirrors: args.registry_mirrors.clone(),
+        max_concurrent_downloads: args.max_concurrent_downloads,
+        retry: Some(RetryPolicy {
             attempts: args.retry + 1,
             delay: args.retry_delay,
-        },
-        credentials: Some(credentials),
-        hub_mirrors,
-        mirrors,
-    })
+        }),
+        read_timeout: args.read_timeout,
+    };
+    let mut settings = Settings::load(&overrides).map_err(|e| e.to_string())?;
+    if let Some(host) = target_host {
+        if args.tls_verify == Some(false) {
+            settings.allow_insecure(host);
+        }
+        if let Some(dir) = &args.cert_dir {
+            settings.use_cert_dir(host, dir);
+        }
+    }
+    Ok(settings)
 }
 
 /// Runs one pull and returns its exit status.
@@ -164,10 +114,7 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     let Some(name) = args.name.clone() else {
         return fail("rpull: 'rpull pull' requires 1 argument");
     };
-    if content_trust_enabled(
-        args.disable_content_trust,
-        std::env::var_os("DOCKER_CONTENT_TRUST"),
-    ) {
+    if content_trust_enabled(args.disable_content_trust, std::env::var_os(env::CONTENT_TRUST)) {
         return fail(CONTENT_TRUST_UNSUPPORTED);
     }
     let platform = match platform_from(&args) {
@@ -190,15 +137,13 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
-    let store = match open_store(root.as_deref()) {
+    let settings = match settings(&args, root, target_host.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    // Held for the whole pull so `rpull prune` / `rpull rmi` never delete what it writes
-    // before the reference is recorded (see `gc`'s module docs).
-    let _guard = match StoreGuard::shared(&store) {
-        Ok(g) => g,
-        Err(e) => return fail(&e.to_string()),
+    let engine = match Engine::open(settings) {
+        Ok(e) => e,
+        Err(e) => return fail(&format!("cannot open the image store: {e}")),
     };
     let mode = match (args.quiet, args.format) {
         (_, Format::Json) => OutputMode::Json,
@@ -208,12 +153,14 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     let reporter: Arc<dyn progress::Reporter> = Arc::from(progress::reporter(mode));
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
-    let opts = match options(&args, platform, credentials, target_host) {
-        Ok(o) => o,
-        Err(e) => return fail(&e),
+    let request = PullRequest {
+        platform,
+        all_tags: args.all_tags,
+        credentials: Some(credentials),
     };
-    let puller = Puller::new(store, opts, reporter.clone(), cancel.clone());
-    let result = puller.pull(&name).await;
+    let result = engine
+        .pull(&name, &request, reporter.clone(), cancel.clone())
+        .await;
     reporter.finish();
     match result {
         Ok(()) => ExitCode::SUCCESS,

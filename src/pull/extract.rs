@@ -60,20 +60,15 @@ impl<R: Read, F: FnMut(u64)> Read for Counting<R, F> {
 pub const EXPANSION_RATIO: u64 = 100;
 /// Uncompressed bytes every layer may reach whatever its compressed size.
 pub const EXPANSION_SLACK: u64 = 1 << 30;
-/// Environment variable that sets an absolute bound on a layer's uncompressed size, in bytes.
-pub const MAX_LAYER_BYTES_ENV: &str = "RPULL_MAX_LAYER_BYTES";
-
-/// The most uncompressed bytes a layer of `compressed` bytes may expand to.
-pub fn max_layer_bytes(compressed: u64) -> u64 {
-    if let Some(n) = std::env::var(MAX_LAYER_BYTES_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        return n;
-    }
-    compressed
-        .saturating_mul(EXPANSION_RATIO)
-        .saturating_add(EXPANSION_SLACK)
+/// The most uncompressed bytes a layer of `compressed` bytes may expand to: `fixed` (the
+/// settings' `RPULL_MAX_LAYER_BYTES`) when set, else [`EXPANSION_RATIO`] × compressed +
+/// [`EXPANSION_SLACK`].
+pub fn max_layer_bytes(compressed: u64, fixed: Option<u64>) -> u64 {
+    fixed.unwrap_or_else(|| {
+        compressed
+            .saturating_mul(EXPANSION_RATIO)
+            .saturating_add(EXPANSION_SLACK)
+    })
 }
 
 /// A reader that fails once more than `limit` bytes went through it.
@@ -89,8 +84,9 @@ impl<R: Read> Read for Bounded<R> {
         self.read += n as u64;
         if self.read > self.limit {
             return Err(io::Error::other(format!(
-                "layer expands beyond {} bytes, the bound for its compressed size (set {MAX_LAYER_BYTES_ENV} to change it)",
-                self.limit
+                "layer expands beyond {} bytes, the bound for its compressed size (set {} to change it)",
+                self.limit,
+                crate::settings::env::MAX_LAYER_BYTES
             )));
         }
         Ok(n)
@@ -119,6 +115,7 @@ pub(super) fn extract(
     id: &str,
     desc: &Descriptor,
     diff_id: &Digest,
+    limit: u64,
 ) -> Result<(), PullError> {
     if store.has_layer(diff_id) {
         return Ok(());
@@ -145,7 +142,6 @@ pub(super) fn extract(
     };
     let decoded = compression::decoder(BufReader::with_capacity(1 << 20, counting))
         .map_err(|e| ManifestError::Unsupported(e.to_string()))?;
-    let limit = max_layer_bytes(total);
     let mut hashing = Hashing {
         inner: Bounded {
             inner: decoded,
@@ -332,7 +328,7 @@ impl StreamExtractor {
         store: &Store,
         cancel: &CancellationToken,
         diff_id: &Digest,
-        compressed_size: u64,
+        limit: u64,
     ) -> Option<StreamExtractor> {
         if store.has_layer(diff_id) {
             return None;
@@ -354,7 +350,7 @@ impl StreamExtractor {
             unpack_stream(
                 &store,
                 BufReader::with_capacity(TAIL_BUF_LEN, reader),
-                max_layer_bytes(compressed_size),
+                limit,
                 &stop,
             )
         });

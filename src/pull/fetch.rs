@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::extract::{extract, StreamExtractor};
+use super::extract::{extract, max_layer_bytes, StreamExtractor};
 use super::{OrderedCompletion, PullError, RetryPolicy};
 use crate::digest::{Digest, Sha256Hasher};
 use crate::manifest::Descriptor;
@@ -37,6 +37,8 @@ pub(super) struct LayerTask {
     pub(super) reporter: Arc<dyn Reporter>,
     pub(super) cancel: CancellationToken,
     pub(super) retry: RetryPolicy,
+    /// The settings' absolute bound on a layer's uncompressed size, if any.
+    pub(super) max_layer_bytes: Option<u64>,
     pub(super) completion: Arc<OrderedCompletion>,
     /// Extractors given up during the download (the file restarted); closed before the task
     /// ends so that their temporary directories are gone when the pull returns.
@@ -73,7 +75,8 @@ impl LayerTask {
         // Unpack while downloading; the blob is re-read only when streaming did not work out.
         let mut tee = None;
         if let Some(permit) = permit {
-            tee = StreamExtractor::start(&self.store, &self.cancel, &diff_id, desc.size);
+            let limit = max_layer_bytes(desc.size, self.max_layer_bytes);
+            tee = StreamExtractor::start(&self.store, &self.cancel, &diff_id, limit);
             let downloaded = self.download(&id, &desc, &mut tee).await;
             if downloaded.is_err() {
                 self.retire(&mut tee);
@@ -103,9 +106,12 @@ impl LayerTask {
         let id2 = id.clone();
         let desc2 = desc.clone();
         let diff2 = diff_id.clone();
-        tokio::task::spawn_blocking(move || extract(&store, &*reporter, &cancel, &id2, &desc2, &diff2))
-            .await
-            .map_err(|e| PullError::Internal(e.to_string()))??;
+        let limit = max_layer_bytes(desc.size, self.max_layer_bytes);
+        tokio::task::spawn_blocking(move || {
+            extract(&store, &*reporter, &cancel, &id2, &desc2, &diff2, limit)
+        })
+        .await
+        .map_err(|e| PullError::Internal(e.to_string()))??;
         self.completion.done(order, &*self.reporter);
         Ok(())
     }

@@ -52,8 +52,7 @@ impl RetryPolicy {
     }
 }
 
-/// Looks up the credential for a registry by its config.json key.
-pub type CredentialLookup = Arc<dyn Fn(&str) -> Result<Option<Credential>, String> + Send + Sync>;
+pub use crate::credentials::CredentialLookup;
 
 /// What to pull and how.
 #[derive(Clone)]
@@ -74,6 +73,11 @@ pub struct PullOptions {
     pub hub_mirrors: Vec<url::Url>,
     /// Mirrors of other registries, by registry host (`host[:port]` as in references).
     pub mirrors: HashMap<String, Vec<url::Url>>,
+    /// An absolute bound on a layer's uncompressed size; `None`: 100 × compressed + 1 GiB.
+    pub max_layer_bytes: Option<u64>,
+    /// Download slots shared with other pulls (a service's node-wide limit); `None`: this
+    /// pull's own `max_concurrent_downloads` slots.
+    pub download_slots: Option<Arc<Semaphore>>,
 }
 
 impl Default for PullOptions {
@@ -87,6 +91,8 @@ impl Default for PullOptions {
             credentials: None,
             hub_mirrors: Vec::new(),
             mirrors: HashMap::new(),
+            max_layer_bytes: None,
+            download_slots: None,
         }
     }
 }
@@ -723,7 +729,10 @@ impl Puller {
             ids: jobs.iter().map(|j| j.desc.digest.short().to_string()).collect(),
             state: Mutex::new((0, BTreeSet::new())),
         });
-        let slots = Arc::new(Semaphore::new(self.opts.max_concurrent_downloads.max(1)));
+        let slots = match &self.opts.download_slots {
+            Some(shared) => shared.clone(),
+            None => Arc::new(Semaphore::new(self.opts.max_concurrent_downloads.max(1))),
+        };
         let cancel = self.cancel.child_token();
         let mut set = tokio::task::JoinSet::new();
         // Slots are handed out in manifest order, as docker's FIFO transfer queue does: the
@@ -759,6 +768,7 @@ impl Puller {
                 reporter: self.reporter.clone(),
                 cancel: cancel.clone(),
                 retry: self.opts.retry.clone(),
+                max_layer_bytes: self.opts.max_layer_bytes,
                 completion: completion.clone(),
                 retired: std::sync::Mutex::new(Vec::new()),
             };

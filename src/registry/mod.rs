@@ -47,6 +47,20 @@ pub struct RegistryOptions {
     /// Whether loopback hosts (`localhost`, 127.0.0.0/8, ::1) are insecure-allowed without
     /// being listed, as in docker. Only tests turn this off, to check verified TLS on loopback.
     pub loopback_insecure: bool,
+    /// The proxies registries, token services and redirects are reached through.
+    pub proxy: ProxySettings,
+}
+
+/// `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` as read from the environment by
+/// [`crate::settings`]; loopback destinations are never proxied whatever they say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// The proxy for `http://` URLs.
+    pub http: Option<String>,
+    /// The proxy for `https://` URLs.
+    pub https: Option<String>,
+    /// Hosts, domain suffixes and CIDRs reached directly (comma-separated).
+    pub no_proxy: Option<String>,
 }
 
 /// docker's `certs.d` on Linux.
@@ -62,6 +76,7 @@ impl Default for RegistryOptions {
             certs_d: PathBuf::from(DEFAULT_CERTS_D),
             cert_dirs: std::collections::HashMap::new(),
             loopback_insecure: true,
+            proxy: ProxySettings::default(),
         }
     }
 }
@@ -310,7 +325,7 @@ impl Registry {
             if let Some(id) = &tls.identity {
                 b = b.identity(id.clone());
             }
-            for p in proxies_from_env() {
+            for p in proxies(&opts.proxy) {
                 b = b.proxy(p);
             }
             b.build().map_err(|e| RegistryError::Transport {
@@ -879,25 +894,27 @@ fn load_cert_dir(dir: &Path) -> Result<HostTls, RegistryError> {
     Ok(out)
 }
 
-/// `HTTP_PROXY`, `HTTPS_PROXY` (upper or lower case) and `NO_PROXY`, as Go's
-/// `ProxyFromEnvironment` reads them: loopback destinations are never proxied.
-fn proxies_from_env() -> Vec<reqwest::Proxy> {
-    let var = |upper: &str| {
-        std::env::var(upper)
-            .ok()
-            .or_else(|| std::env::var(upper.to_ascii_lowercase()).ok())
-            .filter(|v| !v.trim().is_empty())
-    };
-    let mut no_proxy = var("NO_PROXY").unwrap_or_default();
+/// The proxies of `settings`, as Go's `ProxyFromEnvironment` applies them: loopback
+/// destinations are never proxied.
+fn proxies(settings: &ProxySettings) -> Vec<reqwest::Proxy> {
+    let mut no_proxy = settings.no_proxy.clone().unwrap_or_default();
     if !no_proxy.is_empty() {
         no_proxy.push(',');
     }
     no_proxy.push_str("localhost,127.0.0.0/8,::1");
     let mut out = Vec::new();
-    if let Some(p) = var("HTTP_PROXY").and_then(|u| reqwest::Proxy::http(u).ok()) {
+    if let Some(p) = settings
+        .http
+        .as_deref()
+        .and_then(|u| reqwest::Proxy::http(u).ok())
+    {
         out.push(p.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
     }
-    if let Some(p) = var("HTTPS_PROXY").and_then(|u| reqwest::Proxy::https(u).ok()) {
+    if let Some(p) = settings
+        .https
+        .as_deref()
+        .and_then(|u| reqwest::Proxy::https(u).ok())
+    {
         out.push(p.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
     }
     out
