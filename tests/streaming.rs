@@ -27,13 +27,14 @@ fn many_files_layer() -> Layer {
     b.build(Compression::Gzip)
 }
 
-fn check_layer(root: &Path, layer: &Layer) {
+/// Checks the published layer, and that it was unpacked `from` the download as it streamed
+/// in (`"stream"`) or from the stored blob afterwards (`"blob"`), as its marker records.
+fn check_layer(root: &Path, layer: &Layer, from: &str) {
     let dir = root.join("layers/sha256").join(&layer.diff_id[7..]);
-    assert!(
-        dir.join("layer.json").is_file(),
-        "layer {} not published",
-        layer.diff_id
-    );
+    let marker = fs::read(dir.join("layer.json"))
+        .unwrap_or_else(|e| panic!("layer {} not published: {e}", layer.diff_id));
+    let marker: serde_json::Value = serde_json::from_slice(&marker).unwrap();
+    assert_eq!(marker["unpackedFrom"], from, "{marker}");
     let rootfs = dir.join("rootfs");
     for i in [0, 150, 299] {
         assert_eq!(
@@ -88,6 +89,23 @@ fn pull_through(fault_after_drop: Option<Fault>) -> (Vec<Option<String>>, Layer,
 }
 
 #[test]
+fn an_uncut_download_is_unpacked_as_it_streams() {
+    let registry = Registry::start();
+    let layer = many_files_layer();
+    registry.push_image(
+        "stream/whole",
+        "v1",
+        &Image::new(Platform::host(), vec![layer.clone()]),
+        ManifestFormat::Oci,
+    );
+    let sandbox = rpull();
+    sandbox
+        .run([format!("{}/stream/whole:v1", registry.host())])
+        .assert_success();
+    check_layer(sandbox.root(), &layer, "stream");
+}
+
+#[test]
 fn a_cut_download_resumes_into_the_same_extraction() {
     let (ranges, layer, sandbox) = pull_through(None);
     assert_eq!(ranges.len(), 2, "{ranges:?}");
@@ -95,12 +113,12 @@ fn a_cut_download_resumes_into_the_same_extraction() {
         ranges[1].as_deref().is_some_and(|r| r.starts_with("bytes=")),
         "{ranges:?}"
     );
-    check_layer(sandbox.root(), &layer);
+    check_layer(sandbox.root(), &layer, "stream");
 }
 
 #[test]
 fn a_download_restarted_from_zero_falls_back_to_the_stored_blob() {
     let (ranges, layer, sandbox) = pull_through(Some(Fault::IgnoreRange));
     assert_eq!(ranges.len(), 2, "{ranges:?}");
-    check_layer(sandbox.root(), &layer);
+    check_layer(sandbox.root(), &layer, "blob");
 }

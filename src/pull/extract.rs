@@ -185,7 +185,7 @@ pub(super) fn extract(
         store::remove_tree(&tmp);
         return Err(ManifestError::RootfsMismatch.into());
     }
-    let meta = layer_meta(diff_id, desc, &stats);
+    let meta = layer_meta(diff_id, desc, &stats, UnpackedFrom::Blob);
     if let Err(e) = store.commit_layer(&tmp, diff_id, &meta) {
         store::remove_tree(&tmp);
         return Err(e.into());
@@ -444,7 +444,7 @@ impl StreamExtractor {
             return Ok(false);
         }
         let store = store.clone();
-        let meta = layer_meta(expected, desc, &unpacked.stats);
+        let meta = layer_meta(expected, desc, &unpacked.stats, UnpackedFrom::Stream);
         let diff = expected.clone();
         tokio::task::spawn_blocking(move || {
             let r = store.commit_layer(&unpacked.tmp, &diff, &meta);
@@ -590,8 +590,27 @@ fn unpack_stream<R: BufRead + Send>(
 }
 
 /// The `layer.json` written next to an unpacked layer's `rootfs/`.
-fn layer_meta(diff_id: &Digest, desc: &Descriptor, stats: &unpack::UnpackStats) -> serde_json::Value {
+/// How a layer came to be unpacked, recorded in its `layer.json` as `unpackedFrom`.
+#[derive(Debug, Clone, Copy)]
+enum UnpackedFrom {
+    /// Followed the download as it was written (the usual path).
+    Stream,
+    /// Read from the stored blob afterwards (a restart, a partial, a failed stream).
+    Blob,
+}
+
+fn layer_meta(
+    diff_id: &Digest,
+    desc: &Descriptor,
+    stats: &unpack::UnpackStats,
+    from: UnpackedFrom,
+) -> serde_json::Value {
+    let from = match from {
+        UnpackedFrom::Stream => "stream",
+        UnpackedFrom::Blob => "blob",
+    };
     serde_json::json!({
+        "unpackedFrom": from,
         "diffID": diff_id.to_string(),
         "blob": desc.digest.to_string(),
         "mediaType": desc.media_type,
