@@ -469,45 +469,37 @@ pub fn created_since(created: Option<&str>, now: SystemTime) -> String {
 /// go-units `HumanDuration` (v0.5.0) for a duration in nanoseconds: "Less than a second",
 /// "1 second", "About a minute", "2 hours", "18 months", "2 years", ….
 pub fn human_duration_ns(d: i64) -> String {
-    const SECOND: f64 = 1e9;
-    const MINUTE: f64 = 60.0 * SECOND;
-    const HOUR: f64 = 60.0 * MINUTE;
-    const DAY: f64 = 24.0 * HOUR;
-    const WEEK: f64 = 7.0 * DAY;
-    const MONTH: f64 = 30.0 * DAY;
-    const YEAR: f64 = 365.0 * DAY;
-    let f = d as f64;
-    let round = |unit: f64| (f / unit + 0.5) as i64;
-    // Go's Duration.Seconds()/Minutes() are float divisions, truncated by int().
-    let seconds = (d / 1_000_000_000) as f64 + (d % 1_000_000_000) as f64 / 1e9;
-    let seconds = seconds as i64;
-    let minutes = (d / 60_000_000_000) as f64 + (d % 60_000_000_000) as f64 / 6e10;
-    let minutes = minutes as i64;
+    // Go's Duration.Seconds()/Minutes()/Hours() are float divisions, truncated by int().
+    let in_unit = |unit: i64| (d / unit) as f64 + (d % unit) as f64 / unit as f64;
+    let seconds = in_unit(1_000_000_000) as i64;
+    let minutes = in_unit(60_000_000_000) as i64;
+    let exact_hours = in_unit(3_600_000_000_000);
     if seconds < 1 {
-        "Less than a second".to_string()
+        return "Less than a second".to_string();
     } else if seconds == 1 {
-        "1 second".to_string()
+        return "1 second".to_string();
     } else if seconds < 60 {
-        format!("{seconds} seconds")
+        return format!("{seconds} seconds");
     } else if minutes == 1 {
-        "About a minute".to_string()
+        return "About a minute".to_string();
     } else if minutes < 60 {
-        format!("{minutes} minutes")
+        return format!("{minutes} minutes");
+    }
+    // go-units: hours rounded to the nearest, then whole days, weeks and months of them;
+    // years from the truncated hours.
+    let hours = (exact_hours + 0.5) as i64;
+    if hours == 1 {
+        "About an hour".to_string()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
     } else {
-        let hours = round(HOUR);
-        if hours == 1 {
-            "About an hour".to_string()
-        } else if hours < 48 {
-            format!("{hours} hours")
-        } else if f < 2.0 * WEEK {
-            format!("{} days", round(DAY))
-        } else if f < 2.0 * MONTH {
-            format!("{} weeks", round(WEEK))
-        } else if f < 2.0 * YEAR {
-            format!("{} months", round(MONTH))
-        } else {
-            format!("{} years", round(YEAR))
-        }
+        format!("{} years", exact_hours as i64 / 24 / 365)
     }
 }
 
@@ -985,6 +977,11 @@ REPOSITORY                    TAG       DIGEST                                  
             (548 * 86400 * s, "18 months"),
             (729 * 86400 * s, "24 months"),
             (730 * 86400 * s, "2 years"),
+            // go-units truncates days, weeks, months and years (it rounds only the hours).
+            ((10 * 86400 + 23 * 3600) * s, "10 days"),
+            (20 * 86400 * s, "2 weeks"),
+            (89 * 86400 * s, "2 months"),
+            (1065 * 86400 * s, "2 years"),
             (i64::MAX, "292 years"),
         ];
         for (d, want) in cases {
