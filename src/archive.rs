@@ -24,21 +24,18 @@ use std::io::{self, Read, Write};
 use serde::Serialize;
 
 use crate::digest::{Algorithm, Digest, Sha256Hasher};
-use crate::gc::{GcError, StoreGuard};
-use crate::images::{read_image, ImagesError, StoredImage};
 use crate::manifest::{media_type, Descriptor};
 use crate::reference::{Reference, ReferenceError};
-use crate::store::{RefEntry, Store, CONTAINERD_NAME, REF_NAME};
+use crate::store::{
+    read_image, RefEntry, Store, StoreError, StoreGuard, StoredImage, CONTAINERD_NAME, REF_NAME,
+};
 
 /// Why an archive could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    /// An image's manifest or config could not be read.
+    /// An image's manifest or config could not be read, or the store guard taken.
     #[error(transparent)]
-    Image(#[from] ImagesError),
-    /// The store guard could not be taken.
-    #[error(transparent)]
-    Guard(#[from] GcError),
+    Store(#[from] StoreError),
     /// A blob the image needs is not in the store.
     #[error("blob {digest} of {name} is missing from the store; pull the image again")]
     MissingBlob {

@@ -27,20 +27,11 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::digest::Digest;
-use crate::gc::{GcError, StoreGuard};
-use crate::images::{read_image, ImagesError};
-use crate::store::StoreError;
-use crate::store::{self, RefEntry, Store};
+use crate::store::{self, read_image, RefEntry, Store, StoreError, StoreGuard};
 
 /// Why the root filesystem could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum FlattenError {
-    /// The image's manifest or config could not be read.
-    #[error(transparent)]
-    Image(#[from] ImagesError),
-    /// The store guard could not be taken.
-    #[error(transparent)]
-    Guard(#[from] GcError),
     /// A layer of the image is not unpacked in the store.
     #[error("layer {0} is not unpacked in the store; pull the image again")]
     MissingLayer(Digest),
@@ -57,7 +48,8 @@ pub enum FlattenError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// A filesystem operation failed.
+    /// A filesystem operation failed, the image's manifest or config could not be read, or
+    /// the store guard could not be taken.
     #[error(transparent)]
     Io(#[from] StoreError),
 }

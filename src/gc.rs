@@ -27,21 +27,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::digest::Digest;
-use crate::images::dir_size;
 use crate::manifest::ImageManifest;
 use crate::reference::{Reference, ReferenceError};
-use crate::store::{self, FileLock, LayoutIndex, RefEntry, Store, StoreError, RESOLVED_DIGEST};
+use crate::store::{self, dir_size, FileLock, LayoutIndex, RefEntry, Store, StoreError, RESOLVED_DIGEST};
 
-/// The file the store guard locks, under the store root.
-pub const GC_LOCK: &str = "gc.lock";
+pub use crate::store::{StoreGuard, GC_LOCK};
 /// How recent a change must be for [`collect`] to leave the file alone by default.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(60 * 60);
 
@@ -82,55 +79,6 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
             path: path.to_path_buf(),
             source,
         })
-    }
-}
-
-/// A `flock` on `gc.lock`: shared for commands using the store, exclusive for [`collect`].
-#[derive(Debug)]
-pub struct StoreGuard {
-    _file: File,
-}
-
-impl StoreGuard {
-    fn lock(store: &Store, op: libc::c_int) -> Result<Option<StoreGuard>, GcError> {
-        let path = store.root().join(GC_LOCK);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open lock", &path))?;
-        loop {
-            // SAFETY: flock on a descriptor we own; no memory is involved.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-            if rc == 0 {
-                return Ok(Some(StoreGuard { _file: file }));
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) => return Ok(None),
-                _ => return Err(io_err("lock", &path)(err)),
-            }
-        }
-    }
-
-    /// Takes the shared guard (waits while a collection runs). Hold it while reading or
-    /// writing blobs or layers outside the `index.json` lock.
-    pub fn shared(store: &Store) -> Result<StoreGuard, GcError> {
-        Ok(Self::lock(store, libc::LOCK_SH)?.expect("blocking lock"))
-    }
-
-    /// Takes the exclusive guard: waits for it when `wait`, else `None` when it is held.
-    pub fn exclusive(store: &Store, wait: bool) -> Result<Option<StoreGuard>, GcError> {
-        Self::lock(
-            store,
-            if wait {
-                libc::LOCK_EX
-            } else {
-                libc::LOCK_EX | libc::LOCK_NB
-            },
-        )
     }
 }
 

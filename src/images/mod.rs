@@ -17,15 +17,12 @@
 //! go-units' relative times), [`pattern`] (Go's `path.Match` for filters). The store's read
 //! side that other commands share is [`read_image`] and [`dir_size`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use crate::digest::Digest;
-use crate::manifest::{ImageConfig, ImageManifest};
 use crate::reference::Reference;
-use crate::store::{RefEntry, Store, StoreError};
+use crate::store::{dir_size, read_image, Store, StoreError};
 
 mod pattern;
 mod render;
@@ -46,14 +43,6 @@ pub enum ImagesError {
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// An entry's manifest or config is missing or unreadable.
-    #[error("image {name} is damaged: {reason}")]
-    Damaged {
-        /// The entry's full reference (or manifest digest when unnamed).
-        name: String,
-        /// What is wrong.
-        reason: String,
-    },
     /// The filter is not a valid pattern (Go's `path.ErrBadPattern` text).
     #[error("syntax error in pattern")]
     BadPattern,
@@ -74,78 +63,6 @@ pub struct ImageRow {
     pub created: Option<String>,
     /// The image size in bytes, as docker computes it (see the module docs).
     pub size: u64,
-}
-
-/// An entry's manifest and config, read from the store and checked.
-#[derive(Debug, Clone)]
-pub struct StoredImage {
-    /// The manifest bytes as stored.
-    pub manifest_bytes: Vec<u8>,
-    /// The parsed image manifest.
-    pub manifest: ImageManifest,
-    /// The config bytes as stored.
-    pub config_bytes: Vec<u8>,
-    /// The parsed config (its DiffIDs match the manifest's layers one for one).
-    pub config: ImageConfig,
-}
-
-impl StoredImage {
-    /// The image ID (the config digest).
-    pub fn id(&self) -> &Digest {
-        &self.manifest.config.digest
-    }
-}
-
-/// Reads the image manifest `entry` points at and its config, verifying both digests.
-pub fn read_image(store: &Store, entry: &RefEntry) -> Result<StoredImage, ImagesError> {
-    let name = entry
-        .name()
-        .map(str::to_string)
-        .unwrap_or_else(|| entry.digest.to_string());
-    let damaged = |reason: String| ImagesError::Damaged {
-        name: name.clone(),
-        reason,
-    };
-    let manifest_bytes = store
-        .read_blob(&entry.digest)
-        .map_err(|e| damaged(format!("manifest {}: {e}", entry.digest)))?;
-    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| damaged(format!("manifest {}: {e}", entry.digest)))?;
-    let config_bytes = store
-        .read_blob(&manifest.config.digest)
-        .map_err(|e| damaged(format!("config {}: {e}", manifest.config.digest)))?;
-    let config = ImageConfig::parse(&config_bytes, manifest.layers.len())
-        .map_err(|e| damaged(format!("config {}: {e}", manifest.config.digest)))?;
-    Ok(StoredImage {
-        manifest_bytes,
-        manifest,
-        config_bytes,
-        config,
-    })
-}
-
-/// The size of a directory tree the way moby's `directory.Size` counts it: every non-directory
-/// entry's `st_size` (symlinks count their target length), each inode once. Unreadable parts
-/// are skipped.
-pub fn dir_size(path: &Path) -> u64 {
-    fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {
-        let Ok(rd) = fs::read_dir(dir) else { return };
-        for entry in rd.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                walk(&entry.path(), seen, total);
-                continue;
-            }
-            if meta.len() == 0 || !seen.insert((meta.dev(), meta.ino())) {
-                continue;
-            }
-            *total += meta.len();
-        }
-    }
-    let mut seen = HashSet::new();
-    let mut total = 0;
-    walk(path, &mut seen, &mut total);
-    total
 }
 
 /// The unpacked size of one layer: `size` from `layer.json` when recorded, else a walk of

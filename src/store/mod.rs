@@ -14,13 +14,19 @@
 //! writes it.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
+
+mod image;
+mod lock;
+
+pub use image::{dir_size, read_image, StoredImage};
+pub use lock::{FileLock, StoreGuard, GC_LOCK};
 
 use crate::digest::Digest;
 use crate::manifest::{media_type, PlatformSpec};
@@ -57,6 +63,14 @@ pub enum StoreError {
     /// Content did not match its digest.
     #[error("{0}")]
     Verification(String),
+    /// An entry's manifest or config is missing or unreadable.
+    #[error("image {name} is damaged: {reason}")]
+    Damaged {
+        /// The entry's full reference (or manifest digest when unnamed).
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl StoreError {
@@ -192,64 +206,6 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(StoreError::io("sync", dir))
-}
-
-/// An exclusive `flock` held until dropped.
-pub struct FileLock {
-    _file: File,
-}
-
-impl FileLock {
-    /// Blocks until the lock on `path` is ours.
-    pub fn acquire(path: &Path) -> Result<FileLock, StoreError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(StoreError::io("open lock", path))?;
-        loop {
-            // SAFETY: flock on a file descriptor we own; no memory is touched.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(FileLock { _file: file });
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(StoreError::Io {
-                    action: "lock",
-                    path: path.to_path_buf(),
-                    source: err,
-                });
-            }
-        }
-    }
-
-    /// Takes the lock on `path` if nobody holds it.
-    pub fn try_acquire(path: &Path) -> Result<Option<FileLock>, StoreError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(StoreError::io("open lock", path))?;
-        // SAFETY: as above.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            Ok(Some(FileLock { _file: file }))
-        } else {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                Ok(None)
-            } else {
-                Err(StoreError::Io {
-                    action: "lock",
-                    path: path.to_path_buf(),
-                    source: err,
-                })
-            }
-        }
-    }
 }
 
 impl Store {
