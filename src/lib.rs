@@ -1,14 +1,25 @@
-//! rpull: a docker-compatible image puller with no daemon.
+//! rpull: a docker-compatible image puller with no daemon, as a library every front end
+//! drives the same way (the `rpull` binary's commands, the CRI image service, the fleet agent).
 //!
-//! The library holds every piece of a pull; `main.rs` only parses the command line and maps
-//! the outcome to an exit code. No module here prints: progress is reported as
-//! [`progress::Event`]s to a [`progress::Reporter`], which decides how they look.
+//! The layers, from the front ends down:
+//! * [`engine`]: the operations (pull, list, remove, collect, check) over one store and one
+//!   [`settings::Settings`] value built from flags, [`config`] and the environment;
+//! * [`pull`]: orchestration of one pull (resolve, download, verify, unpack, record), reporting
+//!   [`progress::Event`]s to a [`progress::Reporter`] that decides how they look;
+//! * [`registry`]: the registry client (scheme, auth, redirects, mirrors' clients, errors), with
+//!   [`credentials`] (docker's config.json and helpers);
+//! * [`store`]: the OCI layout (blobs, unpacked layers, `index.json`, ingest, locks and its read
+//!   side), with [`gc`], [`check`], [`images`], [`archive`] and [`flatten`] over it;
+//! * [`unpack`] and [`compression`]: safe layer unpacking and decompression;
+//! * the formats: [`reference`], [`platform`], [`digest`], [`manifest`];
+//! * [`cli`]: the command-line definition, here so that man pages and completions can be
+//!   generated from it.
+//!
+//! No module here prints or exits: the binary's command layer and the reporters do.
 
-pub mod app;
 pub mod archive;
 pub mod check;
 pub mod cli;
-pub mod commands;
 pub mod compression;
 pub mod config;
 pub mod credentials;

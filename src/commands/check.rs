@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{fail, open_store};
-use crate::check::{self, Severity};
-use crate::cli::CheckArgs;
+use rpull::check::{self, Severity};
+use rpull::cli::CheckArgs;
 
 /// Runs the check and returns its exit status.
 pub async fn run(args: CheckArgs, root: Option<PathBuf>) -> ExitCode {

@@ -10,8 +10,8 @@ use std::io::{self, BufRead, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use crate::credentials::{CredentialChain, CredentialLookup};
-use crate::registry::Credential;
+use rpull::credentials::{CredentialChain, CredentialLookup};
+use rpull::registry::Credential;
 
 /// Where a prompt is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! `rpull images [REPOSITORY[:TAG]]`: docker's `docker images` table, `-q` IDs, `--digests`,
-//! `--no-trunc` and `--format json`, rendered by [`crate::images`].
+//! `--no-trunc` and `--format json`, rendered by [`rpull::images`].
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use super::{fail, open_store};
-use crate::cli::{ImagesArgs, ImagesFormat};
-use crate::images::{self, ImageRow};
+use rpull::cli::{ImagesArgs, ImagesFormat};
+use rpull::images::{self, ImageRow};
 
 /// Lists the images in the store and returns the exit status.
 pub fn run(args: ImagesArgs, root: Option<PathBuf>) -> ExitCode {

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use super::creds::{prompt_line, prompt_secret, stdin_is_terminal, PromptTo};
 use super::fail;
-use crate::cli::LoginArgs;
-use crate::credentials::{registry_key, DockerConfig, Stored, DOCKER_HUB_KEY};
-use crate::registry::login::LoginError;
-use crate::registry::{Credential, Registry, RegistryOptions};
-use crate::settings::{Overrides, Settings};
+use rpull::cli::LoginArgs;
+use rpull::credentials::{registry_key, DockerConfig, Stored, DOCKER_HUB_KEY};
+use rpull::registry::login::LoginError;
+use rpull::registry::{Credential, Registry, RegistryOptions};
+use rpull::settings::{Overrides, Settings};
 
 /// The registry host docker talks to for Docker Hub logins.
 const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
@@ -55,7 +55,7 @@ pub async fn run(args: LoginArgs) -> ExitCode {
             Ok(c) => c,
             Err(e) => return fail(&e.to_string()),
         },
-        None => return fail(&crate::credentials::CredentialError::NoConfigPath.to_string()),
+        None => return fail(&rpull::credentials::CredentialError::NoConfigPath.to_string()),
     };
 
     // Like docker: with neither flag, try what is stored first.

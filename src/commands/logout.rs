@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use super::fail;
-use crate::cli::LogoutArgs;
-use crate::credentials::{registry_key, CredentialError, DockerConfig};
+use rpull::cli::LogoutArgs;
+use rpull::credentials::{registry_key, CredentialError, DockerConfig};
 
 /// Runs `logout` and returns its exit status.
 pub async fn run(args: LogoutArgs) -> ExitCode {

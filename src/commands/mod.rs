@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use rpull::store::Store;
 
 /// The signal that stopped the run, if any (0 = none).
 static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
@@ -33,8 +33,8 @@ pub fn fail(message: &str) -> ExitCode {
 pub fn open_store(root: Option<&Path>) -> Result<Store, String> {
     let root = root
         .map(Path::to_path_buf)
-        .or_else(crate::settings::default_root)
-        .ok_or_else(|| crate::settings::SettingsError::NoRoot.to_string())?;
+        .or_else(rpull::settings::default_root)
+        .ok_or_else(|| rpull::settings::SettingsError::NoRoot.to_string())?;
     Store::open(&root).map_err(|e| format!("cannot open the image store: {e}"))
 }
 

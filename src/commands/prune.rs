@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{fail, open_store};
-use crate::cli::PruneArgs;
-use crate::gc::{self, CollectOptions};
-use crate::images::human_size_precision;
+use rpull::cli::PruneArgs;
+use rpull::gc::{self, CollectOptions};
+use rpull::images::human_size_precision;
 
 /// Collects the store's garbage and returns the exit status.
 pub fn run(_args: PruneArgs, root: Option<PathBuf>) -> ExitCode {

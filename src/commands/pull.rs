@@ -8,13 +8,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::creds::{credential_lookup, prompt_creds_password};
 use super::{fail, interrupted_exit_code, watch_signals};
-use crate::cli::{Format, PullArgs};
-use crate::engine::{Engine, PullRequest};
-use crate::platform::Platform;
-use crate::progress::{self, OutputMode};
-use crate::pull::RetryPolicy;
-use crate::reference::Reference;
-use crate::settings::{env, Overrides, Settings};
+use rpull::cli::{Format, PullArgs};
+use rpull::engine::{Engine, PullRequest};
+use rpull::platform::Platform;
+use rpull::progress::{self, OutputMode};
+use rpull::pull::RetryPolicy;
+use rpull::reference::Reference;
+use rpull::settings::{env, Overrides, Settings};
 
 /// What a pull says when content trust is on: rpull has no Notary v1 client.
 pub const CONTENT_TRUST_UNSUPPORTED: &str = "content trust is enabled (DOCKER_CONTENT_TRUST is set or \

@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{fail, open_store};
-use crate::cli::RmiArgs;
-use crate::gc::{self, CollectOptions, GcError, Removed};
-use crate::store::Store;
+use rpull::cli::RmiArgs;
+use rpull::gc::{self, CollectOptions, GcError, Removed};
+use rpull::store::Store;
 
 /// Removes the named images and returns the exit status.
 pub fn run(args: RmiArgs, root: Option<PathBuf>) -> ExitCode {

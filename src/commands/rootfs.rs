@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{fail, open_store, save::resolve};
-use crate::cli::RootfsArgs;
-use crate::flatten;
+use rpull::cli::RootfsArgs;
+use rpull::flatten;
 
 /// Flattens the named image into the directory and returns the exit status.
 pub fn run(args: RootfsArgs, root: Option<PathBuf>) -> ExitCode {

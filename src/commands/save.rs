@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{fail, open_store};
-use crate::archive::{self, ArchiveError};
-use crate::cli::{SaveArgs, SaveFormat};
-use crate::digest::Digest;
-use crate::manifest::ImageManifest;
-use crate::reference::Reference;
-use crate::store::{RefEntry, Store};
+use rpull::archive::{self, ArchiveError};
+use rpull::cli::{SaveArgs, SaveFormat};
+use rpull::digest::Digest;
+use rpull::manifest::ImageManifest;
+use rpull::reference::Reference;
+use rpull::store::{RefEntry, Store};
 
 /// docker's refusal to write a tarball to a terminal.
 pub const TERMINAL_REFUSAL: &str = "cowardly refusing to save to a terminal. Use the -o flag or redirect";
