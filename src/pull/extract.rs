@@ -22,8 +22,8 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use super::fetch::PROGRESS_STEP;
 use super::PullError;
+use super::PROGRESS_STEP;
 use crate::compression;
 use crate::digest::{Digest, Sha256Hasher};
 use crate::manifest::{Descriptor, ManifestError};

@@ -12,7 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::extract::{extract, max_layer_bytes, StreamExtractor};
-use super::{OrderedCompletion, PullError, RetryPolicy};
+use super::{OrderedCompletion, PullError, RetryPolicy, PROGRESS_STEP};
 use crate::digest::{Digest, Sha256Hasher};
 use crate::manifest::Descriptor;
 use crate::progress::{Event, LayerStatus, Phase, Reporter};
@@ -44,9 +44,6 @@ pub(super) struct LayerTask {
     /// ends so that their temporary directories are gone when the pull returns.
     pub(super) retired: std::sync::Mutex<Vec<StreamExtractor>>,
 }
-
-/// Bytes between two progress events.
-pub(super) const PROGRESS_STEP: u64 = 512 * 1024;
 
 impl LayerTask {
     fn report(&self, id: &str, status: LayerStatus) {

@@ -28,6 +28,9 @@ mod fetch;
 
 use fetch::{LayerTask, Slot};
 
+/// Bytes between two progress events of a download or an extraction.
+const PROGRESS_STEP: u64 = 512 * 1024;
+
 /// How blob downloads are retried.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -85,7 +88,7 @@ impl Default for PullOptions {
         PullOptions {
             all_tags: false,
             platform: None,
-            max_concurrent_downloads: 3,
+            max_concurrent_downloads: crate::settings::DEFAULT_MAX_CONCURRENT_DOWNLOADS,
             registry: RegistryOptions::default(),
             retry: RetryPolicy::default(),
             credentials: None,
