@@ -175,6 +175,12 @@ pub enum CredentialError {
     /// The config has no file to be written to (no `DOCKER_CONFIG` and no home directory).
     #[error("Error saving credentials: no config file location (set DOCKER_CONFIG or HOME)")]
     NoConfigPath,
+    /// The config file's name holds something a rename must not replace.
+    #[error("Error saving credentials: {0}")]
+    Output(#[from] crate::fsutil::OutputPathError),
+    /// The config file is a FIFO.
+    #[error("Error saving credentials: {} is not a regular file", .0.display())]
+    NotRegular(PathBuf),
     /// Writing the config file failed.
     #[error("Error saving credentials: {action} {}: {source}", path.display())]
     Write {
@@ -495,7 +501,14 @@ impl DockerConfig {
             let path = path.to_path_buf();
             move |source| CredentialError::Write { action, path, source }
         };
-        let target = resolve_symlink(path);
+        // A symlink is followed (its target replaced); a device, socket, directory or FIFO is
+        // never renamed over.
+        let target = match crate::fsutil::resolve_output(path)? {
+            crate::fsutil::OutputTarget::Replace(target) => target,
+            crate::fsutil::OutputTarget::WriteThrough(fifo) => {
+                return Err(CredentialError::NotRegular(fifo));
+            }
+        };
         let dir = match target.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
@@ -870,19 +883,6 @@ fn temp_path(dir: &Path, target: &Path) -> PathBuf {
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()))
-}
-
-/// The file a write to `path` should replace: the symlink's target when `path` is a symlink
-/// (dangling or not), else `path`.
-fn resolve_symlink(path: &Path) -> PathBuf {
-    if let Ok(real) = fs::canonicalize(path) {
-        return real;
-    }
-    match fs::read_link(path) {
-        Ok(target) if target.is_relative() => path.parent().map_or(target.clone(), |p| p.join(&target)),
-        Ok(target) => target,
-        Err(_) => path.to_path_buf(),
-    }
 }
 
 /// The text of a JSON error that cannot echo a value: syntax errors as serde_json words them,
@@ -1666,6 +1666,18 @@ mod tests {
             DockerConfig::load(&real).unwrap().get("r.example").unwrap(),
             basic("u", "p")
         );
+    }
+
+    #[test]
+    fn save_never_renames_over_a_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("config.json");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        let mut c = DockerConfig::load(&link).unwrap();
+        let err = c.store("r.example", "u", "p").unwrap_err();
+        assert!(matches!(err, CredentialError::Output(_)), "{err}");
+        assert!(err.to_string().contains("got a device"), "{err}");
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("/dev/null"));
     }
 
     #[test]

@@ -725,3 +725,70 @@ fn a_layer_of_an_unknown_media_type_is_refused() {
     let p = pull_image("hostile/mt-layer", vec![layer]);
     p.assert_refused("media type");
 }
+
+// ---- special files as outputs ----
+
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn save_never_replaces_a_special_file() {
+    use std::os::unix::fs::{symlink, FileTypeExt};
+    let registry = registry();
+    registry.push_small_image("hostile/save-special", "v1", 41);
+    let reference = registry.image_ref("hostile/save-special", "v1");
+    let sandbox = rpull();
+    sandbox.run([&reference]).assert_success();
+    let dir = temp_dir("hostile-save-");
+    let at = |name: &str| dir.path().join(name);
+    let save = |path: &Path| sandbox.run(["save", "-o", path.to_str().unwrap(), &reference]);
+
+    // A regular file, for comparison; a symlink to it is followed and stays a symlink.
+    save(&at("plain.tar")).assert_success();
+    let archive = fs::read(at("plain.tar")).unwrap();
+    fs::write(at("target.tar"), b"old").unwrap();
+    symlink("target.tar", at("link.tar")).unwrap();
+    save(&at("link.tar")).assert_success();
+    assert!(fs::symlink_metadata(at("link.tar")).unwrap().is_symlink());
+    assert_eq!(fs::read(at("target.tar")).unwrap(), archive);
+
+    // A device (reached through a symlink, so that a broken rpull replaces only the link).
+    symlink("/dev/null", at("null")).unwrap();
+    save(&at("null")).assert_code(1).assert_stderr_lines(&[&format!(
+        "failed to save image: invalid output path: {:?} must be a directory or a regular file: got a device",
+        at("null").display().to_string()
+    )]);
+    assert_eq!(fs::read_link(at("null")).unwrap(), Path::new("/dev/null"));
+    assert!(fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+
+    // A socket is refused and stays.
+    let _listener = std::os::unix::net::UnixListener::bind(at("sock")).unwrap();
+    let out = save(&at("sock"));
+    out.assert_code(1);
+    assert!(out.stderr.contains("got a socket"), "{out}");
+    assert!(fs::symlink_metadata(at("sock")).unwrap().file_type().is_socket());
+
+    // A FIFO is written through: the reader gets the archive, the FIFO stays.
+    mkfifo(&at("fifo"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let fifo = at("fifo");
+    std::thread::spawn(move || {
+        let _ = tx.send(fs::read(fifo).unwrap());
+    });
+    save(&at("fifo")).assert_success();
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("nothing was written into the FIFO");
+    assert_eq!(got, archive);
+    assert!(fs::symlink_metadata(at("fifo")).unwrap().file_type().is_fifo());
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "temporary files left: {names:?}");
+}

@@ -7,7 +7,7 @@
 //! written to a terminal. The module also resolves the names the store commands take
 //! ([`resolve`]), shared with `rpull rootfs`.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,6 +16,7 @@ use super::{fail, open_store};
 use rpull::archive::{self, ArchiveError};
 use rpull::cli::{SaveArgs, SaveFormat};
 use rpull::digest::Digest;
+use rpull::fsutil::{self, OutputTarget};
 use rpull::manifest::ImageManifest;
 use rpull::reference::Reference;
 use rpull::store::{RefEntry, Store};
@@ -168,11 +169,26 @@ pub fn run(args: SaveArgs, root: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// Writes through `write` into a temporary file beside `path`, renamed to `path` on success.
+/// Writes through `write` to `path`: into a temporary file beside it, renamed to `path` on
+/// success (through a symlink, its target), or straight into a FIFO. A device, socket or
+/// directory is refused and left untouched ([`fsutil::resolve_output`]).
 fn save_to_file(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<(), ArchiveError>,
 ) -> Result<(), String> {
+    let target = fsutil::resolve_output(path).map_err(|e| format!("failed to save image: {e}"))?;
+    let path = match target {
+        OutputTarget::WriteThrough(fifo) => {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .map_err(|e| format!("failed to save image: {}: {e}", fifo.display()))?;
+            let mut out = BufWriter::new(file);
+            write(&mut out).map_err(|e| e.to_string())?;
+            return out.flush().map_err(|e| format!("writing the archive: {e}"));
+        }
+        OutputTarget::Replace(path) => path,
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -193,7 +209,7 @@ fn save_to_file(
             .into_inner()
             .map_err(|e| format!("writing the archive: {}", e.error()))?;
         file.sync_all().map_err(|e| format!("writing the archive: {e}"))?;
-        fs::rename(&tmp, path).map_err(|e| format!("failed to save image: {}: {e}", path.display()))
+        fs::rename(&tmp, &path).map_err(|e| format!("failed to save image: {}: {e}", path.display()))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
