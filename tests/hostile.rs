@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use support::fault_proxy::{Fault, FaultProxy, Rule};
+use support::pki::Pki;
+use support::token_server::TokenServer;
 use support::*;
 use tempfile::TempDir;
 
@@ -791,4 +793,39 @@ fn save_never_replaces_a_special_file() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(names.is_empty(), "temporary files left: {names:?}");
+}
+
+// ---- hostile token services ----
+
+/// A registry whose token auth is `tokens`' (the harness pushes with a minted token).
+fn token_registry(pki: &Pki, tokens: &TokenServer, repos: &[&str]) -> Registry {
+    let bearer = format!("Bearer {}", tokens.mint(repos, "push,pull"));
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+    install_crypto_provider();
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .default_headers(h)
+        .build()
+        .unwrap();
+    Registry::start_with(|c| {
+        c.extra_yaml = tokens.registry_yaml(pki);
+        c.client = Some(client);
+    })
+}
+
+#[test]
+fn a_token_lifetime_past_any_clock_is_clamped() {
+    let pki = Pki::new();
+    let tokens = TokenServer::start(&pki);
+    tokens.public("hostile/token-life");
+    let registry = token_registry(&pki, &tokens, &["hostile/token-life"]);
+    registry.push_small_image("hostile/token-life", "v1", 42);
+    for huge in [1u64 << 63, u64::MAX] {
+        tokens.expires_in(huge);
+        let sandbox = rpull();
+        let out = sandbox.run([registry.image_ref("hostile/token-life", "v1")]);
+        out.assert_success();
+        assert!(!out.stderr.contains("panicked"), "{out}");
+    }
 }

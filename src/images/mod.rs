@@ -126,7 +126,7 @@ pub fn list(store: &Store, filter: Option<&str>) -> Result<Vec<ImageRow>, Images
                             .or_insert_with(|| layer_size(store, diff_id))
                             .unwrap_or(layer.size)
                     })
-                    .sum();
+                    .fold(0u64, u64::saturating_add);
                 Some((image.id().clone(), image.config.created.clone(), size))
             })
             .clone();

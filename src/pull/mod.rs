@@ -628,7 +628,11 @@ impl Puller {
             })?;
         }
         self.report(Event::Digest(top_digest.to_string()));
-        let size = image.config.size + image.layers.iter().map(|l| l.size).sum::<u64>();
+        // Sizes come from the registry: add them without wrapping.
+        let size = image
+            .layers
+            .iter()
+            .fold(image.config.size, |total, l| total.saturating_add(l.size));
         Ok(Outcome {
             changed: moved || downloaded,
             digest: top_digest,

@@ -136,6 +136,10 @@ impl Token {
     }
 }
 
+/// The longest a token is used for, whatever `expires_in` says (any number fits a `u64`, and
+/// `Instant` arithmetic must not overflow): past it, the token is simply asked for again.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The token service's answer.
 #[derive(serde::Deserialize)]
 pub struct TokenResponse {
@@ -145,7 +149,7 @@ pub struct TokenResponse {
     /// Token (OAuth's name); wins when both are present.
     #[serde(default)]
     pub access_token: Option<String>,
-    /// Lifetime in seconds; under 60 counts as 60.
+    /// Lifetime in seconds; under 60 counts as 60, over [`MAX_TOKEN_LIFETIME`] as that.
     #[serde(default)]
     pub expires_in: Option<u64>,
     /// A refresh token, when one was asked for.
@@ -161,7 +165,10 @@ impl TokenResponse {
             .filter(|t| !t.is_empty())
             .or(self.token.filter(|t| !t.is_empty()))
             .ok_or_else(|| "authorization server did not include a token in the response".to_string())?;
-        let secs = self.expires_in.unwrap_or(60).max(60);
+        let secs = self
+            .expires_in
+            .unwrap_or(60)
+            .clamp(60, MAX_TOKEN_LIFETIME.as_secs());
         Ok(Token {
             value,
             expires: Instant::now() + Duration::from_secs(secs),
@@ -208,6 +215,13 @@ mod tests {
         let t = t.into_token().unwrap();
         assert_eq!(t.value, "b");
         assert!(t.expires > Instant::now() + Duration::from_secs(50));
+        for huge in [1u64 << 63, u64::MAX] {
+            let t: TokenResponse =
+                serde_json::from_str(&format!(r#"{{"token":"a","expires_in":{huge}}}"#)).unwrap();
+            let t = t.into_token().unwrap();
+            assert!(t.expires <= Instant::now() + MAX_TOKEN_LIFETIME);
+            assert!(t.is_fresh());
+        }
         let t: TokenResponse = serde_json::from_str("{}").unwrap();
         assert_eq!(
             t.into_token().unwrap_err(),

@@ -295,9 +295,14 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-/// Seconds from a `Retry-After` header (delta-seconds form).
+/// The longest wait a `Retry-After` header can ask for; longer asks wait this long.
+pub const MAX_RETRY_AFTER_SECS: u64 = 300;
+
+/// Seconds from a `Retry-After` header (delta-seconds form), at most [`MAX_RETRY_AFTER_SECS`].
 fn retry_after(h: &HeaderMap) -> Option<u64> {
-    header_str(h, "retry-after").and_then(|v| v.trim().parse().ok())
+    header_str(h, "retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| s.min(MAX_RETRY_AFTER_SECS))
 }
 
 impl Registry {
@@ -1038,6 +1043,17 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_bounded() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("18446744073709551615"));
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER_SECS));
+        h.insert("retry-after", HeaderValue::from_static(" 7 "));
+        assert_eq!(retry_after(&h), Some(7));
+        h.insert("retry-after", HeaderValue::from_static("99999999999999999999999"));
+        assert_eq!(retry_after(&h), None);
+    }
 
     #[test]
     fn insecure_hosts() {

@@ -47,6 +47,8 @@ struct State {
     refresh_tokens: HashMap<String, String>,
     public: Vec<String>,
     expired_tokens_left: u32,
+    expires_in: Option<u64>,
+    echo_authorization: bool,
     requests: Vec<TokenRequest>,
 }
 
@@ -132,6 +134,20 @@ impl TokenServer {
     /// The next `n` tokens handed out are already expired (the registry refuses them).
     pub fn expire_next(&self, n: u32) -> &TokenServer {
         self.state.lock().unwrap().expired_tokens_left = n;
+        self
+    }
+
+    /// Answers every later token request with this `expires_in` (a hostile service may send
+    /// any number) instead of 300.
+    pub fn expires_in(&self, seconds: u64) -> &TokenServer {
+        self.state.lock().unwrap().expires_in = Some(seconds);
+        self
+    }
+
+    /// Makes refusals echo the request's `Authorization` header, decoded too, in their
+    /// message (`denied: got Basic dTpw = u:p`), as some broken services do.
+    pub fn echo_authorization(&self) -> &TokenServer {
+        self.state.lock().unwrap().echo_authorization = true;
         self
     }
 
@@ -250,8 +266,19 @@ fn serve(stream: TcpStream, state: &Mutex<State>, key: &EcdsaKeyPair, x5c: &str)
     };
     let mut out = stream;
     let Ok(user) = user else {
+        let echo = st.echo_authorization;
         drop(st);
-        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"incorrect username or password"}]}"#;
+        let message = match authorization.as_deref() {
+            Some(a) if echo => {
+                let decoded = a
+                    .strip_prefix("Basic ")
+                    .map(|b| String::from_utf8_lossy(&base64_decode(b)).into_owned())
+                    .unwrap_or_default();
+                format!("incorrect username or password: got {a} = {decoded}")
+            }
+            _ => "incorrect username or password".to_string(),
+        };
+        let body = serde_json::json!({"errors":[{"code":"UNAUTHORIZED","message":message}]}).to_string();
         return write!(
             out,
             "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -270,6 +297,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>, key: &EcdsaKeyPair, x5c: &str)
             }
         }
     }
+    let expires_in = st.expires_in.unwrap_or(300);
     let lifetime = if st.expired_tokens_left > 0 {
         st.expired_tokens_left -= 1;
         -1
@@ -279,9 +307,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>, key: &EcdsaKeyPair, x5c: &str)
     drop(st);
     let token = sign(key, x5c, user.as_deref().unwrap_or(""), access, lifetime);
     let body = if method == "POST" {
-        serde_json::json!({"access_token": token, "expires_in": 300, "scope": ""})
+        serde_json::json!({"access_token": token, "expires_in": expires_in, "scope": ""})
     } else {
-        serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
+        serde_json::json!({"token": token, "access_token": token, "expires_in": expires_in})
     }
     .to_string();
     write!(
