@@ -829,3 +829,87 @@ fn a_token_lifetime_past_any_clock_is_clamped() {
         assert!(!out.stderr.contains("panicked"), "{out}");
     }
 }
+
+// ---- origins: scheme, host and effective port ----
+
+/// A loopback address of this test process's own (127.77.x.y), so a test can listen on a
+/// default port (80, 443) without meeting another process there.
+fn own_loopback(n: u8) -> String {
+    let pid = std::process::id();
+    format!("127.77.{}.{}", (pid % 250) as u8 + 1, n)
+}
+
+fn assert_root(why: &str) {
+    // SAFETY: geteuid has no preconditions.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test {why} and needs root to listen there; CI runs as root"
+    );
+}
+
+#[test]
+fn credentials_never_reach_another_port_of_the_same_host() {
+    assert_root("serves a registry on port 80 (a name without a port)");
+    let pki = Pki::new();
+    let tokens = TokenServer::start(&pki);
+    tokens.user("u", "TopSecret");
+    let registry = token_registry(&pki, &tokens, &["hostile/origin"]);
+    let pushed = registry.push_small_image("hostile/origin", "v1", 43);
+    let ip = own_loopback(1);
+    // The registry as `<ip>` (port 80), redirecting blobs to another port of the same host.
+    let front = FaultProxy::start_at(&format!("{ip}:80"), &registry.host());
+    let other_port = FaultProxy::start_at(&format!("{ip}:0"), &registry.host());
+    front.add_rule(
+        Rule::new(
+            "/blobs/",
+            Fault::RedirectTo(format!("http://{}", other_port.host())),
+        )
+        .method("GET"),
+    );
+    let sandbox = rpull();
+    sandbox.write_docker_config(
+        &serde_json::json!({"auths": {ip.clone(): {"username": "u", "password": "TopSecret"}}}),
+    );
+    // The blobs are refused without credentials at the other port: the pull fails, and no
+    // request there carried any.
+    let out = sandbox.run(["--retry", "0", &format!("{ip}/hostile/origin:v1")]);
+    let at_other = other_port.requests();
+    assert!(
+        at_other
+            .iter()
+            .any(|q| q.path.contains(&pushed.layer_digests[0][7..])
+                || q.path.contains(&pushed.config_digest[7..])),
+        "the blob requests were redirected: {at_other:?}\n{out}"
+    );
+    assert!(
+        at_other.iter().all(|q| q.authorization.is_none()),
+        "Authorization crossed to another port: {at_other:?}"
+    );
+    assert!(
+        front
+            .requests()
+            .iter()
+            .any(|q| q.path.contains("/manifests/") && q.authorization.is_some()),
+        "the registry itself gets the token"
+    );
+    assert!(
+        !out.stdout.contains("TopSecret") && !out.stderr.contains("TopSecret"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_plain_http_fallback_keeps_an_explicit_port_443() {
+    assert_root("serves plain HTTP on port 443");
+    let registry = registry();
+    registry.push_small_image("hostile/port443", "v1", 44);
+    let ip = own_loopback(2);
+    let front = FaultProxy::start_at(&format!("{ip}:443"), &registry.host());
+    let sandbox = rpull();
+    let out = sandbox.run(["--tls-verify=false", &format!("{ip}:443/hostile/port443:v1")]);
+    out.assert_success();
+    assert!(
+        front.requests().iter().any(|q| q.path.contains("/manifests/")),
+        "the registry on :443 served the pull over plain HTTP"
+    );
+}

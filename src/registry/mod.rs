@@ -387,21 +387,24 @@ impl Registry {
     }
 
     fn client_for(&self, url: &Url) -> &reqwest::Client {
-        if self.insecure_allowed && self.same_origin_host(url) {
+        if self.insecure_allowed && self.is_own_host(url) {
             &self.insecure
         } else {
             &self.secure
         }
     }
 
-    fn same_origin_host(&self, url: &Url) -> bool {
-        let Some(h) = url.host_str() else { return false };
-        let with_port = match url.port() {
-            Some(p) => format!("{h}:{p}"),
-            None => h.to_string(),
+    /// Whether `url` is on this registry's host and port: the port its name gives, else the
+    /// default port of `url`'s scheme (`localhost` is `localhost:80` for `http://`, not
+    /// `localhost:5000`). This is where its insecure-TLS allowance applies.
+    fn is_own_host(&self, url: &Url) -> bool {
+        let Ok(own) = Url::parse(&format!("{}://{}/", url.scheme(), self.host)) else {
+            return false;
         };
-        with_port.eq_ignore_ascii_case(&self.host)
-            || (strip_port(&self.host) == h && !self.host.contains(':'))
+        let host = |u: &Url| u.host_str().map(str::to_ascii_lowercase);
+        host(&own).is_some()
+            && host(&own) == host(url)
+            && own.port_or_known_default() == url.port_or_known_default()
     }
 
     /// `GET /v2/` once: decides the scheme and records the auth challenge.
@@ -435,8 +438,16 @@ impl Registry {
                 // A host allowed to be insecure: HTTPS (unverified) is preferred, plain HTTP is
                 // the fallback. Like crane, start HTTP shortly after HTTPS instead of waiting
                 // for HTTPS to time out against a server that never answers a TLS hello.
-                let mut http = https.clone();
-                let _ = http.set_scheme("http");
+                // Built from the name, not by changing the scheme of `https`: the URL parser
+                // drops an explicit `:443` there, and `host:443` must stay on port 443.
+                let http = Url::parse(&format!("http://{}/v2/", self.host)).map_err(|e| {
+                    RegistryError::Transport {
+                        method: "Get",
+                        url: self.host.clone(),
+                        detail: e.to_string(),
+                        retryable: false,
+                    }
+                })?;
                 let tls_failed = tokio::sync::Notify::new();
                 let tls = self.ping(&https);
                 let plain = async {
@@ -633,7 +644,9 @@ impl Registry {
                     .client_for(&current)
                     .request(method.clone(), current.clone())
                     .headers(headers.clone());
-                if self.same_origin_host(&current) && current.scheme() == url.scheme() {
+                // Credentials stay within the origin (scheme, host and effective port) of the
+                // request: never to another port of the same host, nor to http from https.
+                if same_origin(&current, &url) {
                     if let Some(a) = &auth {
                         req = req.header(AUTHORIZATION, a);
                     }
@@ -940,6 +953,21 @@ fn parse_next_link(header: &str) -> Option<String> {
     })
 }
 
+/// The origin of a URL as browsers and Go's redirect rules see it: scheme, host (lower case)
+/// and effective port (the scheme's default when none is written).
+fn origin(url: &Url) -> Option<(&str, String, u16)> {
+    Some((
+        url.scheme(),
+        url.host_str()?.to_ascii_lowercase(),
+        url.port_or_known_default()?,
+    ))
+}
+
+/// Whether `a` and `b` share an origin ([`origin`]).
+pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
+    origin(a).is_some() && origin(a) == origin(b)
+}
+
 /// The challenge to answer among a response's `WWW-Authenticate` headers: Bearer over Basic.
 fn preferred_challenge(headers: &HeaderMap) -> Option<Challenge> {
     let challenges: Vec<Challenge> = headers
@@ -961,7 +989,19 @@ pub(crate) async fn send_small(
     request: reqwest::RequestBuilder,
     shown: &Url,
 ) -> Result<(StatusCode, HeaderMap, Vec<u8>), RegistryError> {
-    let resp = request
+    let resp = send_limited(request, shown).await?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = read_limited(resp, 64 * 1024).await?;
+    Ok((status, headers, body))
+}
+
+/// Sends a request with the auth endpoints' 15 s limit; the body is left unread.
+async fn send_limited(
+    request: reqwest::RequestBuilder,
+    shown: &Url,
+) -> Result<reqwest::Response, RegistryError> {
+    request
         .timeout(Duration::from_secs(15))
         .send()
         .await
@@ -973,11 +1013,7 @@ pub(crate) async fn send_small(
                 detail,
                 retryable,
             }
-        })?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = read_limited(resp, 64 * 1024).await?;
-    Ok((status, headers, body))
+        })
 }
 
 /// Reads a whole (small) body, refusing more than `limit` bytes.
@@ -1043,6 +1079,29 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_effective_port() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(same_origin(
+            &u("http://localhost/v2/"),
+            &u("http://LOCALHOST:80/x")
+        ));
+        assert!(same_origin(&u("https://h/v2/"), &u("https://h:443/x")));
+        assert!(!same_origin(
+            &u("http://localhost/v2/"),
+            &u("http://localhost:8080/x")
+        ));
+        assert!(!same_origin(&u("https://h/v2/"), &u("http://h:443/x")));
+        assert!(!same_origin(&u("https://h/v2/"), &u("https://h.evil/x")));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let r = Registry::new("localhost", None, &RegistryOptions::default()).unwrap();
+        assert!(r.is_own_host(&u("http://localhost/v2/")));
+        assert!(!r.is_own_host(&u("http://localhost:8080/v2/")));
+        let r = Registry::new("[::1]:5000", None, &RegistryOptions::default()).unwrap();
+        assert!(r.is_own_host(&u("https://[::1]:5000/v2/")));
+        assert!(!r.is_own_host(&u("https://[::1]/v2/")));
+    }
 
     #[test]
     fn retry_after_is_bounded() {

@@ -161,7 +161,14 @@ struct Shared {
 impl FaultProxy {
     /// Starts a proxy on 127.0.0.1 (ephemeral port) in front of `backend` ("host:port").
     pub fn start(backend: &str) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("fault proxy: bind 127.0.0.1:0");
+        FaultProxy::start_at("127.0.0.1:0", backend)
+    }
+
+    /// Starts a proxy listening on `listen` (a loopback "ip:port", e.g. a default port such as
+    /// `127.77.0.1:80`, which needs root) in front of `backend`.
+    pub fn start_at(listen: &str, backend: &str) -> FaultProxy {
+        let listener =
+            TcpListener::bind(listen).unwrap_or_else(|e| panic!("fault proxy: bind {listen}: {e}"));
         let addr = listener.local_addr().expect("fault proxy: local address");
         let shared = Arc::new(Shared {
             backend: backend.to_string(),
