@@ -913,3 +913,32 @@ fn the_plain_http_fallback_keeps_an_explicit_port_443() {
         "the registry on :443 served the pull over plain HTTP"
     );
 }
+
+#[test]
+fn a_large_ping_answer_is_not_read() {
+    let registry = registry();
+    registry.push_small_image("hostile/big-ping", "v1", 45);
+    let proxy = FaultProxy::start(&registry.host());
+    proxy.add_rule(
+        Rule::new(
+            "/v2/",
+            Fault::Status {
+                code: 200,
+                headers: vec![("Content-Type".into(), "text/html".into())],
+                body: "<p>welcome</p>".repeat(20_000),
+            },
+        )
+        .method("GET")
+        .times(1),
+    );
+    let sandbox = rpull();
+    let out = sandbox.run([format!("{}/hostile/big-ping:v1", proxy.host())]);
+    out.assert_success();
+    let first = &proxy.requests()[0];
+    assert_eq!(
+        (first.path.as_str(), first.status),
+        ("/v2/", 200),
+        "{:?}",
+        proxy.requests()
+    );
+}

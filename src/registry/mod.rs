@@ -491,7 +491,10 @@ impl Registry {
 
     /// `GET /v2/`: the status and the auth challenge it carries, if any.
     async fn ping(&self, url: &Url) -> Result<(StatusCode, Option<Challenge>), RegistryError> {
-        let (status, headers, _) = send_small(self.client_for(url).get(url.clone()), url).await?;
+        // Only the status and headers matter: the body (whatever its size) is never read.
+        let resp = send_limited(self.client_for(url).get(url.clone()), url).await?;
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        drop(resp);
         let challenge = if status == StatusCode::UNAUTHORIZED {
             preferred_challenge(&headers)
         } else {
