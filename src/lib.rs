@@ -35,6 +35,7 @@ pub mod progress;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod scrub;
 pub mod settings;
 pub mod store;
 pub mod unpack;

@@ -942,3 +942,57 @@ fn a_large_ping_answer_is_not_read() {
         proxy.requests()
     );
 }
+
+// ---- server text is shown scrubbed ----
+
+#[test]
+fn a_token_service_echoing_the_password_gets_it_scrubbed() {
+    let pki = Pki::new();
+    let tokens = TokenServer::start(&pki);
+    tokens.user("u", "the-real-one").echo_authorization();
+    let registry = token_registry(&pki, &tokens, &["hostile/echo"]);
+    registry.push_small_image("hostile/echo", "v1", 46);
+    let image = registry.image_ref("hostile/echo", "v1");
+    let sandbox = rpull();
+    for format in ["plain", "json"] {
+        let out = sandbox.run(["--format", format, "--creds", "u:TopSecret", &image]);
+        out.assert_code(1);
+        // The service did echo it: the scrubbed form is what is left.
+        let shown = format!("{}{}", out.stdout, out.stderr);
+        assert!(shown.contains("got Basic <redacted> = <redacted>"), "{out}");
+        for secret in ["TopSecret", "dTpUb3BTZWNyZXQ="] {
+            assert!(!shown.contains(secret), "{secret} shown ({format})\n{out}");
+        }
+    }
+    assert!(
+        tokens.requests().iter().any(|r| r.authorization.is_some()),
+        "the credentials were sent to the token service"
+    );
+}
+
+#[test]
+fn terminal_control_sequences_from_a_registry_are_stripped() {
+    let x = proxied("hostile/ansi", 47);
+    x.proxy.add_rule(Rule::new(
+        "/manifests/",
+        Fault::Status {
+            code: 404,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"\u001b]0;pwned\u0007\u001b[2J\u001b[31mgone\u009b0m\r"}]}"#
+                .into(),
+        },
+    ));
+    let p = x.pull(":v1");
+    p.assert_refused("manifest unknown: gone");
+    assert!(
+        !p.out.stderr.contains('\u{1b}') && !p.out.stderr.contains('\r'),
+        "{:?}",
+        p.out.stderr
+    );
+    let json = p.sandbox.run(["--format", "json", &p.reference]);
+    json.assert_code(1);
+    assert!(json.stdout.contains("manifest unknown: gone"), "{json}");
+    for bad in ["\\u001b", "\\u009b", "\\r", "\u{1b}"] {
+        assert!(!json.stdout.contains(bad), "{bad} in {json}");
+    }
+}

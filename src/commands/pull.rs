@@ -167,7 +167,9 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
         Err(e) if e.is_cancelled() || cancel.is_cancelled() => interrupted_exit_code(),
         Err(e) => {
             if mode != OutputMode::Json {
-                eprintln!("{e}");
+                // Registry texts are already scrubbed of secrets; no server text may drive
+                // the terminal.
+                eprintln!("{}", rpull::scrub::strip_controls(&e.to_string()));
             }
             ExitCode::from(1)
         }

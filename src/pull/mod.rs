@@ -257,7 +257,20 @@ impl Puller {
         }
     }
 
+    /// Reports `e`, its free texts (errors, notes, warnings: they may quote what a server
+    /// sent) stripped of terminal control sequences.
     fn report(&self, e: Event) {
+        use crate::scrub::strip_controls;
+        let e = match e {
+            Event::Error(t) => Event::Error(strip_controls(&t)),
+            Event::Note(t) => Event::Note(strip_controls(&t)),
+            Event::Warning(t) => Event::Warning(strip_controls(&t)),
+            Event::Result(mut r) => {
+                r.error = r.error.map(|t| strip_controls(&t));
+                Event::Result(r)
+            }
+            other => other,
+        };
         self.reporter.report(e);
     }
 

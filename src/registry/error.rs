@@ -97,6 +97,50 @@ fn render_api(errors: &[ApiError]) -> String {
 }
 
 impl RegistryError {
+    /// The same error with `f` applied to every text in it (see [`crate::scrub`]).
+    pub fn map_text(self, f: impl Fn(&str) -> String) -> RegistryError {
+        match self {
+            RegistryError::Transport {
+                method,
+                url,
+                detail,
+                retryable,
+            } => RegistryError::Transport {
+                method,
+                url: f(&url),
+                detail: f(&detail),
+                retryable,
+            },
+            RegistryError::Api {
+                status,
+                errors,
+                retry_after,
+            } => RegistryError::Api {
+                status,
+                errors: errors
+                    .into_iter()
+                    .map(|e| ApiError {
+                        code: f(&e.code),
+                        message: f(&e.message),
+                    })
+                    .collect(),
+                retry_after,
+            },
+            RegistryError::UnexpectedStatus(text, status) => {
+                RegistryError::UnexpectedStatus(f(&text), status)
+            }
+            RegistryError::NoBasicCredentials { method, url } => {
+                RegistryError::NoBasicCredentials { method, url: f(&url) }
+            }
+            RegistryError::Auth(t) => RegistryError::Auth(f(&t)),
+            RegistryError::Verification(t) => RegistryError::Verification(f(&t)),
+            RegistryError::Body(t) => RegistryError::Body(f(&t)),
+            RegistryError::Redirect(t) => RegistryError::Redirect(f(&t)),
+            RegistryError::Certs(t) => RegistryError::Certs(f(&t)),
+            RegistryError::Cancelled => RegistryError::Cancelled,
+        }
+    }
+
     /// The first registry error code, if the registry sent one.
     pub fn code(&self) -> Option<&str> {
         match self {

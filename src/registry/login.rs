@@ -65,6 +65,18 @@ impl Registry {
     /// Checks this client's credential (which must be [`Credential::Basic`]) against the
     /// registry as `docker login` does; `Ok` means it is accepted and may be saved.
     pub async fn check_login(&self) -> Result<(), LoginError> {
+        // What the registry or token service sent is shown scrubbed (crate::scrub).
+        self.check_login_unscrubbed().await.map_err(|e| match e {
+            LoginError::Token { url, source } => LoginError::Token {
+                url,
+                source: self.scrub(source),
+            },
+            LoginError::Registry(e) => LoginError::Registry(self.scrub(e)),
+            other => other,
+        })
+    }
+
+    async fn check_login_unscrubbed(&self) -> Result<(), LoginError> {
         let Some(Credential::Basic { username, password }) = &self.credential else {
             return Err(LoginError::NoPassword);
         };

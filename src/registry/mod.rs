@@ -23,6 +23,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::digest::Digest;
 use crate::manifest::{media_type, MAX_MANIFEST_BYTES};
+use crate::scrub::Secrets;
 pub use auth::Credential;
 use auth::{parse_challenges, pull_scope, Challenge, Token, TokenResponse};
 pub use error::{ApiError, RegistryError};
@@ -118,6 +119,8 @@ pub struct Registry {
     fixed: Option<Url>,
     base: OnceCell<Url>,
     auth: Mutex<AuthState>,
+    /// The credential in use and every token fetched with it, removed from shown errors.
+    secrets: std::sync::Mutex<Secrets>,
 }
 
 /// Whether docker would allow plain HTTP / unverified TLS for `host` (`host[:port]`).
@@ -347,6 +350,7 @@ impl Registry {
             insecure_allowed,
             secure: build(false)?,
             insecure: build(insecure_allowed)?,
+            secrets: std::sync::Mutex::new(credential_secrets(credential.as_ref())),
             credential,
             fixed: None,
             base: OnceCell::new(),
@@ -538,6 +542,7 @@ impl Registry {
                     }
                 }
                 let token = self.fetch_token(&challenge, scope).await?;
+                self.secrets.lock().expect("secrets lock").add(&token.value);
                 let header = format!("Bearer {}", token.value);
                 state.tokens.insert(scope.to_string(), token);
                 Ok(Some(header))
@@ -628,8 +633,8 @@ impl Registry {
     }
 
     /// Sends a request to `url` with auth for `scope`, answering one 401 with a fresh token and
-    /// following up to 10 redirects. `Authorization` is sent only to this registry's host.
-    pub async fn send(
+    /// following up to 10 redirects. `Authorization` is sent only to this registry's origin.
+    async fn send(
         &self,
         method: Method,
         url: Url,
@@ -738,6 +743,55 @@ impl Registry {
         ))
     }
 
+    /// `error` with the credential in use (password, Basic pair, tokens) and terminal control
+    /// sequences removed from every text in it: what a server sent is shown only this way.
+    pub(crate) fn scrub(&self, error: RegistryError) -> RegistryError {
+        let secrets = self.secrets.lock().expect("secrets lock").clone();
+        error.map_text(|text| secrets.scrub(text))
+    }
+
+    /// `HEAD /v2/<repo>/manifests/<reference>`: the digest, when the registry sends one.
+    pub async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
+        self.head_manifest_unscrubbed(repo, reference)
+            .await
+            .map_err(|e| self.scrub(e))
+    }
+
+    /// `GET /v2/<repo>/manifests/<reference>`, verified against `expected` (a digest
+    /// pull) or against `Docker-Content-Digest`.
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        expected: Option<&Digest>,
+    ) -> Result<FetchedManifest, RegistryError> {
+        self.get_manifest_unscrubbed(repo, reference, expected)
+            .await
+            .map_err(|e| self.scrub(e))
+    }
+
+    /// `GET /v2/<repo>/blobs/<digest>`, from byte `offset` on (`Range`). The answer is 200
+    /// (whole blob) or 206 (the rest); anything else is an error.
+    pub async fn get_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<reqwest::Response, RegistryError> {
+        self.get_blob_unscrubbed(repo, digest, offset)
+            .await
+            .map_err(|e| self.scrub(e))
+    }
+
+    /// Every tag of `repo`, following `Link` pagination.
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
+        self.tags_unscrubbed(repo).await.map_err(|e| self.scrub(e))
+    }
+
     fn manifest_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
         for mt in media_type::MANIFEST_ACCEPT {
@@ -747,7 +801,7 @@ impl Registry {
     }
 
     /// `HEAD /v2/<repo>/manifests/<reference>`: the digest, when the registry sends one.
-    pub async fn head_manifest(
+    async fn head_manifest_unscrubbed(
         &self,
         repo: &str,
         reference: &str,
@@ -771,7 +825,7 @@ impl Registry {
 
     /// `GET /v2/<repo>/manifests/<reference>`, verified against `expected` (a digest
     /// pull) or against `Docker-Content-Digest`.
-    pub async fn get_manifest(
+    async fn get_manifest_unscrubbed(
         &self,
         repo: &str,
         reference: &str,
@@ -808,7 +862,7 @@ impl Registry {
 
     /// `GET /v2/<repo>/blobs/<digest>`, from byte `offset` on (`Range`). The answer is 200
     /// (whole blob) or 206 (the rest); anything else is an error.
-    pub async fn get_blob(
+    async fn get_blob_unscrubbed(
         &self,
         repo: &str,
         digest: &Digest,
@@ -826,7 +880,7 @@ impl Registry {
     }
 
     /// Every tag of `repo`, following `Link` pagination.
-    pub async fn tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
+    async fn tags_unscrubbed(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
         #[derive(serde::Deserialize)]
         struct TagList {
             #[serde(default)]
@@ -954,6 +1008,17 @@ fn parse_next_link(header: &str) -> Option<String> {
             })
             .then(|| target.to_string())
     })
+}
+
+/// The forms of `credential` that shown text must not hold.
+fn credential_secrets(credential: Option<&Credential>) -> Secrets {
+    let mut secrets = Secrets::new();
+    match credential {
+        Some(Credential::Basic { username, password }) => secrets.add_basic(username, password),
+        Some(Credential::IdentityToken(t) | Credential::RegistryToken(t)) => secrets.add(t),
+        None => {}
+    }
+    secrets
 }
 
 /// The origin of a URL as browsers and Go's redirect rules see it: scheme, host (lower case)
