@@ -38,6 +38,8 @@ pub mod media_type {
 
 /// Largest manifest rpull reads (containerd's limit is about 4 MB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest image config rpull reads.
+pub const MAX_CONFIG_BYTES: usize = 2 * MAX_MANIFEST_BYTES;
 
 /// Why a manifest or config was refused.
 #[derive(Debug, thiserror::Error)]

@@ -996,3 +996,111 @@ fn terminal_control_sequences_from_a_registry_are_stripped() {
         assert!(!json.stdout.contains(bad), "{bad} in {json}");
     }
 }
+
+// ---- every blob against its descriptor ----
+
+/// Pushes `image` as `<repo>:v1`, then `<repo>:v2` with the manifest changed by `edit`.
+fn push_edited(repo: &str, image: &Image, edit: impl FnOnce(&mut serde_json::Value)) -> PushedImage {
+    let registry = registry();
+    let pushed = registry.push_image(repo, "v1", image, ManifestFormat::Oci);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&pushed.manifest_bytes).unwrap();
+    edit(&mut manifest);
+    registry.push_manifest_json(repo, "v2", &manifest);
+    pushed
+}
+
+#[test]
+fn a_config_of_the_wrong_size_is_refused() {
+    let image = Image::new(
+        Platform::host(),
+        vec![LayerBuilder::new()
+            .file("a", b"a", 0o644)
+            .build(Compression::Gzip)],
+    );
+    let pushed = push_edited("hostile/config-size", &image, |m| {
+        let size = m["config"]["size"].as_u64().unwrap();
+        m["config"]["size"] = (size + 1).into();
+    });
+    let sandbox = rpull();
+    let reference = registry().image_ref("hostile/config-size", "v2");
+    let out = sandbox.run([&reference]);
+    let p = Pulled {
+        sandbox,
+        out,
+        reference,
+    };
+    p.assert_refused(&format!(
+        "image config verification failed for digest {}: {} bytes, its descriptor says {}",
+        pushed.config_digest,
+        image.config_bytes().len(),
+        image.config_bytes().len() + 1
+    ));
+    // The store holds nothing of it, so check passes and a good pull is unaffected.
+    p.sandbox
+        .run([registry().image_ref("hostile/config-size", "v1")])
+        .assert_success();
+    p.assert_store_intact();
+
+    // A size past any cap (2^64-1, which the registry refuses to store: a hostile one serves
+    // it) is refused before a byte is read, and nothing wraps.
+    let mut manifest: serde_json::Value = serde_json::from_slice(&pushed.manifest_bytes).unwrap();
+    manifest["config"]["size"] = u64::MAX.into();
+    let proxy = FaultProxy::start(&registry().host());
+    proxy.add_rule(Rule::new(
+        "/manifests/v3",
+        Fault::Status {
+            code: 200,
+            headers: vec![(
+                "Content-Type".into(),
+                "application/vnd.oci.image.manifest.v1+json".into(),
+            )],
+            body: manifest.to_string(),
+        },
+    ));
+    let out = p.sandbox.run([
+        "--format",
+        "json",
+        &format!("{}/hostile/config-size:v3", proxy.host()),
+    ]);
+    out.assert_code(1);
+    assert!(
+        out.stdout.contains(&format!(
+            "image config {} of 18446744073709551615 bytes is larger than the 8388608 bytes limit",
+            pushed.config_digest
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn caps_apply_to_blobs_already_in_the_store() {
+    // A 9 MiB layer, pulled once, then named as a config and as a manifest.
+    let layer = Layer::random("big.bin", 9 << 20, 48, Compression::Gzip);
+    let (digest, size) = (layer.digest.clone(), layer.size());
+    assert!(size > 8 << 20);
+    let image = Image::new(Platform::host(), vec![layer]);
+    push_edited("hostile/stored-cap", &image, |m| {
+        m["config"]["digest"] = digest.clone().into();
+        m["config"]["size"] = size.into();
+    });
+    let sandbox = rpull();
+    sandbox
+        .run([registry().image_ref("hostile/stored-cap", "v1")])
+        .assert_success();
+    let out = sandbox.run([registry().image_ref("hostile/stored-cap", "v2")]);
+    out.assert_code(1);
+    assert_lines(
+        &out.stderr,
+        &[&format!(
+            "image config {digest} of {size} bytes is larger than the 8388608 bytes limit"
+        )],
+    );
+    let out = sandbox.run([registry().digest_ref("hostile/stored-cap", &digest)]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains(&format!("manifest too large: {size} bytes")),
+        "{out}"
+    );
+    let check = sandbox.run(["check"]);
+    assert!(check.success(), "{check}");
+}

@@ -156,6 +156,32 @@ pub enum PullError {
     /// The config blob did not hash to its digest.
     #[error("image config verification failed for digest {0}")]
     ConfigVerification(Digest),
+    /// A manifest or config is not the size its descriptor declares.
+    #[error(
+        "{what} verification failed for digest {digest}: {actual} bytes, its descriptor says {declared}"
+    )]
+    BlobSize {
+        /// `manifest` or `image config`.
+        what: &'static str,
+        /// The blob.
+        digest: Digest,
+        /// The descriptor's size.
+        declared: u64,
+        /// What was read.
+        actual: u64,
+    },
+    /// A descriptor declares a manifest or config larger than rpull reads.
+    #[error("{what} {digest} of {declared} bytes is larger than the {limit} bytes limit")]
+    BlobTooLarge {
+        /// `manifest` or `image config`.
+        what: &'static str,
+        /// The blob.
+        digest: Digest,
+        /// The descriptor's size.
+        declared: u64,
+        /// The cap.
+        limit: usize,
+    },
     /// A layer could not be unpacked.
     #[error("failed to register layer: {0}")]
     Unpack(#[from] UnpackError),
@@ -442,15 +468,27 @@ impl Puller {
     }
 
     /// A manifest by digest: from the store when present, else from the registry (verified).
+    /// `size` is its descriptor's (an index entry's), when there is one: the manifest must be
+    /// that long. Whatever the source, no more than [`manifest::MAX_MANIFEST_BYTES`] is read.
     async fn manifest_by_digest(
         &self,
         registry: &Registry,
         reference: &Reference,
         digest: &Digest,
+        size: Option<u64>,
     ) -> Result<(Vec<u8>, String), PullError> {
-        if self.store.has_blob(digest, None) {
-            if let Ok(bytes) = self.store.read_blob(digest) {
-                return Ok((bytes, String::new()));
+        let limit = manifest::MAX_MANIFEST_BYTES;
+        check_descriptor_size("manifest", digest, size, limit)?;
+        if self.store.has_blob(digest, size) {
+            match self.store.read_blob(digest) {
+                Ok(bytes) if bytes.len() <= limit => return Ok((bytes, String::new())),
+                // A stored blob too large for a manifest (a layer, named by a digest
+                // reference) is no manifest: refused as the registry's copy would be.
+                Ok(bytes) => return Err(ManifestError::TooLarge(bytes.len()).into()),
+                Err(StoreError::TooLarge { size, .. }) => {
+                    return Err(ManifestError::TooLarge(size as usize).into())
+                }
+                Err(_) => {}
             }
         }
         let digest_str = digest.to_string();
@@ -459,6 +497,7 @@ impl Puller {
             _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
         }
         .map_err(|e| self.map_resolve_error(reference, e))?;
+        check_blob_size("manifest", digest, size, fetched.bytes.len())?;
         Ok((fetched.bytes, fetched.content_type))
     }
 
@@ -469,7 +508,7 @@ impl Puller {
         reference: &Reference,
     ) -> Result<(Digest, Vec<u8>, String), PullError> {
         if let Some(d) = reference.digest() {
-            let (bytes, ct) = self.manifest_by_digest(registry, reference, d).await?;
+            let (bytes, ct) = self.manifest_by_digest(registry, reference, d, None).await?;
             return Ok((d.clone(), bytes, ct));
         }
         let tag = reference.tag().unwrap_or("latest");
@@ -479,7 +518,9 @@ impl Puller {
         }
         .map_err(|e| self.map_resolve_error(reference, e))?;
         if let Some(head) = head {
-            let (bytes, ct) = self.manifest_by_digest(registry, reference, &head.digest).await?;
+            let (bytes, ct) = self
+                .manifest_by_digest(registry, reference, &head.digest, None)
+                .await?;
             let ct = if ct.is_empty() { head.content_type } else { ct };
             return Ok((head.digest, bytes, ct));
         }
@@ -554,7 +595,7 @@ impl Puller {
                         index_blob = Some((digest.clone(), bytes.clone()));
                     }
                     let (b, c) = self
-                        .manifest_by_digest(&registry, reference, &chosen.digest)
+                        .manifest_by_digest(&registry, reference, &chosen.digest, Some(chosen.size))
                         .await?;
                     let c = if c.is_empty() {
                         chosen.media_type.clone()
@@ -661,8 +702,11 @@ impl Puller {
         reference: &Reference,
         desc: &Descriptor,
     ) -> Result<Vec<u8>, PullError> {
+        // The cap applies before anything is read, whether the blob is stored or not.
+        let limit = manifest::MAX_CONFIG_BYTES;
+        check_descriptor_size("image config", &desc.digest, Some(desc.size), limit)?;
         if self.store.has_blob(&desc.digest, Some(desc.size)) {
-            if let Ok(b) = self.store.read_blob(&desc.digest) {
+            if let Ok(b) = self.store.read_blob_sized(&desc.digest, desc.size) {
                 return Ok(b);
             }
         }
@@ -671,7 +715,7 @@ impl Puller {
             attempt += 1;
             let result = async {
                 let resp = registry.get_blob(reference.path(), &desc.digest, 0).await?;
-                crate::registry::read_limited(resp, manifest::MAX_MANIFEST_BYTES * 2).await
+                crate::registry::read_limited(resp, limit).await
             };
             let result = tokio::select! {
                 r = result => r,
@@ -679,6 +723,7 @@ impl Puller {
             };
             match result {
                 Ok(bytes) => {
+                    check_blob_size("image config", &desc.digest, Some(desc.size), bytes.len())?;
                     if !desc.digest.verify(&bytes) {
                         return Err(PullError::ConfigVerification(desc.digest.clone()));
                     }
@@ -826,5 +871,41 @@ impl Puller {
             Some(e) => Err(e),
             None => Ok(true),
         }
+    }
+}
+
+/// Refuses a descriptor declaring more than `limit` bytes, before anything is read.
+fn check_descriptor_size(
+    what: &'static str,
+    digest: &Digest,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<(), PullError> {
+    match declared {
+        Some(declared) if declared > limit as u64 => Err(PullError::BlobTooLarge {
+            what,
+            digest: digest.clone(),
+            declared,
+            limit,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a blob whose length is not its descriptor's size.
+fn check_blob_size(
+    what: &'static str,
+    digest: &Digest,
+    declared: Option<u64>,
+    actual: usize,
+) -> Result<(), PullError> {
+    match declared {
+        Some(declared) if declared != actual as u64 => Err(PullError::BlobSize {
+            what,
+            digest: digest.clone(),
+            declared,
+            actual: actual as u64,
+        }),
+        _ => Ok(()),
     }
 }

@@ -46,7 +46,7 @@ pub fn read_image(store: &Store, entry: &RefEntry) -> Result<StoredImage, StoreE
     let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| damaged(format!("manifest {}: {e}", entry.digest)))?;
     let config_bytes = store
-        .read_blob(&manifest.config.digest)
+        .read_blob_sized(&manifest.config.digest, manifest.config.size)
         .map_err(|e| damaged(format!("config {}: {e}", manifest.config.digest)))?;
     let config = ImageConfig::parse(&config_bytes, manifest.layers.len())
         .map_err(|e| damaged(format!("config {}: {e}", manifest.config.digest)))?;

@@ -60,7 +60,7 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
-    /// Content did not match its digest.
+    /// Content did not match its digest or its descriptor's size.
     #[error("{0}")]
     Verification(String),
     /// An entry's manifest or config is missing or unreadable.
@@ -70,6 +70,16 @@ pub enum StoreError {
         name: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A blob read whole into memory is larger than any manifest, index or config may be.
+    #[error("{} is {size} bytes, more than the {limit} bytes a manifest or config may have", path.display())]
+    TooLarge {
+        /// The blob.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// [`MAX_SMALL_BLOB_BYTES`].
+        limit: u64,
     },
 }
 
@@ -171,6 +181,10 @@ pub fn temp_owner_alive(name: &str) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// The most bytes [`Store::read_blob`] reads into memory: the largest config (manifests are
+/// smaller still).
+pub const MAX_SMALL_BLOB_BYTES: u64 = crate::manifest::MAX_CONFIG_BYTES as u64;
+
 /// Prefix of temporary files written beside their final name.
 pub const TMP_PREFIX: &str = ".tmp-";
 
@@ -261,10 +275,43 @@ impl Store {
         }
     }
 
-    /// Reads a small blob and checks it against its digest.
+    /// Reads a small blob (a manifest, index or config: at most [`MAX_SMALL_BLOB_BYTES`],
+    /// checked before reading) and checks it against its digest.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        self.read_small_blob(digest, None)
+    }
+
+    /// [`Store::read_blob`] for a descriptor: the blob must also be `size` bytes.
+    pub fn read_blob_sized(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, StoreError> {
+        self.read_small_blob(digest, Some(size))
+    }
+
+    fn read_small_blob(&self, digest: &Digest, size: Option<u64>) -> Result<Vec<u8>, StoreError> {
+        use std::io::Read as _;
         let path = self.blob_path(digest);
-        let bytes = fs::read(&path).map_err(StoreError::io("read", &path))?;
+        let file = File::open(&path).map_err(StoreError::io("read", &path))?;
+        let len = file.metadata().map_err(StoreError::io("read", &path))?.len();
+        if let Some(want) = size.filter(|&s| s != len) {
+            return Err(StoreError::Verification(format!(
+                "{} is {len} bytes, its descriptor says {want}",
+                path.display()
+            )));
+        }
+        let too_large = |size| StoreError::TooLarge {
+            path: path.clone(),
+            size,
+            limit: MAX_SMALL_BLOB_BYTES,
+        };
+        if len > MAX_SMALL_BLOB_BYTES {
+            return Err(too_large(len));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.take(MAX_SMALL_BLOB_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(StoreError::io("read", &path))?;
+        if bytes.len() as u64 > MAX_SMALL_BLOB_BYTES {
+            return Err(too_large(bytes.len() as u64));
+        }
         if !digest.verify(&bytes) {
             return Err(StoreError::Verification(format!(
                 "{} does not match its digest {digest}",
