@@ -1104,3 +1104,47 @@ fn caps_apply_to_blobs_already_in_the_store() {
     let check = sandbox.run(["check"]);
     assert!(check.success(), "{check}");
 }
+
+#[test]
+fn a_nested_index_is_refused() {
+    let registry = registry();
+    let image = registry.push_small_image("hostile/nested", "image", 49);
+    let inner = registry.push_index(
+        "hostile/nested",
+        "inner",
+        ManifestFormat::Oci,
+        &[image.index_entry()],
+    );
+    let inner_entry = IndexEntry {
+        media_type: inner.media_type.clone(),
+        digest: inner.digest.clone(),
+        size: inner.bytes.len() as u64,
+        platform: Some(Platform::host()),
+        annotations: Default::default(),
+    };
+    let outer = registry.push_index("hostile/nested", "v1", ManifestFormat::Oci, &[inner_entry]);
+    let proxy = FaultProxy::start(&registry.host());
+    let sandbox = rpull();
+    let reference = format!("{}/hostile/nested:v1", proxy.host());
+    let out = sandbox.run([&reference]);
+    let p = Pulled {
+        sandbox,
+        out,
+        reference,
+    };
+    p.assert_refused(&format!(
+        "unsupported manifest format: the index {} names another index ({}); nested indexes are not supported",
+        outer.digest, inner.digest
+    ));
+    // One level is read, not more: the inner index is the last manifest fetched.
+    let gets: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "GET" && q.path.contains("/manifests/"))
+        .map(|q| q.path)
+        .collect();
+    assert!(
+        gets.iter().all(|g| !g.contains(&image.manifest_digest)),
+        "{gets:?}"
+    );
+}

@@ -579,36 +579,33 @@ impl Puller {
         let shown = reference.familiar_string();
         let platform = self.opts.platform.clone().unwrap_or_else(Platform::host);
         let mut index_blob: Option<(Digest, Vec<u8>)> = None;
-        let (mut digest, mut bytes, mut ct) = (top_digest.clone(), top_bytes, top_ct);
-        let (manifest_digest, manifest_bytes, manifest_ct, image, entry_platform) = loop {
-            match Manifest::parse(&ct, &bytes, &shown)? {
-                Manifest::Image(m) => break (digest, bytes, ct, *m, None),
-                Manifest::Index(index) => {
-                    if index_blob.is_some() && index_blob.as_ref().map(|b| &b.0) != Some(&top_digest) {
-                        return Err(ManifestError::Unsupported("nested index too deep".into()).into());
-                    }
-                    let chosen = index
-                        .select(&platform)
-                        .ok_or_else(|| PullError::NoMatchingManifest(platform.to_string()))?
-                        .clone();
-                    if index_blob.is_none() {
-                        index_blob = Some((digest.clone(), bytes.clone()));
-                    }
-                    let (b, c) = self
-                        .manifest_by_digest(&registry, reference, &chosen.digest, Some(chosen.size))
-                        .await?;
-                    let c = if c.is_empty() {
-                        chosen.media_type.clone()
-                    } else {
-                        c
-                    };
-                    let parsed = Manifest::parse(&c, &b, &shown)?;
-                    if let Manifest::Image(m) = parsed {
-                        break (chosen.digest.clone(), b, c, *m, chosen.platform.clone());
-                    }
-                    digest = chosen.digest.clone();
-                    bytes = b;
-                    ct = c;
+        // An image manifest, or an index whose chosen entry is one. As in docker, an index
+        // naming another index is refused: nothing is followed past one level.
+        let (manifest_digest, manifest_bytes, manifest_ct, image, entry_platform) = match Manifest::parse(
+            &top_ct, &top_bytes, &shown,
+        )? {
+            Manifest::Image(m) => (top_digest.clone(), top_bytes, top_ct, *m, None),
+            Manifest::Index(index) => {
+                let chosen = index
+                    .select(&platform)
+                    .ok_or_else(|| PullError::NoMatchingManifest(platform.to_string()))?
+                    .clone();
+                index_blob = Some((top_digest.clone(), top_bytes));
+                let (b, c) = self
+                    .manifest_by_digest(&registry, reference, &chosen.digest, Some(chosen.size))
+                    .await?;
+                let c = if c.is_empty() {
+                    chosen.media_type.clone()
+                } else {
+                    c
+                };
+                match Manifest::parse(&c, &b, &shown)? {
+                    Manifest::Image(m) => (chosen.digest.clone(), b, c, *m, chosen.platform.clone()),
+                    Manifest::Index(_) => return Err(ManifestError::Unsupported(format!(
+                        "the index {top_digest} names another index ({}); nested indexes are not supported",
+                        chosen.digest
+                    ))
+                    .into()),
                 }
             }
         };
