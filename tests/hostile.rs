@@ -609,6 +609,20 @@ impl Proxied {
         }
     }
 
+    /// `rpull <args…> <proxy>/<repo><reference>`.
+    fn pull_args(&self, args: &[&str], reference: &str) -> Pulled {
+        let sandbox = rpull();
+        let reference = format!("{}/{}{reference}", self.proxy.host(), self.pushed.repo);
+        let mut all: Vec<&str> = args.to_vec();
+        all.push(&reference);
+        let out = sandbox.run(all);
+        Pulled {
+            sandbox,
+            out,
+            reference,
+        }
+    }
+
     fn layer(&self) -> &str {
         &self.pushed.layer_digests[0][7..]
     }
@@ -1147,4 +1161,67 @@ fn a_nested_index_is_refused() {
         gets.iter().all(|g| !g.contains(&image.manifest_digest)),
         "{gets:?}"
     );
+}
+
+// ---- tag lists: cancellable and bounded ----
+
+#[test]
+fn an_interrupt_while_the_tag_list_stalls_stops_the_pull() {
+    let x = proxied("hostile/tags-stall", 50);
+    x.proxy.add_rule(Rule::new(
+        "/tags/list",
+        Fault::StallAfter(0, std::time::Duration::from_secs(60)),
+    ));
+    let sandbox = rpull();
+    let mut running = sandbox.spawn(["-a", &format!("{}/{}", x.proxy.host(), x.pushed.repo)]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !x.proxy.requests().iter().any(|q| q.path.contains("/tags/list")) {
+        assert!(std::time::Instant::now() < deadline, "no tag list request");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let interrupted = std::time::Instant::now();
+    running.interrupt();
+    let out = running.wait();
+    assert!(
+        interrupted.elapsed() < std::time::Duration::from_secs(10),
+        "the first SIGINT took {:?}",
+        interrupted.elapsed()
+    );
+    out.assert_code(130);
+}
+
+#[test]
+fn an_endless_tag_list_is_cut_at_its_total_bound() {
+    let x = proxied("hostile/tags-endless", 51);
+    // Every page is 1 MiB of tags and names a next page: the list never ends.
+    let tags: Vec<String> = (0..40_000).map(|i| format!("t{i:020}")).collect();
+    let body = serde_json::json!({"name": x.pushed.repo, "tags": tags}).to_string();
+    assert!(body.len() > (1 << 20) - 100_000, "{}", body.len());
+    x.proxy.add_rule(Rule::new(
+        "/tags/list",
+        Fault::Status {
+            code: 200,
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                (
+                    "Link".into(),
+                    format!("</v2/{}/tags/list?n=40000&last=x>; rel=\"next\"", x.pushed.repo),
+                ),
+            ],
+            body,
+        },
+    ));
+    let p = x.pull_args(&["-a"], "");
+    p.assert_refused(&format!(
+        "the tag list of {} is larger than 33554432 bytes",
+        x.pushed.repo
+    ));
+    let pages = x
+        .proxy
+        .requests()
+        .iter()
+        .filter(|q| q.path.contains("/tags/list"))
+        .count();
+    assert!((30..=40).contains(&pages), "{pages} pages read");
 }

@@ -413,10 +413,11 @@ impl Puller {
 
     async fn pull_all_tags(&self, name: &Reference) -> Result<(), PullError> {
         let registry = self.registry_for(name)?;
-        let tags = registry
-            .tags(name.path())
-            .await
-            .map_err(|e| self.map_resolve_error(name, e))?;
+        let tags = tokio::select! {
+            r = registry.tags(name.path()) => r,
+            _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+        }
+        .map_err(|e| self.map_resolve_error(name, e))?;
         let mut changed = false;
         for tag in tags {
             self.check_cancel()?;
@@ -581,34 +582,35 @@ impl Puller {
         let mut index_blob: Option<(Digest, Vec<u8>)> = None;
         // An image manifest, or an index whose chosen entry is one. As in docker, an index
         // naming another index is refused: nothing is followed past one level.
-        let (manifest_digest, manifest_bytes, manifest_ct, image, entry_platform) = match Manifest::parse(
-            &top_ct, &top_bytes, &shown,
-        )? {
-            Manifest::Image(m) => (top_digest.clone(), top_bytes, top_ct, *m, None),
-            Manifest::Index(index) => {
-                let chosen = index
-                    .select(&platform)
-                    .ok_or_else(|| PullError::NoMatchingManifest(platform.to_string()))?
-                    .clone();
-                index_blob = Some((top_digest.clone(), top_bytes));
-                let (b, c) = self
-                    .manifest_by_digest(&registry, reference, &chosen.digest, Some(chosen.size))
-                    .await?;
-                let c = if c.is_empty() {
-                    chosen.media_type.clone()
-                } else {
-                    c
-                };
-                match Manifest::parse(&c, &b, &shown)? {
-                    Manifest::Image(m) => (chosen.digest.clone(), b, c, *m, chosen.platform.clone()),
-                    Manifest::Index(_) => return Err(ManifestError::Unsupported(format!(
+        let (manifest_digest, manifest_bytes, manifest_ct, image, entry_platform) =
+            match Manifest::parse(&top_ct, &top_bytes, &shown)? {
+                Manifest::Image(m) => (top_digest.clone(), top_bytes, top_ct, *m, None),
+                Manifest::Index(index) => {
+                    let chosen = index
+                        .select(&platform)
+                        .ok_or_else(|| PullError::NoMatchingManifest(platform.to_string()))?
+                        .clone();
+                    index_blob = Some((top_digest.clone(), top_bytes));
+                    let (b, c) = self
+                        .manifest_by_digest(&registry, reference, &chosen.digest, Some(chosen.size))
+                        .await?;
+                    let c = if c.is_empty() {
+                        chosen.media_type.clone()
+                    } else {
+                        c
+                    };
+                    match Manifest::parse(&c, &b, &shown)? {
+                        Manifest::Image(m) => (chosen.digest.clone(), b, c, *m, chosen.platform.clone()),
+                        Manifest::Index(_) => {
+                            return Err(ManifestError::Unsupported(format!(
                         "the index {top_digest} names another index ({}); nested indexes are not supported",
                         chosen.digest
                     ))
-                    .into()),
+                            .into())
+                        }
+                    }
                 }
-            }
-        };
+            };
 
         manifest::check_config_media_type(&image.config.media_type)?;
         let config_bytes = self.fetch_config(&registry, reference, &image.config).await?;

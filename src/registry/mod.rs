@@ -298,6 +298,9 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// The most tag-list data, all pages together, [`Registry::tags`] reads.
+pub const MAX_TAG_LIST_BYTES: usize = 32 * 1024 * 1024;
+
 /// The longest wait a `Retry-After` header can ask for; longer asks wait this long.
 pub const MAX_RETRY_AFTER_SECS: u64 = 300;
 
@@ -888,6 +891,7 @@ impl Registry {
         }
         let mut url = self.url(&format!("{repo}/tags/list")).await?;
         let mut all = Vec::new();
+        let mut total = 0usize;
         for _ in 0..10_000 {
             let resp = Self::check(
                 self.send(Method::GET, url.clone(), HeaderMap::new(), &pull_scope(repo))
@@ -895,7 +899,16 @@ impl Registry {
             )
             .await?;
             let next = header_str(resp.headers(), "link").and_then(|l| parse_next_link(&l));
-            let body = read_limited(resp, 16 * 1024 * 1024).await?;
+            // One budget for all pages together: a registry cannot grow the list without end.
+            let body = read_limited(resp, MAX_TAG_LIST_BYTES - total)
+                .await
+                .map_err(|e| match e {
+                    RegistryError::Body(_) => RegistryError::Body(format!(
+                        "the tag list of {repo} is larger than {MAX_TAG_LIST_BYTES} bytes"
+                    )),
+                    other => other,
+                })?;
+            total += body.len();
             let list: TagList = serde_json::from_slice(&body)
                 .map_err(|e| RegistryError::Body(format!("invalid tag list from {url}: {e}")))?;
             all.extend(list.tags.unwrap_or_default());
