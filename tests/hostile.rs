@@ -1225,3 +1225,83 @@ fn an_endless_tag_list_is_cut_at_its_total_bound() {
         .count();
     assert!((30..=40).contains(&pages), "{pages} pages read");
 }
+
+// ---- a stdout that goes away ----
+
+/// Runs `rpull --root … <args>` with stdout a pipe whose reader is gone (every write: EPIPE),
+/// or, with `closed`, with file descriptor 1 closed (`>&-`).
+fn run_with_broken_stdout(sandbox: &Rpull, args: &[&str], closed: bool) -> std::process::Output {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let mut cmd = sandbox.command();
+    cmd.args(args).stderr(Stdio::piped());
+    if closed {
+        cmd.stdout(Stdio::null());
+        // SAFETY: close is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::close(1);
+                Ok(())
+            });
+        }
+    } else {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two descriptors it creates.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both descriptors were just created and are owned here only.
+        let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(reader);
+        cmd.stdout(Stdio::from(writer));
+    }
+    cmd.output().expect("running rpull")
+}
+
+#[test]
+fn a_closed_stdout_never_leaves_a_command_half_done() {
+    let registry = registry();
+    registry.push_small_image("hostile/epipe", "v1", 52);
+    registry.push_small_image("hostile/epipe", "v2", 53);
+    let sandbox = rpull();
+    for tag in ["v1", "v2"] {
+        sandbox
+            .run([registry.image_ref("hostile/epipe", tag)])
+            .assert_success();
+    }
+    let blobs = |s: &Rpull| fs::read_dir(s.root().join("blobs/sha256")).unwrap().count();
+    let quiet = |out: &std::process::Output, what: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{what}: {:?}\n{stderr}", out.status);
+        assert!(stderr.is_empty(), "{what}: {stderr}");
+    };
+    quiet(&run_with_broken_stdout(&sandbox, &["check"], false), "check");
+    // rmi untags, then collects: both happen although nothing can be printed.
+    let before = blobs(&sandbox);
+    let v1 = registry.image_ref("hostile/epipe", "v1");
+    quiet(&run_with_broken_stdout(&sandbox, &["rmi", &v1], false), "rmi");
+    assert_eq!(
+        blobs(&sandbox),
+        before - 3,
+        "rmi's collection ran (manifest, config, layer)"
+    );
+    let images = sandbox.run(["images", "-q"]);
+    assert_eq!(images.stdout.lines().count(), 1, "{images}");
+    // prune finds nothing left to do, and says so quietly too.
+    quiet(&run_with_broken_stdout(&sandbox, &["prune"], false), "prune");
+    sandbox.run(["check"]).assert_success();
+
+    // save's output is its result: a closed stdout is an error, not a silent success.
+    let v2 = registry.image_ref("hostile/epipe", "v2");
+    let out = run_with_broken_stdout(&sandbox, &["save", &v2], true);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_lines(
+        &String::from_utf8_lossy(&out.stderr),
+        &["failed to save image: standard output is closed. Use the -o flag or redirect"],
+    );
+    let out = run_with_broken_stdout(&sandbox, &["save", &v2], false);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Broken pipe"),
+        "{out:?}"
+    );
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{fail, open_store};
+use super::{fail, open_store, print_line};
 use rpull::check::{self, Severity};
 use rpull::cli::CheckArgs;
 
@@ -26,18 +26,20 @@ pub async fn run(args: CheckArgs, root: Option<PathBuf>) -> ExitCode {
             Severity::Leftover => "leftover",
         };
         let done = if f.repaired { " (repaired)" } else { "" };
-        println!("{kind}: {} ({}){done}", f.message, f.path.display());
+        print_line(format_args!("{kind}: {} ({}){done}", f.message, f.path.display()));
     }
     for name in &report.repull {
-        println!("incomplete image {name}: pull it again to complete it");
+        print_line(format_args!(
+            "incomplete image {name}: pull it again to complete it"
+        ));
     }
-    println!(
+    print_line(format_args!(
         "checked {} blobs, {} unpacked layers, {} images; {} resumable partial downloads",
         report.blobs, report.layers, report.images, report.partials
-    );
+    ));
     let open = report.open_problems().count();
     if open == 0 {
-        println!("store is intact");
+        print_line("store is intact");
         ExitCode::SUCCESS
     } else {
         let hint = if repair {

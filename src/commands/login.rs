@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use super::creds::{prompt_line, prompt_secret, stdin_is_terminal, PromptTo};
-use super::fail;
+use super::{fail, print_line};
 use rpull::cli::LoginArgs;
 use rpull::credentials::{registry_key, DockerConfig, Stored, DOCKER_HUB_KEY};
 use rpull::registry::login::LoginError;
@@ -68,7 +68,7 @@ pub async fn run(args: LoginArgs) -> ExitCode {
             eprintln!("Authenticating with existing credentials... [Username: {u}]");
             match check(&settings.registry, &host, &u, &p).await {
                 Ok(()) => {
-                    println!("Login Succeeded");
+                    print_line("Login Succeeded");
                     return ExitCode::SUCCESS;
                 }
                 Err(e) if e.is_unauthorized() => eprintln!("Stored credentials invalid or expired"),
@@ -118,7 +118,7 @@ pub async fn run(args: LoginArgs) -> ExitCode {
         Ok(Stored::Helper(_)) => {}
         Err(e) => return fail(&e.to_string()),
     }
-    println!("Login Succeeded");
+    print_line("Login Succeeded");
     ExitCode::SUCCESS
 }
 

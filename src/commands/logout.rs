@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::fail;
+use super::{fail, print_line};
 use rpull::cli::LogoutArgs;
 use rpull::credentials::{registry_key, CredentialError, DockerConfig};
 
@@ -18,8 +18,8 @@ pub async fn run(args: LogoutArgs) -> ExitCode {
         None => return fail(&CredentialError::NoConfigPath.to_string()),
     };
     match config.erase(&key) {
-        Ok(true) => println!("Removing login credentials for {key}"),
-        Ok(false) => println!("Not logged in to {key}"),
+        Ok(true) => print_line(format_args!("Removing login credentials for {key}")),
+        Ok(false) => print_line(format_args!("Not logged in to {key}")),
         Err(e) => return fail(&e.to_string()),
     }
     ExitCode::SUCCESS

@@ -14,7 +14,7 @@ pub mod save;
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,50 @@ use rpull::store::Store;
 
 /// The signal that stopped the run, if any (0 = none).
 static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
+
+/// Set once a write to stdout failed (a closed pipe): the rest of the output is dropped.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Prints `line` and a newline on stdout, as one write. A stdout that cannot be written (a
+/// reader that went away: EPIPE) never stops a command half-way, as `println!`'s panic did:
+/// the command finishes its work, and this and every later line are dropped quietly.
+pub fn print_line(line: impl std::fmt::Display) {
+    use std::io::Write as _;
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let text = format!("{line}\n");
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+        STDOUT_GONE.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether the command was started with file descriptor 1 open (not `>&-`). A command whose
+/// output is its result (`save`) must refuse to run without one.
+///
+/// A closed descriptor cannot be seen as such from `main`: Rust's runtime puts `/dev/null`,
+/// opened read-write, in place of a closed 0, 1 or 2 before `main` runs (and its stdout
+/// would swallow writes to a closed one anyway). A shell's `>/dev/null` opens it write-only,
+/// so a read-write `/dev/null` on fd 1 is taken as the runtime's stand-in.
+pub fn stdout_is_open() -> bool {
+    let fd = libc::STDOUT_FILENO;
+    // SAFETY: F_GETFD and F_GETFL only query the descriptor's flags.
+    let (fd_flags, fl) = unsafe { (libc::fcntl(fd, libc::F_GETFD), libc::fcntl(fd, libc::F_GETFL)) };
+    if fd_flags == -1 || fl == -1 {
+        return false;
+    }
+    if fl & libc::O_ACCMODE != libc::O_RDWR {
+        return true;
+    }
+    // SAFETY: fstat writes into the zeroed struct passed.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return false;
+    }
+    let dev_null = st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3);
+    !dev_null
+}
 
 /// Prints `message` on stderr and returns exit status 1.
 pub fn fail(message: &str) -> ExitCode {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{fail, open_store};
+use super::{fail, open_store, print_line};
 use rpull::cli::PruneArgs;
 use rpull::gc::{self, CollectOptions};
 use rpull::images::human_size_precision;
@@ -31,7 +31,7 @@ pub fn run(_args: PruneArgs, root: Option<PathBuf>) -> ExitCode {
         Err(e) => return fail(&format!("Error: {e}")),
     };
     for d in report.deleted() {
-        println!("Deleted: {d}");
+        print_line(format_args!("Deleted: {d}"));
     }
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -39,9 +39,9 @@ pub fn run(_args: PruneArgs, root: Option<PathBuf>) -> ExitCode {
     for p in &report.in_use {
         eprintln!("note: {} is being downloaded; kept", p.display());
     }
-    println!(
+    print_line(format_args!(
         "Total reclaimed space: {}",
         human_size_precision(report.reclaimed_bytes(), 4)
-    );
+    ));
     ExitCode::SUCCESS
 }

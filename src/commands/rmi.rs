@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{fail, open_store};
+use super::{fail, open_store, print_line};
 use rpull::cli::RmiArgs;
 use rpull::gc::{self, CollectOptions, GcError, Removed};
 use rpull::store::Store;
@@ -38,7 +38,7 @@ pub fn run(args: RmiArgs, root: Option<PathBuf>) -> ExitCode {
                         printed.insert(d.to_string());
                     }
                     removed_any = true;
-                    println!("{line}");
+                    print_line(line);
                 }
             }
             Err(e) => {
@@ -67,7 +67,7 @@ fn collect(store: &Store, printed: &HashSet<String>) {
         Ok(report) => {
             for d in report.deleted() {
                 if !printed.contains(&d.to_string()) {
-                    println!("Deleted: {d}");
+                    print_line(format_args!("Deleted: {d}"));
                 }
             }
             for w in &report.warnings {

@@ -24,6 +24,10 @@ use rpull::store::{RefEntry, Store};
 /// docker's refusal to write a tarball to a terminal.
 pub const TERMINAL_REFUSAL: &str = "cowardly refusing to save to a terminal. Use the -o flag or redirect";
 
+/// The refusal to save to a closed stdout.
+pub const STDOUT_CLOSED: &str =
+    "failed to save image: standard output is closed. Use the -o flag or redirect";
+
 /// A name given on the command line, found in the store.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -129,6 +133,10 @@ pub fn resolve(store: &Store, name: &str) -> Result<Resolved, String> {
 pub fn run(args: SaveArgs, root: Option<PathBuf>) -> ExitCode {
     if args.output.is_none() && io::stdout().is_terminal() {
         return fail(TERMINAL_REFUSAL);
+    }
+    // A closed stdout (`>&-`) would swallow the archive and report success.
+    if args.output.is_none() && !super::stdout_is_open() {
+        return fail(STDOUT_CLOSED);
     }
     let store = match open_store(root.as_deref()) {
         Ok(s) => s,
