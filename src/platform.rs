@@ -283,7 +283,12 @@ impl MatchEntry {
             && self
                 .windows
                 .is_none_or(|w| w.matches(candidate.os_version.as_deref().unwrap_or("")))
-            && candidate.os_features.iter().all(|f| want.os_features.contains(f))
+            && candidate
+                .os_features
+                .iter()
+                // For a Windows platform, containerd leaves `win32k` out of the comparison.
+                .filter(|f| !(self.windows.is_some() && f.as_str() == "win32k"))
+                .all(|f| want.os_features.contains(f))
     }
 }
 
@@ -295,9 +300,12 @@ struct WindowsVersion {
     build: u16,
 }
 
-/// Windows Server 2022 (ltsc2022): from this host build on, older ltsc images down to it
-/// run too. Before it, the build must be equal.
+/// Windows Server 2022 (ltsc2022): from this host build on, older images down to the latest
+/// LTSC release before the host run too. Before it, the build must be equal.
 const WINDOWS_LTSC2022: u16 = 20348;
+/// The LTSC releases of that compatibility rule (containerd's `compatLTSCReleases`:
+/// ltsc2022, ltsc2025).
+const WINDOWS_COMPAT_LTSC: [u16; 2] = [WINDOWS_LTSC2022, 26100];
 
 impl WindowsVersion {
     fn parse(v: &str) -> WindowsVersion {
@@ -323,7 +331,14 @@ impl WindowsVersion {
         if self.build < WINDOWS_LTSC2022 {
             return self.build == ctr.build;
         }
-        ctr.build >= WINDOWS_LTSC2022 && ctr.build <= self.build
+        // The latest LTSC release older than the host is the oldest image it runs.
+        let oldest = WINDOWS_COMPAT_LTSC
+            .iter()
+            .rev()
+            .find(|&&ltsc| self.build > ltsc)
+            .copied()
+            .unwrap_or(WINDOWS_LTSC2022);
+        ctr.build >= oldest && ctr.build <= self.build
     }
 }
 
@@ -351,45 +366,50 @@ fn platform_vector(p: &Platform) -> Vec<Platform> {
             }
         }
         "arm64" => {
-            let mut variant = if variant.is_empty() { "v8" } else { variant }.to_string();
-            let (major, minor) = variant
-                .split_once('.')
-                .map_or((variant.as_str(), None), |(a, b)| (a, Some(b)));
-            if let Some(mut arm_major) = version_of(major).filter(|&n| n >= 8) {
-                let mut arm_minor = 0;
-                if variant.len() == 4 {
-                    if let Some(m) = minor.and_then(|m| m.parse::<i64>().ok()) {
-                        arm_minor = m;
-                    }
-                }
-                let arm64_variant = |major: i64, minor: i64| {
-                    Some(if minor == 0 {
+            // containerd's table of arm64 variants and what each also runs: v8.x runs
+            // v8.{x..0}; v9.x runs v9.{x..0} then v8.{min(x+5, 9)..0}. A variant outside the
+            // table (`v8.10`, `v10`) matches nothing, not even itself.
+            let variant = if variant.is_empty() { "v8" } else { variant };
+            vector.clear();
+            let Some(ranges) = arm64_compatible_versions(variant) else {
+                return vector;
+            };
+            for (major, top_minor) in ranges {
+                vector.extend((0..=top_minor).rev().map(|minor| {
+                    let v = if minor == 0 {
                         format!("v{major}")
                     } else {
                         format!("v{major}.{minor}")
-                    })
-                };
-                if arm_major == 9 {
-                    vector.extend((0..arm_minor).rev().map(|m| with("arm64", arm64_variant(9, m))));
-                    // v9.0 diverged from v8.5: v9.x runs what v8.(x+5) runs.
-                    arm_minor += 5;
-                    arm_major = 8;
-                    vector.push(with("arm64", Some(format!("v8.{arm_minor}"))));
-                }
-                vector.extend(
-                    (0..arm_minor)
-                        .rev()
-                        .map(|m| with("arm64", arm64_variant(arm_major, m))),
-                );
+                    };
+                    with("arm64", Some(v))
+                }));
             }
-            if variant.starts_with("v8.") || variant.starts_with("v9.") {
-                variant = "v8".to_string();
-            }
-            vector.extend(platform_vector(&with("arm", Some(variant))));
+            // Every arm64 v8.x and v9.x runs arm/v8 (32-bit) and below.
+            let arm_variant = if variant.starts_with("v8") || variant.starts_with("v9") {
+                "v8"
+            } else {
+                variant
+            };
+            vector.extend(platform_vector(&with("arm", Some(arm_variant.to_string()))));
         }
         _ => {}
     }
     vector
+}
+
+/// containerd's `arm64variantToVersion`: for an arm64 variant (exactly `v8`, `v8.0`…`v8.9`,
+/// `v9`, `v9.0`…`v9.7`), the `(major, highest minor)` pairs it runs, best first.
+fn arm64_compatible_versions(variant: &str) -> Option<Vec<(u32, u32)>> {
+    let (major, minor) = match variant.as_bytes() {
+        [b'v', major] => (*major, 0),
+        [b'v', major, b'.', minor @ b'0'..=b'9'] => (*major, u32::from(minor - b'0')),
+        _ => return None,
+    };
+    match (major, minor) {
+        (b'8', minor) => Some(vec![(8, minor)]),
+        (b'9', minor @ 0..=7) => Some(vec![(9, minor), (8, (minor + 5).min(9))]),
+        _ => None,
+    }
 }
 
 /// containerd's `normalizeOS`: lower case, `macos` → `darwin`, empty → the host OS.
@@ -1133,6 +1153,156 @@ mod tests {
             }),
             Some(1)
         );
+    }
+
+    #[test]
+    fn arm64_variants_match_as_containerd_only_does() {
+        // containerd's compare_test.go TestOnly, the arm64 rows.
+        let rows: &[(&str, &[&str], &[&str])] = &[
+            (
+                "linux/arm64/v9.6",
+                &[
+                    "linux/arm",
+                    "linux/arm/v5",
+                    "linux/arm/v6",
+                    "linux/arm/v7",
+                    "linux/arm/v8",
+                    "linux/arm64",
+                    "linux/arm64/v8",
+                    "linux/arm64/v8.1",
+                    "linux/arm64/v8.2",
+                    "linux/arm64/v8.3",
+                    "linux/arm64/v8.4",
+                    "linux/arm64/v8.5",
+                    "linux/arm64/v8.6",
+                    "linux/arm64/v8.7",
+                    "linux/arm64/v8.8",
+                    "linux/arm64/v8.9",
+                    "linux/arm64/v9",
+                    "linux/arm64/v9.0",
+                    "linux/arm64/v9.1",
+                    "linux/arm64/v9.2",
+                    "linux/arm64/v9.3",
+                    "linux/arm64/v9.4",
+                    "linux/arm64/v9.5",
+                    "linux/arm64/v9.6",
+                ],
+                &[
+                    "linux/amd64",
+                    "linux/arm/v4",
+                    "windows/amd64",
+                    "windows/arm",
+                    "linux/arm64/v8.10",
+                ],
+            ),
+            (
+                "linux/arm64/v9",
+                &[
+                    "linux/arm",
+                    "linux/arm/v5",
+                    "linux/arm/v6",
+                    "linux/arm/v7",
+                    "linux/arm/v8",
+                    "linux/arm64",
+                    "linux/arm64/v8",
+                    "linux/arm64/v8.1",
+                    "linux/arm64/v8.2",
+                    "linux/arm64/v8.3",
+                    "linux/arm64/v8.4",
+                    "linux/arm64/v8.5",
+                    "linux/arm64/v9",
+                    "linux/arm64/v9.0",
+                ],
+                &[
+                    "linux/amd64",
+                    "linux/arm/v4",
+                    "windows/amd64",
+                    "windows/arm",
+                    "linux/arm64/v8.6",
+                ],
+            ),
+            (
+                "linux/arm64/v8.1",
+                &[
+                    "linux/arm",
+                    "linux/arm/v5",
+                    "linux/arm/v6",
+                    "linux/arm/v7",
+                    "linux/arm/v8",
+                    "linux/arm64",
+                    "linux/arm64/v8",
+                    "linux/arm64/v8.1",
+                ],
+                &[
+                    "linux/amd64",
+                    "linux/arm/v4",
+                    "linux/arm/v9",
+                    "linux/arm64/v9",
+                    "windows/amd64",
+                    "windows/arm",
+                ],
+            ),
+            (
+                "linux/arm64",
+                &[
+                    "linux/arm",
+                    "linux/arm/v5",
+                    "linux/arm/v6",
+                    "linux/arm/v7",
+                    "linux/arm/v8",
+                    "linux/arm64",
+                    "linux/arm64/v8",
+                ],
+                &[
+                    "linux/amd64",
+                    "linux/arm/v4",
+                    "linux/arm/v9",
+                    "linux/arm64/v9",
+                    "windows/amd64",
+                    "windows/arm",
+                ],
+            ),
+            // Outside containerd's table: nothing matches, not even the platform itself.
+            (
+                "linux/arm64/v8.10",
+                &[],
+                &["linux/arm64/v8.10", "linux/arm64", "linux/arm/v7", "linux/arm/v5"],
+            ),
+            (
+                "linux/arm64/v10",
+                &[],
+                &["linux/arm64/v10", "linux/arm64", "linux/arm/v7"],
+            ),
+        ];
+        for (wanted, yes, no) in rows {
+            let m = parse(wanted).matcher();
+            for c in *yes {
+                assert!(m.matches(&parse(c)), "{wanted} should match {c}");
+            }
+            for c in *no {
+                assert!(!m.matches(&parse(c)), "{wanted} should not match {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn windows_ltsc_compatibility_follows_containerd() {
+        let entry = |v: &str| Platform {
+            os_version: Some(v.to_string()),
+            ..plat("windows", "amd64", None)
+        };
+        // A host newer than ltsc2025 runs ltsc2025 and later only.
+        let m = parse("windows(10.0.26200)/amd64").matcher();
+        assert!(m.matches(&entry("10.0.26100.1")));
+        assert!(m.matches(&entry("10.0.26200.5")));
+        assert!(!m.matches(&entry("10.0.20348.1")));
+        // win32k is left out of the feature comparison on Windows only.
+        let mut c = entry("10.0.26100.1");
+        c.os_features = vec!["win32k".into()];
+        assert!(m.matches(&c));
+        let mut l = plat("linux", "amd64", None);
+        l.os_features = vec!["win32k".into()];
+        assert!(!parse("linux/amd64").matcher().matches(&l));
     }
 
     #[test]

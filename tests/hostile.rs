@@ -1305,3 +1305,59 @@ fn a_closed_stdout_never_leaves_a_command_half_done() {
         "{out:?}"
     );
 }
+
+// ---- platforms: containerd's matcher, docker's no-match text ----
+
+/// Pushes one small image per platform and an index over them as `<repo>:v1`.
+fn push_platforms(repo: &str, platforms: &[Platform]) -> String {
+    let registry = registry();
+    let images: Vec<Image> = platforms
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let layer = LayerBuilder::new()
+                .file(&format!("p{i}"), format!("{p}").as_bytes(), 0o644)
+                .build(Compression::Gzip);
+            Image::new(p.clone(), vec![layer])
+        })
+        .collect();
+    registry.push_multi_platform(repo, "v1", ManifestFormat::Oci, &images, false);
+    registry.image_ref(repo, "v1")
+}
+
+#[test]
+fn arm64_variants_fall_back_exactly_as_containerd_does() {
+    let reference = push_platforms(
+        "hostile/arm64-variants",
+        &[Platform::parse("linux/amd64"), Platform::parse("linux/arm/v7")],
+    );
+    // v8.10 is outside containerd's arm64 table: nothing matches, not even arm/v7.
+    let sandbox = rpull();
+    sandbox
+        .run(["--platform", "linux/arm64/v8.10", &reference])
+        .assert_code(1)
+        .assert_stderr_lines(&["no matching manifest for linux/arm64/v8.10 in the manifest list entries"]);
+    // arm64/v9.6 runs v8.0…v8.9, not an entry that says v8.10.
+    let reference = push_platforms(
+        "hostile/arm64-v810",
+        &[
+            Platform::parse("linux/amd64"),
+            Platform::parse("linux/arm64/v8.10"),
+        ],
+    );
+    sandbox
+        .run(["--platform", "linux/arm64/v9.6", &reference])
+        .assert_code(1)
+        .assert_stderr_lines(&["no matching manifest for linux/arm64/v9.6 in the manifest list entries"]);
+    // …while a v8.9 entry is taken.
+    let reference = push_platforms(
+        "hostile/arm64-v89",
+        &[
+            Platform::parse("linux/amd64"),
+            Platform::parse("linux/arm64/v8.9"),
+        ],
+    );
+    sandbox
+        .run(["--platform", "linux/arm64/v9.6", &reference])
+        .assert_success();
+}
