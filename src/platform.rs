@@ -229,6 +229,53 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// containerd's `FormatAll`, docker's form in `no matching manifest for …`: as
+    /// [`Display`](fmt::Display), with the OS version and features when there are any
+    /// (`windows(10.0.17763)/amd64`, `windows(10.0.17763+win32k)/amd64`), `%`, `+`, `(`,
+    /// `)` and `/` in them percent-encoded.
+    pub fn format_all(&self) -> String {
+        let version = self.os_version.as_deref().unwrap_or("");
+        if self.os.is_empty() || (version.is_empty() && self.os_features.is_empty()) {
+            return self.to_string();
+        }
+        let encode = |v: &str| {
+            v.replace('%', "%25")
+                .replace('+', "%2B")
+                .replace('(', "%28")
+                .replace(')', "%29")
+                .replace('/', "%2F")
+        };
+        let mut features: Vec<&str> = self
+            .os_features
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !f.is_empty())
+            .collect();
+        features.sort_unstable();
+        features.dedup();
+        let features: Vec<String> = features.into_iter().map(encode).collect();
+        let mut os = self.os.clone();
+        let (version, features) = (encode(version), features.join("+"));
+        if !version.is_empty() || !features.is_empty() {
+            os.push('(');
+            os.push_str(&version);
+            if !features.is_empty() {
+                os.push('+');
+                os.push_str(&features);
+            }
+            os.push(')');
+        }
+        let parts = [
+            Some(os.as_str()),
+            Some(self.architecture.as_str()),
+            self.variant.as_deref(),
+        ];
+        let joined: Vec<&str> = parts.into_iter().flatten().filter(|s| !s.is_empty()).collect();
+        joined.join("/")
+    }
+}
+
 impl fmt::Display for Platform {
     /// `os/arch[/variant]` (`linux/arm64/v8`, `linux/s390x`), or `unknown` when the OS is empty.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1153,6 +1200,20 @@ mod tests {
             }),
             Some(1)
         );
+    }
+
+    #[test]
+    fn format_all_keeps_the_os_version_and_features() {
+        assert_eq!(
+            parse("windows(10.0.17763)/amd64").format_all(),
+            "windows(10.0.17763)/amd64"
+        );
+        assert_eq!(
+            parse("windows(10.0.17763+win32k+a%2Bb)/amd64").format_all(),
+            "windows(10.0.17763+a%2Bb+win32k)/amd64"
+        );
+        assert_eq!(parse("windows(+f)/amd64").format_all(), "windows(+f)/amd64");
+        assert_eq!(parse("linux/arm64/v8.10").format_all(), "linux/arm64/v8.10");
     }
 
     #[test]

@@ -1361,3 +1361,19 @@ fn arm64_variants_fall_back_exactly_as_containerd_does() {
         .run(["--platform", "linux/arm64/v9.6", &reference])
         .assert_success();
 }
+
+#[test]
+fn the_no_match_error_keeps_the_os_version() {
+    let mut windows = Platform::parse("windows/amd64");
+    windows.os_version = Some("10.0.20348.2000".into());
+    let reference = push_platforms(
+        "hostile/windows-version",
+        &[Platform::parse("linux/amd64"), windows],
+    );
+    rpull()
+        .run(["--platform", "windows(10.0.17763)/amd64", &reference])
+        .assert_code(1)
+        .assert_stderr_lines(&[
+            "no matching manifest for windows(10.0.17763)/amd64 in the manifest list entries",
+        ]);
+}

@@ -588,7 +588,7 @@ impl Puller {
                 Manifest::Index(index) => {
                     let chosen = index
                         .select(&platform)
-                        .ok_or_else(|| PullError::NoMatchingManifest(platform.to_string()))?
+                        .ok_or_else(|| PullError::NoMatchingManifest(platform.format_all()))?
                         .clone();
                     index_blob = Some((top_digest.clone(), top_bytes));
                     let (b, c) = self
