@@ -108,6 +108,17 @@ impl Digest {
         }
     }
 
+    /// Whether content named by this digest can be fetched and stored: SHA-256 only. A
+    /// SHA-512 digest parses (references and manifests may carry one), but layers are
+    /// hashed, named and unpacked by SHA-256, so a pull refuses it before fetching anything,
+    /// with go-digest's error.
+    pub fn ensure_content_supported(&self) -> Result<(), DigestError> {
+        match self.algorithm {
+            Algorithm::Sha256 => Ok(()),
+            Algorithm::Sha512 => Err(DigestError::Unsupported),
+        }
+    }
+
     /// The digest's algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm

@@ -1377,3 +1377,35 @@ fn the_no_match_error_keeps_the_os_version() {
             "no matching manifest for windows(10.0.17763)/amd64 in the manifest list entries",
         ]);
 }
+
+#[test]
+fn sha512_digests_are_refused_before_anything_is_fetched() {
+    let x = proxied("hostile/sha512", 54);
+    let sha512 = format!("sha512:{}", "ab".repeat(64));
+    let mut manifest: serde_json::Value = serde_json::from_slice(&x.pushed.manifest_bytes).unwrap();
+    manifest["layers"][0]["digest"] = sha512.clone().into();
+    x.proxy.add_rule(Rule::new(
+        "/manifests/v2",
+        Fault::Status {
+            code: 200,
+            headers: vec![(
+                "Content-Type".into(),
+                "application/vnd.oci.image.manifest.v1+json".into(),
+            )],
+            body: manifest.to_string(),
+        },
+    ));
+    x.pull(":v2")
+        .assert_refused(&format!("{sha512}: unsupported digest algorithm"));
+    // A digest reference of that algorithm: refused before the registry is asked for it.
+    x.pull(&format!("@{sha512}"))
+        .assert_refused(&format!("{sha512}: unsupported digest algorithm"));
+    let fetched: Vec<String> = x
+        .proxy
+        .requests()
+        .into_iter()
+        .map(|q| q.path)
+        .filter(|p| p.contains("/blobs/") || p.contains("sha512:"))
+        .collect();
+    assert!(fetched.is_empty(), "fetched: {fetched:?}");
+}

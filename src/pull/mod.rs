@@ -150,6 +150,14 @@ pub enum PullError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A digest of an algorithm rpull cannot fetch content by (go-digest's text last).
+    #[error("{digest}: {source}")]
+    UnsupportedDigest {
+        /// The digest.
+        digest: Digest,
+        /// [`DigestError::Unsupported`](crate::digest::DigestError::Unsupported).
+        source: crate::digest::DigestError,
+    },
     /// A layer blob did not hash to its digest.
     #[error("filesystem layer verification failed for digest {0}")]
     LayerVerification(Digest),
@@ -479,6 +487,7 @@ impl Puller {
         size: Option<u64>,
     ) -> Result<(Vec<u8>, String), PullError> {
         let limit = manifest::MAX_MANIFEST_BYTES;
+        ensure_supported(digest)?;
         check_descriptor_size("manifest", digest, size, limit)?;
         if self.store.has_blob(digest, size) {
             match self.store.read_blob(digest) {
@@ -613,8 +622,16 @@ impl Puller {
             };
 
         manifest::check_config_media_type(&image.config.media_type)?;
+        // Every blob's digest must be one rpull can fetch by, before any is fetched.
+        ensure_supported(&image.config.digest)?;
+        for layer in &image.layers {
+            ensure_supported(&layer.digest)?;
+        }
         let config_bytes = self.fetch_config(&registry, reference, &image.config).await?;
         let config = ImageConfig::parse(&config_bytes, image.layers.len())?;
+        for diff_id in config.diff_ids() {
+            ensure_supported(diff_id)?;
+        }
 
         let warning = match &self.opts.platform {
             Some(wanted) if !wanted.matcher().matches(&config.platform()) => Some(format!(
@@ -871,6 +888,16 @@ impl Puller {
             None => Ok(true),
         }
     }
+}
+
+/// Refuses a digest whose algorithm content cannot be fetched and stored by.
+fn ensure_supported(digest: &Digest) -> Result<(), PullError> {
+    digest
+        .ensure_content_supported()
+        .map_err(|source| PullError::UnsupportedDigest {
+            digest: digest.clone(),
+            source,
+        })
 }
 
 /// Refuses a descriptor declaring more than `limit` bytes, before anything is read.
