@@ -1409,3 +1409,82 @@ fn sha512_digests_are_refused_before_anything_is_fetched() {
         .collect();
     assert!(fetched.is_empty(), "fetched: {fetched:?}");
 }
+
+// ---- PAX sparse files, as Go's archive/tar reads them ----
+
+/// "hello" at 0 and "world" at 10000 in a 20000-byte file.
+fn sparse_expected() -> Vec<u8> {
+    let mut want = vec![0u8; 20_000];
+    want[..5].copy_from_slice(b"hello");
+    want[10_000..10_005].copy_from_slice(b"world");
+    want
+}
+
+#[test]
+fn pax_sparse_files_unpack_as_docker_does() {
+    let map_1x0 = {
+        let mut m = b"2\n0\n5\n10000\n5\n".to_vec();
+        m.resize(512, 0);
+        m.extend_from_slice(b"helloworld");
+        m
+    };
+    let layer = LayerBuilder::new()
+        // Format 0.0: repeated offset/numbytes records, the name as is.
+        .entry(
+            Entry::file("sparse00", b"helloworld")
+                .pax("GNU.sparse.size", "20000")
+                .pax("GNU.sparse.numblocks", "2")
+                .pax("GNU.sparse.offset", "0")
+                .pax("GNU.sparse.numbytes", "5")
+                .pax("GNU.sparse.offset", "10000")
+                .pax("GNU.sparse.numbytes", "5"),
+        )
+        // Format 0.1: one map record, the real name in GNU.sparse.name.
+        .entry(
+            Entry::file("GNUSparseFile.0/sparse01", b"helloworld")
+                .pax("GNU.sparse.major", "0")
+                .pax("GNU.sparse.minor", "1")
+                .pax("GNU.sparse.name", "sparse01")
+                .pax("GNU.sparse.size", "20000")
+                .pax("GNU.sparse.numblocks", "2")
+                .pax("GNU.sparse.map", "0,5,10000,5"),
+        )
+        // Format 1.0: the map opens the data.
+        .entry(
+            Entry::file("GNUSparseFile.0/sparse10", map_1x0)
+                .pax("GNU.sparse.major", "1")
+                .pax("GNU.sparse.minor", "0")
+                .pax("GNU.sparse.name", "sparse10")
+                .pax("GNU.sparse.realsize", "20000"),
+        )
+        .build(Compression::Gzip);
+    let diff = layer.diff_id.clone();
+    let p = pull_image("hostile/pax-sparse", vec![layer]);
+    p.out.assert_success();
+    let root = p.layer_root(&diff);
+    for name in ["sparse00", "sparse01", "sparse10"] {
+        assert_eq!(fs::read(root.join(name)).unwrap(), sparse_expected(), "{name}");
+    }
+    assert!(
+        !root.join("GNUSparseFile.0").exists(),
+        "the placeholder name was used"
+    );
+    p.assert_store_intact();
+}
+
+#[test]
+fn a_pax_sparse_map_past_its_size_is_refused() {
+    let p = pull(
+        "hostile/pax-sparse-bad",
+        LayerBuilder::new().entry(
+            Entry::file("GNUSparseFile.0/bad", b"helloworld")
+                .pax("GNU.sparse.major", "0")
+                .pax("GNU.sparse.minor", "1")
+                .pax("GNU.sparse.name", "bad")
+                .pax("GNU.sparse.size", "100")
+                .pax("GNU.sparse.numblocks", "2")
+                .pax("GNU.sparse.map", "0,5,10000,5"),
+        ),
+    );
+    p.assert_refused("its sparse map does not fit its size");
+}
