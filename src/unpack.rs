@@ -69,6 +69,9 @@ pub struct UnpackOptions {
     /// Refuse to write more than this many bytes of file data (a decompression-bomb bound);
     /// `None` means unbounded.
     pub max_bytes: Option<u64>,
+    /// Refuse entries whose path below the layer root is longer than this many bytes (the
+    /// published layer's paths must fit PATH_MAX); `None` means unbounded.
+    pub max_path_len: Option<usize>,
 }
 
 /// What unpacking one layer did.
@@ -158,6 +161,16 @@ pub enum UnpackError {
     TooLarge {
         /// The limit that was exceeded.
         limit: u64,
+    },
+    /// An entry's path would not fit PATH_MAX once the layer is published.
+    #[error("path {name:?} is too long: {len} bytes, more than the {limit} bytes that fit in PATH_MAX under the layer's directory")]
+    PathTooLong {
+        /// The entry's name as it appears in the archive.
+        name: String,
+        /// Its length below the layer root.
+        len: usize,
+        /// [`UnpackOptions::max_path_len`].
+        limit: usize,
     },
     /// The caller asked to stop.
     #[error("unpacking cancelled")]
@@ -347,6 +360,16 @@ impl Unpacker<'_> {
         }
 
         let rel: PathBuf = comps.iter().map(|c| OsStr::from_bytes(c)).collect();
+        if let Some(limit) = self.opts.max_path_len {
+            let len = rel.as_os_str().len();
+            if len > limit {
+                return Err(UnpackError::PathTooLong {
+                    name: name(),
+                    len,
+                    limit,
+                });
+            }
+        }
         if base.starts_with(WHITEOUT_PREFIX) {
             if base == WHITEOUT_PREFIX {
                 return Err(UnpackError::InvalidWhiteout {
@@ -1761,6 +1784,7 @@ mod tests {
                 &UnpackOptions {
                     is_root: true,
                     max_bytes: None,
+                    max_path_len: None,
                 },
             )
             .unwrap();
@@ -1800,6 +1824,7 @@ mod tests {
             &UnpackOptions {
                 is_root: true,
                 max_bytes: None,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -1933,6 +1958,7 @@ mod tests {
         let opts = UnpackOptions {
             is_root: false,
             max_bytes: Some(1000),
+            ..Default::default()
         };
         let err = s.unpack_with(&tar, &opts).unwrap_err();
         assert!(matches!(err, UnpackError::TooLarge { limit: 1000 }));
@@ -1946,6 +1972,7 @@ mod tests {
         let opts = UnpackOptions {
             is_root: false,
             max_bytes: Some(1 << 30),
+            ..Default::default()
         };
         assert!(matches!(
             s.unpack_with(&t.0, &opts),
@@ -1957,6 +1984,7 @@ mod tests {
         let opts = UnpackOptions {
             is_root: false,
             max_bytes: Some(1200),
+            ..Default::default()
         };
         assert_eq!(s.unpack_with(&tar, &opts).unwrap().file_bytes, 1200);
     }

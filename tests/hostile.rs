@@ -1488,3 +1488,53 @@ fn a_pax_sparse_map_past_its_size_is_refused() {
     );
     p.assert_refused("its sparse map does not fit its size");
 }
+
+#[test]
+fn a_path_past_path_max_once_published_is_refused_at_pull() {
+    // 20 directories of 200 bytes: it fits a tar (a PAX path) and the unpack directory, but
+    // not PATH_MAX under layers/sha256/<hex>/rootfs/.
+    let deep: Vec<String> = (0..20).map(|i| format!("{i:02}{}", "d".repeat(198))).collect();
+    let name = format!("{}/file", deep.join("/"));
+    let p = pull(
+        "hostile/path-max",
+        LayerBuilder::new().raw_file(name.clone(), b"x"),
+    );
+    p.assert_refused("is too long");
+    assert!(p.out.stderr.contains("fit in PATH_MAX"), "{}", p.out.stderr);
+    // Within the bound it pulls, and the commands that read layers handle it.
+    let limit = 4096
+        - 1
+        - (p.sandbox
+            .root()
+            .join("layers/sha256")
+            .canonicalize()
+            .unwrap()
+            .as_os_str()
+            .len()
+            + 1
+            + 64
+            + 8);
+    let n = (limit - 1) / 201;
+    let ok_name = format!("{}/f", deep[..n].join("/"));
+    assert!(ok_name.len() <= limit, "{} > {limit}", ok_name.len());
+    let layer = LayerBuilder::new()
+        .raw_file(ok_name, b"x")
+        .build(Compression::Gzip);
+    registry().push_image(
+        "hostile/path-max-ok",
+        "v1",
+        &Image::new(Platform::host(), vec![layer]),
+        ManifestFormat::Oci,
+    );
+    let reference = registry().image_ref("hostile/path-max-ok", "v1");
+    p.sandbox.run([&reference]).assert_success();
+    let out_dir = temp_dir("hostile-rootfs-");
+    p.sandbox
+        .run(["rootfs", &reference, out_dir.path().join("r").to_str().unwrap()])
+        .assert_success();
+    let images = p.sandbox.run(["images", &reference]);
+    images.assert_success();
+    assert_eq!(images.stdout.lines().count(), 2, "{images}");
+    assert!(!images.stdout.contains(" 0B"), "{images}");
+    p.assert_store_intact();
+}

@@ -154,6 +154,7 @@ pub(super) fn extract(
     let opts = UnpackOptions {
         is_root: is_root(),
         max_bytes: Some(limit),
+        max_path_len: Some(store.max_layer_entry_path()),
     };
     let result = unpack::unpack(&mut hashing, &tmp.join("rootfs"), &opts, &|| {
         cancel.is_cancelled()
@@ -536,6 +537,7 @@ fn unpack_stream<R: BufRead + Send>(
     let opts = UnpackOptions {
         is_root: is_root(),
         max_bytes: Some(limit),
+        max_path_len: Some(store.max_layer_entry_path()),
     };
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(STAGE_BUFS);
     let (recycle, recycled) = mpsc::channel::<Vec<u8>>();

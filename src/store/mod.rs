@@ -391,6 +391,19 @@ impl Store {
     }
 
     /// Where the unpacked layer with `diff_id` lives (`rootfs/` and `layer.json` inside).
+    /// The longest path, in bytes, an entry of an unpacked layer may have below its `rootfs/`
+    /// so that its full path (`<root>/layers/sha256/<hex>/rootfs/<entry>`, the root made
+    /// absolute) stays within PATH_MAX, which every command that reads layers relies on.
+    pub fn max_layer_entry_path(&self) -> usize {
+        let layers = self.root.join("layers/sha256");
+        let layers = fs::canonicalize(&layers)
+            .or_else(|_| std::path::absolute(&layers))
+            .unwrap_or(layers);
+        // "<layers>/<64 hex>/rootfs/" and the terminating NUL.
+        let prefix = layers.as_os_str().len() + 1 + 64 + "/rootfs/".len() + 1;
+        (libc::PATH_MAX as usize).saturating_sub(prefix)
+    }
+
     pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
         self.root
             .join("layers")
