@@ -12,8 +12,10 @@ use rpull::cli::{Cli, Command};
 
 /// Runs rpull with `args` (the program name first) and returns the exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
+        Err(e) if pull_json_requested(&args) => return json_usage_error(e),
         Err(e) => return usage_error(e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -40,27 +42,68 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     code
 }
 
-fn usage_error(e: clap::Error) -> ExitCode {
+/// Whether the arguments ask for a pull with `--format json`: a usage error then gets the
+/// same JSON error shape as any other failure of the pull.
+fn pull_json_requested(args: &[OsString]) -> bool {
+    const OTHER_COMMANDS: [&str; 8] = [
+        "images", "rmi", "prune", "save", "rootfs", "check", "login", "logout",
+    ];
+    let args: Vec<&str> = args.iter().skip(1).filter_map(|a| a.to_str()).collect();
+    let options = args.iter().take_while(|&&a| a != "--");
+    let mut json = false;
+    let mut previous = "";
+    for &arg in options {
+        if OTHER_COMMANDS.contains(&arg) && !previous.starts_with('-') {
+            return false;
+        }
+        if arg == "--format=json" || (previous == "--format" && arg == "json") {
+            json = true;
+        }
+        previous = arg;
+    }
+    json
+}
+
+/// A usage error of a `--format json` pull, as the JSON reporter renders failures: the
+/// text and exit status are the plain mode's.
+fn json_usage_error(e: clap::Error) -> ExitCode {
+    match usage_message(&e) {
+        Some((message, code)) => commands::pull::fail_early(true, "", &message, code),
+        None => usage_error(e),
+    }
+}
+
+/// The text and exit status of a usage error; `None` for help and version, which are no
+/// errors.
+fn usage_message(e: &clap::Error) -> Option<(String, u8)> {
     match e.kind() {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => None,
+        ErrorKind::MissingRequiredArgument => Some((
+            missing_arguments(e).unwrap_or_else(|| {
+                "rpull: 'rpull pull' requires 1 argument\n\nUsage:  rpull pull [OPTIONS] NAME[:TAG|@DIGEST]\n\nRun 'rpull --help' for more information".to_string()
+            }),
+            1,
+        )),
+        _ => Some((e.render().to_string().trim_end().to_string(), 125)),
+    }
+}
+
+fn usage_error(e: clap::Error) -> ExitCode {
+    match usage_message(&e) {
+        None => {
             let _ = e.print();
             ExitCode::SUCCESS
         }
-        ErrorKind::MissingRequiredArgument => {
-            if let Some(message) = missing_arguments(&e) {
-                eprintln!("{message}");
-                return ExitCode::from(1);
-            }
-            eprintln!(
-                "rpull: 'rpull pull' requires 1 argument\n\nUsage:  rpull pull [OPTIONS] NAME[:TAG|@DIGEST]\n\nRun 'rpull --help' for more information"
-            );
+        Some((message, 1)) => {
+            eprintln!("{message}");
             ExitCode::from(1)
         }
-        _ => {
+        Some((_, code)) => {
+            // clap's own rendering, colours included when stderr is a terminal.
             let _ = e.print();
-            ExitCode::from(125)
+            ExitCode::from(code)
         }
     }
 }

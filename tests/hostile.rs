@@ -1538,3 +1538,56 @@ fn a_path_past_path_max_once_published_is_refused_at_pull() {
     assert!(!images.stdout.contains(" 0B"), "{images}");
     p.assert_store_intact();
 }
+
+// ---- --format json: one error shape for every failure ----
+
+/// Asserts `out` is exactly the JSON failure shape: an errorDetail line, then a result whose
+/// error is the same message; nothing on stderr. Returns the message.
+fn assert_json_failure(out: &RpullOutput, code: i32, reference: &str) -> String {
+    out.assert_code(code);
+    assert_eq!(out.stderr, "", "{out}");
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}\n{out}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let message = lines[0]["errorDetail"]["message"]
+        .as_str()
+        .expect("errorDetail")
+        .to_string();
+    assert_eq!(lines[0]["error"], message.as_str(), "{out}");
+    assert_eq!(lines[1]["result"]["error"], message.as_str(), "{out}");
+    assert_eq!(lines[1]["result"]["reference"], reference, "{out}");
+    message
+}
+
+#[test]
+fn json_output_reports_usage_and_reference_errors_like_any_failure() {
+    let mut sandbox = rpull();
+    let out = sandbox.run(["--format", "json", "INVALID::ref"]);
+    let message = assert_json_failure(&out, 1, "INVALID::ref");
+    assert!(message.starts_with("invalid reference format"), "{message}");
+
+    let out = sandbox.run(["--format", "json", "-a", "busybox:1"]);
+    assert_eq!(
+        assert_json_failure(&out, 1, "busybox:1"),
+        "tag can't be used with --all-tags/-a"
+    );
+
+    let out = sandbox.run(["pull", "--format=json", "--bogus", "x"]);
+    let message = assert_json_failure(&out, 125, "");
+    assert!(message.contains("unexpected argument '--bogus'"), "{message}");
+
+    let out = sandbox.run(["--format", "json"]);
+    let message = assert_json_failure(&out, 1, "");
+    assert!(
+        message.starts_with("rpull: 'rpull pull' requires 1 argument"),
+        "{message}"
+    );
+
+    sandbox.env("DOCKER_CONTENT_TRUST", "1");
+    let out = sandbox.run(["--format", "json", "busybox"]);
+    let message = assert_json_failure(&out, 1, "busybox");
+    assert!(message.starts_with("content trust is enabled"), "{message}");
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::creds::{credential_lookup, prompt_creds_password};
-use super::{fail, interrupted_exit_code, watch_signals};
+use super::{interrupted_exit_code, watch_signals};
 use rpull::cli::{Format, PullArgs};
 use rpull::engine::{Engine, PullRequest};
 use rpull::platform::Platform;
@@ -107,10 +107,36 @@ fn settings(args: &PullArgs, root: Option<PathBuf>, target_host: Option<&str>) -
     Ok(settings)
 }
 
+/// Ends a pull that failed before it started: the message on stderr, or, with
+/// `--format json`, the same `errorDetail` line and `result` with `error` as any other failure.
+pub fn fail_early(json: bool, reference: &str, message: &str, code: u8) -> ExitCode {
+    if json {
+        let reporter = progress::reporter(OutputMode::Json);
+        reporter.report(progress::Event::Error(message.to_string()));
+        reporter.report(progress::Event::Result(progress::PullResult {
+            reference: reference.to_string(),
+            image_id: None,
+            tag: None,
+            digest: None,
+            size: None,
+            changed: None,
+            error: Some(message.to_string()),
+        }));
+        reporter.finish();
+        ExitCode::from(code)
+    } else {
+        eprintln!("{message}");
+        ExitCode::from(code)
+    }
+}
+
 /// Runs one pull and returns its exit status.
 pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     // Installing the provider only fails when one is already installed, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let json = args.format == Format::Json;
+    let shown = args.name.clone().unwrap_or_default();
+    let fail = |message: &str| fail_early(json, &shown, message, 1);
     let Some(name) = args.name.clone() else {
         return fail("rpull: 'rpull pull' requires 1 argument");
     };
@@ -119,10 +145,7 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
     }
     let platform = match platform_from(&args) {
         Ok(p) => p,
-        Err((code, e)) => {
-            eprintln!("{e}");
-            return ExitCode::from(code);
-        }
+        Err((code, e)) => return fail_early(json, &name, &e, code),
     };
     // The registry this call pulls from, for --creds and --tls-verify=false.
     let target = Reference::parse_normalized(&name).ok();

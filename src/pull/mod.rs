@@ -361,15 +361,19 @@ impl Puller {
     /// Pulls `input` (`NAME[:TAG|@DIGEST]`, or a name with `all_tags`), reporting docker's
     /// lines; the final reference line is the last event.
     pub async fn pull(&self, input: &str) -> Result<(), PullError> {
-        let reference = Reference::parse_normalized(input)?;
-        let result = if self.opts.all_tags {
-            if !reference.is_name_only() {
-                return Err(PullError::TagWithAllTags);
+        // Every failure, a reference that does not parse included, is reported the same way.
+        let result = async {
+            let reference = Reference::parse_normalized(input)?;
+            if self.opts.all_tags {
+                if !reference.is_name_only() {
+                    return Err(PullError::TagWithAllTags);
+                }
+                self.pull_all_tags(&reference).await
+            } else {
+                self.pull_single(reference).await
             }
-            self.pull_all_tags(&reference).await
-        } else {
-            self.pull_single(reference).await
-        };
+        }
+        .await;
         if let Err(e) = &result {
             if !e.is_cancelled() {
                 self.report(Event::Error(e.to_string()));
