@@ -1087,6 +1087,9 @@ fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> Result<u64, UnpackError> {
     }
 }
 
+/// The largest sparse map of a 1.0 PAX sparse file (Go's `maxSpecialFileSize`).
+const MAX_SPARSE_MAP_BYTES: u64 = 1 << 20;
+
 /// A sparse file's data fragments: `(offset, length)`, in order.
 type SparseMap = Vec<(u64, u64)>;
 
@@ -1143,6 +1146,10 @@ fn read_sparse_map_1x0<R: Read>(r: &mut R) -> Result<(SparseMap, u64), Option<io
     let mut newlines = 0usize;
     let mut feed = |want: usize, text: &mut Vec<u8>, newlines: &mut usize| -> Result<(), Option<io::Error>> {
         while *newlines < want {
+            // Go's maxSpecialFileSize: a map larger than 1 MiB is refused, not buffered.
+            if used >= MAX_SPARSE_MAP_BYTES {
+                return Err(None);
+            }
             let mut block = [0u8; 512];
             r.read_exact(&mut block).map_err(|e| {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -1445,6 +1452,9 @@ mod tests {
         assert_eq!(read_sparse_map_1x0(&mut r).unwrap(), (vec![(7, 3)], 512));
         let mut short: &[u8] = b"1\n7\n";
         assert!(matches!(read_sparse_map_1x0(&mut short), Err(None)));
+        // A count promising more than 1 MiB of map is refused once 1 MiB is read.
+        let mut endless = (&b"999999999\n"[..]).chain(io::repeat(b'1'));
+        assert!(matches!(read_sparse_map_1x0(&mut endless), Err(None)));
     }
 
     #[test]
