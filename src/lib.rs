@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod digest;
 pub mod engine;
 pub mod flatten;
+pub mod fleet;
 pub mod gc;
 pub mod images;
 pub mod manifest;
