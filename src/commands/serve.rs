@@ -1,0 +1,37 @@
+//! `rpull serve`: the fleet pull API (see `fleet::server`); log lines on stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{fail, watch_signals};
+use crate::cli::ServeArgs;
+use crate::fleet::node::Node;
+use crate::fleet::server::{self, ServeOptions};
+
+/// Serves until SIGINT/SIGTERM.
+pub async fn run(args: ServeArgs, root: Option<PathBuf>) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fleet = args.fleet;
+    let Some(listen) = fleet.listen else {
+        return fail("rpull serve: --listen is required");
+    };
+    let Some(signing_key_file) = fleet.signing_key_file else {
+        return fail("rpull serve: --signing-key-file is required with --listen");
+    };
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    let options = ServeOptions {
+        listen,
+        nats: fleet.nats,
+        signing_key_file,
+        job_timeout: fleet.job_timeout,
+    };
+    let (config, hostname, labels) = (args.config, fleet.hostname, fleet.labels);
+    let node = move || Node::open(root, config, hostname, &labels).map_err(|e| e.to_string());
+    match server::run(options, node, cancel, |line| eprintln!("rpull serve: {line}")).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("rpull serve: {e}")),
+    }
+}
