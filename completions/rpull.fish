@@ -118,7 +118,7 @@ complete -c rpull -n "__fish_rpull_using_subcommand check" -l repair -d 'Remove 
 complete -c rpull -n "__fish_rpull_using_subcommand check" -s h -l help -d 'Print help'
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l listen -d 'Serve the pull API on this address (HOST:PORT; port 0 picks a free one, printed on stderr)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l nats -d 'The NATS server the agents listen on (e.g. nats://127.0.0.1:4222); without it, jobs run on this node' -r
-complete -c rpull -n "__fish_rpull_using_subcommand serve" -l signing-key-file -d 'The file holding the key that signs API tokens (HS256)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l signing-key-file -d 'The file holding the key that signs API tokens (HS256) [default: the config file\'s signing-key-file]' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l job-timeout -d 'How long a request waits for the agents\' answers' -r
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l hostname -d 'This node\'s hostname for jobs run here without --nats [default: the system\'s]' -r
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l label -d 'This node\'s label for jobs run here without --nats (KEY=VALUE; repeatable)' -r

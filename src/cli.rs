@@ -104,7 +104,7 @@ pub struct FleetServeArgs {
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
 
-    /// The file holding the key that signs API tokens (HS256)
+    /// The file holding the key that signs API tokens (HS256) [default: the config file's signing-key-file]
     #[arg(long, value_name = "FILE")]
     pub signing_key_file: Option<PathBuf>,
 

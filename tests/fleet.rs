@@ -166,17 +166,7 @@ impl Fleet {
             agent.start(&nats.url());
         }
         let server_sandbox = rpull();
-        let server = server_sandbox.spawn([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--nats",
-            &nats.url(),
-            "--signing-key-file",
-            key.to_str().unwrap(),
-            "--job-timeout",
-            job_timeout,
-        ]);
+        let server = start_server(&server_sandbox, &nats.url(), &key, job_timeout);
         let base = listen_address(&server);
         Fleet {
             nats,
@@ -260,6 +250,20 @@ impl Fleet {
 fn json_body(resp: reqwest::blocking::Response) -> Value {
     let text = resp.text().expect("body");
     serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"))
+}
+
+fn start_server(sandbox: &Rpull, nats: &str, key: &std::path::Path, job_timeout: &str) -> RunningRpull {
+    sandbox.spawn([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--nats",
+        nats,
+        "--signing-key-file",
+        key.to_str().unwrap(),
+        "--job-timeout",
+        job_timeout,
+    ])
 }
 
 fn listen_address(server: &RunningRpull) -> String {
@@ -467,7 +471,7 @@ fn an_agent_stopped_with_ctrl_c_is_not_waited_for() {
 }
 
 #[test]
-fn jobs_go_on_after_a_nats_restart() {
+fn jobs_go_on_after_a_nats_restart_and_outlive_the_server() {
     let registry = Registry::start();
     let image = registry.push_small_image("fleet/app", "v1", 5);
     let mut fleet = Fleet::start(three_agents(), JOB_TIMEOUT, None);
@@ -489,6 +493,15 @@ fn jobs_go_on_after_a_nats_restart() {
     for r in &results(&body) {
         assert_ok(r, &image, "v1", true);
     }
+
+    // The job and its answers are in JetStream: a new server process reads them.
+    fleet.server.signal(libc::SIGKILL);
+    fleet.server = start_server(&fleet.server_sandbox, &fleet.nats.url(), &fleet.key, JOB_TIMEOUT);
+    fleet.base = listen_address(&fleet.server);
+    let job_id = body["job_id"].as_str().unwrap();
+    let (status, job) = fleet.get(&format!("/job/{job_id}"), Some(&fleet.writer()));
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["results"], body["results"], "{job}");
 }
 
 #[test]
@@ -892,13 +905,16 @@ fn standalone_serve_pulls_on_its_own_node() {
     let key_dir = support::temp_dir("rpull-fleet-key-");
     let key = key_dir.path().join("k");
     fs::write(&key, "standalone").unwrap();
+    // The key comes from the config file here.
+    let config = key_dir.path().join("config.json");
+    fs::write(&config, json!({ "signing-key-file": key }).to_string()).unwrap();
     let sandbox = rpull();
     let server = sandbox.spawn([
         "serve",
         "--listen",
         "127.0.0.1:0",
-        "--signing-key-file",
-        key.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
         "--hostname",
         "solo",
         "--label",

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{fail, watch_signals};
 use crate::cli::ServeArgs;
+use crate::config::Config;
 use crate::fleet::node::Node;
 use crate::fleet::server::{self, ServeOptions};
 
@@ -17,8 +18,16 @@ pub async fn run(args: ServeArgs, root: Option<PathBuf>) -> ExitCode {
     let Some(listen) = fleet.listen else {
         return fail("rpull serve: --listen is required");
     };
-    let Some(signing_key_file) = fleet.signing_key_file else {
-        return fail("rpull serve: --signing-key-file is required with --listen");
+    // The flag, else the config file's `signing-key-file`.
+    let from_config = match &fleet.signing_key_file {
+        Some(_) => None,
+        None => match Config::load(args.config.as_deref()) {
+            Ok(c) => c.signing_key_file,
+            Err(e) => return fail(&format!("rpull serve: {e}")),
+        },
+    };
+    let Some(signing_key_file) = fleet.signing_key_file.or(from_config) else {
+        return fail("rpull serve: --signing-key-file (or the config file's signing-key-file) is required with --listen");
     };
     let cancel = CancellationToken::new();
     watch_signals(cancel.clone());
