@@ -689,6 +689,14 @@ fn bad_requests_get_their_status_and_pull_nothing() {
             "invalid target",
         ),
         (
+            "undecodable target",
+            "/node/%ff/container/docker/pull",
+            image.clone(),
+            Some(&writer),
+            400,
+            "invalid path",
+        ),
+        (
             "unknown route",
             "/node/_all/container/docker/push",
             image.clone(),

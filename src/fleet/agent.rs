@@ -197,6 +197,8 @@ async fn consume(
     cancel: CancellationToken,
     events: Arc<impl Fn(AgentEvent) + Send + Sync>,
 ) {
+    // Said once per outage, not on every retry.
+    let mut failing = false;
     loop {
         let messages = async {
             let consumer = bus
@@ -224,19 +226,24 @@ async fn consume(
                 };
                 match next {
                     Some(Ok(message)) => {
+                        failing = false;
                         if tx.send(message).await.is_err() {
                             return;
                         }
                     }
                     Some(Err(e)) => {
-                        events(AgentEvent::Reconnecting(format!("{durable}: {e}")));
+                        if !std::mem::replace(&mut failing, true) {
+                            events(AgentEvent::Reconnecting(format!("{durable}: {e}")));
+                        }
                         break;
                     }
                     None => break,
                 }
             }
         } else if let Err(e) = messages {
-            events(AgentEvent::Reconnecting(format!("{durable}: {e}")));
+            if !std::mem::replace(&mut failing, true) {
+                events(AgentEvent::Reconnecting(format!("{durable}: {e}")));
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -159,13 +160,20 @@ fn authorize(api: &Api, headers: &HeaderMap, permission: &str) -> Result<Claims,
     Ok(claims)
 }
 
+/// A path parameter, or a 400 in the API's shape (instead of axum's plain-text rejection).
+fn param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(p)| p)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid path", e.body_text()))
+}
+
 async fn pull(
     State(api): State<Arc<Api>>,
-    Path(target): Path<String>,
+    target: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let claims = authorize(&api, &headers, DOCKER_WRITE)?;
+    let target = param(target)?;
     let bytes = to_bytes(body, BODY_LIMIT).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
