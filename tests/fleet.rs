@@ -554,6 +554,51 @@ fn an_agent_killed_mid_pull_keeps_a_sound_store_and_completes_the_next_job() {
 }
 
 #[test]
+fn ctrl_c_cancels_a_running_pull_and_the_agent_exits() {
+    let registry = Registry::start();
+    let proxy = FaultProxy::start(&registry.host());
+    let image = push_sized(&registry, "fleet/big", "v1", 4 << 20, 11);
+    let layer = image.layer_digests[0].clone();
+    proxy.add_rule(Rule::new(&format!("/blobs/{layer}"), Fault::Throttle(256 << 10)).times(1));
+    let reference = format!("{}/fleet/big:v1", proxy.host());
+    let mut fleet = Fleet::start(three_agents(), "3s", None);
+    let (base, token) = (fleet.base.clone(), fleet.writer());
+    let job = thread::spawn(move || {
+        http_client()
+            .post(format!("{base}/node/node-b/container/docker/pull"))
+            .bearer_auth(token)
+            .body(json!({ "image": reference }).to_string())
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.body_bytes_sent(&layer) < 256 * 1024 {
+        assert!(Instant::now() < deadline, "the layer download did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let agent = fleet.agent("node-b");
+    let mut process = agent.process.take().unwrap();
+    let stopped = Instant::now();
+    process.interrupt();
+    let out = process.wait();
+    // The throttled download had seconds to go: the pull was cancelled, not waited for.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stderr.contains("node-b: stopped"), "{out:?}");
+    assert!(
+        !out.stderr.contains(" job "),
+        "a cancelled job has no answer: {out:?}"
+    );
+    assert_eq!(job.join().unwrap().unwrap(), 500);
+    agent.assert_store_ok();
+    assert!(agent.images().is_empty());
+}
+
+#[test]
 fn failed_pulls_answer_with_the_cli_text() {
     let registry = Registry::start();
     let files = support::temp_dir("rpull-fleet-auth-");
