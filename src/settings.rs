@@ -324,7 +324,7 @@ mod tests {
     #[test]
     fn bad_entries_are_refused() {
         let overrides = Overrides {
-            insecure_registries: vec!["http://x.example".into()],
+            insecure_registries: vec!["ftp://x.example".into()],
             ..Overrides::default()
         };
         let vars = |_: &str| None;
