@@ -26,6 +26,7 @@ pub mod credentials;
 pub mod digest;
 pub mod engine;
 pub mod flatten;
+pub mod fleet;
 pub mod fsutil;
 pub mod gc;
 pub mod images;
