@@ -128,6 +128,11 @@ impl Engine {
         inspect::inspect(&self.store, query)
     }
 
+    /// Every image in full, newest first.
+    pub fn inspect_all(&self) -> Result<Vec<ImageDetails>, InspectError> {
+        inspect::all(&self.store)
+    }
+
     /// Removes references (names or image IDs) as `docker rmi` does; `force` removes an
     /// image ID referenced by several names.
     pub fn remove(&self, names: &[String], force: bool) -> Result<Vec<RemoveOutcome>, GcError> {

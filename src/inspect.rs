@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use crate::digest::Digest;
-use crate::images::{self, ImagesError};
+use crate::images::{self, ImageRow, ImagesError};
 use crate::reference::Reference;
 use crate::store::{Store, StoreError};
 
@@ -111,25 +111,48 @@ fn resolve_id(store: &Store, query: &str) -> Result<Option<Digest>, InspectError
     }
 }
 
+/// Every image in the store, newest first (the order of `rpull images`).
+pub fn all(store: &Store) -> Result<Vec<ImageDetails>, InspectError> {
+    let rows = images::list(store, None)?;
+    let mut ids: Vec<&str> = Vec::new();
+    for row in &rows {
+        if !ids.contains(&row.image_id.as_str()) {
+            ids.push(&row.image_id);
+        }
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let Ok(digest) = Digest::parse(id) else { continue };
+        if let Some(d) = from_rows(store, &digest, rows.iter().filter(|r| r.image_id == id))? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
 /// Everything about the image `id`, or `None` when no reference names it.
 fn details(store: &Store, id: &Digest) -> Result<Option<ImageDetails>, InspectError> {
     let id_text = id.to_string();
-    let rows: Vec<_> = images::list(store, None)?
-        .into_iter()
-        .filter(|r| r.image_id == id_text)
-        .collect();
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
-    let size = first.size;
+    let rows = images::list(store, None)?;
+    from_rows(store, id, rows.iter().filter(|r| r.image_id == id_text))
+}
+
+/// The details of `id` from its rows of [`images::list`].
+fn from_rows<'a>(
+    store: &Store,
+    id: &Digest,
+    rows: impl Iterator<Item = &'a ImageRow>,
+) -> Result<Option<ImageDetails>, InspectError> {
     let normalized = |s: String| {
         Reference::parse_normalized(&s)
             .map(|r| r.to_string())
             .unwrap_or(s)
     };
+    let mut size = None;
     let mut tags = BTreeSet::new();
     let mut digests = BTreeSet::new();
-    for row in &rows {
+    for row in rows {
+        size = Some(row.size);
         if row.tag != "<none>" {
             tags.insert(normalized(format!("{}:{}", row.repository, row.tag)));
         }
@@ -137,6 +160,9 @@ fn details(store: &Store, id: &Digest) -> Result<Option<ImageDetails>, InspectEr
             digests.insert(normalized(format!("{}@{d}", row.repository)));
         }
     }
+    let Some(size) = size else {
+        return Ok(None);
+    };
     let config = store.read_blob(id)?;
     let user = serde_json::from_slice::<serde_json::Value>(&config)
         .ok()
@@ -213,6 +239,7 @@ mod tests {
         want(inspect(&store, &format!("debian@{resolved}")).unwrap());
         want(inspect(&store, "example.com/other/debian:v1").unwrap());
 
+        assert_eq!(all(&store).unwrap(), std::slice::from_ref(&d));
         assert_eq!(inspect(&store, "debian").unwrap(), None, "no latest tag");
         assert_eq!(inspect(&store, "debian:trixie").unwrap(), None);
         assert_eq!(inspect(&store, "").unwrap(), None);
