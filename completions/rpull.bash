@@ -46,6 +46,9 @@ _rpull() {
             rpull,save)
                 cmd="rpull__subcmd__save"
                 ;;
+            rpull,serve)
+                cmd="rpull__subcmd__serve"
+                ;;
             rpull__subcmd__help,check)
                 cmd="rpull__subcmd__help__subcmd__check"
                 ;;
@@ -76,6 +79,9 @@ _rpull() {
             rpull__subcmd__help,save)
                 cmd="rpull__subcmd__help__subcmd__save"
                 ;;
+            rpull__subcmd__help,serve)
+                cmd="rpull__subcmd__help__subcmd__serve"
+                ;;
             *)
                 ;;
         esac
@@ -83,7 +89,7 @@ _rpull() {
 
     case "${cmd}" in
         rpull)
-            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --cert-dir --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --help --version pull login logout images rmi prune save rootfs check help"
+            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --cert-dir --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --help --version pull login logout images rmi prune save rootfs check serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -187,7 +193,7 @@ _rpull() {
             return 0
             ;;
         rpull__subcmd__help)
-            opts="pull login logout images rmi prune save rootfs check help"
+            opts="pull login logout images rmi prune save rootfs check serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -327,6 +333,20 @@ _rpull() {
             return 0
             ;;
         rpull__subcmd__help__subcmd__save)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rpull__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -571,6 +591,40 @@ _rpull() {
                     ;;
                 --format)
                     COMPREPLY=($(compgen -W "docker oci" -- "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rpull__subcmd__serve)
+            opts="-h --cri-socket --config --progress-timeout --read-timeout --root --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cri-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --read-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --root)

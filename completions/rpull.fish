@@ -58,6 +58,7 @@ complete -c rpull -n "__fish_rpull_needs_command" -a "prune" -d 'Remove unrefere
 complete -c rpull -n "__fish_rpull_needs_command" -a "save" -d 'Save one or more images to a tar archive (streamed to STDOUT by default)'
 complete -c rpull -n "__fish_rpull_needs_command" -a "rootfs" -d 'Write the flattened root filesystem of an image into a directory'
 complete -c rpull -n "__fish_rpull_needs_command" -a "check" -d 'Verify the image store (blob digests, index references, unpacked layers) and optionally repair it'
+complete -c rpull -n "__fish_rpull_needs_command" -a "serve" -d 'Run rpull as a service: the Kubernetes CRI image service (gRPC on a unix socket)'
 complete -c rpull -n "__fish_rpull_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l platform -d 'Set platform if server is multi-platform capable' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l disable-content-trust -d 'Skip image verification (default true; DOCKER_CONTENT_TRUST=1 makes it false, and rpull then refuses to pull: it does not implement Docker Content Trust / Notary v1. Digests are always verified)' -r -f -a "true\t''
@@ -113,13 +114,20 @@ complete -c rpull -n "__fish_rpull_using_subcommand rootfs" -s h -l help -d 'Pri
 complete -c rpull -n "__fish_rpull_using_subcommand check" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand check" -l repair -d 'Remove corrupt blobs, incomplete layers and leftovers of interrupted runs, so that pulling again completes the store'
 complete -c rpull -n "__fish_rpull_using_subcommand check" -s h -l help -d 'Print help'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "pull" -d 'Download an image from a registry (the default action)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "login" -d 'Log in to a registry (Docker Hub when no server is given)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "logout" -d 'Log out from a registry (Docker Hub when no server is given)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "images" -d 'List images'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "rmi" -d 'Remove one or more images, then the blobs and layers nothing uses any more'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "prune" -d 'Remove unreferenced blobs, unpacked layers, partial downloads and temporary files'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "save" -d 'Save one or more images to a tar archive (streamed to STDOUT by default)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "rootfs" -d 'Write the flattened root filesystem of an image into a directory'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "check" -d 'Verify the image store (blob digests, index references, unpacked layers) and optionally repair it'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l cri-socket -d 'Serve the CRI image service (runtime.v1.ImageService) on this unix socket [default: /run/rpull/cri.sock]' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l config -d 'rpull\'s config file (JSON) [default: <config dir>/rpull/config.json]' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l progress-timeout -d 'Fail a pull that receives no data for this long, e.g. 30s, 5m; 0 never gives up' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l read-timeout -d 'Give up on a registry answer after this long without data (tests use short values)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve help" -f -a "pull" -d 'Download an image from a registry (the default action)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve help" -f -a "login" -d 'Log in to a registry (Docker Hub when no server is given)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve help" -f -a "logout" -d 'Log out from a registry (Docker Hub when no server is given)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve help" -f -a "images" -d 'List images'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve help" -f -a "rmi" -d 'Remove one or more images, then the blobs and layers nothing uses any more'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve help" -f -a "prune" -d 'Remove unreferenced blobs, unpacked layers, partial downloads and temporary files'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve help" -f -a "save" -d 'Save one or more images to a tar archive (streamed to STDOUT by default)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve help" -f -a "rootfs" -d 'Write the flattened root filesystem of an image into a directory'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve help" -f -a "check" -d 'Verify the image store (blob digests, index references, unpacked layers) and optionally repair it'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve help" -f -a "serve" -d 'Run rpull as a service: the Kubernetes CRI image service (gRPC on a unix socket)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

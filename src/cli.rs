@@ -67,6 +67,30 @@ pub enum Command {
 
     /// Verify the image store (blob digests, index references, unpacked layers) and optionally repair it
     Check(CheckArgs),
+
+    /// Run rpull as a service: the Kubernetes CRI image service (gRPC on a unix socket)
+    #[command(override_usage = "rpull serve [OPTIONS]")]
+    Serve(ServeArgs),
+}
+
+/// `serve`'s options.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Serve the CRI image service (runtime.v1.ImageService) on this unix socket [default: /run/rpull/cri.sock]
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
+
+    /// rpull's config file (JSON) [default: <config dir>/rpull/config.json]
+    #[arg(long, value_name = "FILE", env = crate::settings::env::CONFIG)]
+    pub config: Option<PathBuf>,
+
+    /// Fail a pull that receives no data for this long, e.g. 30s, 5m; 0 never gives up
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub progress_timeout: Duration,
+
+    /// Give up on a registry answer after this long without data (tests use short values)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true, env = crate::settings::env::READ_TIMEOUT)]
+    pub read_timeout: Option<Duration>,
 }
 
 /// `login`'s options, as `docker login` has them.

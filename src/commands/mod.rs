@@ -11,6 +11,7 @@ pub mod pull;
 pub mod rmi;
 pub mod rootfs;
 pub mod save;
+pub mod serve;
 
 use std::path::Path;
 use std::process::ExitCode;
