@@ -512,3 +512,64 @@ pub fn fs_usage(root: &std::path::Path) -> std::io::Result<FilesystemUsage> {
         inodes_used: Some(UInt64Value { value: inodes }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header() {
+        let with = |v: &str| {
+            let mut r = Request::new(());
+            r.metadata_mut().insert("grpc-timeout", v.parse().unwrap());
+            client_deadline(&r)
+        };
+        assert_eq!(with("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(with("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(with("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(with("10u"), Some(Duration::from_micros(10)));
+        assert_eq!(with("7x"), None);
+        assert_eq!(with("m"), None);
+        assert_eq!(client_deadline(&Request::new(())), None);
+    }
+
+    #[test]
+    fn image_strings() {
+        let spec = |s: &str| ImageSpec {
+            image: s.to_string(),
+            ..Default::default()
+        };
+        assert_eq!(image_of(Some(&spec(" debian "))).unwrap(), "debian");
+        for bad in ["", "  "] {
+            assert_eq!(
+                image_of(Some(&spec(bad))).unwrap_err().code(),
+                Code::InvalidArgument
+            );
+        }
+        assert_eq!(image_of(None).unwrap_err().code(), Code::InvalidArgument);
+        let long = "a".repeat(MAX_IMAGE_LEN + 1);
+        assert_eq!(
+            image_of(Some(&spec(&long))).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn credentials_key_flights_apart() {
+        let basic = |p: &str| {
+            Some(Credential::Basic {
+                username: "u".into(),
+                password: p.into(),
+            })
+        };
+        assert_eq!(
+            credential_hash(basic("a").as_ref()),
+            credential_hash(basic("a").as_ref())
+        );
+        assert_ne!(
+            credential_hash(basic("a").as_ref()),
+            credential_hash(basic("b").as_ref())
+        );
+        assert_ne!(credential_hash(None), credential_hash(basic("").as_ref()));
+    }
+}
