@@ -276,7 +276,10 @@ impl Reporter for Watchdog {
         };
         if let Some((id, phase)) = phase {
             let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
-            layers.insert(id.clone(), phase);
+            // Progress events come by the thousand: only a change of phase writes.
+            if layers.get(id) != Some(&phase) {
+                layers.insert(id.clone(), phase);
+            }
         }
         self.touch();
     }
