@@ -138,6 +138,25 @@ impl fmt::Debug for api::AuthConfig {
 #[cfg(test)]
 mod tests {
     use super::api::AuthConfig;
+    use super::{bind, CriError};
+
+    #[tokio::test]
+    async fn bind_takes_a_stale_socket_and_refuses_a_live_one_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/cri.sock");
+        // Missing directory: created.
+        let live = bind(&path).unwrap();
+        assert!(matches!(bind(&path), Err(CriError::SocketInUse(_))));
+        // Its process gone (listener closed), the file stays and is stale.
+        drop(live);
+        assert!(path.exists());
+        let again = bind(&path).unwrap();
+        drop(again);
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"keep me").unwrap();
+        assert!(matches!(bind(&file), Err(CriError::NotASocket(_))));
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    }
 
     #[test]
     fn auth_config_debug_hides_secrets() {
