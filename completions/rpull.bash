@@ -683,12 +683,16 @@ _rpull() {
             return 0
             ;;
         rpull__subcmd__serve)
-            opts="-h --listen --nats --signing-key-file --job-timeout --hostname --label --config --root --help"
+            opts="-h --cri-socket --listen --nats --signing-key-file --job-timeout --hostname --label --config --progress-timeout --read-timeout --root --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --cri-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -714,6 +718,14 @@ _rpull() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --read-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -68,8 +68,10 @@ pub enum Command {
     /// Verify the image store (blob digests, index references, unpacked layers) and optionally repair it
     Check(CheckArgs),
 
-    /// Serve the fleet pull API over HTTP (jobs go to agents through NATS, or run here without --nats)
-    #[command(override_usage = "rpull serve --listen ADDR [--nats URL] --signing-key-file FILE [OPTIONS]")]
+    /// Run rpull as a service: the Kubernetes CRI image service (gRPC on a unix socket) and/or the fleet pull API over HTTP
+    #[command(
+        override_usage = "rpull serve [--cri-socket PATH] [--listen ADDR [--nats URL] --signing-key-file FILE] [OPTIONS]"
+    )]
     Serve(ServeArgs),
 
     /// Run a fleet agent: take the pull jobs addressed to this node from NATS and pull them here
@@ -81,9 +83,14 @@ pub enum Command {
     Token(TokenArgs),
 }
 
-/// `serve`'s options. The fleet API's own ones are in [`FleetServeArgs`].
+/// `serve`'s options: the CRI image service's, the fleet API's ([`FleetServeArgs`]), and the
+/// settings both share. Without `--listen`, the CRI service runs on its default socket.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Serve the CRI image service (runtime.v1.ImageService) on this unix socket [default: /run/rpull/cri.sock when --listen is not given]
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
+
     /// The fleet pull API's options.
     #[command(flatten)]
     pub fleet: FleetServeArgs,
@@ -91,6 +98,14 @@ pub struct ServeArgs {
     /// rpull's config file (JSON) [default: <config dir>/rpull/config.json]
     #[arg(long, value_name = "FILE", env = crate::settings::env::CONFIG)]
     pub config: Option<PathBuf>,
+
+    /// Fail a CRI pull that receives no data for this long, e.g. 30s, 5m; 0 never gives up
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub progress_timeout: Duration,
+
+    /// Give up on a registry answer after this long without data (tests use short values)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true, env = crate::settings::env::READ_TIMEOUT)]
+    pub read_timeout: Option<Duration>,
 }
 
 /// The fleet pull API's options of `serve`.

@@ -48,18 +48,28 @@ impl Node {
         hostname: Option<String>,
         labels: &[String],
     ) -> Result<Node, NodeError> {
-        let hostname = hostname.unwrap_or_else(super::system_hostname);
-        check_hostname(&hostname)?;
-        let labels = labels
-            .iter()
-            .map(|l| Label::parse(l))
-            .collect::<Result<Vec<_>, _>>()?;
         let settings = Settings::load(&Overrides {
             root,
             config,
             ..Default::default()
         })?;
         let engine = Engine::open(settings)?.with_shared_download_limit();
+        Node::with_engine(engine, hostname, labels)
+    }
+
+    /// The node around an engine another front end shares (`rpull serve` with the CRI
+    /// service beside the API).
+    pub fn with_engine(
+        engine: Engine,
+        hostname: Option<String>,
+        labels: &[String],
+    ) -> Result<Node, NodeError> {
+        let hostname = hostname.unwrap_or_else(super::system_hostname);
+        check_hostname(&hostname)?;
+        let labels = labels
+            .iter()
+            .map(|l| Label::parse(l))
+            .collect::<Result<Vec<_>, _>>()?;
         let (chain, warning) = CredentialChain::load(None)?;
         Ok(Node {
             engine,
