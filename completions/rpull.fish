@@ -58,6 +58,9 @@ complete -c rpull -n "__fish_rpull_needs_command" -a "prune" -d 'Remove unrefere
 complete -c rpull -n "__fish_rpull_needs_command" -a "save" -d 'Save one or more images to a tar archive (streamed to STDOUT by default)'
 complete -c rpull -n "__fish_rpull_needs_command" -a "rootfs" -d 'Write the flattened root filesystem of an image into a directory'
 complete -c rpull -n "__fish_rpull_needs_command" -a "check" -d 'Verify the image store (blob digests, index references, unpacked layers) and optionally repair it'
+complete -c rpull -n "__fish_rpull_needs_command" -a "serve" -d 'Run rpull as a service: the Kubernetes CRI image service (gRPC on a unix socket) and/or the fleet pull API over HTTP'
+complete -c rpull -n "__fish_rpull_needs_command" -a "agent" -d 'Run a fleet agent: take the pull jobs addressed to this node from NATS and pull them here'
+complete -c rpull -n "__fish_rpull_needs_command" -a "token" -d 'Print a bearer token for the fleet pull API'
 complete -c rpull -n "__fish_rpull_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l platform -d 'Set platform if server is multi-platform capable' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l disable-content-trust -d 'Skip image verification (default true; DOCKER_CONTENT_TRUST=1 makes it false, and rpull then refuses to pull: it does not implement Docker Content Trust / Notary v1. Digests are always verified)' -r -f -a "true\t''
@@ -113,13 +116,44 @@ complete -c rpull -n "__fish_rpull_using_subcommand rootfs" -s h -l help -d 'Pri
 complete -c rpull -n "__fish_rpull_using_subcommand check" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand check" -l repair -d 'Remove corrupt blobs, incomplete layers and leftovers of interrupted runs, so that pulling again completes the store'
 complete -c rpull -n "__fish_rpull_using_subcommand check" -s h -l help -d 'Print help'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "pull" -d 'Download an image from a registry (the default action)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "login" -d 'Log in to a registry (Docker Hub when no server is given)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "logout" -d 'Log out from a registry (Docker Hub when no server is given)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "images" -d 'List images'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "rmi" -d 'Remove one or more images, then the blobs and layers nothing uses any more'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "prune" -d 'Remove unreferenced blobs, unpacked layers, partial downloads and temporary files'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "save" -d 'Save one or more images to a tar archive (streamed to STDOUT by default)'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "rootfs" -d 'Write the flattened root filesystem of an image into a directory'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "check" -d 'Verify the image store (blob digests, index references, unpacked layers) and optionally repair it'
-complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l cri-socket -d 'Serve the CRI image service (runtime.v1.ImageService) on this unix socket [default: /run/rpull/cri.sock when --listen is not given]' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l listen -d 'Serve the pull API on this address (HOST:PORT; port 0 picks a free one, printed on stderr)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l nats -d 'The NATS server the agents listen on (e.g. nats://127.0.0.1:4222); without it, jobs run on this node' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l signing-key-file -d 'The file holding the key that signs API tokens (HS256) [default: the config file\'s signing-key-file]' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l job-timeout -d 'How long a request waits for the agents\' answers' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l hostname -d 'This node\'s hostname for jobs run here without --nats [default: the system\'s]' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l label -d 'This node\'s label for jobs run here without --nats (KEY=VALUE; repeatable)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l config -d 'rpull\'s config file (JSON) [default: <config dir>/rpull/config.json]' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l progress-timeout -d 'Fail a CRI pull that receives no data for this long, e.g. 30s, 5m; 0 never gives up' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l read-timeout -d 'Give up on a registry answer after this long without data (tests use short values)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c rpull -n "__fish_rpull_using_subcommand agent" -l nats -d 'The NATS server (e.g. nats://127.0.0.1:4222)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand agent" -l hostname -d 'This node\'s name, the target `/node/NAME/...` reaches [default: the system\'s hostname]' -r
+complete -c rpull -n "__fish_rpull_using_subcommand agent" -l label -d 'A label selectors reach this node by (KEY=VALUE, dot segments in VALUE match by prefix; repeatable)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand agent" -l concurrency -d 'Jobs pulled at the same time' -r
+complete -c rpull -n "__fish_rpull_using_subcommand agent" -l config -d 'rpull\'s config file (JSON) [default: <config dir>/rpull/config.json]' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand agent" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand agent" -s h -l help -d 'Print help'
+complete -c rpull -n "__fish_rpull_using_subcommand token" -l signing-key-file -d 'The file holding the signing key (the one the server has)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand token" -l sub -d 'Who the token is for (its `sub` claim)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand token" -l role -d 'A role (repeatable)' -r -f -a "admin\t'Every permission'
+write\t'docker:write and job:read'
+read\t'job:read'"
+complete -c rpull -n "__fish_rpull_using_subcommand token" -l permission -d 'An extra permission, RESOURCE:VERB (e.g. docker:write; repeatable)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand token" -l ttl -d 'How long the token is valid (e.g. 30m, 1h, 24h)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand token" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand token" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "pull" -d 'Download an image from a registry (the default action)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "login" -d 'Log in to a registry (Docker Hub when no server is given)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "logout" -d 'Log out from a registry (Docker Hub when no server is given)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "images" -d 'List images'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "rmi" -d 'Remove one or more images, then the blobs and layers nothing uses any more'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "prune" -d 'Remove unreferenced blobs, unpacked layers, partial downloads and temporary files'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "save" -d 'Save one or more images to a tar archive (streamed to STDOUT by default)'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "rootfs" -d 'Write the flattened root filesystem of an image into a directory'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "check" -d 'Verify the image store (blob digests, index references, unpacked layers) and optionally repair it'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "serve" -d 'Run rpull as a service: the Kubernetes CRI image service (gRPC on a unix socket) and/or the fleet pull API over HTTP'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "agent" -d 'Run a fleet agent: take the pull jobs addressed to this node from NATS and pull them here'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "token" -d 'Print a bearer token for the fleet pull API'
+complete -c rpull -n "__fish_rpull_using_subcommand help; and not __fish_seen_subcommand_from pull login logout images rmi prune save rootfs check serve agent token help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -35,6 +35,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             Some(Command::Save(args)) => commands::save::run(args, root),
             Some(Command::Rootfs(args)) => commands::rootfs::run(args, root),
             Some(Command::Check(args)) => commands::check::run(args, root).await,
+            Some(Command::Serve(args)) => commands::serve::run(args, root).await,
+            Some(Command::Agent(args)) => commands::agent::run(args, root).await,
+            Some(Command::Token(args)) => commands::token::run(args),
             None => commands::pull::run(cli.pull, root).await,
         }
     });

@@ -67,6 +67,132 @@ pub enum Command {
 
     /// Verify the image store (blob digests, index references, unpacked layers) and optionally repair it
     Check(CheckArgs),
+
+    /// Run rpull as a service: the Kubernetes CRI image service (gRPC on a unix socket) and/or the fleet pull API over HTTP
+    #[command(
+        override_usage = "rpull serve [--cri-socket PATH] [--listen ADDR [--nats URL] --signing-key-file FILE] [OPTIONS]"
+    )]
+    Serve(ServeArgs),
+
+    /// Run a fleet agent: take the pull jobs addressed to this node from NATS and pull them here
+    #[command(override_usage = "rpull agent --nats URL [--hostname NAME] [--label KEY=VALUE...] [OPTIONS]")]
+    Agent(AgentArgs),
+
+    /// Print a bearer token for the fleet pull API
+    #[command(override_usage = "rpull token --signing-key-file FILE --sub NAME --role ROLE [OPTIONS]")]
+    Token(TokenArgs),
+}
+
+/// `serve`'s options: the CRI image service's, the fleet API's ([`FleetServeArgs`]), and the
+/// settings both share. Without `--listen`, the CRI service runs on its default socket.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Serve the CRI image service (runtime.v1.ImageService) on this unix socket [default: /run/rpull/cri.sock when --listen is not given]
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
+
+    /// The fleet pull API's options.
+    #[command(flatten)]
+    pub fleet: FleetServeArgs,
+
+    /// rpull's config file (JSON) [default: <config dir>/rpull/config.json]
+    #[arg(long, value_name = "FILE", env = crate::settings::env::CONFIG)]
+    pub config: Option<PathBuf>,
+
+    /// Fail a CRI pull that receives no data for this long, e.g. 30s, 5m; 0 never gives up
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub progress_timeout: Duration,
+
+    /// Give up on a registry answer after this long without data (tests use short values)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true, env = crate::settings::env::READ_TIMEOUT)]
+    pub read_timeout: Option<Duration>,
+}
+
+/// The fleet pull API's options of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct FleetServeArgs {
+    /// Serve the pull API on this address (HOST:PORT; port 0 picks a free one, printed on stderr)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// The NATS server the agents listen on (e.g. nats://127.0.0.1:4222); without it, jobs run on this node
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+
+    /// The file holding the key that signs API tokens (HS256) [default: the config file's signing-key-file]
+    #[arg(long, value_name = "FILE")]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// How long a request waits for the agents' answers
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub job_timeout: Duration,
+
+    /// This node's hostname for jobs run here without --nats [default: the system's]
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// This node's label for jobs run here without --nats (KEY=VALUE; repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+}
+
+/// `agent`'s options.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// The NATS server (e.g. nats://127.0.0.1:4222)
+    #[arg(long, value_name = "URL", required = true)]
+    pub nats: Option<String>,
+
+    /// This node's name, the target `/node/NAME/...` reaches [default: the system's hostname]
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// A label selectors reach this node by (KEY=VALUE, dot segments in VALUE match by prefix; repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// Jobs pulled at the same time
+    #[arg(long, value_name = "int", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+
+    /// rpull's config file (JSON) [default: <config dir>/rpull/config.json]
+    #[arg(long, value_name = "FILE", env = crate::settings::env::CONFIG)]
+    pub config: Option<PathBuf>,
+}
+
+/// A token's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Every permission
+    Admin,
+    /// docker:write and job:read
+    Write,
+    /// job:read
+    Read,
+}
+
+/// `token`'s options.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The file holding the signing key (the one the server has)
+    #[arg(long, value_name = "FILE", required = true)]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// Who the token is for (its `sub` claim)
+    #[arg(long, value_name = "NAME", required = true)]
+    pub sub: Option<String>,
+
+    /// A role (repeatable)
+    #[arg(long = "role", value_enum, value_name = "ROLE")]
+    pub roles: Vec<Role>,
+
+    /// An extra permission, RESOURCE:VERB (e.g. docker:write; repeatable)
+    #[arg(long = "permission", value_name = "RESOURCE:VERB")]
+    pub permissions: Vec<String>,
+
+    /// How long the token is valid (e.g. 30m, 1h, 24h)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
 }
 
 /// `login`'s options, as `docker login` has them.

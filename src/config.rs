@@ -1,8 +1,8 @@
 //! rpull's own configuration file: JSON at `<config dir>/rpull/config.json` (e.g.
 //! `~/.config/rpull/config.json`), or the file named by `--config` / `RPULL_CONFIG`. It holds
 //! what docker keeps in `daemon.json`: insecure registries, Docker Hub mirrors, per-registry
-//! mirrors (which docker lacks), the download concurrency and the `certs.d` directory.
-//! Command-line flags win over it.
+//! mirrors (which docker lacks), the download concurrency and the `certs.d` directory, and
+//! the key file signing the fleet API's tokens (`rpull serve`). Command-line flags win over it.
 //!
 //! ```json
 //! {
@@ -10,7 +10,8 @@
 //!   "registry-mirrors": ["https://mirror.example.com"],
 //!   "mirrors": { "registry.internal:5000": ["http://cache.internal:5000"] },
 //!   "max-concurrent-downloads": 6,
-//!   "certs-d": "/etc/docker/certs.d"
+//!   "certs-d": "/etc/docker/certs.d",
+//!   "signing-key-file": "/etc/rpull/signing.key"
 //! }
 //! ```
 
@@ -69,6 +70,9 @@ pub struct Config {
     /// The `certs.d` directory (default `/etc/docker/certs.d`).
     #[serde(default)]
     pub certs_d: Option<PathBuf>,
+    /// The file whose key signs the fleet API's tokens (`rpull serve --signing-key-file`).
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -160,7 +164,8 @@ mod tests {
         std::fs::write(
             &p,
             r#"{"insecure-registries":["r:5000"],"registry-mirrors":["https://m.example"],
-                "mirrors":{"r:5000":["http://c:1/"]},"max-concurrent-downloads":7,"certs-d":"/x"}"#,
+                "mirrors":{"r:5000":["http://c:1/"]},"max-concurrent-downloads":7,"certs-d":"/x",
+                "signing-key-file":"/k"}"#,
         )
         .unwrap();
         let c = Config::load(Some(&p)).unwrap();
@@ -168,6 +173,7 @@ mod tests {
         assert_eq!(c.max_concurrent_downloads, Some(7));
         assert_eq!(c.mirrors["r:5000"], vec!["http://c:1/"]);
         assert_eq!(c.certs_d.as_deref(), Some(Path::new("/x")));
+        assert_eq!(c.signing_key_file.as_deref(), Some(Path::new("/k")));
         std::fs::write(&p, r#"{"bogus":1}"#).unwrap();
         assert!(matches!(Config::load(Some(&p)), Err(ConfigError::Parse { .. })));
         assert!(matches!(

@@ -1005,7 +1005,7 @@ fn entry_credential(key: &str, entry: &Value) -> Result<Option<Credential>, Cred
 
 /// docker's `decodeAuth`: base64, split at the first `:`, non-empty user, trailing NULs trimmed
 /// from the password.
-fn decode_auth(key: &str, auth: &str) -> Result<(String, String), CredentialError> {
+pub fn decode_auth(key: &str, auth: &str) -> Result<(String, String), CredentialError> {
     let bytes = base64_decode(auth).map_err(|offset| CredentialError::InvalidBase64 {
         key: key.to_string(),
         offset,

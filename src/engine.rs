@@ -16,6 +16,7 @@ use crate::check::{self, CheckError, Report as CheckReport};
 use crate::credentials::CredentialLookup;
 use crate::gc::{self, GcError, GcReport, RemoveOutcome, StoreGuard};
 use crate::images::{self, ImageRow, ImagesError};
+use crate::inspect::{self, ImageDetails, InspectError};
 use crate::platform::Platform;
 use crate::progress::Reporter;
 use crate::pull::{Outcome, PullError, Puller};
@@ -119,6 +120,17 @@ impl Engine {
     /// The images in the store, one row per reference, filtered as `docker images FILTER`.
     pub fn images(&self, filter: Option<&str>) -> Result<Vec<ImageRow>, ImagesError> {
         images::list(&self.store, filter)
+    }
+
+    /// One image in full, by reference, image ID or ID prefix (see [`inspect`]); `None` when
+    /// nothing matches.
+    pub fn inspect(&self, query: &str) -> Result<Option<ImageDetails>, InspectError> {
+        inspect::inspect(&self.store, query)
+    }
+
+    /// Every image in full, newest first.
+    pub fn inspect_all(&self) -> Result<Vec<ImageDetails>, InspectError> {
+        inspect::all(&self.store)
     }
 
     /// Removes references (names or image IDs) as `docker rmi` does; `force` removes an

@@ -1,5 +1,7 @@
-//! `man/` and `completions/` are generated from the clap definition in `src/cli.rs`. This
-//! test renders them again and fails when the checked-in files are stale.
+//! `man/` and `completions/` are generated from the clap definition in `src/cli.rs`, and
+//! `src/cri/generated/runtime.v1.rs` from the CRI proto `src/cri/proto/api.proto` (with the
+//! pure-Rust compiler protox, so neither the build nor this test needs `protoc`). This test
+//! renders them again and fails when the checked-in files are stale.
 //! Regenerate with `RPULL_BLESS=1 cargo test --test generated`.
 
 use std::path::{Path, PathBuf};
@@ -40,7 +42,27 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         clap_complete::generate(shell, &mut cmd.clone(), "rpull", &mut buf);
         out.push((root().join("completions").join(file), buf));
     }
+    out.push((root().join("src/cri/generated/runtime.v1.rs"), cri_code()));
     out
+}
+
+/// The Rust code of the CRI proto: messages, the server traits and the clients (generic over
+/// the transport, so the library needs only tonic's server side).
+fn cri_code() -> Vec<u8> {
+    let proto_dir = root().join("src/cri/proto");
+    let fds = protox::compile([proto_dir.join("api.proto")], [&proto_dir]).expect("compile api.proto");
+    let out = tempfile::tempdir().expect("temp dir");
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .build_transport(false)
+        // The secrets of AuthConfig (`[debug_redact = true]` upstream) must not reach a log
+        // through `{:?}`: src/cri implements a redacting Debug for it.
+        .skip_debug(["runtime.v1.AuthConfig"])
+        .out_dir(out.path())
+        .compile_fds(fds)
+        .expect("generate the CRI code");
+    std::fs::read(out.path().join("runtime.v1.rs")).expect("read the generated code")
 }
 
 #[test]

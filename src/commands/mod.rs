@@ -1,6 +1,7 @@
 //! The subcommands, one file each; this module holds what they share: error exit, the
 //! default store location, and signal handling.
 
+pub mod agent;
 pub mod check;
 pub mod creds;
 pub mod images;
@@ -11,6 +12,8 @@ pub mod pull;
 pub mod rmi;
 pub mod rootfs;
 pub mod save;
+pub mod serve;
+pub mod token;
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -19,6 +19,7 @@
 pub mod fault_proxy;
 pub mod image;
 pub mod layer;
+pub mod nats;
 pub mod pki;
 pub mod process;
 pub mod registry;

@@ -1,0 +1,259 @@
+//! Running a job for the HTTP API: over JetStream to the agents (KV first, then the job's ID
+//! on the stream, then the answers watched in the responses bucket), or on this node alone
+//! when the server runs without NATS.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::kv::Operation;
+use futures_util::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::now;
+use super::bus::{agent_key, job_key, AgentInfo, Bus, BusError};
+use super::job::{run_pull, Job, JobReporter, PullResult, Status, PULL_OPERATION, TIMEOUT_ERROR};
+use super::target::{Label, Target};
+use crate::credentials::CredentialLookup;
+use crate::engine::Engine;
+
+/// Why a job could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// NATS failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// No known agent matches the target.
+    #[error("no agent matches target {0}")]
+    NoAgent(String),
+    /// A job's record could not be read.
+    #[error("job {0} is unreadable: {1}")]
+    Corrupt(String, String),
+}
+
+/// Where jobs run.
+#[derive(Clone)]
+pub enum Backend {
+    /// On the agents, through NATS.
+    Nats(Box<Bus>),
+    /// On this node.
+    Local(Arc<Local>),
+}
+
+/// The standalone server's own node.
+pub struct Local {
+    /// The engine pulls go through.
+    pub engine: Engine,
+    /// This node's hostname.
+    pub hostname: String,
+    /// This node's labels.
+    pub labels: Vec<Label>,
+    /// The node's credentials.
+    pub credentials: Option<CredentialLookup>,
+    /// Cancels running pulls when the server stops.
+    pub cancel: CancellationToken,
+    jobs: Mutex<HashMap<String, Job>>,
+}
+
+impl Local {
+    /// A node that pulls with `engine`.
+    pub fn new(
+        engine: Engine,
+        hostname: String,
+        labels: Vec<Label>,
+        credentials: Option<CredentialLookup>,
+        cancel: CancellationToken,
+    ) -> Local {
+        Local {
+            engine,
+            hostname,
+            labels,
+            credentials,
+            cancel,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn new_job(target: &Target, image: &str, timeout: Duration) -> Job {
+    let created = now();
+    Job {
+        job_id: uuid::Uuid::new_v4().to_string(),
+        target: target.to_string(),
+        operation: PULL_OPERATION.to_string(),
+        image: image.to_string(),
+        status: "pending".to_string(),
+        created,
+        deadline: created + timeout.as_secs().max(1),
+        results: Vec::new(),
+    }
+}
+
+impl Backend {
+    /// Runs a pull of `image` on `target`, waiting up to `timeout` for the answers. The job
+    /// comes back completed: one result per targeted agent, those that did not answer with
+    /// [`TIMEOUT_ERROR`].
+    pub async fn run(&self, target: &Target, image: &str, timeout: Duration) -> Result<Job, DispatchError> {
+        match self {
+            Backend::Nats(bus) => run_nats(bus, target, image, timeout).await,
+            Backend::Local(local) => run_local(local, target, image, timeout).await,
+        }
+    }
+
+    /// A job by ID, as stored.
+    pub async fn job(&self, id: &str) -> Result<Option<Job>, DispatchError> {
+        match self {
+            Backend::Nats(bus) => {
+                if uuid::Uuid::parse_str(id).is_err() {
+                    return Ok(None);
+                }
+                let Some(bytes) = bus.jobs.get(job_key(id)).await.map_err(BusError::js)? else {
+                    return Ok(None);
+                };
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| DispatchError::Corrupt(id.to_string(), e.to_string()))
+            }
+            Backend::Local(local) => Ok(local.jobs.lock().expect("jobs lock").get(id).cloned()),
+        }
+    }
+}
+
+/// The agents whose heartbeat is live and who match `target`, by hostname.
+async fn expected_agents(bus: &Bus, target: &Target) -> Result<Vec<String>, BusError> {
+    let mut keys = bus.agents.keys().await.map_err(BusError::js)?;
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(BusError::js)?;
+        let Some(bytes) = bus.agents.get(&key).await.map_err(BusError::js)? else {
+            continue;
+        };
+        let Ok(info) = serde_json::from_slice::<AgentInfo>(&bytes) else {
+            continue;
+        };
+        if key == agent_key(&info.hostname) && target.matches(&info.hostname, &info.labels) {
+            out.push(info.hostname);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+async fn run_nats(bus: &Bus, target: &Target, image: &str, timeout: Duration) -> Result<Job, DispatchError> {
+    let mut job = new_job(target, image, timeout);
+    let expected = if target.is_broadcast() {
+        let expected = expected_agents(bus, target).await?;
+        if expected.is_empty() {
+            return Err(DispatchError::NoAgent(target.to_string()));
+        }
+        expected
+    } else {
+        Vec::new()
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Watch before publishing, so no answer comes before the watch.
+    let mut watch = bus
+        .responses
+        .watch(format!("responses.{}.>", job.job_id))
+        .await
+        .map_err(BusError::js)?;
+    let body = serde_json::to_vec(&job).expect("a job serialises");
+    bus.jobs
+        .put(job_key(&job.job_id), body.into())
+        .await
+        .map_err(BusError::js)?;
+    bus.js
+        .publish(target.subject(), job.job_id.clone().into())
+        .await
+        .map_err(BusError::js)?
+        .await
+        .map_err(BusError::js)?;
+
+    let mut answers: BTreeMap<String, PullResult> = BTreeMap::new();
+    loop {
+        let done = if target.is_broadcast() {
+            expected.iter().all(|h| answers.contains_key(h))
+        } else {
+            !answers.is_empty()
+        };
+        if done {
+            break;
+        }
+        let entry = match tokio::time::timeout_at(deadline, watch.next()).await {
+            Err(_) | Ok(None) => break,
+            Ok(Some(Err(_))) => continue,
+            Ok(Some(Ok(entry))) => entry,
+        };
+        if entry.operation != Operation::Put {
+            continue;
+        }
+        if let Ok(result) = serde_json::from_slice::<PullResult>(&entry.value) {
+            answers.entry(result.hostname.clone()).or_insert(result);
+        }
+    }
+    for host in &expected {
+        answers
+            .entry(host.clone())
+            .or_insert_with(|| PullResult::failed(host, TIMEOUT_ERROR));
+    }
+    job.results = answers.into_values().collect();
+    job.status = "completed".to_string();
+    let body = serde_json::to_vec(&job).expect("a job serialises");
+    bus.jobs
+        .put(job_key(&job.job_id), body.into())
+        .await
+        .map_err(BusError::js)?;
+    Ok(job)
+}
+
+async fn run_local(
+    local: &Arc<Local>,
+    target: &Target,
+    image: &str,
+    timeout: Duration,
+) -> Result<Job, DispatchError> {
+    if !target.matches(&local.hostname, &local.labels) {
+        return Err(DispatchError::NoAgent(target.to_string()));
+    }
+    let mut job = new_job(target, image, timeout);
+    local
+        .jobs
+        .lock()
+        .expect("jobs lock")
+        .insert(job.job_id.clone(), job.clone());
+    let node = Arc::clone(local);
+    let id = job.job_id.clone();
+    let image = image.to_string();
+    // The pull goes on after a timeout; its result then lands in the stored job.
+    let task = tokio::spawn(async move {
+        let result = run_pull(
+            &node.engine,
+            &node.hostname,
+            &image,
+            node.credentials.clone(),
+            Arc::new(JobReporter::default()),
+            node.cancel.clone(),
+        )
+        .await;
+        if let Some(result) = &result {
+            if let Some(job) = node.jobs.lock().expect("jobs lock").get_mut(&id) {
+                job.results = vec![result.clone()];
+                job.status = "completed".to_string();
+            }
+        }
+        result
+    });
+    let result = match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Some(result))) => result,
+        Ok(Ok(None)) => PullResult {
+            status: Status::Skipped,
+            ..PullResult::failed(&local.hostname, "cancelled")
+        },
+        Ok(Err(e)) => PullResult::failed(&local.hostname, format!("internal error: {e}")),
+        Err(_) => PullResult::failed(&local.hostname, TIMEOUT_ERROR),
+    };
+    job.results = vec![result];
+    job.status = "completed".to_string();
+    Ok(job)
+}

@@ -1,0 +1,91 @@
+//! `rpull serve`'s fleet API: the backend (NATS, or this node), the key, the listener.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{AuthError, SigningKey};
+use super::bus::{Bus, BusError};
+use super::dispatch::{Backend, Local};
+use super::http::{router, serve, Api};
+use super::node::Node;
+
+/// What the API is served with.
+pub struct ServeOptions {
+    /// `HOST:PORT`.
+    pub listen: String,
+    /// The NATS URL; `None` runs jobs on `node`.
+    pub nats: Option<String>,
+    /// The signing key file.
+    pub signing_key_file: PathBuf,
+    /// How long a request waits.
+    pub job_timeout: Duration,
+}
+
+/// Why the API could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The key.
+    #[error(transparent)]
+    Key(#[from] AuthError),
+    /// NATS.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The listener.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving the API: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Serves until `cancel`. `node` is opened only without NATS; `log` gets the address
+/// (`listening on http://…`) and one line per job.
+pub async fn run(
+    options: ServeOptions,
+    node: impl FnOnce() -> Result<Node, String>,
+    cancel: CancellationToken,
+    log: impl Fn(String) + Send + Sync + 'static,
+) -> Result<(), ServeError> {
+    let key = SigningKey::read(&options.signing_key_file)?;
+    let backend = match &options.nats {
+        Some(url) => Backend::Nats(Box::new(Bus::connect(url, "rpull-serve").await?)),
+        None => {
+            let node = node().map_err(|e| ServeError::Serve(std::io::Error::other(e)))?;
+            if let Some(warning) = &node.warning {
+                log(warning.clone());
+            }
+            Backend::Local(Arc::new(Local::new(
+                node.engine,
+                node.hostname,
+                node.labels,
+                Some(node.credentials),
+                cancel.clone(),
+            )))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(&options.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: options.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    log(format!("listening on http://{addr}"));
+    let api = Arc::new(Api {
+        backend,
+        key,
+        job_timeout: options.job_timeout,
+        log: Box::new(log),
+    });
+    serve(listener, router(api), cancel)
+        .await
+        .map_err(ServeError::Serve)
+}

@@ -1,0 +1,757 @@
+//! The CRI image service (`rpull serve --cri-socket`, issue 13) end to end: the real binary as
+//! a service on a unix socket in a temp dir, the real distribution registry (through the fault
+//! proxy where requests are counted or slowed), and a gRPC client built from the same
+//! generated code (`::rpull::cri::api`) playing crictl's part.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ::rpull::cri::api::image_service_client::ImageServiceClient;
+use ::rpull::cri::api::{
+    AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest,
+    PullImageRequest, RemoveImageRequest,
+};
+use hyper_util::rt::TokioIo;
+use support::fault_proxy::{Fault, FaultProxy, Rule};
+use support::pki::{base64, Pki};
+use support::token_server::TokenServer;
+use support::*;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+const USER: &str = "alice";
+const PASSWORD: &str = "s3cret-cri-pa55word";
+
+type Client = ImageServiceClient<Channel>;
+
+/// A running `rpull serve` on a socket in its own temp dir.
+struct Service {
+    running: Option<RunningRpull>,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// Starts `rpull --root <sandbox root> serve --cri-socket <temp>/cri.sock <extra…>` and
+    /// waits until the socket answers.
+    fn start(sandbox: &Rpull, extra: &[&str]) -> Service {
+        let dir = temp_dir("rpull-cri-sock-");
+        let socket = dir.path().join("cri.sock");
+        let running = Service::spawn(sandbox, &socket, extra);
+        let mut s = Service {
+            running: Some(running),
+            socket,
+            _dir: dir,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn spawn(sandbox: &Rpull, socket: &Path, extra: &[&str]) -> RunningRpull {
+        let mut cmd = sandbox.command();
+        cmd.arg("serve").arg("--cri-socket").arg(socket).args(extra);
+        RunningRpull::start(cmd, Duration::from_secs(300))
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            let r = self.running.as_ref().unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "the service never listened\n{}",
+                r.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&mut self, sig: libc::c_int) {
+        self.running.as_mut().unwrap().signal(sig);
+    }
+
+    /// Stops the service with SIGTERM and returns its output; it must exit 0 and remove the socket.
+    fn stop(mut self) -> RpullOutput {
+        self.signal(libc::SIGTERM);
+        let out = self.running.take().unwrap().wait();
+        out.assert_success();
+        assert!(!self.socket.exists(), "the socket is removed at exit");
+        out
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.running.take() {
+            r.signal(libc::SIGKILL);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.wait()));
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A gRPC client over the unix socket.
+async fn connect(socket: &Path) -> Client {
+    let path = socket.to_path_buf();
+    let channel = Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .expect("connect to the CRI socket");
+    ImageServiceClient::new(channel)
+}
+
+fn spec(image: &str) -> Option<ImageSpec> {
+    Some(ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    })
+}
+
+async fn pull(client: &mut Client, image: &str, auth: Option<AuthConfig>) -> Result<String, Status> {
+    let request = PullImageRequest {
+        image: spec(image),
+        auth,
+        sandbox_config: None,
+    };
+    client.pull_image(request).await.map(|r| r.into_inner().image_ref)
+}
+
+async fn status(client: &mut Client, image: &str, verbose: bool) -> ::rpull::cri::api::ImageStatusResponse {
+    client
+        .image_status(ImageStatusRequest {
+            image: spec(image),
+            verbose,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner()
+}
+
+async fn remove(client: &mut Client, image: &str) {
+    client
+        .remove_image(RemoveImageRequest { image: spec(image) })
+        .await
+        .expect("RemoveImage");
+}
+
+async fn list(client: &mut Client, filter: Option<&str>) -> Vec<::rpull::cri::api::Image> {
+    let filter = filter.map(|f| ImageFilter { image: spec(f) });
+    client
+        .list_images(ListImagesRequest { filter })
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images
+}
+
+/// GET requests for blobs the proxy has seen.
+fn blob_gets(proxy: &FaultProxy) -> Vec<String> {
+    proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
+        .map(|r| r.path)
+        .collect()
+}
+
+fn assert_check_passes(sandbox: &Rpull) {
+    let out = sandbox.run(["check"]);
+    out.assert_success();
+    assert!(out.stdout.contains("store is intact"), "{out}");
+}
+
+#[test]
+fn pull_status_list_remove_and_fs_info_round_trip() {
+    let registry = Registry::start();
+    let pushed = registry.push_small_image("team/app", "v1", 7);
+    registry.push_manifest("team/app", "v2", &pushed.media_type, &pushed.manifest_bytes);
+    let proxy = FaultProxy::start(&registry.host());
+    let host = proxy.host();
+    let sandbox = rpull();
+    let service = Service::start(&sandbox, &[]);
+    let rt = runtime();
+    let (v1, v2) = (format!("{host}/team/app:v1"), format!("{host}/team/app:v2"));
+
+    rt.block_on(async {
+        let mut c = connect(&service.socket).await;
+        // crictl's client checks the connection with ImageFsInfo.
+        let fs = c.image_fs_info(ImageFsInfoRequest {}).await.unwrap().into_inner();
+        let usage = &fs.image_filesystems[0];
+        assert!(usage.timestamp > 0);
+        assert_eq!(
+            usage.fs_id.as_ref().unwrap().mountpoint,
+            sandbox.root().display().to_string()
+        );
+        assert!(usage.used_bytes.as_ref().unwrap().value > 0);
+        assert!(usage.inodes_used.as_ref().unwrap().value > 0);
+
+        let image_ref = pull(&mut c, &v1, None).await.expect("PullImage v1");
+        assert_eq!(image_ref, pushed.config_digest, "image_ref is the image ID");
+        assert_eq!(pull(&mut c, &v2, None).await.unwrap(), image_ref);
+
+        let st = status(&mut c, &v1, true).await;
+        let image = st.image.expect("the image is there");
+        assert_eq!(image.id, image_ref, "image_ref == Image.id");
+        assert_eq!(image.repo_tags, [v1.clone(), v2.clone()]);
+        assert_eq!(
+            image.repo_digests,
+            [format!("{host}/team/app@{}", pushed.manifest_digest)]
+        );
+        assert!(image.size > 0);
+        let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+        assert_eq!(
+            info["imageSpec"]["rootfs"]["diff_ids"][0].as_str(),
+            Some(pushed.diff_ids[0].as_str()),
+            "verbose info holds the image config"
+        );
+        assert!(status(&mut c, &v1, false).await.info.is_empty());
+        // By ID, by ID prefix, by digest reference.
+        let hex = &image_ref["sha256:".len()..];
+        for query in [
+            image_ref.clone(),
+            hex[..12].to_string(),
+            format!("{host}/team/app@{}", pushed.manifest_digest),
+        ] {
+            assert_eq!(
+                status(&mut c, &query, false).await.image.map(|i| i.id),
+                Some(image_ref.clone()),
+                "{query}"
+            );
+        }
+
+        let all = list(&mut c, None).await;
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].id, image_ref);
+        assert_eq!(list(&mut c, Some(&v2)).await.len(), 1);
+        assert!(list(&mut c, Some(&format!("{host}/team/app:v3")))
+            .await
+            .is_empty());
+
+        // Up to date: no blob is fetched again.
+        let before = blob_gets(&proxy).len();
+        let t = Instant::now();
+        assert_eq!(pull(&mut c, &v1, None).await.unwrap(), image_ref);
+        eprintln!("up-to-date PullImage took {:?}", t.elapsed());
+        assert_eq!(
+            blob_gets(&proxy).len(),
+            before,
+            "no blob I/O for an up-to-date image"
+        );
+
+        // Removing one tag removes the image with all its names (the CRI rule); again is fine.
+        remove(&mut c, &v1).await;
+        assert!(status(&mut c, &v2, false).await.image.is_none());
+        assert!(status(&mut c, &image_ref, false).await.image.is_none());
+        assert!(list(&mut c, None).await.is_empty());
+        remove(&mut c, &v1).await;
+        remove(&mut c, &image_ref).await;
+        assert!(status(&mut c, "never/pulled:v1", false).await.image.is_none());
+        let missing = pull(&mut c, &format!("{host}/team/app:nope"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+        assert!(missing.message().contains("not found"), "{missing:?}");
+        let stream = c
+            .stream_images(::rpull::cri::api::StreamImagesRequest { filter: None })
+            .await
+            .unwrap_err();
+        assert_eq!(stream.code(), Code::Unimplemented);
+    });
+    // The blobs went with the image.
+    assert!(!sandbox
+        .root()
+        .join("blobs/sha256")
+        .join(&pushed.layer_digests[0]["sha256:".len()..])
+        .exists());
+    service.stop();
+    assert_check_passes(&sandbox);
+}
+
+/// A registry with htpasswd auth behind TLS, and the sandbox trusting its CA through certs.d.
+fn htpasswd_registry(pki: &Pki) -> Registry {
+    let hash = bcrypt::hash_with_result(PASSWORD, 4)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoA);
+    let htpasswd = pki.path("htpasswd");
+    std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
+    let basic = format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes()));
+    Registry::start_with(|c| {
+        c.scheme = Scheme::Https;
+        c.http_extra_yaml = pki.registry_tls_yaml(false);
+        c.extra_yaml = format!(
+            "auth:\n  htpasswd:\n    realm: rpull-test\n    path: \"{}\"\n",
+            htpasswd.display()
+        );
+        c.client = Some(pki.client(false, Some(&basic)));
+    })
+}
+
+fn user_password(password: &str) -> Option<AuthConfig> {
+    Some(AuthConfig {
+        username: USER.into(),
+        password: password.into(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn request_credentials_basic_auth_behind_tls_and_token_auth() {
+    let pki = Pki::new();
+    let registry = htpasswd_registry(&pki);
+    let pushed = registry.push_small_image("private/app", "v1", 11);
+    let host = format!("localhost:{}", registry.port());
+    let certs = temp_dir("rpull-certs-d-");
+    pki.write_certs_d(certs.path(), &host, false);
+    let tokens = TokenServer::start(&pki);
+    tokens.user(USER, PASSWORD);
+    let token_registry = {
+        let bearer = format!("Bearer {}", tokens.mint(&["private/tok"], "push,pull"));
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+        install_crypto_provider();
+        let client = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .default_headers(h)
+            .build()
+            .unwrap();
+        Registry::start_with(|c| {
+            c.extra_yaml = tokens.registry_yaml(&pki);
+            c.client = Some(client);
+        })
+    };
+    let tok_pushed = token_registry.push_small_image("private/tok", "v1", 12);
+
+    let mut sandbox = rpull();
+    sandbox
+        .env("RPULL_NO_LOOPBACK_INSECURE", "1")
+        .env("RPULL_CERTS_D", certs.path());
+    // The token-auth registry speaks plain HTTP on 127.0.0.1.
+    let config = sandbox.home().join("rpull-config.json");
+    let insecure = serde_json::json!({"insecure-registries": [token_registry.host()]});
+    std::fs::write(&config, insecure.to_string()).unwrap();
+    let service = Service::start(&sandbox, &["--config", config.to_str().unwrap()]);
+    let image = format!("{host}/private/app:v1");
+    let tok_image = token_registry.image_ref("private/tok", "v1");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut c = connect(&service.socket).await;
+        let refused = pull(&mut c, &image, None).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+        let wrong = pull(&mut c, &image, user_password("wrong")).await.unwrap_err();
+        assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+
+        // username/password.
+        assert_eq!(
+            pull(&mut c, &image, user_password(PASSWORD)).await.unwrap(),
+            pushed.config_digest
+        );
+        remove(&mut c, &image).await;
+        // auth: base64 user:password, with server_address naming this registry.
+        let auth = Some(AuthConfig {
+            auth: base64(format!("{USER}:{PASSWORD}").as_bytes()),
+            server_address: format!("https://{host}"),
+            ..Default::default()
+        });
+        assert_eq!(pull(&mut c, &image, auth).await.unwrap(), pushed.config_digest);
+        remove(&mut c, &image).await;
+        // server_address of another registry: the credentials are not sent, the registry refuses.
+        let other = Some(AuthConfig {
+            username: USER.into(),
+            password: PASSWORD.into(),
+            server_address: "registry.example.com".into(),
+            ..Default::default()
+        });
+        let refused = pull(&mut c, &image, other).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+        assert!(status(&mut c, &image, false).await.image.is_none());
+        // A bad `auth` is the caller's mistake.
+        let bad = Some(AuthConfig {
+            auth: "not base64!".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            pull(&mut c, &image, bad).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
+
+        // Token auth: refused without credentials, pulled with them.
+        let denied = pull(&mut c, &tok_image, None).await.unwrap_err();
+        assert!(
+            matches!(denied.code(), Code::Unauthenticated | Code::PermissionDenied),
+            "{denied:?}"
+        );
+        assert_eq!(
+            pull(&mut c, &tok_image, user_password(PASSWORD)).await.unwrap(),
+            tok_pushed.config_digest
+        );
+    });
+    // The token service saw the password (that is how it works); the service's output did not.
+    assert!(tokens.requests().iter().any(|r| format!("{r:?}").contains(USER)));
+    let out = service.stop();
+    let encoded = base64(format!("{USER}:{PASSWORD}").as_bytes());
+    for secret in [PASSWORD, encoded.as_str()] {
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "secret in the service's output\n{out}"
+        );
+    }
+    // Nothing was stored: the node has no credentials afterwards.
+    assert!(std::fs::read_dir(sandbox.docker_config_dir())
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn ten_concurrent_pulls_share_one_download_per_blob() {
+    let registry = Registry::start();
+    let big = Layer::random("big.bin", 1_000_000, 5, Compression::Gzip);
+    let same = registry.push_image(
+        "many/same",
+        "v1",
+        &Image::new(Platform::host(), vec![big]),
+        ManifestFormat::Oci,
+    );
+    let others: Vec<PushedImage> = (0..5)
+        .map(|i| registry.push_small_image(&format!("many/other{i}"), "v1", 100 + i))
+        .collect();
+    let proxy = FaultProxy::start(&registry.host());
+    // Slow enough that the five calls for one image overlap.
+    proxy.add_rule(Rule::new("/blobs/", Fault::Throttle(2_000_000)).method("GET"));
+    let host = proxy.host();
+    let sandbox = rpull();
+    let service = Service::start(&sandbox, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let c = connect(&service.socket).await;
+        let mut calls = Vec::new();
+        for i in 0..10 {
+            let mut c = c.clone();
+            let image = if i % 2 == 0 {
+                format!("{host}/many/same:v1")
+            } else {
+                format!("{host}/many/other{}:v1", i / 2)
+            };
+            calls.push(tokio::spawn(async move { (i, pull(&mut c, &image, None).await) }));
+        }
+        for call in calls {
+            let (i, result) = call.await.unwrap();
+            let id = result.unwrap_or_else(|e| panic!("call {i}: {e:?}"));
+            let want = if i % 2 == 0 {
+                &same.config_digest
+            } else {
+                &others[i / 2].config_digest
+            };
+            assert_eq!(&id, want, "call {i}");
+        }
+    });
+    let gets = blob_gets(&proxy);
+    for digest in same.layer_digests.iter().chain([&same.config_digest]) {
+        let n = gets.iter().filter(|p| p.ends_with(digest.as_str())).count();
+        assert_eq!(n, 1, "{digest} downloaded {n} times: {gets:?}");
+    }
+    for o in &others {
+        assert_eq!(
+            gets.iter()
+                .filter(|p| p.ends_with(o.layer_digests[0].as_str()))
+                .count(),
+            1
+        );
+    }
+    assert_check_passes(&sandbox);
+    service.stop();
+}
+
+const SLOW_LAYER: usize = 2_000_000;
+
+/// A 2 MB layer served at 400 kB/s through the proxy.
+fn slow_image() -> (Registry, FaultProxy, PushedImage, String) {
+    let registry = Registry::start();
+    let layer = Layer::random("big.bin", SLOW_LAYER, 42, Compression::Gzip);
+    let pushed = registry.push_image(
+        "bench/slow",
+        "v1",
+        &Image::new(Platform::host(), vec![layer]),
+        ManifestFormat::Oci,
+    );
+    let proxy = FaultProxy::start(&registry.host());
+    proxy.add_rule(Rule::new("/blobs/", Fault::Throttle(400_000)).method("GET"));
+    let image = format!("{}/bench/slow:v1", proxy.host());
+    (registry, proxy, pushed, image)
+}
+
+fn partial_path(sandbox: &Rpull, digest: &str) -> PathBuf {
+    sandbox
+        .root()
+        .join("ingest")
+        .join(format!("sha256-{}.partial", &digest["sha256:".len()..]))
+}
+
+/// Waits until the partial download of `digest` has at least `bytes`.
+async fn wait_partial(path: &Path, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) < bytes {
+        assert!(Instant::now() < deadline, "the download never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Bytes of `digest` sent so far.
+fn sent(proxy: &FaultProxy, digest: &str) -> u64 {
+    proxy.body_bytes_sent(digest)
+}
+
+/// Asserts the proxy stops sending `digest` within a second (the pull was cancelled).
+async fn assert_download_stops(proxy: &FaultProxy, digest: &str) {
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let a = sent(proxy, digest);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sent(proxy, digest),
+        a,
+        "the download goes on after the caller left"
+    );
+}
+
+/// The next pull resumes the partial download with a Range request and completes.
+async fn assert_resumes(c: &mut Client, proxy: &FaultProxy, pushed: &PushedImage, image: &str) {
+    proxy.clear_rules();
+    let seen = proxy.requests().len();
+    assert_eq!(pull(c, image, None).await.unwrap(), pushed.config_digest);
+    let layer = &pushed.layer_digests[0];
+    let ranged = proxy.requests()[seen..].iter().any(|r| {
+        r.path.ends_with(layer.as_str()) && r.range.as_deref().is_some_and(|r| !r.starts_with("bytes=0-"))
+    });
+    assert!(
+        ranged,
+        "the next pull resumes with Range: {:?}",
+        &proxy.requests()[seen..]
+    );
+}
+
+#[test]
+fn client_cancel_and_deadline_stop_the_pull_and_the_next_one_resumes() {
+    let (_registry, proxy, pushed, image) = slow_image();
+    let sandbox = rpull();
+    let service = Service::start(&sandbox, &[]);
+    let layer = pushed.layer_digests[0].clone();
+    let partial = partial_path(&sandbox, &layer);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut c = connect(&service.socket).await;
+        // The client gives up (its call future is dropped: HTTP/2 RST_STREAM).
+        {
+            let mut c2 = c.clone();
+            let call = pull(&mut c2, &image, None);
+            tokio::select! {
+                r = call => panic!("the pull ended before the cancel: {r:?}"),
+                () = wait_partial(&partial, 200_000) => {}
+            }
+        }
+        assert_download_stops(&proxy, &layer).await;
+        assert!(!sandbox.root().join("blobs/sha256").join(&layer[7..]).exists());
+        assert!(
+            status(&mut c, &image, false).await.image.is_none(),
+            "nothing half-written is visible"
+        );
+        let kept = std::fs::metadata(&partial).unwrap().len();
+        assert!(kept > 0, "the partial download is kept");
+
+        // A deadline: DeadlineExceeded at the deadline, and the pull stops.
+        let mut req = tonic::Request::new(PullImageRequest {
+            image: spec(&image),
+            ..Default::default()
+        });
+        req.set_timeout(Duration::from_millis(1500));
+        let t = Instant::now();
+        let err = c.pull_image(req).await.unwrap_err();
+        let took = t.elapsed();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+        assert!(took < Duration::from_millis(2500), "answered after {took:?}");
+        assert_download_stops(&proxy, &layer).await;
+        assert!(
+            std::fs::metadata(&partial).unwrap().len() > kept,
+            "the second pull resumed"
+        );
+
+        assert_resumes(&mut c, &proxy, &pushed, &image).await;
+    });
+    service.stop();
+    assert_check_passes(&sandbox);
+}
+
+#[test]
+fn a_stalled_registry_trips_the_progress_timeout() {
+    let registry = Registry::start();
+    let layer = Layer::random("big.bin", 500_000, 9, Compression::Gzip);
+    let pushed = registry.push_image(
+        "stall/app",
+        "v1",
+        &Image::new(Platform::host(), vec![layer]),
+        ManifestFormat::Oci,
+    );
+    let proxy = FaultProxy::start(&registry.host());
+    let layer = pushed.layer_digests[0].clone();
+    proxy.add_rule(Rule::new(&layer, Fault::StallAfter(100_000, Duration::from_secs(60))).method("GET"));
+    let image = format!("{}/stall/app:v1", proxy.host());
+    let sandbox = rpull();
+    let service = Service::start(&sandbox, &["--progress-timeout", "1s"]);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut c = connect(&service.socket).await;
+        let t = Instant::now();
+        let err = pull(&mut c, &image, None).await.unwrap_err();
+        let took = t.elapsed();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+        assert!(err.message().contains("no progress"), "{err:?}");
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+            "took {took:?}"
+        );
+        assert_resumes(&mut c, &proxy, &pushed, &image).await;
+    });
+    service.stop();
+}
+
+#[test]
+fn bad_input_is_invalid_argument_and_does_nothing() {
+    let registry = Registry::start();
+    let proxy = FaultProxy::start(&registry.host());
+    let host = proxy.host();
+    let sandbox = rpull();
+    let service = Service::start(&sandbox, &[]);
+    let rt = runtime();
+    let huge = "a".repeat(1 << 20);
+    rt.block_on(async {
+        let mut c = connect(&service.socket).await;
+        for image in [
+            "",
+            "   ",
+            &format!("{host}/Upper/Case:v1"),
+            &format!("{host}/app:bad tag"),
+            &format!("{host}/app@sha999:{}", "ab".repeat(32)),
+            &format!("{host}/app@sha256:abc"),
+            &huge,
+        ] {
+            let err = pull(&mut c, image, None).await.unwrap_err();
+            let shown: String = image.chars().take(60).collect();
+            assert_eq!(err.code(), Code::InvalidArgument, "{shown}: {err:?}");
+            assert!(err.message().len() < 1000, "the message is short");
+        }
+        let none = c.pull_image(PullImageRequest::default()).await.unwrap_err();
+        assert_eq!(none.code(), Code::InvalidArgument);
+        for err in [
+            c.image_status(ImageStatusRequest::default()).await.unwrap_err(),
+            c.image_status(ImageStatusRequest {
+                image: spec(&huge),
+                verbose: false,
+            })
+            .await
+            .unwrap_err(),
+            c.remove_image(RemoveImageRequest { image: spec("") })
+                .await
+                .unwrap_err(),
+        ] {
+            assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        }
+        assert!(list(&mut c, None).await.is_empty());
+    });
+    assert!(
+        proxy.requests().is_empty(),
+        "no registry request: {:?}",
+        proxy.requests()
+    );
+    service.stop();
+}
+
+#[test]
+fn sigkill_mid_pull_then_restart_and_the_socket_rules() {
+    let (_registry, proxy, pushed, image) = slow_image();
+    let sandbox = rpull();
+    let mut service = Service::start(&sandbox, &[]);
+    let partial = partial_path(&sandbox, &pushed.layer_digests[0]);
+    let image2 = image.clone();
+
+    // A second service on a live socket refuses and leaves it alone.
+    let second = Service::spawn(&sandbox, &service.socket, &[]).wait();
+    assert!(!second.success(), "{second}");
+    assert!(second.stderr.contains("in use"), "{second}");
+    assert!(std::os::unix::net::UnixStream::connect(&service.socket).is_ok());
+
+    let rt = runtime();
+    // The call stays in flight (a task of the runtime) while the service is killed.
+    let socket = service.socket.clone();
+    let call = rt.spawn(async move {
+        let mut c = connect(&socket).await;
+        pull(&mut c, &image2, None).await
+    });
+    rt.block_on(wait_partial(&partial, 200_000));
+    assert!(!call.is_finished());
+    service.signal(libc::SIGKILL);
+    let killed = service.running.take().unwrap().wait();
+    assert_eq!(killed.code(), None, "killed by the signal");
+    assert!(service.socket.exists(), "a stale socket file is left");
+    let cut = rt.block_on(call).unwrap().unwrap_err();
+    assert!(
+        matches!(cut.code(), Code::Unavailable | Code::Unknown | Code::Cancelled),
+        "{cut:?}"
+    );
+
+    // Restart on the same socket: the stale file goes, the store checks out, the pull completes.
+    let socket = service.socket.clone();
+    service.running = Some(Service::spawn(&sandbox, &socket, &[]));
+    service.wait_ready();
+    assert_check_passes(&sandbox);
+    rt.block_on(async {
+        let mut c = connect(&service.socket).await;
+        assert_resumes(&mut c, &proxy, &pushed, &image).await;
+        assert!(status(&mut c, &image, false).await.image.is_some());
+    });
+    let out = service.stop();
+    assert!(!out.stderr.contains("panicked"), "{out}");
+    assert_check_passes(&sandbox);
+}
+
+#[test]
+fn sigterm_cancels_running_pulls_and_removes_the_socket() {
+    let (_registry, _proxy, pushed, image) = slow_image();
+    let sandbox = rpull();
+    let mut service = Service::start(&sandbox, &[]);
+    let partial = partial_path(&sandbox, &pushed.layer_digests[0]);
+    let rt = runtime();
+    let err = rt.block_on(async {
+        let mut c = connect(&service.socket).await;
+        let call = tokio::spawn(async move { pull(&mut c, &image, None).await });
+        wait_partial(&partial, 100_000).await;
+        service.signal(libc::SIGTERM);
+        let t = Instant::now();
+        let r = call.await.unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "answered after {:?}",
+            t.elapsed()
+        );
+        r.unwrap_err()
+    });
+    assert_eq!(err.code(), Code::Cancelled, "{err:?}");
+    let out = service.running.take().unwrap().wait();
+    out.assert_success();
+    assert!(!service.socket.exists());
+    assert!(
+        std::fs::metadata(&partial).unwrap().len() > 0,
+        "the partial download is kept"
+    );
+}

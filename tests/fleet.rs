@@ -1,0 +1,1014 @@
+//! The fleet pull API end to end: a real nats-server with JetStream, the real registry, one
+//! `rpull serve` and three `rpull agent`s, each agent with its own store, HOME and docker
+//! config. Jobs are sent with HTTP and the answers, the agents' logs and their stores checked.
+
+mod support;
+
+use std::fs;
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use support::fault_proxy::{Fault, FaultProxy, Rule};
+use support::nats::Nats;
+use support::{
+    http_client, pseudo_random_bytes, rpull, Compression, Image, LayerBuilder, ManifestFormat, Platform,
+    PushedImage, Registry, Rpull, RunningRpull,
+};
+use tempfile::TempDir;
+
+/// The job timeout of most tests: short, so that a missing answer does not hold a test long.
+const JOB_TIMEOUT: &str = "5s";
+
+/// Waits until `proc`'s stderr holds `needle`; panics with what it printed otherwise.
+fn wait_stderr(proc: &RunningRpull, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let err = proc.stderr_so_far();
+        if err.contains(needle) {
+            return err;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} on stderr after {timeout:?}; stderr:\n{err}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One node: its sandbox (store, HOME, DOCKER_CONFIG) and the agent process when running.
+struct Agent {
+    name: String,
+    labels: Vec<String>,
+    config: Option<PathBuf>,
+    sandbox: Rpull,
+    process: Option<RunningRpull>,
+}
+
+impl Agent {
+    fn start(&mut self, nats: &str) {
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--nats".into(),
+            nats.into(),
+            "--hostname".into(),
+            self.name.clone(),
+        ];
+        for label in &self.labels {
+            args.push("--label".into());
+            args.push(label.clone());
+        }
+        if let Some(config) = &self.config {
+            args.push("--config".into());
+            args.push(config.display().to_string());
+        }
+        let process = self.sandbox.spawn(&args);
+        wait_stderr(&process, "ready", Duration::from_secs(20));
+        self.process = Some(process);
+    }
+
+    /// SIGKILL: no goodbye, the heartbeat stays until it expires.
+    fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.signal(libc::SIGKILL);
+            let _ = p.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        self.process
+            .as_ref()
+            .map(RunningRpull::stderr_so_far)
+            .unwrap_or_default()
+    }
+
+    /// `rpull check` on the agent's store passes.
+    fn assert_store_ok(&self) {
+        let out = self.sandbox.run(["check"]);
+        assert!(out.success(), "rpull check on {}'s store: {out:?}", self.name);
+    }
+
+    /// The references in the agent's store.
+    fn images(&self) -> Vec<String> {
+        let out = self.sandbox.run(["images", "--format", "json"]);
+        out.assert_success();
+        out.stdout
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("images json");
+                format!(
+                    "{}:{}",
+                    v["Repository"].as_str().unwrap(),
+                    v["Tag"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+}
+
+/// nats-server, `rpull serve` and the agents.
+struct Fleet {
+    nats: Nats,
+    _key_dir: TempDir,
+    key: PathBuf,
+    server_sandbox: Rpull,
+    server: RunningRpull,
+    base: String,
+    agents: Vec<Agent>,
+    client: Client,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("--- rpull serve:\n{}", self.server.stderr_so_far());
+            for agent in &self.agents {
+                eprintln!("--- rpull agent {}:\n{}", agent.name, agent.log());
+            }
+        }
+    }
+}
+
+/// The three agents most tests use: two web nodes (one dev, one prod) and a db node.
+fn three_agents() -> Vec<(&'static str, Vec<&'static str>)> {
+    vec![
+        ("node-a", vec!["group=web.dev.us-east"]),
+        ("node-b", vec!["group=web.prod"]),
+        ("node-c", vec!["group=db"]),
+    ]
+}
+
+impl Fleet {
+    fn start(agents: Vec<(&str, Vec<&str>)>, job_timeout: &str, agent_config: Option<&Value>) -> Fleet {
+        let nats = Nats::start();
+        let key_dir = support::temp_dir("rpull-fleet-key-");
+        let key = key_dir.path().join("signing.key");
+        fs::write(&key, "fleet-test-signing-key\n").unwrap();
+        let config = agent_config.map(|c| {
+            let path = key_dir.path().join("agent-config.json");
+            fs::write(&path, serde_json::to_vec(c).unwrap()).unwrap();
+            path
+        });
+        let mut fleet_agents: Vec<Agent> = agents
+            .into_iter()
+            .map(|(name, labels)| Agent {
+                name: name.to_string(),
+                labels: labels.into_iter().map(String::from).collect(),
+                config: config.clone(),
+                sandbox: rpull(),
+                process: None,
+            })
+            .collect();
+        // Agents first: they create the stream and buckets; the server finds them in place.
+        for agent in &mut fleet_agents {
+            agent.start(&nats.url());
+        }
+        let server_sandbox = rpull();
+        let server = start_server(&server_sandbox, &nats.url(), &key, job_timeout);
+        let base = listen_address(&server);
+        Fleet {
+            nats,
+            _key_dir: key_dir,
+            key,
+            server_sandbox,
+            server,
+            base,
+            agents: fleet_agents,
+            client: http_client(),
+        }
+    }
+
+    fn agent(&mut self, name: &str) -> &mut Agent {
+        self.agents.iter_mut().find(|a| a.name == name).expect("agent")
+    }
+
+    /// A token from `rpull token`.
+    fn token(&self, args: &[&str]) -> String {
+        let mut all = vec![
+            "token",
+            "--signing-key-file",
+            self.key.to_str().unwrap(),
+            "--sub",
+            "tester",
+        ];
+        all.extend_from_slice(args);
+        let out = self.server_sandbox.run(&all);
+        out.assert_success();
+        out.stdout.trim().to_string()
+    }
+
+    fn writer(&self) -> String {
+        self.token(&["--role", "write"])
+    }
+
+    /// `POST /node/<target>/container/docker/pull` with `body` and `token`.
+    fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::blocking::Body>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("POST");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}")),
+        )
+    }
+
+    fn pull(&self, target: &str, image: &str) -> (u16, Value) {
+        self.post_raw(
+            &format!("/node/{target}/container/docker/pull"),
+            json!({ "image": image }).to_string(),
+            Some(&self.writer()),
+        )
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("GET");
+        let status = resp.status().as_u16();
+        (status, json_body(resp))
+    }
+}
+
+/// The body, which must be JSON.
+fn json_body(resp: reqwest::blocking::Response) -> Value {
+    let text = resp.text().expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"))
+}
+
+fn start_server(sandbox: &Rpull, nats: &str, key: &std::path::Path, job_timeout: &str) -> RunningRpull {
+    sandbox.spawn([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--nats",
+        nats,
+        "--signing-key-file",
+        key.to_str().unwrap(),
+        "--job-timeout",
+        job_timeout,
+    ])
+}
+
+fn listen_address(server: &RunningRpull) -> String {
+    let err = wait_stderr(server, "listening on http://", Duration::from_secs(20));
+    let line = err.lines().find(|l| l.contains("listening on http://")).unwrap();
+    line[line.find("http://").unwrap()..].trim().to_string()
+}
+
+/// The results of a 202, by hostname.
+fn results(body: &Value) -> Vec<Value> {
+    let mut r = body["results"].as_array().expect("results").clone();
+    r.sort_by_key(|v| v["hostname"].as_str().unwrap().to_string());
+    r
+}
+
+fn hostnames(body: &Value) -> Vec<String> {
+    results(body)
+        .iter()
+        .map(|r| r["hostname"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn assert_ok(result: &Value, image: &PushedImage, tag: &str, changed: bool) {
+    assert_eq!(result["status"], "ok", "{result}");
+    assert_eq!(result["image_id"], image.config_digest.as_str(), "{result}");
+    assert_eq!(result["tag"], tag, "{result}");
+    assert_eq!(result["changed"], changed, "{result}");
+    assert_eq!(result["error"], "", "{result}");
+    // Config and layers as stored: more than the config alone.
+    assert!(
+        result["size"].as_u64().unwrap() > image.config_bytes.len() as u64,
+        "{result}"
+    );
+}
+
+/// An image of `bytes` incompressible bytes in one gzip layer.
+fn push_sized(registry: &Registry, repo: &str, tag: &str, bytes: usize, seed: u64) -> PushedImage {
+    let layer = LayerBuilder::new()
+        .file("payload", pseudo_random_bytes(bytes, seed), 0o644)
+        .build(Compression::Gzip);
+    registry.push_image(
+        repo,
+        tag,
+        &Image::new(Platform::host(), vec![layer]),
+        ManifestFormat::Oci,
+    )
+}
+
+#[test]
+fn all_any_labels_and_hostnames_reach_the_agents_they_name() {
+    let registry = Registry::start();
+    let image = registry.push_small_image("fleet/app", "v1", 1);
+    let reference = registry.image_ref("fleet/app", "v1");
+    let fleet = Fleet::start(three_agents(), JOB_TIMEOUT, None);
+
+    let (status, body) = fleet.pull("_all", &reference);
+    assert_eq!(status, 202, "{body}");
+    assert!(uuid_like(body["job_id"].as_str().unwrap()), "{body}");
+    let all = results(&body);
+    assert_eq!(hostnames(&body), ["node-a", "node-b", "node-c"], "{body}");
+    for r in &all {
+        assert_ok(r, &image, "v1", true);
+    }
+    for agent in &fleet.agents {
+        assert_eq!(agent.images(), [format!("{}/fleet/app:v1", registry.host())]);
+    }
+
+    // The same job again: nothing changes anywhere. Timed: the API's overhead for an
+    // up-to-date image with three agents.
+    let token = fleet.writer();
+    let request = json!({ "image": reference }).to_string();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, body) =
+            fleet.post_raw("/node/_all/container/docker/pull", request.clone(), Some(&token));
+        times.push(started.elapsed());
+        assert_eq!(status, 202, "{body}");
+        for r in &results(&body) {
+            assert_ok(r, &image, "v1", false);
+        }
+    }
+    times.sort();
+    eprintln!(
+        "_all round trip, up-to-date image, three agents: median {:?} (min {:?}, max {:?})",
+        times[2], times[0], times[4]
+    );
+
+    // GET /job/{id} gives the job and its results later.
+    let job_id = body["job_id"].as_str().unwrap();
+    let (status, job) = fleet.get(
+        &format!("/api/job/{job_id}"),
+        Some(&fleet.token(&["--role", "read"])),
+    );
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["job_id"], job_id);
+    assert_eq!(job["status"], "completed");
+    assert_eq!(job["image"], reference.as_str());
+    assert_eq!(job["results"].as_array().unwrap().len(), 3, "{job}");
+
+    // _any: exactly one agent answers, and only one agent's log shows the job.
+    let other = registry.push_small_image("fleet/any", "v1", 2);
+    let (status, body) = fleet.pull("_any", &registry.image_ref("fleet/any", "v1"));
+    assert_eq!(status, 202, "{body}");
+    let any = results(&body);
+    assert_eq!(any.len(), 1, "{body}");
+    assert_ok(&any[0], &other, "v1", true);
+    let job_id = body["job_id"].as_str().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let took: Vec<&str> = fleet
+        .agents
+        .iter()
+        .filter(|a| a.log().contains(job_id))
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(took, [any[0]["hostname"].as_str().unwrap()]);
+
+    // Label selectors: by prefix on dot segments, never a partial segment.
+    let cases: [(&str, &[&str]); 5] = [
+        ("group:web", &["node-a", "node-b"]),
+        ("group:web.dev", &["node-a"]),
+        ("group:web.dev.us-east", &["node-a"]),
+        ("group:db", &["node-c"]),
+        ("node-b", &["node-b"]),
+    ];
+    for (n, (target, expected)) in cases.iter().enumerate() {
+        let tag = format!("t{n}");
+        let pushed = registry.push_small_image("fleet/sel", &tag, 10 + n as u64);
+        let (status, body) = fleet.pull(target, &registry.image_ref("fleet/sel", &tag));
+        assert_eq!(status, 202, "{target}: {body}");
+        assert_eq!(hostnames(&body), *expected, "{target}: {body}");
+        for r in &results(&body) {
+            assert_ok(r, &pushed, &tag, true);
+        }
+        for agent in &fleet.agents {
+            let has = agent
+                .images()
+                .contains(&format!("{}/fleet/sel:{tag}", registry.host()));
+            assert_eq!(
+                has,
+                expected.contains(&agent.name.as_str()),
+                "{target} on {}",
+                agent.name
+            );
+        }
+    }
+    // A label nobody has, and a hostname nobody has: the job could not be run.
+    let (status, body) = fleet.pull("group:we", &reference);
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["code"], 500);
+    let (status, body) = fleet.pull("node-z", &reference);
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"], "job failed: no agent answered", "{body}");
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+#[test]
+fn an_agent_killed_before_the_job_times_out_and_the_others_answer() {
+    let registry = Registry::start();
+    let image = registry.push_small_image("fleet/app", "v1", 3);
+    let mut fleet = Fleet::start(three_agents(), "3s", None);
+    fleet.agent("node-b").kill();
+    let started = Instant::now();
+    let (status, body) = fleet.pull("_all", &registry.image_ref("fleet/app", "v1"));
+    let elapsed = started.elapsed();
+    assert_eq!(status, 202, "{body}");
+    let r = results(&body);
+    assert_eq!(hostnames(&body), ["node-a", "node-b", "node-c"], "{body}");
+    assert_ok(&r[0], &image, "v1", true);
+    assert_ok(&r[2], &image, "v1", true);
+    assert_eq!(r[1]["status"], "failed", "{body}");
+    assert_eq!(r[1]["error"], "timeout: agent did not respond", "{body}");
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(6),
+        "answered after {elapsed:?}"
+    );
+}
+
+#[test]
+fn an_agent_stopped_with_ctrl_c_is_not_waited_for() {
+    let registry = Registry::start();
+    let image = registry.push_small_image("fleet/app", "v1", 4);
+    let mut fleet = Fleet::start(three_agents(), JOB_TIMEOUT, None);
+    let agent = fleet.agent("node-c");
+    let mut process = agent.process.take().unwrap();
+    process.interrupt();
+    let out = process.wait();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stderr.contains("node-c: stopped"), "{out:?}");
+    let started = Instant::now();
+    let (status, body) = fleet.pull("_all", &registry.image_ref("fleet/app", "v1"));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(hostnames(&body), ["node-a", "node-b"], "{body}");
+    for r in &results(&body) {
+        assert_ok(r, &image, "v1", true);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn jobs_go_on_after_a_nats_restart_and_outlive_the_server() {
+    let registry = Registry::start();
+    let image = registry.push_small_image("fleet/app", "v1", 5);
+    let mut fleet = Fleet::start(three_agents(), JOB_TIMEOUT, None);
+    fleet.nats.restart();
+    // The agents and the server reconnect by themselves; the stream, buckets and durable
+    // consumers are kept in the server's store.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let (status, body) = fleet.pull("_all", &registry.image_ref("fleet/app", "v1"));
+        if status == 202 && results(&body).iter().all(|r| r["status"] == "ok") {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no full answer after the restart: {status} {body}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    for r in &results(&body) {
+        assert_ok(r, &image, "v1", true);
+    }
+
+    // The job and its answers are in JetStream: a new server process reads them.
+    fleet.server.signal(libc::SIGKILL);
+    fleet.server = start_server(&fleet.server_sandbox, &fleet.nats.url(), &fleet.key, JOB_TIMEOUT);
+    fleet.base = listen_address(&fleet.server);
+    let job_id = body["job_id"].as_str().unwrap();
+    let (status, job) = fleet.get(&format!("/job/{job_id}"), Some(&fleet.writer()));
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["results"], body["results"], "{job}");
+}
+
+#[test]
+fn an_agent_killed_mid_pull_keeps_a_sound_store_and_completes_the_next_job() {
+    let registry = Registry::start();
+    let proxy = FaultProxy::start(&registry.host());
+    let image = push_sized(&registry, "fleet/big", "v1", 4 << 20, 6);
+    let layer = image.layer_digests[0].clone();
+    // About four seconds of download for the layer.
+    proxy.add_rule(Rule::new(&format!("/blobs/{layer}"), Fault::Throttle(1 << 20)).times(1));
+    let reference = format!("{}/fleet/big:v1", proxy.host());
+    let mut fleet = Fleet::start(three_agents(), "3s", None);
+
+    let base = fleet.base.clone();
+    let token = fleet.writer();
+    let job = {
+        let reference = reference.clone();
+        thread::spawn(move || {
+            http_client()
+                .post(format!("{base}/node/node-a/container/docker/pull"))
+                .bearer_auth(token)
+                .body(json!({ "image": reference }).to_string())
+                .send()
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.body_bytes_sent(&layer) < 512 * 1024 {
+        assert!(Instant::now() < deadline, "the layer download did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+    fleet.agent("node-a").kill();
+    // Nobody answered the single-host job: 500.
+    assert_eq!(job.join().unwrap().unwrap(), 500);
+
+    let agent = fleet.agent("node-a");
+    agent.assert_store_ok();
+    let nats = fleet.nats.url();
+    fleet.agent("node-a").start(&nats);
+    let (status, body) = fleet.pull("node-a", &reference);
+    assert_eq!(status, 202, "{body}");
+    assert_ok(&results(&body)[0], &image, "v1", true);
+    fleet.agent("node-a").assert_store_ok();
+    // The interrupted download was resumed, not started over.
+    let ranged = proxy
+        .requests()
+        .iter()
+        .any(|r| r.path.contains(&layer) && r.range.is_some());
+    assert!(ranged, "no ranged request for {layer}: {:#?}", proxy.requests());
+}
+
+#[test]
+fn ctrl_c_cancels_a_running_pull_and_the_agent_exits() {
+    let registry = Registry::start();
+    let proxy = FaultProxy::start(&registry.host());
+    let image = push_sized(&registry, "fleet/big", "v1", 4 << 20, 11);
+    let layer = image.layer_digests[0].clone();
+    proxy.add_rule(Rule::new(&format!("/blobs/{layer}"), Fault::Throttle(256 << 10)).times(1));
+    let reference = format!("{}/fleet/big:v1", proxy.host());
+    let mut fleet = Fleet::start(three_agents(), "3s", None);
+    let (base, token) = (fleet.base.clone(), fleet.writer());
+    let job = thread::spawn(move || {
+        http_client()
+            .post(format!("{base}/node/node-b/container/docker/pull"))
+            .bearer_auth(token)
+            .body(json!({ "image": reference }).to_string())
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.body_bytes_sent(&layer) < 256 * 1024 {
+        assert!(Instant::now() < deadline, "the layer download did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let agent = fleet.agent("node-b");
+    let mut process = agent.process.take().unwrap();
+    let stopped = Instant::now();
+    process.interrupt();
+    let out = process.wait();
+    // The throttled download had seconds to go: the pull was cancelled, not waited for.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stderr.contains("node-b: stopped"), "{out:?}");
+    assert!(
+        !out.stderr.contains(" job "),
+        "a cancelled job has no answer: {out:?}"
+    );
+    assert_eq!(job.join().unwrap().unwrap(), 500);
+    agent.assert_store_ok();
+    assert!(agent.images().is_empty());
+}
+
+#[test]
+fn failed_pulls_answer_with_the_cli_text() {
+    let registry = Registry::start();
+    let files = support::temp_dir("rpull-fleet-auth-");
+    let htpasswd = files.path().join("htpasswd");
+    fs::write(&htpasswd, format!("u:{}\n", bcrypt::hash("p", 4).unwrap())).unwrap();
+    let locked = Registry::start_with(|c| {
+        c.extra_yaml = format!(
+            "auth:\n  htpasswd:\n    realm: rpull-test\n    path: \"{}\"\n",
+            htpasswd.display()
+        );
+    });
+    let fleet = Fleet::start(three_agents(), JOB_TIMEOUT, None);
+    let cli_error = |reference: &str| {
+        let out = rpull().run(["pull", reference]);
+        assert!(!out.success(), "{out:?}");
+        out.stderr.lines().last().unwrap().to_string()
+    };
+
+    // A missing image and a registry that wants credentials: every agent fails with the
+    // line `rpull pull` prints (docker's wording).
+    for reference in [
+        registry.image_ref("fleet/missing", "v1"),
+        locked.image_ref("fleet/app", "v1"),
+    ] {
+        let expected = cli_error(&reference);
+        let (status, body) = fleet.pull("_all", &reference);
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(results(&body).len(), 3, "{body}");
+        for r in &results(&body) {
+            assert_eq!(r["status"], "failed", "{r}");
+            assert_eq!(r["error"], expected.as_str(), "{r}");
+            assert_eq!(r["image_id"], "", "{r}");
+            assert_eq!(r["changed"], false, "{r}");
+        }
+        // For one host, the failure is the request's.
+        let (status, body) = fleet.pull("node-a", &reference);
+        assert_eq!(status, 500, "{body}");
+        assert_eq!(body["error"], format!("job failed: {expected}"), "{body}");
+        assert_eq!(body["code"], 500);
+    }
+    // A reference that does not parse never reaches an agent.
+    for bad in ["Upper/Case", "a@sha256:123", ""] {
+        let (status, body) = fleet.pull("_all", bad);
+        assert_eq!(status, 400, "{bad:?}: {body}");
+        assert_eq!(body["error"], "invalid image", "{body}");
+        assert_eq!(body["code"], 400);
+    }
+    for agent in &fleet.agents {
+        assert!(agent.images().is_empty());
+    }
+}
+
+#[test]
+fn bad_requests_get_their_status_and_pull_nothing() {
+    let registry = Registry::start();
+    registry.push_small_image("fleet/app", "v1", 7);
+    let image = json!({ "image": registry.image_ref("fleet/app", "v1") }).to_string();
+    let fleet = Fleet::start(three_agents(), JOB_TIMEOUT, None);
+    let writer = fleet.writer();
+    let reader = fleet.token(&["--role", "read"]);
+    let expired = {
+        // Minted with a TTL of one second, used after it.
+        let t = fleet.token(&["--role", "write", "--ttl", "1s"]);
+        thread::sleep(Duration::from_millis(2100));
+        t
+    };
+    let foreign = {
+        let dir = support::temp_dir("rpull-fleet-other-key-");
+        let other = dir.path().join("k");
+        fs::write(&other, "another key").unwrap();
+        let out = fleet.server_sandbox.run([
+            "token",
+            "--signing-key-file",
+            other.to_str().unwrap(),
+            "--sub",
+            "x",
+            "--role",
+            "admin",
+        ]);
+        out.stdout.trim().to_string()
+    };
+    let pull = "/node/_all/container/docker/pull";
+    let big = format!("{{\"image\": \"{}\"}}", "a".repeat(100_000));
+    // What, path, body, token, status, error.
+    type Case<'a> = (&'a str, &'a str, String, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            pull,
+            "{\"image\": ".into(),
+            Some(&writer),
+            400,
+            "invalid request body",
+        ),
+        (
+            "not an object",
+            pull,
+            "[1]".into(),
+            Some(&writer),
+            400,
+            "invalid request body",
+        ),
+        (
+            "missing image",
+            pull,
+            "{}".into(),
+            Some(&writer),
+            400,
+            "invalid request body",
+        ),
+        (
+            "unknown field",
+            pull,
+            "{\"image\":\"x\",\"force\":true}".to_string(),
+            Some(&writer),
+            400,
+            "invalid request body",
+        ),
+        (
+            "oversized body",
+            pull,
+            big,
+            Some(&writer),
+            413,
+            "request body too large",
+        ),
+        (
+            "bad target",
+            "/node/a%20b/container/docker/pull",
+            image.clone(),
+            Some(&writer),
+            400,
+            "invalid target",
+        ),
+        (
+            "undecodable target",
+            "/node/%ff/container/docker/pull",
+            image.clone(),
+            Some(&writer),
+            400,
+            "invalid path",
+        ),
+        (
+            "unknown route",
+            "/node/_all/container/docker/push",
+            image.clone(),
+            Some(&writer),
+            404,
+            "not found",
+        ),
+        (
+            "no token",
+            pull,
+            image.clone(),
+            None,
+            401,
+            "Bearer token required",
+        ),
+        (
+            "wrong signature",
+            pull,
+            image.clone(),
+            Some(&foreign),
+            401,
+            "Invalid token: signature is invalid",
+        ),
+        (
+            "garbage token",
+            pull,
+            image.clone(),
+            Some("abc"),
+            401,
+            "Invalid token: malformed token",
+        ),
+        (
+            "expired token",
+            pull,
+            image.clone(),
+            Some(&expired),
+            401,
+            "Invalid token: token is expired",
+        ),
+        (
+            "read-only token",
+            pull,
+            image.clone(),
+            Some(&reader),
+            403,
+            "Insufficient permissions. Required: docker:write",
+        ),
+    ];
+    for (what, path, body, token, status, error) in cases {
+        let (got, answer) = fleet.post_raw(path, body, token);
+        assert_eq!(got, status, "{what}: {answer}");
+        assert_eq!(answer["error"], error, "{what}: {answer}");
+        assert_eq!(answer["code"], status, "{what}: {answer}");
+        assert!(answer["details"].is_string(), "{what}: {answer}");
+        assert_eq!(answer.as_object().unwrap().len(), 3, "{what}: {answer}");
+    }
+    // GET: an unknown route, a job that does not exist, no token, a token without job:read.
+    let (status, body) = fleet.get("/nope", None);
+    assert_eq!((status, body["code"].as_u64()), (404, Some(404)), "{body}");
+    let (status, body) = fleet.get("/job/00000000-0000-0000-0000-000000000000", Some(&reader));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("job not found")),
+        "{body}"
+    );
+    let (status, body) = fleet.get("/job/x", None);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("Bearer token required")),
+        "{body}"
+    );
+    let docker_only = fleet.token(&["--permission", "docker:write"]);
+    let (status, body) = fleet.get("/job/x", Some(&docker_only));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("Insufficient permissions. Required: job:read")),
+        "{body}"
+    );
+    // A wrong method on a known route is refused in the same shape.
+    let resp = fleet.client.get(format!("{}{pull}", fleet.base)).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let body = json_body(resp);
+    assert_eq!(body["code"], 405);
+
+    // Nothing reached an agent.
+    for agent in &fleet.agents {
+        assert!(agent.images().is_empty(), "{}", agent.name);
+        assert!(!agent.log().contains(" job "), "{}: {}", agent.name, agent.log());
+    }
+    // The token with docker:write alone (no role) may pull.
+    let (status, body) = fleet.post_raw(pull, image, Some(&docker_only));
+    assert_eq!(status, 202, "{body}");
+}
+
+#[test]
+fn ten_concurrent_jobs_to_all_complete_and_every_store_checks() {
+    let registry = Registry::start();
+    let images: Vec<(String, PushedImage)> = (0..10)
+        .map(|i| {
+            let repo = format!("fleet/many{i}");
+            let pushed = push_sized(&registry, &repo, "v1", 256 * 1024, 100 + i);
+            (registry.image_ref(&repo, "v1"), pushed)
+        })
+        .collect();
+    let fleet = Fleet::start(three_agents(), "60s", None);
+    let base = fleet.base.clone();
+    let token = fleet.writer();
+    let handles: Vec<_> = images
+        .iter()
+        .map(|(reference, _)| {
+            let (base, token, reference) = (base.clone(), token.clone(), reference.clone());
+            thread::spawn(move || {
+                let resp = http_client()
+                    .post(format!("{base}/api/node/_all/container/docker/pull"))
+                    .bearer_auth(token)
+                    .body(json!({ "image": reference }).to_string())
+                    .send()
+                    .unwrap();
+                (resp.status().as_u16(), json_body(resp))
+            })
+        })
+        .collect();
+    for (handle, (_, pushed)) in handles.into_iter().zip(&images) {
+        let (status, body) = handle.join().unwrap();
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(hostnames(&body), ["node-a", "node-b", "node-c"], "{body}");
+        for r in &results(&body) {
+            assert_ok(r, pushed, "v1", true);
+        }
+    }
+    for agent in &fleet.agents {
+        assert_eq!(agent.images().len(), 10, "{}", agent.name);
+        agent.assert_store_ok();
+    }
+}
+
+/// The origin's GETs of `blob`, as the counting proxy in front of it saw them.
+fn origin_gets(counter: &FaultProxy, blob: &str) -> usize {
+    counter
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains(&format!("/blobs/{blob}")))
+        .count()
+}
+
+/// Registry 2.8's proxy mode (distribution's `proxyblobstore`) answers a blob it lacks by
+/// streaming it from the origin while a second fetch from the origin stores it, and streams
+/// blobs requested while that store is still running from the origin again. So the first
+/// pull of a blob through it costs the origin two fetches, more when several nodes ask at
+/// the same instant; once it is stored, the origin never serves it again. The test pulls on
+/// one node, then on all three, and checks the `_all` pull costs the origin nothing.
+#[test]
+fn behind_a_pull_through_cache_the_fleet_costs_the_origin_nothing_after_the_first_pull() {
+    let origin = Registry::start();
+    let counter = FaultProxy::start(&origin.host());
+    let image = push_sized(&origin, "fleet/big", "v1", 2 << 20, 8);
+    let cache = Registry::start_with(|c| {
+        c.extra_yaml = format!("proxy:\n  remoteurl: http://{}\n", counter.host());
+    });
+    // The agents pull the origin's name; their config sends them to the cache first.
+    let config = json!({ "mirrors": { counter.host(): [cache.url()] } });
+    let fleet = Fleet::start(three_agents(), "30s", Some(&config));
+    let reference = format!("{}/fleet/big:v1", counter.host());
+
+    let mut blobs = image.layer_digests.clone();
+    blobs.push(image.config_digest.clone());
+    let (status, body) = fleet.pull("node-a", &reference);
+    assert_eq!(status, 202, "{body}");
+    assert_ok(&results(&body)[0], &image, "v1", true);
+    let layer = &image.layer_digests[0];
+    let warm_bytes = counter.body_bytes_sent(&format!("/blobs/{layer}"));
+    let warm: Vec<usize> = blobs.iter().map(|b| origin_gets(&counter, b)).collect();
+    for (blob, gets) in blobs.iter().zip(&warm) {
+        assert!(
+            (1..=2).contains(gets),
+            "origin GETs of {blob} for one pull: {gets}"
+        );
+    }
+    // Let the cache finish storing what it fetched.
+    thread::sleep(Duration::from_millis(300));
+    let (status, body) = fleet.pull("_all", &reference);
+    assert_eq!(status, 202, "{body}");
+    let r = results(&body);
+    assert_ok(&r[0], &image, "v1", false);
+    assert_ok(&r[1], &image, "v1", true);
+    assert_ok(&r[2], &image, "v1", true);
+
+    for (blob, gets) in blobs.iter().zip(&warm) {
+        assert_eq!(
+            origin_gets(&counter, blob),
+            *gets,
+            "origin GETs of {blob} after the _all pull"
+        );
+    }
+    let served = counter.body_bytes_sent(&format!("/blobs/{layer}"));
+    assert_eq!(
+        served, warm_bytes,
+        "origin bytes of the layer after the _all pull"
+    );
+    let stored = fs::metadata(origin.blob_path(layer)).unwrap().len();
+    eprintln!(
+        "origin layer bytes for four pulls on three nodes through the cache: {served} ({:.1}x the layer)",
+        served as f64 / stored as f64
+    );
+    for agent in &fleet.agents {
+        agent.assert_store_ok();
+    }
+}
+
+#[test]
+fn standalone_serve_pulls_on_its_own_node() {
+    let registry = Registry::start();
+    let image = registry.push_small_image("fleet/app", "v1", 9);
+    let key_dir = support::temp_dir("rpull-fleet-key-");
+    let key = key_dir.path().join("k");
+    fs::write(&key, "standalone").unwrap();
+    // The key comes from the config file here.
+    let config = key_dir.path().join("config.json");
+    fs::write(&config, json!({ "signing-key-file": key }).to_string()).unwrap();
+    let sandbox = rpull();
+    let server = sandbox.spawn([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+        "--hostname",
+        "solo",
+        "--label",
+        "group=web.dev",
+    ]);
+    let base = listen_address(&server);
+    let token = sandbox
+        .run([
+            "token",
+            "--signing-key-file",
+            key.to_str().unwrap(),
+            "--sub",
+            "t",
+            "--role",
+            "admin",
+        ])
+        .stdout
+        .trim()
+        .to_string();
+    let client = http_client();
+    let post = |target: &str| {
+        let resp = client
+            .post(format!("{base}/node/{target}/container/docker/pull"))
+            .bearer_auth(&token)
+            .body(json!({ "image": registry.image_ref("fleet/app", "v1") }).to_string())
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), json_body(resp))
+    };
+    let mut changed = true;
+    for target in ["_all", "_any", "solo", "group:web"] {
+        let (status, body) = post(target);
+        assert_eq!(status, 202, "{target}: {body}");
+        assert_eq!(hostnames(&body), ["solo"], "{body}");
+        assert_ok(&results(&body)[0], &image, "v1", changed);
+        changed = false;
+    }
+    for target in ["other", "group:db"] {
+        let (status, body) = post(target);
+        assert_eq!(status, 500, "{target}: {body}");
+    }
+    let out = sandbox.run(["check"]);
+    assert!(out.success(), "{out:?}");
+}
