@@ -211,25 +211,8 @@ fn remove_any(path: &Path) -> Result<(), FlattenError> {
 
 /// Sets atime and mtime of `path` (not following a symlink) to `meta`'s mtime.
 fn set_times(path: &Path, meta: &fs::Metadata) -> Result<(), FlattenError> {
-    let c = cstring(path)?;
-    let ts = libc::timespec {
-        tv_sec: meta.mtime() as libc::time_t,
-        tv_nsec: meta.mtime_nsec() as _,
-    };
-    let times = [ts, ts];
-    // SAFETY: a valid NUL-terminated path and a two-element timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(io_err("set times of", path)(io::Error::last_os_error()));
-    }
-    Ok(())
+    crate::fsutil::set_times_nofollow(path, (meta.mtime(), meta.mtime_nsec() as u32))
+        .map_err(io_err("set times of", path))
 }
 
 /// While alive, a source path in the store made accessible to us (non-root, owner); the mode

@@ -1,3 +1,5 @@
+//! Small filesystem operations shared by the store, unpacking and flattening.
+//!
 //! Files a user names as an output (`save -o FILE`, docker's `config.json`): what a write that
 //! replaces the file by rename may replace.
 //!
@@ -8,10 +10,38 @@
 //! renamed over); a device, a socket or a directory is refused and left untouched (docker's
 //! `save -o /dev/null` refusal).
 
+use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
+
+/// Sets the access and modification times of `path` to `(seconds, nanoseconds)`, not following
+/// a symlink there (so a symlink gets its own times, as tar and docker give it).
+pub fn set_times_nofollow(path: &Path, (secs, nanos): (i64, u32)) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nanos as _,
+    };
+    let times = [t, t];
+    // SAFETY: a valid NUL-terminated path and a two-element timespec array.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 /// How many symlinks [`resolve_output`] follows before giving up (Linux's limit).
 const MAX_SYMLINKS: usize = 40;

@@ -149,18 +149,7 @@ pub(super) fn timespecs((secs, nanos): (i64, u32)) -> [libc::timespec; 2] {
 
 /// Sets the times of `full` without following a symlink there.
 pub(super) fn set_times(full: &Path, mtime: (i64, u32)) -> Result<(), UnpackError> {
-    let c = cstring(full).map_err(|e| io_error(full, e))?;
-    let times = timespecs(mtime);
-    // SAFETY: `c` is NUL-terminated and `times` points to two timespecs.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    check(rc, full)
+    crate::fsutil::set_times_nofollow(full, mtime).map_err(|e| io_error(full, e))
 }
 
 /// Changes the owner of `full` without following a symlink there.
