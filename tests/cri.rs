@@ -755,3 +755,80 @@ fn sigterm_cancels_running_pulls_and_removes_the_socket() {
         "the partial download is kept"
     );
 }
+
+/// One `rpull serve` with `--cri-socket` and `--listen` serves both front ends over one store:
+/// an image pulled through the CRI socket is up to date for the fleet API's job on this node.
+#[test]
+fn one_serve_runs_the_cri_socket_and_the_fleet_api_over_one_store() {
+    let registry = Registry::start();
+    let pushed = registry.push_small_image("both/app", "v1", 17);
+    let image = registry.image_ref("both/app", "v1");
+    let keys = temp_dir("rpull-both-key-");
+    let key = keys.path().join("signing.key");
+    std::fs::write(&key, "one-engine-key").unwrap();
+    let sandbox = rpull();
+    let key_arg = key.to_str().unwrap();
+    let service = Service::start(
+        &sandbox,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--signing-key-file",
+            key_arg,
+            "--hostname",
+            "solo",
+        ],
+    );
+
+    let image_ref = runtime().block_on(async {
+        let mut c = connect(&service.socket).await;
+        pull(&mut c, &image, None).await.expect("PullImage")
+    });
+    assert_eq!(image_ref, pushed.config_digest);
+
+    // The API's address is on stderr once it listens.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let base = loop {
+        let err = service.running.as_ref().unwrap().stderr_so_far();
+        if let Some(at) = err.find("listening on http://") {
+            let rest = &err[at + "listening on ".len()..];
+            break rest.lines().next().unwrap().trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "the API never listened\n{err}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let token = sandbox
+        .run([
+            "token",
+            "--signing-key-file",
+            key_arg,
+            "--sub",
+            "t",
+            "--role",
+            "write",
+        ])
+        .stdout
+        .trim()
+        .to_string();
+    let resp = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{base}/node/_all/container/docker/pull"))
+        .bearer_auth(&token)
+        .body(format!(r#"{{"image": "{image}"}}"#))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let body: serde_json::Value = serde_json::from_str(&resp.text().unwrap()).unwrap();
+    let result = &body["results"][0];
+    assert_eq!(result["hostname"], "solo", "{body}");
+    assert_eq!(result["status"], "ok", "{body}");
+    assert_eq!(result["image_id"], pushed.config_digest.as_str(), "{body}");
+    assert_eq!(
+        result["changed"], false,
+        "pulled already through the CRI socket: {body}"
+    );
+    service.stop();
+    assert_check_passes(&sandbox);
+}
