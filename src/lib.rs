@@ -11,13 +11,14 @@
 //! * [`store`]: the OCI layout (blobs, unpacked layers, `index.json`, ingest, locks and its read
 //!   side), with [`gc`], [`check`], [`images`], [`archive`] and [`flatten`] over it;
 //! * [`unpack`] and [`compression`]: safe layer unpacking and decompression;
-//! * the formats: [`reference`], [`platform`], [`digest`], [`manifest`];
+//! * the formats: [`reference`], [`platform`], [`digest`], [`manifest`], and `base64`;
 //! * [`cli`]: the command-line definition, here so that man pages and completions can be
 //!   generated from it.
 //!
 //! No module here prints or exits: the binary's command layer and the reporters do.
 
 pub mod archive;
+pub(crate) mod base64;
 pub mod check;
 pub mod cli;
 pub mod compression;

@@ -12,7 +12,7 @@ use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
 
 use super::auth::TokenResponse;
-use super::{base64, retry_after, send_small, transport_detail, Credential, Registry, RegistryError};
+use super::{retry_after, send_small, transport_detail, Credential, Registry, RegistryError};
 
 /// Why a login was refused. The texts are the daemon's (without the CLI's
 /// `Error response from daemon: ` prefix), and name the registry and the status.
@@ -80,7 +80,10 @@ impl Registry {
         let Some(Credential::Basic { username, password }) = &self.credential else {
             return Err(LoginError::NoPassword);
         };
-        let basic = format!("Basic {}", base64(&format!("{username}:{password}")));
+        let basic = format!(
+            "Basic {}",
+            crate::base64::encode(format!("{username}:{password}").as_bytes())
+        );
         let base = self.base().await?.clone();
         let shown = base.to_string();
         let challenge = self.auth.lock().await.challenge.clone();
