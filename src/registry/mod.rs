@@ -26,7 +26,7 @@ use crate::manifest::{media_type, MAX_MANIFEST_BYTES};
 use crate::scrub::Secrets;
 pub use auth::Credential;
 use auth::{parse_challenges, pull_scope, Challenge, Token, TokenResponse};
-pub use error::{ApiError, RegistryError};
+pub use error::{ApiError, ErrorCode, RegistryError};
 
 /// How rpull talks to registries; the same for every host in one run.
 #[derive(Debug, Clone)]
@@ -734,7 +734,7 @@ impl Registry {
                 return Err(RegistryError::Api {
                     status: 401,
                     errors: vec![ApiError {
-                        code: "DENIED".into(),
+                        code: ErrorCode::Denied,
                         message: "requested access to the resource is denied".into(),
                     }],
                     retry_after: None,
