@@ -146,7 +146,7 @@ impl Registry {
                 q.append_pair("service", service);
             }
         }
-        let client = self.token_client();
+        let client = self.clients.for_token_service();
         let mut shown = url.clone();
         shown.set_query(None);
         let (status, headers, body) =

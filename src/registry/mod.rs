@@ -8,11 +8,14 @@
 
 pub mod auth;
 pub mod error;
+mod hosts;
 pub mod login;
+mod tls;
+
+pub use hosts::is_loopback_host;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::header::{
@@ -111,9 +114,7 @@ struct AuthState {
 /// A client for one registry host.
 pub struct Registry {
     host: String,
-    insecure_allowed: bool,
-    secure: reqwest::Client,
-    insecure: reqwest::Client,
+    clients: tls::Clients,
     credential: Option<Credential>,
     /// A mirror's URL (`http(s)://host[:port]/[path/]`): its scheme is given, not probed.
     fixed: Option<Url>,
@@ -121,82 +122,6 @@ pub struct Registry {
     auth: Mutex<AuthState>,
     /// The credential in use and every token fetched with it, removed from shown errors.
     secrets: std::sync::Mutex<Secrets>,
-}
-
-/// Whether docker would allow plain HTTP / unverified TLS for `host` (`host[:port]`).
-pub fn is_insecure_allowed(host: &str, extra: &[String]) -> bool {
-    is_loopback_host(host) || is_listed_insecure(host, extra)
-}
-
-/// Whether `host` (`host[:port]`) names the local machine: `localhost`, 127.0.0.0/8 or ::1.
-pub fn is_loopback_host(host: &str) -> bool {
-    let bare = strip_port(host);
-    if bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost") {
-        return true;
-    }
-    if let Ok(ip) = bare
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
-        if ip.is_loopback() {
-            return true;
-        }
-    }
-    false
-}
-
-/// Whether `host` is in the user's insecure-registry list (`host[:port]` or a bare host).
-fn is_listed_insecure(host: &str, extra: &[String]) -> bool {
-    let bare = strip_port(host);
-    let ip = bare
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-        .ok();
-    extra.iter().any(|e| {
-        if let (Some(ip), Some((net, bits))) = (ip, parse_cidr(e)) {
-            return cidr_contains(net, bits, ip);
-        }
-        let e = e
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches('/');
-        e.eq_ignore_ascii_case(host) || (!e.contains(':') && e.eq_ignore_ascii_case(bare))
-    })
-}
-
-/// `10.0.0.0/8`, `fd00::/8`: docker's CIDR form of an insecure-registry entry.
-fn parse_cidr(s: &str) -> Option<(IpAddr, u32)> {
-    let (net, bits) = s.trim().split_once('/')?;
-    let net: IpAddr = net.parse().ok()?;
-    let bits: u32 = bits.parse().ok()?;
-    let max = if net.is_ipv4() { 32 } else { 128 };
-    (bits <= max).then_some((net, bits))
-}
-
-fn cidr_contains(net: IpAddr, bits: u32, ip: IpAddr) -> bool {
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(i)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
-            u32::from(n) & mask == u32::from(i) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(i)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
-            u128::from(n) & mask == u128::from(i) & mask
-        }
-        _ => false,
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    }
 }
 
 fn go_method(m: &Method) -> &'static str {
@@ -211,8 +136,8 @@ fn go_method(m: &Method) -> &'static str {
 /// Describes a transport failure the way Go's net/http does where we can
 /// (`dial tcp 127.0.0.1:5999: connect: connection refused`).
 fn transport_detail(url: &Url, err: &reqwest::Error) -> (String, bool) {
-    if let Some(tls) = find_tls_error(err) {
-        return (tls_text(&tls), false);
+    if let Some(tls) = tls::find_tls_error(err) {
+        return (tls::tls_text(&tls), false);
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
@@ -248,52 +173,6 @@ fn transport_detail(url: &Url, err: &reqwest::Error) -> (String, bool) {
     (text, retryable)
 }
 
-/// The rustls error somewhere in `err`'s chain (hyper wraps it in `io::Error`s, which hide
-/// their payload from `source()`).
-fn find_tls_error(err: &reqwest::Error) -> Option<rustls::Error> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        let mut inner: &(dyn std::error::Error + 'static) = e;
-        loop {
-            if let Some(t) = inner.downcast_ref::<rustls::Error>() {
-                return Some(t.clone());
-            }
-            match inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-                Some(next) => inner = next,
-                None => break,
-            }
-        }
-        source = e.source();
-    }
-    None
-}
-
-/// A certificate failure worded as Go's crypto/tls and crypto/x509 word it, as docker shows it.
-fn tls_text(err: &rustls::Error) -> String {
-    use rustls::CertificateError as C;
-    match err {
-        rustls::Error::InvalidCertificate(c) => {
-            let x509 = match c {
-                C::UnknownIssuer => "certificate signed by unknown authority".to_string(),
-                C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
-                    "certificate has expired or is not yet valid".to_string()
-                }
-                C::NotValidForName | C::NotValidForNameContext { .. } => {
-                    "certificate is not valid for this host name".to_string()
-                }
-                C::Revoked => "certificate has been revoked".to_string(),
-                // webpki's word for a self-signed certificate nobody trusts.
-                C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
-                    "certificate signed by unknown authority".to_string()
-                }
-                other => format!("{other:?}"),
-            };
-            format!("tls: failed to verify certificate: x509: {x509}")
-        }
-        other => format!("tls: {other}"),
-    }
-}
-
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -319,40 +198,10 @@ impl Registry {
         credential: Option<Credential>,
         opts: &RegistryOptions,
     ) -> Result<Registry, RegistryError> {
-        let cert_dir = opts
-            .cert_dirs
-            .get(host)
-            .cloned()
-            .unwrap_or_else(|| opts.certs_d.join(host));
-        let tls = load_cert_dir(&cert_dir)?;
-        let build = |accept_invalid: bool| {
-            let mut b = reqwest::Client::builder()
-                .user_agent(opts.user_agent.clone())
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(opts.connect_timeout)
-                .read_timeout(opts.read_timeout)
-                .tls_danger_accept_invalid_certs(accept_invalid)
-                .tls_certs_merge(tls.roots.clone());
-            if let Some(id) = &tls.identity {
-                b = b.identity(id.clone());
-            }
-            for p in proxies(&opts.proxy) {
-                b = b.proxy(p);
-            }
-            b.build().map_err(|e| RegistryError::Transport {
-                method: "Get",
-                url: host.to_string(),
-                detail: format!("cannot set up HTTP client: {e}"),
-                retryable: false,
-            })
-        };
-        let insecure_allowed = (opts.loopback_insecure && is_loopback_host(host))
-            || is_listed_insecure(host, &opts.insecure_registries);
+        let clients = tls::Clients::new(host, opts)?;
         Ok(Registry {
             host: host.to_string(),
-            insecure_allowed,
-            secure: build(false)?,
-            insecure: build(insecure_allowed)?,
+            clients,
             secrets: std::sync::Mutex::new(credential_secrets(credential.as_ref())),
             credential,
             fixed: None,
@@ -388,30 +237,8 @@ impl Registry {
         Ok(r)
     }
 
-    /// The host this client talks to.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     fn client_for(&self, url: &Url) -> &reqwest::Client {
-        if self.insecure_allowed && self.is_own_host(url) {
-            &self.insecure
-        } else {
-            &self.secure
-        }
-    }
-
-    /// Whether `url` is on this registry's host and port: the port its name gives, else the
-    /// default port of `url`'s scheme (`localhost` is `localhost:80` for `http://`, not
-    /// `localhost:5000`). This is where its insecure-TLS allowance applies.
-    fn is_own_host(&self, url: &Url) -> bool {
-        let Ok(own) = Url::parse(&format!("{}://{}/", url.scheme(), self.host)) else {
-            return false;
-        };
-        let host = |u: &Url| u.host_str().map(str::to_ascii_lowercase);
-        host(&own).is_some()
-            && host(&own) == host(url)
-            && own.port_or_known_default() == url.port_or_known_default()
+        self.clients.for_url(url)
     }
 
     /// `GET /v2/` once: decides the scheme and records the auth challenge.
@@ -437,7 +264,7 @@ impl Registry {
                         retryable: false,
                     }
                 })?;
-                if !self.insecure_allowed {
+                if !self.clients.insecure_allowed() {
                     let challenge = self.ping(&https).await?.1;
                     self.auth.lock().await.challenge = challenge;
                     return Ok(https);
@@ -562,7 +389,7 @@ impl Registry {
             .ok_or_else(|| RegistryError::Auth("auth challenge has no realm".into()))?;
         let url = Url::parse(realm)
             .map_err(|e| RegistryError::Auth(format!("invalid token realm {realm:?}: {e}")))?;
-        if url.scheme() != "https" && !(url.scheme() == "http" && self.insecure_allowed) {
+        if url.scheme() != "https" && !(url.scheme() == "http" && self.clients.insecure_allowed()) {
             return Err(RegistryError::Auth(format!(
                 "refusing token realm {realm:?}: not https"
             )));
@@ -570,19 +397,10 @@ impl Registry {
         Ok(url)
     }
 
-    /// The client for the token service (unverified TLS only for an insecure registry).
-    fn token_client(&self) -> &reqwest::Client {
-        if self.insecure_allowed {
-            &self.insecure
-        } else {
-            &self.secure
-        }
-    }
-
     async fn fetch_token(&self, challenge: &Challenge, scope: &str) -> Result<Token, RegistryError> {
         let mut url = self.token_realm(challenge)?;
         let service = challenge.param("service").unwrap_or("");
-        let client = self.token_client();
+        let client = self.clients.for_token_service();
         let request = match &self.credential {
             Some(Credential::IdentityToken(refresh)) => client
                 .post(url.clone())
@@ -660,7 +478,7 @@ impl Registry {
                     .headers(headers.clone());
                 // Credentials stay within the origin (scheme, host and effective port) of the
                 // request: never to another port of the same host, nor to http from https.
-                if same_origin(&current, &url) {
+                if hosts::same_origin(&current, &url) {
                     if let Some(a) = &auth {
                         req = req.header(AUTHORIZATION, a);
                     }
@@ -928,89 +746,6 @@ impl Registry {
     }
 }
 
-/// What `certs.d/<host>/` adds to the TLS setup of one host.
-struct HostTls {
-    roots: Vec<reqwest::Certificate>,
-    identity: Option<reqwest::Identity>,
-}
-
-/// Reads a host's certificate directory (`<certs_d>/<host>/`) as docker does: every `*.crt`
-/// is an extra CA root, every `<name>.cert` needs `<name>.key` (and the other way round) and
-/// makes a client certificate. A missing directory adds nothing.
-fn load_cert_dir(dir: &Path) -> Result<HostTls, RegistryError> {
-    let mut out = HostTls {
-        roots: Vec::new(),
-        identity: None,
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(out);
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    names.sort();
-    let read = |name: &str| {
-        std::fs::read(dir.join(name))
-            .map_err(|e| RegistryError::Certs(format!("reading {}: {e}", dir.join(name).display())))
-    };
-    for name in &names {
-        if name.ends_with(".crt") {
-            let pem = read(name)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| RegistryError::Certs(format!("{}: {e}", dir.join(name).display())))?;
-            out.roots.extend(certs);
-        } else if let Some(stem) = name.strip_suffix(".cert") {
-            let key = format!("{stem}.key");
-            if !names.contains(&key) {
-                return Err(RegistryError::Certs(format!(
-                    "missing key {key} for client certificate {name}. CA certificates must use the extension .crt"
-                )));
-            }
-            let mut pem = read(name)?;
-            pem.push(b'\n');
-            pem.extend(read(&key)?);
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| RegistryError::Certs(format!("{}: {e}", dir.join(name).display())))?;
-            out.identity.get_or_insert(id);
-        } else if let Some(stem) = name.strip_suffix(".key") {
-            let cert = format!("{stem}.cert");
-            if !names.contains(&cert) {
-                return Err(RegistryError::Certs(format!(
-                    "missing client certificate {cert} for key {name}"
-                )));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The proxies of `settings`, as Go's `ProxyFromEnvironment` applies them: loopback
-/// destinations are never proxied.
-fn proxies(settings: &ProxySettings) -> Vec<reqwest::Proxy> {
-    let mut no_proxy = settings.no_proxy.clone().unwrap_or_default();
-    if !no_proxy.is_empty() {
-        no_proxy.push(',');
-    }
-    no_proxy.push_str("localhost,127.0.0.0/8,::1");
-    let mut out = Vec::new();
-    if let Some(p) = settings
-        .http
-        .as_deref()
-        .and_then(|u| reqwest::Proxy::http(u).ok())
-    {
-        out.push(p.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
-    }
-    if let Some(p) = settings
-        .https
-        .as_deref()
-        .and_then(|u| reqwest::Proxy::https(u).ok())
-    {
-        out.push(p.no_proxy(reqwest::NoProxy::from_string(&no_proxy)));
-    }
-    out
-}
-
 /// The target of the `rel="next"` entry of a `Link` header.
 fn parse_next_link(header: &str) -> Option<String> {
     header.split(',').find_map(|part| {
@@ -1035,21 +770,6 @@ fn credential_secrets(credential: Option<&Credential>) -> Secrets {
         None => {}
     }
     secrets
-}
-
-/// The origin of a URL as browsers and Go's redirect rules see it: scheme, host (lower case)
-/// and effective port (the scheme's default when none is written).
-fn origin(url: &Url) -> Option<(&str, String, u16)> {
-    Some((
-        url.scheme(),
-        url.host_str()?.to_ascii_lowercase(),
-        url.port_or_known_default()?,
-    ))
-}
-
-/// Whether `a` and `b` share an origin ([`origin`]).
-pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
-    origin(a).is_some() && origin(a) == origin(b)
 }
 
 /// The challenge to answer among a response's `WWW-Authenticate` headers: Bearer over Basic.
@@ -1141,29 +861,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn origins_are_scheme_host_and_effective_port() {
-        let u = |s: &str| Url::parse(s).unwrap();
-        assert!(same_origin(
-            &u("http://localhost/v2/"),
-            &u("http://LOCALHOST:80/x")
-        ));
-        assert!(same_origin(&u("https://h/v2/"), &u("https://h:443/x")));
-        assert!(!same_origin(
-            &u("http://localhost/v2/"),
-            &u("http://localhost:8080/x")
-        ));
-        assert!(!same_origin(&u("https://h/v2/"), &u("http://h:443/x")));
-        assert!(!same_origin(&u("https://h/v2/"), &u("https://h.evil/x")));
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let r = Registry::new("localhost", None, &RegistryOptions::default()).unwrap();
-        assert!(r.is_own_host(&u("http://localhost/v2/")));
-        assert!(!r.is_own_host(&u("http://localhost:8080/v2/")));
-        let r = Registry::new("[::1]:5000", None, &RegistryOptions::default()).unwrap();
-        assert!(r.is_own_host(&u("https://[::1]:5000/v2/")));
-        assert!(!r.is_own_host(&u("https://[::1]/v2/")));
-    }
-
-    #[test]
     fn retry_after_is_bounded() {
         let mut h = HeaderMap::new();
         h.insert("retry-after", HeaderValue::from_static("18446744073709551615"));
@@ -1172,38 +869,6 @@ mod tests {
         assert_eq!(retry_after(&h), Some(7));
         h.insert("retry-after", HeaderValue::from_static("99999999999999999999999"));
         assert_eq!(retry_after(&h), None);
-    }
-
-    #[test]
-    fn insecure_hosts() {
-        assert!(is_insecure_allowed("127.0.0.1:5000", &[]));
-        assert!(is_insecure_allowed("127.8.9.1", &[]));
-        assert!(is_insecure_allowed("localhost:5000", &[]));
-        assert!(is_insecure_allowed("[::1]:5000", &[]));
-        assert!(!is_insecure_allowed("registry-1.docker.io", &[]));
-        assert!(!is_insecure_allowed("10.0.0.1:5000", &[]));
-        assert!(is_insecure_allowed("myreg:5000", &["myreg:5000".into()]));
-        assert!(is_insecure_allowed("myreg:5000", &["http://myreg".into()]));
-        assert!(is_insecure_allowed("10.1.2.3:5000", &["10.0.0.0/8".into()]));
-        assert!(!is_insecure_allowed("11.1.2.3:5000", &["10.0.0.0/8".into()]));
-        assert!(is_insecure_allowed("[fd00::1]:5000", &["fd00::/8".into()]));
-        assert!(!is_insecure_allowed("myreg:5000", &["10.0.0.0/8".into()]));
-    }
-
-    #[test]
-    fn certs_d_pairs_must_be_complete() {
-        let dir = tempfile::tempdir().unwrap();
-        let host = dir.path().join("r.example:5000");
-        std::fs::create_dir(&host).unwrap();
-        assert!(load_cert_dir(&dir.path().join("other:1"))
-            .unwrap()
-            .roots
-            .is_empty());
-        std::fs::write(host.join("client.cert"), "x").unwrap();
-        assert_eq!(
-            load_cert_dir(&host).err().unwrap().to_string(),
-            "missing key client.key for client certificate client.cert. CA certificates must use the extension .crt"
-        );
     }
 
     #[test]
