@@ -12,7 +12,9 @@ use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
 
 use super::auth::TokenResponse;
-use super::{retry_after, send_small, transport_detail, Credential, Registry, RegistryError};
+use super::retry::retry_after;
+use super::transport::{send_small, transport_detail};
+use super::{Credential, Registry, RegistryError};
 
 /// Why a login was refused. The texts are the daemon's (without the CLI's
 /// `Error response from daemon: ` prefix), and name the registry and the status.
