@@ -750,9 +750,8 @@ impl Puller {
                     return Ok(bytes);
                 }
                 Err(e) if e.is_retryable() && attempt < self.opts.retry.attempts => {
-                    let backoff = Duration::from_millis(250 << (attempt - 1).min(6));
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(crate::registry::retry::backoff(attempt, Some(&e))) => {}
                         _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
                     }
                 }

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::Url;
 
-use super::retry::retry_after;
-use super::transport::send_small;
+use super::transport::auth_request;
 use super::{Registry, RegistryError};
 use crate::scrub::Secrets;
 
@@ -297,19 +296,13 @@ impl Registry {
         };
         let mut shown = url.clone();
         shown.set_query(None);
-        let (status, headers, body) = send_small(request, &shown).await?;
-        if !status.is_success() {
-            let err = RegistryError::from_response(
-                status.as_u16(),
-                status.canonical_reason().unwrap_or(""),
-                &body,
-                retry_after(&headers),
-            );
-            return Err(match err {
-                e @ RegistryError::Api { .. } => e,
-                other => RegistryError::Auth(format!("getting a token from {shown}: {other}")),
-            });
-        }
+        let body = auth_request(request, &shown).await.map_err(|e| match e {
+            // A status without an error envelope: say where it came from.
+            e @ RegistryError::UnexpectedStatus(..) => {
+                RegistryError::Auth(format!("getting a token from {shown}: {e}"))
+            }
+            other => other,
+        })?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| RegistryError::Auth(format!("invalid token response from {shown}: {e}")))?;
         parsed.into_token().map_err(RegistryError::Auth)

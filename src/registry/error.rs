@@ -145,6 +145,9 @@ pub enum RegistryError {
         detail: String,
         /// Whether trying again may help.
         retryable: bool,
+        /// Whether it failed before a connection was made (DNS, refused, connect timeout, TLS
+        /// handshake): the quiet retry of `retry.rs` does not try such a host again.
+        dial: bool,
     },
     /// The registry answered with an error envelope.
     #[error("{}", render_api(.errors))]
@@ -211,11 +214,13 @@ impl RegistryError {
                 url,
                 detail,
                 retryable,
+                dial,
             } => RegistryError::Transport {
                 method,
                 url: f(&url),
                 detail: f(&detail),
                 retryable,
+                dial,
             },
             RegistryError::Api {
                 status,

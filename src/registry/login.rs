@@ -12,8 +12,7 @@ use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
 
 use super::auth::TokenResponse;
-use super::retry::retry_after;
-use super::transport::{send_small, transport_detail};
+use super::transport::{auth_request, transport_error};
 use super::{Credential, Registry, RegistryError};
 
 /// Why a login was refused. The texts are the daemon's (without the CLI's
@@ -111,15 +110,7 @@ impl Registry {
             .timeout(Duration::from_secs(15))
             .send()
             .await
-            .map_err(|e| {
-                let (detail, retryable) = transport_detail(&base, &e);
-                RegistryError::Transport {
-                    method: "Get",
-                    url: shown.clone(),
-                    detail,
-                    retryable,
-                }
-            })?;
+            .map_err(|e| transport_error("Get", &base, shown.clone(), &e))?;
         let status = resp.status();
         if status == StatusCode::OK {
             return Ok(());
@@ -151,16 +142,7 @@ impl Registry {
         let client = self.clients.for_token_service();
         let mut shown = url.clone();
         shown.set_query(None);
-        let (status, headers, body) =
-            send_small(client.get(url).header(AUTHORIZATION, basic), &shown).await?;
-        if !status.is_success() {
-            return Err(RegistryError::from_response(
-                status.as_u16(),
-                status.canonical_reason().unwrap_or(""),
-                &body,
-                retry_after(&headers),
-            ));
-        }
+        let body = auth_request(client.get(url).header(AUTHORIZATION, basic), &shown).await?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| RegistryError::Auth(format!("invalid token response from {shown}: {e}")))?;
         Ok(parsed.into_token().map_err(RegistryError::Auth)?.value)

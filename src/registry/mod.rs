@@ -21,7 +21,7 @@ pub mod auth;
 pub mod error;
 mod hosts;
 pub mod login;
-mod retry;
+pub mod retry;
 mod scheme;
 mod tls;
 mod transport;
@@ -195,7 +195,7 @@ impl Registry {
         repo: &str,
         reference: &str,
     ) -> Result<Option<ManifestHead>, RegistryError> {
-        self.head_manifest_unscrubbed(repo, reference)
+        retry::quietly(|| self.head_manifest_once(repo, reference))
             .await
             .map_err(|e| self.scrub(e))
     }
@@ -208,7 +208,7 @@ impl Registry {
         reference: &str,
         expected: Option<&Digest>,
     ) -> Result<FetchedManifest, RegistryError> {
-        self.get_manifest_unscrubbed(repo, reference, expected)
+        retry::quietly(|| self.get_manifest_once(repo, reference, expected))
             .await
             .map_err(|e| self.scrub(e))
     }
@@ -240,7 +240,7 @@ impl Registry {
     }
 
     /// `HEAD /v2/<repo>/manifests/<reference>`: the digest, when the registry sends one.
-    async fn head_manifest_unscrubbed(
+    async fn head_manifest_once(
         &self,
         repo: &str,
         reference: &str,
@@ -264,7 +264,7 @@ impl Registry {
 
     /// `GET /v2/<repo>/manifests/<reference>`, verified against `expected` (a digest
     /// pull) or against `Docker-Content-Digest`.
-    async fn get_manifest_unscrubbed(
+    async fn get_manifest_once(
         &self,
         repo: &str,
         reference: &str,
@@ -329,21 +329,9 @@ impl Registry {
         let mut all = Vec::new();
         let mut total = 0usize;
         for _ in 0..10_000 {
-            let resp = Self::check(
-                self.send(Method::GET, url.clone(), HeaderMap::new(), &pull_scope(repo))
-                    .await?,
-            )
-            .await?;
-            let next = header_str(resp.headers(), "link").and_then(|l| parse_next_link(&l));
             // One budget for all pages together: a registry cannot grow the list without end.
-            let body = read_limited(resp, MAX_TAG_LIST_BYTES - total)
-                .await
-                .map_err(|e| match e {
-                    RegistryError::Body(_) => RegistryError::Body(format!(
-                        "the tag list of {repo} is larger than {MAX_TAG_LIST_BYTES} bytes"
-                    )),
-                    other => other,
-                })?;
+            let (next, body) =
+                retry::quietly(|| self.tags_page(repo, &url, MAX_TAG_LIST_BYTES - total)).await?;
             total += body.len();
             let list: TagList = serde_json::from_slice(&body)
                 .map_err(|e| RegistryError::Body(format!("invalid tag list from {url}: {e}")))?;
@@ -358,6 +346,28 @@ impl Registry {
             }
         }
         Err(RegistryError::Body(format!("tag list of {repo} does not end")))
+    }
+
+    /// One page of a tag list, at most `budget` bytes, and the `Link` to the next one.
+    async fn tags_page(
+        &self,
+        repo: &str,
+        url: &Url,
+        budget: usize,
+    ) -> Result<(Option<String>, Vec<u8>), RegistryError> {
+        let resp = Self::check(
+            self.send(Method::GET, url.clone(), HeaderMap::new(), &pull_scope(repo))
+                .await?,
+        )
+        .await?;
+        let next = header_str(resp.headers(), "link").and_then(|l| parse_next_link(&l));
+        let body = read_limited(resp, budget).await.map_err(|e| match e {
+            RegistryError::Body(_) => RegistryError::Body(format!(
+                "the tag list of {repo} is larger than {MAX_TAG_LIST_BYTES} bytes"
+            )),
+            other => other,
+        })?;
+        Ok((next, body))
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use reqwest::{StatusCode, Url};
 
 use super::auth::{preferred_challenge, Challenge};
+use super::retry;
 use super::transport::send_limited;
 use super::{Registry, RegistryError};
 
@@ -37,6 +38,7 @@ impl Registry {
                         url: self.host.clone(),
                         detail: e.to_string(),
                         retryable: false,
+                        dial: false,
                     }
                 })?;
                 if !self.clients.insecure_allowed() {
@@ -55,6 +57,7 @@ impl Registry {
                         url: self.host.clone(),
                         detail: e.to_string(),
                         retryable: false,
+                        dial: false,
                     }
                 })?;
                 let tls_failed = tokio::sync::Notify::new();
@@ -98,8 +101,18 @@ impl Registry {
             .await
     }
 
-    /// `GET /v2/`: the status and the auth challenge it carries, if any.
+    /// `GET /v2/`: the status and the auth challenge it carries, if any. Transient failures
+    /// and 5xx answers are asked again ([`retry::quietly_while`]); the last answer counts.
     async fn ping(&self, url: &Url) -> Result<(StatusCode, Option<Challenge>), RegistryError> {
+        retry::quietly_while(
+            || self.ping_once(url),
+            |(status, _)| retry::is_transient_status(*status),
+        )
+        .await
+    }
+
+    /// One `GET /v2/`.
+    async fn ping_once(&self, url: &Url) -> Result<(StatusCode, Option<Challenge>), RegistryError> {
         // Only the status and headers matter: the body (whatever its size) is never read.
         let resp = send_limited(self.client_for(url).get(url.clone()), url).await?;
         let (status, headers) = (resp.status(), resp.headers().clone());
@@ -120,6 +133,7 @@ impl Registry {
             url: format!("{base}{path}"),
             detail: e.to_string(),
             retryable: false,
+            dial: false,
         })
     }
 }

@@ -51,6 +51,7 @@ impl Clients {
                 url: host.to_string(),
                 detail: format!("cannot set up HTTP client: {e}"),
                 retryable: false,
+                dial: false,
             })
         };
         let insecure_allowed = opts.allows_insecure(host);

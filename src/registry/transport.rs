@@ -14,7 +14,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
 
 use super::auth::{parse_challenges, preferred_challenge};
-use super::retry::retry_after;
+use super::retry::{self, retry_after};
 use super::{hosts, tls, ApiError, Credential, ErrorCode, Registry, RegistryError};
 
 pub(crate) fn go_method(m: &Method) -> &'static str {
@@ -26,9 +26,26 @@ pub(crate) fn go_method(m: &Method) -> &'static str {
     }
 }
 
+/// The error for a request to `url` (shown as `shown`) that got no complete HTTP answer.
+pub(crate) fn transport_error(
+    method: &'static str,
+    url: &Url,
+    shown: String,
+    err: &reqwest::Error,
+) -> RegistryError {
+    let (detail, retryable) = transport_detail(url, err);
+    RegistryError::Transport {
+        method,
+        url: shown,
+        detail,
+        retryable,
+        dial: err.is_connect(),
+    }
+}
+
 /// Describes a transport failure the way Go's net/http does where we can
-/// (`dial tcp 127.0.0.1:5999: connect: connection refused`).
-pub(crate) fn transport_detail(url: &Url, err: &reqwest::Error) -> (String, bool) {
+/// (`dial tcp 127.0.0.1:5999: connect: connection refused`), and whether trying again may help.
+fn transport_detail(url: &Url, err: &reqwest::Error) -> (String, bool) {
     if let Some(tls) = tls::find_tls_error(err) {
         return (tls::tls_text(&tls), false);
     }
@@ -102,15 +119,10 @@ impl Registry {
                         req = req.header(AUTHORIZATION, a);
                     }
                 }
-                let resp = req.send().await.map_err(|e| {
-                    let (detail, retryable) = transport_detail(&current, &e);
-                    RegistryError::Transport {
-                        method: go_method(&method),
-                        url: current.to_string(),
-                        detail,
-                        retryable,
-                    }
-                })?;
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| transport_error(go_method(&method), &current, current.to_string(), &e))?;
                 if resp.status().is_redirection() {
                     if let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
                         hops += 1;
@@ -188,16 +200,30 @@ impl Registry {
 }
 
 /// Sends a request to an auth endpoint (15 s limit, as docker's token client) and reads its
-/// small answer; `shown` is the URL for messages (without the query, which may hold secrets).
-pub(crate) async fn send_small(
+/// small answer: the body when the status is a success, else the error it makes
+/// ([`RegistryError::from_response`]). Transient failures are retried ([`retry::quietly`]).
+/// `shown` is the URL for messages (without the query, which may hold secrets).
+pub(crate) async fn auth_request(
     request: reqwest::RequestBuilder,
     shown: &Url,
-) -> Result<(StatusCode, HeaderMap, Vec<u8>), RegistryError> {
-    let resp = send_limited(request, shown).await?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = read_limited(resp, 64 * 1024).await?;
-    Ok((status, headers, body))
+) -> Result<Vec<u8>, RegistryError> {
+    retry::quietly(|| async {
+        let request = request.try_clone().expect("auth requests have no streamed body");
+        let resp = send_limited(request, shown).await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = read_limited(resp, 64 * 1024).await?;
+        if !status.is_success() {
+            return Err(RegistryError::from_response(
+                status.as_u16(),
+                status.canonical_reason().unwrap_or(""),
+                &body,
+                retry_after(&headers),
+            ));
+        }
+        Ok(body)
+    })
+    .await
 }
 
 /// Sends a request with the auth endpoints' 15 s limit; the body is left unread.
@@ -209,15 +235,7 @@ pub(crate) async fn send_limited(
         .timeout(Duration::from_secs(15))
         .send()
         .await
-        .map_err(|e| {
-            let (detail, retryable) = transport_detail(shown, &e);
-            RegistryError::Transport {
-                method: "Get",
-                url: shown.to_string(),
-                detail,
-                retryable,
-            }
-        })
+        .map_err(|e| transport_error("Get", shown, shown.to_string(), &e))
 }
 
 /// Reads a whole (small) body, refusing more than `limit` bytes.
@@ -235,15 +253,7 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<V
                 out.extend_from_slice(&c);
             }
             Ok(None) => return Ok(out),
-            Err(e) => {
-                let (detail, retryable) = transport_detail(&Url::parse(&url).expect("valid"), &e);
-                return Err(RegistryError::Transport {
-                    method: "Get",
-                    url,
-                    detail,
-                    retryable,
-                });
-            }
+            Err(e) => return Err(transport_error("Get", &Url::parse(&url).expect("valid"), url, &e)),
         }
     }
 }
