@@ -6,7 +6,7 @@
 //!   [`settings::Settings`] value built from flags, [`config`] and the environment;
 //! * [`pull`]: orchestration of one pull (resolve, download, verify, unpack, record), reporting
 //!   [`progress::Event`]s to a [`progress::Reporter`] that decides how they look;
-//! * [`registry`]: the registry client (scheme, auth, redirects, mirrors' clients, errors), with
+//! * [`registry`]: the registry client (hosts, TLS, scheme, auth, transport, retries, errors), with
 //!   [`credentials`] (docker's config.json and helpers);
 //! * [`store`]: the OCI layout (blobs, unpacked layers, `index.json`, ingest, locks and its read
 //!   side), with [`gc`], [`check`], [`images`], [`archive`] and [`flatten`] over it;
