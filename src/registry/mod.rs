@@ -190,6 +190,8 @@ impl Registry {
     }
 
     /// `HEAD /v2/<repo>/manifests/<reference>`: the digest, when the registry sends one.
+    /// Transient failures are retried quietly (`retry.rs`), as for every call but
+    /// [`Registry::get_blob`].
     pub async fn head_manifest(
         &self,
         repo: &str,
@@ -214,7 +216,8 @@ impl Registry {
     }
 
     /// `GET /v2/<repo>/blobs/<digest>`, from byte `offset` on (`Range`). The answer is 200
-    /// (whole blob) or 206 (the rest); anything else is an error.
+    /// (whole blob) or 206 (the rest); anything else is an error. Not retried here: the
+    /// caller resumes a blob with its own policy.
     pub async fn get_blob(
         &self,
         repo: &str,
@@ -226,7 +229,7 @@ impl Registry {
             .map_err(|e| self.scrub(e))
     }
 
-    /// Every tag of `repo`, following `Link` pagination.
+    /// Every tag of `repo`, following `Link` pagination; each page is retried on its own.
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
         self.tags_unscrubbed(repo).await.map_err(|e| self.scrub(e))
     }
