@@ -455,7 +455,7 @@ impl DockerConfig {
                 let entry = self.file_entry_mut(key);
                 entry.insert(
                     "auth".to_string(),
-                    Value::String(base64_encode(format!("{username}:{secret}").as_bytes())),
+                    Value::String(crate::base64::encode(format!("{username}:{secret}").as_bytes())),
                 );
                 Stored::File(path)
             }
@@ -1006,7 +1006,7 @@ fn entry_credential(key: &str, entry: &Value) -> Result<Option<Credential>, Cred
 /// docker's `decodeAuth`: base64, split at the first `:`, non-empty user, trailing NULs trimmed
 /// from the password.
 pub fn decode_auth(key: &str, auth: &str) -> Result<(String, String), CredentialError> {
-    let bytes = base64_decode(auth).map_err(|offset| CredentialError::InvalidBase64 {
+    let bytes = crate::base64::decode_std(auth).map_err(|offset| CredentialError::InvalidBase64 {
         key: key.to_string(),
         offset,
     })?;
@@ -1084,86 +1084,13 @@ fn parse_env_auth_config(json: &str) -> Result<BTreeMap<String, EnvAuth>, String
     Ok(out)
 }
 
-const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
-fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(char::from(BASE64_ALPHABET[(n >> (18 - 6 * k) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Standard base64 as Go's `base64.StdEncoding` decodes it: padding required, `\r` and `\n`
-/// ignored. The error is the offset of the offending input byte.
-fn base64_decode(input: &str) -> Result<Vec<u8>, usize> {
-    fn sextet(c: u8) -> Option<u32> {
-        Some(u32::from(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        }))
-    }
-    let chars: Vec<(usize, u8)> = input
-        .bytes()
-        .enumerate()
-        .filter(|&(_, c)| c != b'\r' && c != b'\n')
-        .collect();
-    let mut out = Vec::with_capacity(chars.len() / 4 * 3);
-    let mut quanta = chars.chunks(4).peekable();
-    while let Some(quantum) = quanta.next() {
-        let mut acc = 0u32;
-        let mut pads = 0;
-        for (k, &(i, c)) in quantum.iter().enumerate() {
-            let v = if c == b'=' {
-                if k < 2 {
-                    return Err(i);
-                }
-                pads += 1;
-                0
-            } else if pads > 0 {
-                return Err(i);
-            } else {
-                sextet(c).ok_or(i)?
-            };
-            acc = acc << 6 | v;
-        }
-        if quantum.len() < 4 {
-            return Err(quantum[0].0);
-        }
-        if pads > 0 {
-            if let Some(next) = quanta.peek() {
-                return Err(next[0].0);
-            }
-        }
-        out.extend_from_slice(&acc.to_be_bytes()[1..4 - pads]);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tempfile::TempDir;
 
     fn b64(s: &str) -> String {
-        base64_encode(s.as_bytes())
+        crate::base64::encode(s.as_bytes())
     }
 
     /// A config file with `json` in a fresh directory, helpers searched only in that directory.
@@ -1196,36 +1123,6 @@ mod tests {
             username: username.to_string(),
             password: password.to_string(),
         })
-    }
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        let vectors = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in vectors {
-            assert_eq!(base64_encode(plain.as_bytes()), encoded);
-            assert_eq!(base64_decode(encoded).unwrap(), plain.as_bytes());
-        }
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
-        assert_eq!(base64_decode("Zm9v\r\nYmFy\n").unwrap(), b"foobar");
-    }
-
-    #[test]
-    fn base64_rejects_what_go_rejects() {
-        assert_eq!(base64_decode("Zm9"), Err(0)); // missing padding
-        assert_eq!(base64_decode("Zm9vZm9"), Err(4));
-        assert_eq!(base64_decode("Zm!v"), Err(2));
-        assert_eq!(base64_decode("Z==="), Err(1));
-        assert_eq!(base64_decode("Zm=v"), Err(3));
-        assert_eq!(base64_decode("Zg==Zg=="), Err(4));
     }
 
     #[test]

@@ -6,18 +6,19 @@
 //!   [`settings::Settings`] value built from flags, [`config`] and the environment;
 //! * [`pull`]: orchestration of one pull (resolve, download, verify, unpack, record), reporting
 //!   [`progress::Event`]s to a [`progress::Reporter`] that decides how they look;
-//! * [`registry`]: the registry client (scheme, auth, redirects, mirrors' clients, errors), with
+//! * [`registry`]: the registry client (hosts, TLS, scheme, auth, transport, retries, errors), with
 //!   [`credentials`] (docker's config.json and helpers);
 //! * [`store`]: the OCI layout (blobs, unpacked layers, `index.json`, ingest, locks and its read
 //!   side), with [`gc`], [`check`], [`images`], [`archive`] and [`flatten`] over it;
 //! * [`unpack`] and [`compression`]: safe layer unpacking and decompression;
-//! * the formats: [`reference`], [`platform`], [`digest`], [`manifest`];
+//! * the formats: [`reference`], [`platform`], [`digest`], [`manifest`], and `base64`;
 //! * [`cli`]: the command-line definition, here so that man pages and completions can be
 //!   generated from it.
 //!
 //! No module here prints or exits: the binary's command layer and the reporters do.
 
 pub mod archive;
+pub(crate) mod base64;
 pub mod check;
 pub mod cli;
 pub mod compression;

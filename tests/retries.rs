@@ -1,6 +1,7 @@
 //! Retries and resume within a pull: the fault proxy between rpull and the real registry cuts,
-//! stalls, fails, rate-limits and corrupts layer downloads. Every fault ends in either the
-//! correct image or a clear error with exit status 1, never in wrong data in the store.
+//! stalls, fails, rate-limits and corrupts layer downloads (retried with docker's countdown),
+//! and fails the ping and manifests (retried quietly). Every fault ends in either the correct
+//! image or a clear error with exit status 1, never in wrong data in the store.
 
 mod support;
 
@@ -276,4 +277,46 @@ fn the_default_delay_is_dockers_five_second_countdown() {
             .collect::<Vec<_>>(),
         "{out}"
     );
+}
+
+#[test]
+fn the_ping_and_manifests_are_retried_quietly() {
+    let (_registry, proxy, pushed) = setup();
+    let unavailable = Fault::Status {
+        code: 503,
+        headers: vec![],
+        body: "busy".into(),
+    };
+    // The first GET is the ping; then one manifest GET fails.
+    proxy.add_rule(Rule::new("/v2/", unavailable.clone()).method("GET").times(1));
+    proxy.add_rule(Rule::new("/manifests/", unavailable).method("GET").times(1));
+    let r = rpull();
+    let out = r.run([&image(&proxy)]);
+    out.assert_success();
+    assert!(
+        !out.stdout.contains("Retrying"),
+        "no countdown outside layers\n{out}"
+    );
+    assert_layer_intact(&r, &pushed);
+    let manifest_gets = proxy
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "GET" && q.path.contains("/manifests/"))
+        .count();
+    assert_eq!(manifest_gets, 2, "{:?}", proxy.requests());
+}
+
+#[test]
+fn a_missing_manifest_is_asked_for_once() {
+    let (_registry, proxy, _pushed) = setup();
+    let r = rpull();
+    let out = r.run([format!("{}/app:nope", proxy.host())]);
+    out.assert_code(1);
+    let manifest_requests = proxy
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.contains("/manifests/"))
+        .count();
+    // The HEAD, then the GET that fetches the error.
+    assert_eq!(manifest_requests, 2, "{:?}", proxy.requests());
 }

@@ -98,6 +98,7 @@ mod tests {
             url: "https://127.0.0.1:1/v2/".into(),
             detail: "connection refused".into(),
             retryable: true,
+            dial: true,
         };
         assert_eq!(pull_code(&PullError::Registry(transport)), Code::Unavailable);
         assert_eq!(pull_code(&PullError::Registry(api(503))), Code::Unavailable);

@@ -19,7 +19,7 @@ use crate::manifest::{self, Descriptor, ImageConfig, ImageManifest, Manifest, Ma
 use crate::platform::{Platform, PlatformError};
 use crate::progress::{Event, LayerStatus, PullResult, Reporter};
 use crate::reference::{Reference, ReferenceError};
-use crate::registry::{Credential, Registry, RegistryError, RegistryOptions};
+use crate::registry::{Credential, ErrorCode, Registry, RegistryError, RegistryOptions};
 use crate::store::{self, RefEntry, Store, StoreError};
 use crate::unpack::UnpackError;
 
@@ -464,15 +464,15 @@ impl Puller {
 
     fn map_resolve_error(&self, reference: &Reference, e: RegistryError) -> PullError {
         match e.code() {
-            Some("MANIFEST_UNKNOWN") | Some("NOT_FOUND") => PullError::ManifestNotFound {
+            Some(ErrorCode::ManifestUnknown | ErrorCode::NotFound) => PullError::ManifestNotFound {
                 reference: reference.familiar_string(),
                 source: e,
             },
-            Some("NAME_UNKNOWN") => PullError::RepositoryNotFound {
+            Some(ErrorCode::NameUnknown) => PullError::RepositoryNotFound {
                 name: reference.familiar_name(),
                 source: e,
             },
-            Some("DENIED") => PullError::AccessDenied {
+            Some(ErrorCode::Denied) => PullError::AccessDenied {
                 name: reference.familiar_name(),
                 source: e,
             },
@@ -750,9 +750,8 @@ impl Puller {
                     return Ok(bytes);
                 }
                 Err(e) if e.is_retryable() && attempt < self.opts.retry.attempts => {
-                    let backoff = Duration::from_millis(250 << (attempt - 1).min(6));
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(crate::registry::retry::backoff(attempt, Some(&e))) => {}
                         _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
                     }
                 }

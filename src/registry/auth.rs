@@ -1,9 +1,22 @@
-//! Registry authentication: `WWW-Authenticate` challenges, the credentials a user has for a
-//! registry, and bearer tokens fetched from the token service and cached per scope.
+//! Registry authentication: `WWW-Authenticate` challenges and which one to answer, the
+//! credentials a user has for a registry, and the `Authorization` for a scope: Basic, a
+//! registry token as is, or a bearer token fetched from the token service (GET with Basic
+//! auth, or the OAuth2 refresh-token POST for an identity token) and cached per scope until
+//! it expires. The credential and every token are recorded as secrets for [`crate::scrub`].
+//!
+//! It does not send registry requests (`transport.rs` asks it for the header and tells it of
+//! a new challenge) nor ping (`scheme.rs` records the first challenge here).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::Url;
+
+use super::transport::auth_request;
+use super::{Registry, RegistryError};
+use crate::scrub::Secrets;
 
 /// What a user has for one registry. Secrets are redacted in `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -179,6 +192,155 @@ impl TokenResponse {
 /// The pull scope for a repository path.
 pub fn pull_scope(path: &str) -> String {
     format!("repository:{path}:pull")
+}
+
+/// What a [`Registry`] knows about its auth: the challenge to answer, and tokens by scope.
+#[derive(Default)]
+pub(crate) struct AuthState {
+    pub(crate) challenge: Option<Challenge>,
+    pub(crate) tokens: HashMap<String, Token>,
+}
+
+impl Registry {
+    /// The `Authorization` value for `scope`, fetching a token when the registry wants one.
+    pub(crate) async fn authorization(
+        &self,
+        scope: &str,
+        force_refresh: bool,
+    ) -> Result<Option<String>, RegistryError> {
+        let mut state = self.auth.lock().await;
+        let Some(challenge) = state.challenge.clone() else {
+            return Ok(None);
+        };
+        match challenge.scheme.as_str() {
+            "basic" => match &self.credential {
+                Some(Credential::Basic { username, password }) => Ok(Some(format!(
+                    "Basic {}",
+                    crate::base64::encode(format!("{username}:{password}").as_bytes())
+                ))),
+                _ => Ok(None),
+            },
+            "bearer" => {
+                if let Some(Credential::RegistryToken(t)) = &self.credential {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                if !force_refresh {
+                    if let Some(t) = state.tokens.get(scope).filter(|t| t.is_fresh()) {
+                        return Ok(Some(format!("Bearer {}", t.value)));
+                    }
+                }
+                let token = self.fetch_token(&challenge, scope).await?;
+                self.secrets.lock().expect("secrets lock").add(&token.value);
+                let header = format!("Bearer {}", token.value);
+                state.tokens.insert(scope.to_string(), token);
+                Ok(Some(header))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The token service's URL from a Bearer challenge: https only, unless this registry may be
+    /// insecure.
+    pub(crate) fn token_realm(&self, challenge: &Challenge) -> Result<Url, RegistryError> {
+        let realm = challenge
+            .param("realm")
+            .ok_or_else(|| RegistryError::Auth("auth challenge has no realm".into()))?;
+        let url = Url::parse(realm)
+            .map_err(|e| RegistryError::Auth(format!("invalid token realm {realm:?}: {e}")))?;
+        if url.scheme() != "https" && !(url.scheme() == "http" && self.clients.insecure_allowed()) {
+            return Err(RegistryError::Auth(format!(
+                "refusing token realm {realm:?}: not https"
+            )));
+        }
+        Ok(url)
+    }
+
+    async fn fetch_token(&self, challenge: &Challenge, scope: &str) -> Result<Token, RegistryError> {
+        let mut url = self.token_realm(challenge)?;
+        let service = challenge.param("service").unwrap_or("");
+        let client = self.clients.for_token_service();
+        let request = match &self.credential {
+            Some(Credential::IdentityToken(refresh)) => client
+                .post(url.clone())
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(form_encode(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh),
+                    ("service", service),
+                    ("scope", scope),
+                    ("client_id", "docker"),
+                ])),
+            cred => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if !service.is_empty() {
+                        q.append_pair("service", service);
+                    }
+                    q.append_pair("scope", scope);
+                    if let Some(Credential::Basic { username, .. }) = cred {
+                        q.append_pair("account", username);
+                    }
+                }
+                let mut r = client.get(url.clone());
+                if let Some(Credential::Basic { username, password }) = cred {
+                    r = r.header(
+                        AUTHORIZATION,
+                        format!(
+                            "Basic {}",
+                            crate::base64::encode(format!("{username}:{password}").as_bytes())
+                        ),
+                    );
+                }
+                r
+            }
+        };
+        let mut shown = url.clone();
+        shown.set_query(None);
+        let body = auth_request(request, &shown).await.map_err(|e| match e {
+            // A status without an error envelope: say where it came from.
+            e @ RegistryError::UnexpectedStatus(..) => {
+                RegistryError::Auth(format!("getting a token from {shown}: {e}"))
+            }
+            other => other,
+        })?;
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| RegistryError::Auth(format!("invalid token response from {shown}: {e}")))?;
+        parsed.into_token().map_err(RegistryError::Auth)
+    }
+}
+
+/// The forms of `credential` that shown text must not hold.
+pub(crate) fn credential_secrets(credential: Option<&Credential>) -> Secrets {
+    let mut secrets = Secrets::new();
+    match credential {
+        Some(Credential::Basic { username, password }) => secrets.add_basic(username, password),
+        Some(Credential::IdentityToken(t) | Credential::RegistryToken(t)) => secrets.add(t),
+        None => {}
+    }
+    secrets
+}
+
+/// The challenge to answer among a response's `WWW-Authenticate` headers: Bearer over Basic.
+pub(crate) fn preferred_challenge(headers: &HeaderMap) -> Option<Challenge> {
+    let challenges: Vec<Challenge> = headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_challenges)
+        .collect();
+    challenges
+        .iter()
+        .find(|c| c.scheme == "bearer")
+        .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))
+        .cloned()
+}
+
+fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
 }
 
 #[cfg(test)]

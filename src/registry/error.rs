@@ -1,13 +1,119 @@
-//! Errors from talking to a registry, rendered the way docker renders them.
+//! Errors from talking to a registry, rendered the way docker renders them: the OCI error
+//! envelope and its codes ([`ErrorCode`], parsed once), and [`RegistryError`], what every
+//! request of the client fails with. Which errors are worth another attempt is decided here
+//! ([`RegistryError::is_retryable`]); when and how often to retry is `retry.rs`'s business.
 
 use std::fmt;
+
+/// A registry error code (the `code` of the OCI error envelope), parsed once. The codes rpull
+/// acts on are variants; any other code is kept as the text the registry sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// `UNAUTHORIZED`: authentication required.
+    Unauthorized,
+    /// `DENIED`: access to the resource is denied.
+    Denied,
+    /// `UNSUPPORTED`: the operation is unsupported.
+    Unsupported,
+    /// `NAME_UNKNOWN`: the repository is not known to the registry.
+    NameUnknown,
+    /// `MANIFEST_UNKNOWN`: the manifest is not known to the registry.
+    ManifestUnknown,
+    /// `BLOB_UNKNOWN`: the blob is not known to the registry.
+    BlobUnknown,
+    /// `NOT_FOUND`: docker's code for a 404 without an error body.
+    NotFound,
+    /// `TOOMANYREQUESTS`: rate limited.
+    TooManyRequests,
+    /// `UNKNOWN`: docker's code for a status it has no code for.
+    Unknown,
+    /// Any other code, as sent.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// The code for `text` (exact, upper case, as registries send them).
+    pub fn parse(text: &str) -> ErrorCode {
+        match text {
+            "UNAUTHORIZED" => ErrorCode::Unauthorized,
+            "DENIED" => ErrorCode::Denied,
+            "UNSUPPORTED" => ErrorCode::Unsupported,
+            "NAME_UNKNOWN" => ErrorCode::NameUnknown,
+            "MANIFEST_UNKNOWN" => ErrorCode::ManifestUnknown,
+            "BLOB_UNKNOWN" => ErrorCode::BlobUnknown,
+            "NOT_FOUND" => ErrorCode::NotFound,
+            "TOOMANYREQUESTS" => ErrorCode::TooManyRequests,
+            "UNKNOWN" => ErrorCode::Unknown,
+            other => ErrorCode::Other(other.to_string()),
+        }
+    }
+
+    /// The code's text, as on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Denied => "DENIED",
+            ErrorCode::Unsupported => "UNSUPPORTED",
+            ErrorCode::NameUnknown => "NAME_UNKNOWN",
+            ErrorCode::ManifestUnknown => "MANIFEST_UNKNOWN",
+            ErrorCode::BlobUnknown => "BLOB_UNKNOWN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::Other(text) => text,
+        }
+    }
+
+    /// The code for an HTTP status that came without an error body (docker's mapping).
+    fn for_status(status: u16) -> ErrorCode {
+        match status {
+            401 => ErrorCode::Unauthorized,
+            403 => ErrorCode::Denied,
+            404 => ErrorCode::NotFound,
+            429 => ErrorCode::TooManyRequests,
+            _ => ErrorCode::Unknown,
+        }
+    }
+
+    /// Whether no retry can change the answer (docker's non-retryable codes).
+    fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Unauthorized
+                | ErrorCode::Unsupported
+                | ErrorCode::Denied
+                | ErrorCode::NameUnknown
+                | ErrorCode::BlobUnknown
+                | ErrorCode::ManifestUnknown
+        )
+    }
+}
+
+impl Default for ErrorCode {
+    /// An envelope entry without a code.
+    fn default() -> Self {
+        ErrorCode::Other(String::new())
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(ErrorCode::parse(&String::deserialize(d)?))
+    }
+}
 
 /// One entry of the OCI error envelope `{"errors":[{"code","message","detail"}]}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct ApiError {
     /// Registry error code, e.g. `MANIFEST_UNKNOWN`.
     #[serde(default)]
-    pub code: String,
+    pub code: ErrorCode,
     /// Human text from the registry.
     #[serde(default)]
     pub message: String,
@@ -16,7 +122,7 @@ pub struct ApiError {
 impl fmt::Display for ApiError {
     /// docker's form: the code lower-cased with `_` turned into spaces, then the message.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let code = self.code.to_lowercase().replace('_', " ");
+        let code = self.code.as_str().to_lowercase().replace('_', " ");
         if self.message.is_empty() {
             write!(f, "{code}")
         } else {
@@ -39,6 +145,9 @@ pub enum RegistryError {
         detail: String,
         /// Whether trying again may help.
         retryable: bool,
+        /// Whether it failed before a connection was made (DNS, refused, connect timeout, TLS
+        /// handshake): the quiet retry of `retry.rs` does not try such a host again.
+        dial: bool,
     },
     /// The registry answered with an error envelope.
     #[error("{}", render_api(.errors))]
@@ -105,11 +214,13 @@ impl RegistryError {
                 url,
                 detail,
                 retryable,
+                dial,
             } => RegistryError::Transport {
                 method,
                 url: f(&url),
                 detail: f(&detail),
                 retryable,
+                dial,
             },
             RegistryError::Api {
                 status,
@@ -120,7 +231,10 @@ impl RegistryError {
                 errors: errors
                     .into_iter()
                     .map(|e| ApiError {
-                        code: f(&e.code),
+                        code: match e.code {
+                            ErrorCode::Other(text) => ErrorCode::Other(f(&text)),
+                            known => known,
+                        },
                         message: f(&e.message),
                     })
                     .collect(),
@@ -142,9 +256,9 @@ impl RegistryError {
     }
 
     /// The first registry error code, if the registry sent one.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<&ErrorCode> {
         match self {
-            RegistryError::Api { errors, .. } => errors.first().map(|e| e.code.as_str()),
+            RegistryError::Api { errors, .. } => errors.first().map(|e| &e.code),
             _ => None,
         }
     }
@@ -157,17 +271,7 @@ impl RegistryError {
             RegistryError::Body(_) => true,
             RegistryError::UnexpectedStatus(_, status) => *status >= 500 || *status == 408,
             RegistryError::Api { status, errors, .. } => {
-                let fatal = errors.iter().any(|e| {
-                    matches!(
-                        e.code.as_str(),
-                        "UNAUTHORIZED"
-                            | "UNSUPPORTED"
-                            | "DENIED"
-                            | "NAME_UNKNOWN"
-                            | "BLOB_UNKNOWN"
-                            | "MANIFEST_UNKNOWN"
-                    )
-                });
+                let fatal = errors.iter().any(|e| e.code.is_fatal());
                 !fatal && (*status >= 500 || *status == 429 || *status == 408)
             }
             _ => false,
@@ -197,7 +301,7 @@ impl RegistryError {
                 if errors.is_empty() {
                     if let Some(d) = env.details {
                         errors.push(ApiError {
-                            code: code_for_status(status).into(),
+                            code: ErrorCode::for_status(status),
                             message: d,
                         });
                     }
@@ -210,8 +314,8 @@ impl RegistryError {
                     };
                 }
             }
-            let code = code_for_status(status);
-            if code != "UNKNOWN" || body.is_empty() {
+            let code = ErrorCode::for_status(status);
+            if code != ErrorCode::Unknown || body.is_empty() {
                 let message = match status {
                     401 => "authentication required",
                     403 => "requested access to the resource is denied",
@@ -222,7 +326,7 @@ impl RegistryError {
                 return RegistryError::Api {
                     status,
                     errors: vec![ApiError {
-                        code: code.into(),
+                        code,
                         message: message.into(),
                     }],
                     retry_after,
@@ -238,23 +342,13 @@ impl RegistryError {
             return RegistryError::Api {
                 status,
                 errors: vec![ApiError {
-                    code: "TOOMANYREQUESTS".into(),
+                    code: ErrorCode::TooManyRequests,
                     message: "too many requests".into(),
                 }],
                 retry_after,
             };
         }
         RegistryError::UnexpectedStatus(format!("{status} {reason}"), status)
-    }
-}
-
-fn code_for_status(status: u16) -> &'static str {
-    match status {
-        401 => "UNAUTHORIZED",
-        403 => "DENIED",
-        404 => "NOT_FOUND",
-        429 => "TOOMANYREQUESTS",
-        _ => "UNKNOWN",
     }
 }
 
@@ -271,7 +365,7 @@ mod tests {
             None,
         );
         assert_eq!(e.to_string(), "manifest unknown: manifest unknown");
-        assert_eq!(e.code(), Some("MANIFEST_UNKNOWN"));
+        assert_eq!(e.code(), Some(&ErrorCode::ManifestUnknown));
         assert!(!e.is_retryable());
         let e = RegistryError::from_response(503, "Service Unavailable", b"oops", None);
         assert_eq!(
@@ -287,5 +381,22 @@ mod tests {
             e.to_string(),
             "denied: requested access to the resource is denied"
         );
+        assert_eq!(e.code(), Some(&ErrorCode::Denied));
+    }
+
+    #[test]
+    fn unknown_codes_are_kept_as_text() {
+        let e = RegistryError::from_response(
+            400,
+            "Bad Request",
+            br#"{"errors":[{"code":"TAG_INVALID","message":"bad"},{"message":"none"}]}"#,
+            None,
+        );
+        assert_eq!(e.code(), Some(&ErrorCode::Other("TAG_INVALID".into())));
+        assert_eq!(e.to_string(), "errors:\ntag invalid: bad\n: none\n");
+        for known in ["DENIED", "NAME_UNKNOWN", "TOOMANYREQUESTS", "UNKNOWN"] {
+            assert_eq!(ErrorCode::parse(known).as_str(), known);
+            assert_ne!(ErrorCode::parse(known), ErrorCode::Other(known.into()));
+        }
     }
 }

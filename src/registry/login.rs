@@ -12,7 +12,8 @@ use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
 
 use super::auth::TokenResponse;
-use super::{base64, retry_after, send_small, transport_detail, Credential, Registry, RegistryError};
+use super::transport::{auth_request, transport_error};
+use super::{Credential, Registry, RegistryError};
 
 /// Why a login was refused. The texts are the daemon's (without the CLI's
 /// `Error response from daemon: ` prefix), and name the registry and the status.
@@ -80,7 +81,10 @@ impl Registry {
         let Some(Credential::Basic { username, password }) = &self.credential else {
             return Err(LoginError::NoPassword);
         };
-        let basic = format!("Basic {}", base64(&format!("{username}:{password}")));
+        let basic = format!(
+            "Basic {}",
+            crate::base64::encode(format!("{username}:{password}").as_bytes())
+        );
         let base = self.base().await?.clone();
         let shown = base.to_string();
         let challenge = self.auth.lock().await.challenge.clone();
@@ -106,15 +110,7 @@ impl Registry {
             .timeout(Duration::from_secs(15))
             .send()
             .await
-            .map_err(|e| {
-                let (detail, retryable) = transport_detail(&base, &e);
-                RegistryError::Transport {
-                    method: "Get",
-                    url: shown.clone(),
-                    detail,
-                    retryable,
-                }
-            })?;
+            .map_err(|e| transport_error("Get", &base, shown.clone(), &e))?;
         let status = resp.status();
         if status == StatusCode::OK {
             return Ok(());
@@ -143,19 +139,10 @@ impl Registry {
                 q.append_pair("service", service);
             }
         }
-        let client = self.token_client();
+        let client = self.clients.for_token_service();
         let mut shown = url.clone();
         shown.set_query(None);
-        let (status, headers, body) =
-            send_small(client.get(url).header(AUTHORIZATION, basic), &shown).await?;
-        if !status.is_success() {
-            return Err(RegistryError::from_response(
-                status.as_u16(),
-                status.canonical_reason().unwrap_or(""),
-                &body,
-                retry_after(&headers),
-            ));
-        }
+        let body = auth_request(client.get(url).header(AUTHORIZATION, basic), &shown).await?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| RegistryError::Auth(format!("invalid token response from {shown}: {e}")))?;
         Ok(parsed.into_token().map_err(RegistryError::Auth)?.value)
