@@ -3,6 +3,10 @@
 //! helper programs. Lookups follow docker's order, `login`/`logout` writes go where docker puts
 //! them, and error texts are docker's word for word. Nothing here prints, and no secret ever
 //! reaches an error message, a `Debug` rendering or a command line: helpers get secrets on stdin.
+//!
+//! Here: the errors, [`DockerConfig`] (load, look up, store, erase, save) and docker's key
+//! normalization; in `format.rs` the file's typed parts and `auth` values, in `helper.rs` the
+//! helper programs, in `chain.rs` a pull's credential chain.
 
 use std::collections::BTreeMap;
 use std::env;
@@ -22,29 +26,19 @@ use serde_json::{Map, Value};
 
 use crate::registry::Credential;
 
+mod chain;
+mod format;
+mod helper;
+
+pub use chain::{CredentialChain, CredentialLookup};
+pub use format::decode_auth;
+use format::*;
+use helper::*;
+
 /// The key under which docker keeps Docker Hub credentials.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 /// The environment variable holding an inline `{"auths":{…}}` that is consulted before the file.
 pub use crate::settings::env::DOCKER_AUTH_CONFIG as DOCKER_AUTH_CONFIG_ENV;
-
-/// Helper programs are named `docker-credential-<name>`.
-const HELPER_PREFIX: &str = "docker-credential-";
-/// A helper `Username` meaning the secret is an identity token.
-const TOKEN_USERNAME: &str = "<token>";
-/// What helpers print when they hold nothing for a key.
-const NOT_FOUND: &str = "credentials not found";
-/// Fields of an `auths` entry that hold or imply a secret.
-const SECRET_FIELDS: [&str; 5] = ["auth", "username", "password", "identitytoken", "registrytoken"];
-/// String fields of an `auths` entry docker knows about.
-const AUTH_STRING_FIELDS: [&str; 7] = [
-    "auth",
-    "username",
-    "password",
-    "identitytoken",
-    "registrytoken",
-    "email",
-    "serveraddress",
-];
 
 /// What a credential helper was asked to do; renders as docker's gerund (`getting`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,13 +203,6 @@ pub enum Stored {
     Helper(String),
     /// Unencrypted (base64) in this config file.
     File(PathBuf),
-}
-
-/// A `DOCKER_AUTH_CONFIG` entry, decoded.
-#[derive(Clone)]
-struct EnvAuth {
-    username: String,
-    password: String,
 }
 
 /// docker's `config.json`, parsed, keeping unknown keys so a rewrite preserves them.
@@ -600,177 +587,6 @@ impl DockerConfig {
         }
         entry
     }
-
-    fn helper_get(&self, helper: &str, key: &str) -> Result<Option<Credential>, CredentialError> {
-        let run = self.run_helper(helper, HelperAction::Get, key.as_bytes())?;
-        if !run.success {
-            if run.stdout.contains(NOT_FOUND) {
-                return Ok(None);
-            }
-            return Err(run.failure(HelperAction::Get, helper));
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Answer {
-            #[serde(default)]
-            username: Option<String>,
-            #[serde(default)]
-            secret: Option<String>,
-        }
-        let answer: Answer =
-            serde_json::from_str(&run.stdout).map_err(|e| CredentialError::HelperOutput {
-                helper: helper.to_string(),
-                detail: json_error_detail(&e),
-            })?;
-        let username = answer.username.unwrap_or_default();
-        let secret = answer.secret.unwrap_or_default();
-        Ok(if username == TOKEN_USERNAME {
-            Some(Credential::IdentityToken(secret))
-        } else if username.is_empty() && secret.is_empty() {
-            None
-        } else {
-            Some(Credential::Basic {
-                username,
-                password: secret,
-            })
-        })
-    }
-
-    /// Runs `docker-credential-<helper> <action>` with `input` on stdin, stdout captured and
-    /// stderr passed through, as docker does.
-    fn run_helper(
-        &self,
-        helper: &str,
-        action: HelperAction,
-        input: &[u8],
-    ) -> Result<HelperRun, CredentialError> {
-        let program = self
-            .find_helper(helper)
-            .ok_or_else(|| CredentialError::HelperNotFound {
-                action,
-                helper: helper.to_string(),
-            })?;
-        let io_error = |source| CredentialError::HelperIo {
-            action,
-            helper: helper.to_string(),
-            source,
-        };
-        let mut child = spawn(
-            Command::new(&program)
-                .arg(action.arg())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit()),
-        )
-        .map_err(io_error)?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A helper may exit without reading its input; that is its answer, not an error.
-            if let Err(e) = stdin.write_all(input) {
-                if e.kind() != io::ErrorKind::BrokenPipe {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(io_error(e));
-                }
-            }
-        }
-        let output = child.wait_with_output().map_err(io_error)?;
-        Ok(HelperRun {
-            success: output.status.success(),
-            status: exit_text(output.status),
-            stdout: String::from_utf8_lossy(&output.stdout).trim().to_string(),
-        })
-    }
-
-    /// The first executable `docker-credential-<name>` in the helper path's absolute directories.
-    fn find_helper(&self, name: &str) -> Option<PathBuf> {
-        if name.is_empty() || name.contains('/') {
-            return None;
-        }
-        let search = self.helper_path.clone().or_else(|| env::var_os("PATH"))?;
-        let file = format!("{HELPER_PREFIX}{name}");
-        env::split_paths(&search)
-            .filter(|dir| dir.is_absolute())
-            .map(|dir| dir.join(&file))
-            .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-    }
-}
-
-/// Looks up the credential for a registry by its config.json key.
-pub type CredentialLookup = std::sync::Arc<dyn Fn(&str) -> Result<Option<Credential>, String> + Send + Sync>;
-
-/// Where one pull's credentials come from, as podman has it: a credential given for the pulled
-/// registry only (`--creds`, a CRI request's `auth`), then an auth file in config.json format
-/// (`--authfile`, `REGISTRY_AUTH_FILE`), then docker's own config (`DOCKER_AUTH_CONFIG`,
-/// credential helpers, config.json), loaded once.
-#[derive(Debug, Clone, Default)]
-pub struct CredentialChain {
-    given: Option<(String, Credential)>,
-    file: Option<DockerConfig>,
-    docker: Option<DockerConfig>,
-}
-
-impl CredentialChain {
-    /// The chain of `authfile` (which must exist when named) and docker's config. Like
-    /// docker, a docker config that cannot be read or parsed is left out with a warning,
-    /// returned beside the chain for the front end to show.
-    pub fn load(authfile: Option<&Path>) -> Result<(CredentialChain, Option<String>), CredentialError> {
-        let file = match authfile.filter(|p| !p.as_os_str().is_empty()) {
-            Some(path) => {
-                if let Err(source) = fs::metadata(path) {
-                    return Err(CredentialError::AuthFile {
-                        path: path.to_path_buf(),
-                        source,
-                    });
-                }
-                Some(DockerConfig::load(path)?)
-            }
-            None => None,
-        };
-        let (docker, warning) = match DockerConfig::load_default() {
-            Ok(c) => (Some(c), None),
-            Err(e @ (CredentialError::Read { .. } | CredentialError::Parse { .. })) => {
-                (None, Some(format!("WARNING: {e}")))
-            }
-            Err(e) => return Err(e),
-        };
-        Ok((
-            CredentialChain {
-                given: None,
-                file,
-                docker,
-            },
-            warning,
-        ))
-    }
-
-    /// The same chain with `credential` answering for `key` first (this call only).
-    pub fn with_given(mut self, key: &str, credential: Credential) -> CredentialChain {
-        self.given = Some((key.to_string(), credential));
-        self
-    }
-
-    /// The credential for `key`, if any source has one.
-    pub fn get(&self, key: &str) -> Result<Option<Credential>, String> {
-        if let Some((k, c)) = &self.given {
-            if k == key {
-                return Ok(Some(c.clone()));
-            }
-        }
-        if let Some(file) = &self.file {
-            if let Some(c) = file.get(key).map_err(|e| e.to_string())? {
-                return Ok(Some(c));
-            }
-        }
-        match &self.docker {
-            Some(d) => d.get(key).map_err(|e| e.to_string()),
-            None => Ok(None),
-        }
-    }
-
-    /// The chain as the lookup a pull takes.
-    pub fn into_lookup(self) -> CredentialLookup {
-        std::sync::Arc::new(move |key: &str| self.get(key))
-    }
 }
 
 /// The credential for `key` from a running process: [`DockerConfig::load_default`] then
@@ -819,61 +635,6 @@ fn default_path_from(docker_config: Option<OsString>, home: Option<PathBuf>) -> 
     }
 }
 
-/// What a helper run produced.
-struct HelperRun {
-    success: bool,
-    status: String,
-    stdout: String,
-}
-
-impl HelperRun {
-    fn failure(self, action: HelperAction, helper: &str) -> CredentialError {
-        // docker-credential-helpers replaces the exit status by these well-known answers.
-        let status = match self.stdout.as_str() {
-            "no credentials server URL" | "no credentials username" => self.stdout.clone(),
-            _ => self.status,
-        };
-        CredentialError::HelperFailed {
-            action,
-            helper: helper.to_string(),
-            status,
-            output: self.stdout,
-        }
-    }
-}
-
-/// Spawns, retrying a few times on `ETXTBSY` (an executable just written, whose write handle a
-/// concurrent fork elsewhere in the process still holds for a moment).
-fn spawn(cmd: &mut Command) -> io::Result<Child> {
-    let mut attempt = 0;
-    loop {
-        match cmd.spawn() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 10 => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(5 * attempt));
-            }
-            result => return result,
-        }
-    }
-}
-
-/// Go's `ExitError` text.
-fn exit_text(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        return format!("exit status {code}");
-    }
-    match status.signal() {
-        Some(libc::SIGKILL) => "signal: killed".to_string(),
-        Some(libc::SIGTERM) => "signal: terminated".to_string(),
-        Some(libc::SIGINT) => "signal: interrupt".to_string(),
-        Some(libc::SIGABRT) => "signal: aborted".to_string(),
-        Some(libc::SIGSEGV) => "signal: segmentation fault".to_string(),
-        Some(libc::SIGPIPE) => "signal: broken pipe".to_string(),
-        Some(sig) => format!("signal: signal {sig}"),
-        None => status.to_string(),
-    }
-}
-
 /// A temporary file name next to `target`, unique within this host.
 fn temp_path(dir: &Path, target: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -883,205 +644,6 @@ fn temp_path(dir: &Path, target: &Path) -> PathBuf {
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()))
-}
-
-/// The text of a JSON error that cannot echo a value: syntax errors as serde_json words them,
-/// type errors by position only.
-fn json_error_detail(e: &serde_json::Error) -> String {
-    match e.classify() {
-        serde_json::error::Category::Data => {
-            format!("unexpected JSON type at line {} column {}", e.line(), e.column())
-        }
-        _ => e.to_string(),
-    }
-}
-
-/// Go's name for a JSON value's kind, as used in `cannot unmarshal` errors.
-fn go_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn cannot_unmarshal_value(v: &Value, ty: &str) -> String {
-    format!("json: cannot unmarshal {} into Go value of type {ty}", go_kind(v))
-}
-
-fn cannot_unmarshal_field(v: &Value, field: &str, ty: &str) -> String {
-    format!(
-        "json: cannot unmarshal {} into Go struct field {field} of type {ty}",
-        go_kind(v)
-    )
-}
-
-/// Checks the parts of the file docker decodes into typed fields; `null` counts as absent.
-fn check_shape(raw: &Map<String, Value>) -> Result<(), String> {
-    match raw.get("auths") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(auths)) => {
-            for entry in auths.values() {
-                match entry {
-                    Value::Null => {}
-                    Value::Object(fields) => {
-                        for name in AUTH_STRING_FIELDS {
-                            match fields.get(name) {
-                                None | Some(Value::Null) | Some(Value::String(_)) => {}
-                                Some(v) => {
-                                    return Err(cannot_unmarshal_field(
-                                        v,
-                                        &format!("ConfigFile.auths.{name}"),
-                                        "string",
-                                    ))
-                                }
-                            }
-                        }
-                    }
-                    v => return Err(cannot_unmarshal_field(v, "ConfigFile.auths", "types.AuthConfig")),
-                }
-            }
-        }
-        Some(v) => {
-            return Err(cannot_unmarshal_field(
-                v,
-                "ConfigFile.auths",
-                "map[string]types.AuthConfig",
-            ));
-        }
-    }
-    match raw.get("credsStore") {
-        None | Some(Value::Null) | Some(Value::String(_)) => {}
-        Some(v) => return Err(cannot_unmarshal_field(v, "ConfigFile.credsStore", "string")),
-    }
-    match raw.get("credHelpers") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(helpers)) => {
-            for v in helpers.values() {
-                if !matches!(v, Value::Null | Value::String(_)) {
-                    return Err(cannot_unmarshal_field(v, "ConfigFile.credHelpers", "string"));
-                }
-            }
-        }
-        Some(v) => {
-            return Err(cannot_unmarshal_field(
-                v,
-                "ConfigFile.credHelpers",
-                "map[string]string",
-            ))
-        }
-    }
-    Ok(())
-}
-
-/// A non-empty string field of an `auths` entry.
-fn string_field<'a>(entry: &'a Value, name: &str) -> Option<&'a str> {
-    entry.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-/// The credential an `auths` entry holds, if any.
-fn entry_credential(key: &str, entry: &Value) -> Result<Option<Credential>, CredentialError> {
-    let (mut username, mut password) = (
-        string_field(entry, "username").unwrap_or("").to_string(),
-        string_field(entry, "password").unwrap_or("").to_string(),
-    );
-    if let Some(auth) = string_field(entry, "auth") {
-        (username, password) = decode_auth(key, auth)?;
-    }
-    if let Some(token) = string_field(entry, "registrytoken") {
-        return Ok(Some(Credential::RegistryToken(token.to_string())));
-    }
-    if let Some(token) = string_field(entry, "identitytoken") {
-        return Ok(Some(Credential::IdentityToken(token.to_string())));
-    }
-    if username.is_empty() && password.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Credential::Basic { username, password }))
-}
-
-/// docker's `decodeAuth`: base64, split at the first `:`, non-empty user, trailing NULs trimmed
-/// from the password.
-pub fn decode_auth(key: &str, auth: &str) -> Result<(String, String), CredentialError> {
-    let bytes = crate::base64::decode_std(auth).map_err(|offset| CredentialError::InvalidBase64 {
-        key: key.to_string(),
-        offset,
-    })?;
-    let invalid = || CredentialError::InvalidAuth { key: key.to_string() };
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    match text.split_once(':') {
-        Some((user, password)) if !user.is_empty() => {
-            Ok((user.to_string(), password.trim_end_matches('\0').to_string()))
-        }
-        _ => Err(invalid()),
-    }
-}
-
-/// Parses a `DOCKER_AUTH_CONFIG` value as docker does: one JSON object, only `auths` and in each
-/// entry only `auth`, which must be set and valid.
-fn parse_env_auth_config(json: &str) -> Result<BTreeMap<String, EnvAuth>, String> {
-    let mut values = serde_json::Deserializer::from_str(json).into_iter::<Value>();
-    let value = match values.next() {
-        None => return Ok(BTreeMap::new()),
-        Some(Ok(v)) => v,
-        Some(Err(e)) => return Err(json_error_detail(&e)),
-    };
-    if values.next().is_some() {
-        return Err("DOCKER_AUTH_CONFIG does not support more than one JSON object".to_string());
-    }
-    let top = match value {
-        Value::Null => return Ok(BTreeMap::new()),
-        Value::Object(top) => top,
-        v => return Err(cannot_unmarshal_value(&v, "configfile.configEnv")),
-    };
-    if let Some(unknown) = top.keys().find(|k| *k != "auths") {
-        return Err(format!("json: unknown field \"{unknown}\""));
-    }
-    let auths = match top.get("auths") {
-        None | Some(Value::Null) => return Ok(BTreeMap::new()),
-        Some(Value::Object(auths)) => auths,
-        Some(v) => {
-            return Err(cannot_unmarshal_field(
-                v,
-                "configEnv.auths",
-                "map[string]configfile.authConfigEnv",
-            ));
-        }
-    };
-    let mut out = BTreeMap::new();
-    for (addr, entry) in auths {
-        let auth = match entry {
-            Value::Null => "",
-            Value::Object(fields) => {
-                if let Some(unknown) = fields.keys().find(|k| *k != "auth") {
-                    return Err(format!("json: unknown field \"{unknown}\""));
-                }
-                match fields.get("auth") {
-                    None | Some(Value::Null) => "",
-                    Some(Value::String(s)) => s.as_str(),
-                    Some(v) => return Err(cannot_unmarshal_field(v, "authConfigEnv.auths.auth", "string")),
-                }
-            }
-            v => {
-                return Err(cannot_unmarshal_field(
-                    v,
-                    "configEnv.auths",
-                    "configfile.authConfigEnv",
-                ))
-            }
-        };
-        if auth.is_empty() {
-            return Err(format!(
-                "DOCKER_AUTH_CONFIG environment variable is missing key `auth` for {addr}"
-            ));
-        }
-        let (username, password) = decode_auth(addr, auth).map_err(|e| e.to_string())?;
-        out.insert(addr.clone(), EnvAuth { username, password });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
