@@ -29,7 +29,7 @@ fn setup() -> Setup {
             .dir("data", 0o755)
             .random_file(&format!("data/f{seed}"), 96_000, seed)
             .file(&format!("data/small{seed}"), b"x", 0o644)
-            .build(if seed % 2 == 0 {
+            .build(if seed.is_multiple_of(2) {
                 Compression::Gzip
             } else {
                 Compression::Zstd

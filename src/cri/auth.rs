@@ -11,7 +11,7 @@
 
 use crate::credentials::{decode_auth, registry_key, CredentialError};
 use crate::reference::Reference;
-use crate::registry::auth::Credential;
+use crate::registry::Credential;
 
 use super::api::AuthConfig;
 

@@ -35,7 +35,7 @@ use crate::gc::{self, CollectOptions};
 use crate::inspect::{ImageDetails, InspectError};
 use crate::progress::{Event, Reporter};
 use crate::reference::Reference;
-use crate::registry::auth::Credential;
+use crate::registry::Credential;
 
 /// The longest image string accepted (a reference is at most 255 characters of name plus a
 /// tag and a digest; anything this long is not one).

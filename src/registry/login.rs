@@ -126,7 +126,7 @@ impl Registry {
     /// token docker's login asks for (no scope).
     async fn login_token(
         &self,
-        challenge: &super::auth::Challenge,
+        challenge: &super::challenge::Challenge,
         username: &str,
         basic: &str,
     ) -> Result<String, RegistryError> {

@@ -18,6 +18,7 @@
 //! text ([`crate::scrub`]).
 
 pub mod auth;
+pub mod challenge;
 pub mod error;
 mod hosts;
 pub mod login;
@@ -40,8 +41,8 @@ use tokio::sync::{Mutex, OnceCell};
 use crate::digest::Digest;
 use crate::manifest::{media_type, MAX_MANIFEST_BYTES};
 use crate::scrub::Secrets;
-pub use auth::Credential;
 use auth::{credential_secrets, pull_scope, AuthState};
+pub use challenge::Credential;
 pub use error::{ApiError, ErrorCode, RegistryError};
 use transport::header_str;
 

@@ -21,7 +21,6 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 
-use super::transport::header_str;
 use super::RegistryError;
 
 /// The longest wait a `Retry-After` header can ask for; longer asks wait this long.
@@ -32,7 +31,8 @@ pub const QUIET_ATTEMPTS: u32 = 3;
 
 /// Seconds from a `Retry-After` header (delta-seconds form), at most [`MAX_RETRY_AFTER_SECS`].
 pub(crate) fn retry_after(h: &HeaderMap) -> Option<u64> {
-    header_str(h, "retry-after")
+    h.get("retry-after")
+        .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|s| s.min(MAX_RETRY_AFTER_SECS))
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
 
-use super::auth::{preferred_challenge, Challenge};
+use super::challenge::{preferred_challenge, Challenge};
 use super::retry;
 use super::transport::send_limited;
 use super::{Registry, RegistryError};

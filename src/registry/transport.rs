@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
 
-use super::auth::{parse_challenges, preferred_challenge};
+use super::challenge::{parse_challenges, preferred_challenge};
 use super::retry::{self, retry_after};
 use super::{hosts, tls, ApiError, Credential, ErrorCode, Registry, RegistryError};
 

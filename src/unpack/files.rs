@@ -78,7 +78,7 @@ impl Unpacker<'_> {
                 b"GNU.sparse.realsize" => realsize = Some(value()),
                 key @ (b"GNU.sparse.offset" | b"GNU.sparse.numbytes") => {
                     // Format 0.0: offsets and sizes alternate, collected into the map.
-                    let offset_turn = pairs.len() % 2 == 0;
+                    let offset_turn = pairs.len().is_multiple_of(2);
                     if offset_turn != (key == b"GNU.sparse.offset") || value().contains(',') {
                         return Err(bad("GNU.sparse.offset and GNU.sparse.numbytes do not alternate"));
                     }
