@@ -2,9 +2,6 @@
 //! partial file, retrying transient failures with docker's countdown), publish it, then hand
 //! it to [`super::extract`] and report `Pull complete` in manifest order.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::extract::{extract, max_layer_bytes, StreamExtractor};
 use super::{OrderedCompletion, PullError, RetryPolicy, PROGRESS_STEP};
-use crate::digest::{Digest, Sha256Hasher};
+use crate::digest::Digest;
 use crate::manifest::Descriptor;
 use crate::progress::{Event, LayerStatus, Phase, Reporter};
 use crate::registry::{Registry, RegistryError};
-use crate::store::{self, Store, StoreError};
+use crate::store::ingest::Committed;
+use crate::store::{Ingest, Opened, Store};
 
 /// How a layer task gets its download slot.
 pub(super) enum Slot {
@@ -121,8 +119,9 @@ impl LayerTask {
         }
     }
 
-    /// Downloads the blob into `ingest/`, resuming a partial file, verifying size and digest,
-    /// retrying transient failures, and publishes it into `blobs/`.
+    /// Downloads the blob into `ingest/` through the store's [`Ingest`] writer (which resumes
+    /// a partial file and verifies size and digest before it commits), retrying transient
+    /// failures with docker's countdown.
     /// `tee` follows the ingest file as it grows; it is dropped (aborting it) whenever the
     /// file can no longer be the blob from byte 0.
     async fn download(
@@ -132,78 +131,41 @@ impl LayerTask {
         tee: &mut Option<StreamExtractor>,
     ) -> Result<(), PullError> {
         let digest = &desc.digest;
-        let path = self.store.ingest_path(digest);
-        let lock_path = path.with_extension("lock");
-        let _lock = loop {
-            if let Some(l) = store::FileLock::try_acquire(&lock_path)? {
-                break l;
-            }
-            // Another rpull is fetching the same blob: wait for it, then use its result.
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+        let mut ingest = loop {
+            match Ingest::try_open(&self.store, digest, desc.size)? {
+                Opened::Stored => return Ok(()),
+                Opened::Open(i) => break *i,
+                // Another rpull is fetching the same blob: wait for it, then use its result.
+                Opened::Busy => tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+                },
             }
         };
-        if self.store.has_blob(digest, Some(desc.size)) {
-            return Ok(());
-        }
-        self.store.record_partial(digest, desc.size)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::Io {
-                action: "open",
-                path: path.clone(),
-                source: e,
-            })?;
-        let (mut hasher, mut offset) = rehash_partial(&mut file, desc.size).map_err(|e| StoreError::Io {
-            action: "read",
-            path: path.clone(),
-            source: e,
-        })?;
-        let mut resumed = offset > 0;
-        if offset > 0 {
+        if ingest.prefix() > 0 {
             // Resuming an earlier run's partial file: the extractor never saw its head.
             self.retire(tee);
         } else if let Some(t) = tee.as_ref() {
-            if t.attach(&file).is_err() {
+            if t.attach(ingest.file()).is_err() {
                 self.retire(tee);
             }
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self
-                .stream_into(
-                    id,
-                    desc,
-                    &mut file,
-                    &path,
-                    &mut hasher,
-                    &mut offset,
-                    &mut resumed,
-                    tee,
-                )
-                .await;
+            let result = self.stream_into(id, desc, &mut ingest, tee).await;
             let err = match result {
                 Ok(()) => {
                     self.report(id, LayerStatus::VerifyingChecksum);
-                    let got = std::mem::take(&mut hasher).finish();
-                    if &got == digest {
-                        self.store.commit_ingest(digest, &file, &path)?;
+                    let resumed = ingest.resumed();
+                    if ingest.commit()? == Committed::Done {
                         return Ok(());
                     }
-                    truncate(&mut file, &path)?;
-                    offset = 0;
                     self.retire(tee);
                     if !resumed {
-                        let _ = fs::remove_file(&path);
+                        ingest.abandon();
                         return Err(PullError::LayerVerification(digest.clone()));
                     }
-                    resumed = false;
                     RegistryError::Verification(format!("digest mismatch after resuming {digest}"))
                 }
                 Err(PullError::Registry(e)) => e,
@@ -238,50 +200,36 @@ impl LayerTask {
         Ok(())
     }
 
-    /// One attempt: requests the blob from `offset` and appends what arrives.
-    #[allow(clippy::too_many_arguments)]
+    /// One attempt: requests the blob from the end of the completed prefix and appends what
+    /// arrives.
     async fn stream_into(
         &self,
         id: &str,
         desc: &Descriptor,
-        file: &mut File,
-        path: &Path,
-        hasher: &mut Sha256Hasher,
-        offset: &mut u64,
-        resumed: &mut bool,
+        ingest: &mut Ingest,
         tee: &mut Option<StreamExtractor>,
     ) -> Result<(), PullError> {
-        let io_err = |e: io::Error| -> PullError {
-            StoreError::Io {
-                action: "write",
-                path: path.to_path_buf(),
-                source: e,
-            }
-            .into()
-        };
-        if *offset == desc.size {
+        let offset = ingest.prefix();
+        if offset == desc.size {
             return Ok(());
         }
         let resp = tokio::select! {
-            r = self.registry.get_blob(&self.repo, &desc.digest, *offset) => r?,
+            r = self.registry.get_blob(&self.repo, &desc.digest, offset) => r?,
             _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
         };
-        if *offset > 0 && resp.status().as_u16() != 206 {
+        if offset > 0 && resp.status().as_u16() != 206 {
             // The server ignored the range: start over.
-            truncate(file, path)?;
-            *offset = 0;
-            *hasher = Sha256Hasher::new();
-            *resumed = false;
+            ingest.restart()?;
             self.retire(tee);
-        } else if *offset > 0 {
-            *resumed = true;
+        } else if offset > 0 {
+            ingest.note_resumed();
         }
         let mut resp = resp;
         let mut last_report = 0u64;
         self.reporter.report(Event::Progress {
             id: id.to_string(),
             phase: Phase::Downloading,
-            current: *offset,
+            current: ingest.prefix(),
             total: desc.size,
         });
         loop {
@@ -291,11 +239,9 @@ impl LayerTask {
             };
             match chunk {
                 Ok(Some(bytes)) => {
-                    if *offset + bytes.len() as u64 > desc.size {
-                        truncate(file, path)?;
-                        *offset = 0;
-                        *hasher = Sha256Hasher::new();
-                        *resumed = false;
+                    let at = ingest.prefix();
+                    if at + bytes.len() as u64 > desc.size {
+                        ingest.restart()?;
                         self.retire(tee);
                         return Err(RegistryError::Body(format!(
                             "blob {} is longer than the {} bytes its descriptor declares",
@@ -303,20 +249,19 @@ impl LayerTask {
                         ))
                         .into());
                     }
-                    file.write_all(&bytes).map_err(io_err)?;
-                    hasher.update(&bytes);
+                    ingest.append(&bytes)?;
                     match tee.as_ref() {
-                        Some(t) if t.fed() == *offset => t.feed(bytes.len() as u64),
+                        Some(t) if t.fed() == at => t.feed(bytes.len() as u64),
                         Some(_) => self.retire(tee),
                         None => {}
                     }
-                    *offset += bytes.len() as u64;
-                    if *offset - last_report >= PROGRESS_STEP || *offset == desc.size {
-                        last_report = *offset;
+                    let now = ingest.prefix();
+                    if now - last_report >= PROGRESS_STEP || now == desc.size {
+                        last_report = now;
                         self.reporter.report(Event::Progress {
                             id: id.to_string(),
                             phase: Phase::Downloading,
-                            current: *offset,
+                            current: now,
                             total: desc.size,
                         });
                     }
@@ -329,50 +274,14 @@ impl LayerTask {
                 }
             }
         }
-        if *offset < desc.size {
+        if ingest.prefix() < desc.size {
             return Err(RegistryError::Body(format!(
                 "short read: expected {} bytes but got {}",
-                desc.size, offset
+                desc.size,
+                ingest.prefix()
             ))
             .into());
         }
         Ok(())
     }
-}
-
-/// Reads an existing partial download back into a hasher; drops it when it is too long.
-fn rehash_partial(file: &mut File, size: u64) -> io::Result<(Sha256Hasher, u64)> {
-    let len = file.metadata()?.len();
-    let mut hasher = Sha256Hasher::new();
-    if len == 0 || len > size {
-        file.set_len(0)?;
-        file.seek(SeekFrom::Start(0))?;
-        return Ok((hasher, 0));
-    }
-    file.seek(SeekFrom::Start(0))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    file.seek(SeekFrom::End(0))?;
-    Ok((hasher, total))
-}
-
-fn truncate(file: &mut File, path: &Path) -> Result<(), PullError> {
-    file.set_len(0)
-        .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
-        .map_err(|e| {
-            StoreError::Io {
-                action: "truncate",
-                path: path.to_path_buf(),
-                source: e,
-            }
-            .into()
-        })
 }
