@@ -13,6 +13,7 @@ use super::{OrderedCompletion, PullError, RetryPolicy, PROGRESS_STEP};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
 use crate::progress::{Event, LayerStatus, Phase, Reporter};
+use crate::registry::blob::BlobError;
 use crate::registry::{Registry, RegistryError};
 use crate::store::ingest::Committed;
 use crate::store::{Ingest, Opened, Store};
@@ -213,18 +214,18 @@ impl LayerTask {
         if offset == desc.size {
             return Ok(());
         }
-        let resp = tokio::select! {
-            r = self.registry.get_blob(&self.repo, &desc.digest, offset) => r?,
+        let opened = tokio::select! {
+            r = self.registry.blob_stream(&self.repo, &desc.digest, desc.size, offset) => r,
             _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
         };
-        if offset > 0 && resp.status().as_u16() != 206 {
+        let mut stream = opened.map_err(RegistryError::from)?;
+        if stream.start() < offset {
             // The server ignored the range: start over.
             ingest.restart()?;
             self.retire(tee);
         } else if offset > 0 {
             ingest.note_resumed();
         }
-        let mut resp = resp;
         let mut last_report = 0u64;
         self.reporter.report(Event::Progress {
             id: id.to_string(),
@@ -234,53 +235,37 @@ impl LayerTask {
         });
         loop {
             let chunk = tokio::select! {
-                c = resp.chunk() => c,
+                c = stream.next() => c,
                 _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
             };
-            match chunk {
-                Ok(Some(bytes)) => {
-                    let at = ingest.prefix();
-                    if at + bytes.len() as u64 > desc.size {
-                        ingest.restart()?;
-                        self.retire(tee);
-                        return Err(RegistryError::Body(format!(
-                            "blob {} is longer than the {} bytes its descriptor declares",
-                            desc.digest, desc.size
-                        ))
-                        .into());
-                    }
-                    ingest.append(&bytes)?;
-                    match tee.as_ref() {
-                        Some(t) if t.fed() == at => t.feed(bytes.len() as u64),
-                        Some(_) => self.retire(tee),
-                        None => {}
-                    }
-                    let now = ingest.prefix();
-                    if now - last_report >= PROGRESS_STEP || now == desc.size {
-                        last_report = now;
-                        self.reporter.report(Event::Progress {
-                            id: id.to_string(),
-                            phase: Phase::Downloading,
-                            current: now,
-                            total: desc.size,
-                        });
-                    }
-                }
+            let bytes = match chunk {
+                Ok(Some(bytes)) => bytes,
                 Ok(None) => break,
-                Err(e) => {
-                    return Err(
-                        RegistryError::Body(format!("error reading blob {}: {e}", desc.digest)).into(),
-                    );
+                Err(BlobError::Overrun(text)) => {
+                    ingest.restart()?;
+                    self.retire(tee);
+                    return Err(RegistryError::Body(text).into());
                 }
+                Err(e) => return Err(RegistryError::from(e).into()),
+            };
+            let bytes = bytes.as_ref();
+            let at = ingest.prefix();
+            ingest.append(bytes)?;
+            match tee.as_ref() {
+                Some(t) if t.fed() == at => t.feed(bytes.len() as u64),
+                Some(_) => self.retire(tee),
+                None => {}
             }
-        }
-        if ingest.prefix() < desc.size {
-            return Err(RegistryError::Body(format!(
-                "short read: expected {} bytes but got {}",
-                desc.size,
-                ingest.prefix()
-            ))
-            .into());
+            let now = ingest.prefix();
+            if now - last_report >= PROGRESS_STEP || now == desc.size {
+                last_report = now;
+                self.reporter.report(Event::Progress {
+                    id: id.to_string(),
+                    phase: Phase::Downloading,
+                    current: now,
+                    total: desc.size,
+                });
+            }
         }
         Ok(())
     }

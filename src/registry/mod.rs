@@ -7,6 +7,7 @@
 //! are separate steps of [`Registry::send`], so retries and mirrors can wrap it.
 
 pub mod auth;
+pub mod blob;
 pub mod error;
 pub mod login;
 
