@@ -1,7 +1,8 @@
 //! rpull's own configuration file: JSON at `<config dir>/rpull/config.json` (e.g.
 //! `~/.config/rpull/config.json`), or the file named by `--config` / `RPULL_CONFIG`. It holds
 //! what docker keeps in `daemon.json`: insecure registries, Docker Hub mirrors, per-registry
-//! mirrors (which docker lacks), the download concurrency and the `certs.d` directory.
+//! mirrors (which docker lacks), the download concurrency, the `certs.d` directory, and how
+//! large blobs are fetched as concurrent ranges ([`crate::settings::RangeSettings`]).
 //! Command-line flags win over it.
 //!
 //! ```json
@@ -10,7 +11,11 @@
 //!   "registry-mirrors": ["https://mirror.example.com"],
 //!   "mirrors": { "registry.internal:5000": ["http://cache.internal:5000"] },
 //!   "max-concurrent-downloads": 6,
-//!   "certs-d": "/etc/docker/certs.d"
+//!   "certs-d": "/etc/docker/certs.d",
+//!   "parallel-download-threshold": 67108864,
+//!   "parallel-chunk-size": 16777216,
+//!   "connections-per-blob": 4,
+//!   "max-connections": 12
 //! }
 //! ```
 
@@ -69,6 +74,18 @@ pub struct Config {
     /// The `certs.d` directory (default `/etc/docker/certs.d`).
     #[serde(default)]
     pub certs_d: Option<PathBuf>,
+    /// Blobs of at least this many bytes are fetched as several concurrent ranges.
+    #[serde(default)]
+    pub parallel_download_threshold: Option<u64>,
+    /// The size of one range of such a download, in bytes.
+    #[serde(default)]
+    pub parallel_chunk_size: Option<u64>,
+    /// Concurrent ranges of one blob.
+    #[serde(default)]
+    pub connections_per_blob: Option<u32>,
+    /// Open blob connections of one pull in all (ranges and whole layers).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 impl Config {

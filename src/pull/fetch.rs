@@ -2,10 +2,11 @@
 //! partial file, retrying transient failures with docker's countdown), publish it, then hand
 //! it to [`super::extract`] and report `Pull complete` in manifest order.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::extract::{extract, max_layer_bytes, StreamExtractor};
@@ -15,6 +16,7 @@ use crate::manifest::Descriptor;
 use crate::progress::{Event, LayerStatus, Phase, Reporter};
 use crate::registry::blob::BlobError;
 use crate::registry::{Registry, RegistryError};
+use crate::settings::RangeSettings;
 use crate::store::ingest::Committed;
 use crate::store::{Ingest, Opened, Store};
 
@@ -42,6 +44,48 @@ pub(super) struct LayerTask {
     /// Extractors given up during the download (the file restarted); closed before the task
     /// ends so that their temporary directories are gone when the pull returns.
     pub(super) retired: std::sync::Mutex<Vec<StreamExtractor>>,
+    /// How large blobs are fetched in concurrent ranges.
+    pub(super) ranges: RangeSettings,
+    /// Open blob connections of the pull (every request holds one while it reads).
+    pub(super) connections: Arc<Semaphore>,
+}
+
+/// How a ranged download ended when it did not complete the blob.
+enum RangesEnd {
+    /// The server cannot serve ranges (or kept failing them): go on with one stream.
+    Fallback(String),
+    /// A failure that one stream would meet as well.
+    Failed(PullError),
+}
+
+/// What a range worker tells the download.
+enum RangeMsg {
+    /// The worker's first range is being served: the server answers ranges.
+    Served,
+    /// `[start, end)` is written.
+    Done(u64, u64),
+    /// The worker stopped.
+    Failed(BlobError),
+    /// Writing to the ingest file failed.
+    Store(crate::store::StoreError),
+}
+
+/// Why a range worker stopped.
+enum WorkerError {
+    Blob(BlobError),
+    Store(crate::store::StoreError),
+}
+
+impl From<BlobError> for WorkerError {
+    fn from(e: BlobError) -> Self {
+        WorkerError::Blob(e)
+    }
+}
+
+impl From<RegistryError> for WorkerError {
+    fn from(e: RegistryError) -> Self {
+        WorkerError::Blob(e.into())
+    }
 }
 
 impl LayerTask {
@@ -151,6 +195,28 @@ impl LayerTask {
                 self.retire(tee);
             }
         }
+        if desc.size >= self.ranges.threshold.max(1) && self.ranges.connections_per_blob > 1 {
+            match self.fetch_ranges(id, desc, &mut ingest, tee).await {
+                Ok(()) => {
+                    self.report(id, LayerStatus::VerifyingChecksum);
+                    let resumed = ingest.resumed();
+                    if ingest.commit()? == Committed::Done {
+                        return Ok(());
+                    }
+                    self.retire(tee);
+                    if !resumed {
+                        ingest.abandon();
+                        return Err(PullError::LayerVerification(digest.clone()));
+                    }
+                    // An earlier run's bytes were wrong: fetch it again, in one stream.
+                }
+                Err(RangesEnd::Failed(e)) => return Err(e),
+                Err(RangesEnd::Fallback(_why)) => {
+                    // Only the completed prefix is kept; the rest comes in order.
+                    ingest.to_sequential()?;
+                }
+            }
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -185,6 +251,114 @@ impl LayerTask {
         }
     }
 
+    /// Fetches the missing ranges of the blob over up to `connections_per_blob` connections,
+    /// writing each at its offset. The completed prefix is hashed and handed to the streaming
+    /// extractor as it grows. The first range is asked for alone: only once it is served as a
+    /// range do the other connections start.
+    async fn fetch_ranges(
+        &self,
+        id: &str,
+        desc: &Descriptor,
+        ingest: &mut Ingest,
+        tee: &mut Option<StreamExtractor>,
+    ) -> Result<(), RangesEnd> {
+        let chunk = self.ranges.chunk_size.max(1);
+        let mut queue = VecDeque::new();
+        for (mut a, b) in ingest.missing() {
+            while a < b {
+                let e = (a + chunk).min(b);
+                queue.push_back((a, e));
+                a = e;
+            }
+        }
+        let mut left = queue.len();
+        if left == 0 {
+            return Ok(());
+        }
+        let workers = self.ranges.connections_per_blob.min(left).max(1);
+        let queue = Arc::new(Mutex::new(queue));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = self.cancel.child_token();
+        let mut set = tokio::task::JoinSet::new();
+        let (file, path) = (ingest.file().clone(), ingest.path().to_path_buf());
+        let spawn = |set: &mut tokio::task::JoinSet<()>| {
+            let worker = RangeWorker {
+                registry: self.registry.clone(),
+                repo: self.repo.clone(),
+                digest: desc.digest.clone(),
+                size: desc.size,
+                file: file.clone(),
+                path: path.clone(),
+                queue: queue.clone(),
+                connections: self.connections.clone(),
+                stop: stop.clone(),
+                tx: tx.clone(),
+            };
+            set.spawn(worker.run());
+        };
+        spawn(&mut set);
+        let mut started = false;
+        let mut last_report = 0u64;
+        self.reporter.report(Event::Progress {
+            id: id.to_string(),
+            phase: Phase::Downloading,
+            current: ingest.completed(),
+            total: desc.size,
+        });
+        let result = loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = self.cancel.cancelled() => break Err(RangesEnd::Failed(PullError::Cancelled)),
+            };
+            match msg {
+                Some(RangeMsg::Served) if !started => {
+                    started = true;
+                    for _ in 1..workers {
+                        spawn(&mut set);
+                    }
+                }
+                Some(RangeMsg::Served) => {}
+                Some(RangeMsg::Done(a, b)) => {
+                    let prefix = match ingest.complete(a, b) {
+                        Ok(p) => p,
+                        Err(e) => break Err(RangesEnd::Failed(e.into())),
+                    };
+                    if let Some(t) = tee.as_ref() {
+                        let fed = t.fed();
+                        if prefix > fed {
+                            t.feed(prefix - fed);
+                        }
+                    }
+                    let now = ingest.completed();
+                    if now - last_report >= PROGRESS_STEP || now == desc.size {
+                        last_report = now;
+                        self.reporter.report(Event::Progress {
+                            id: id.to_string(),
+                            phase: Phase::Downloading,
+                            current: now,
+                            total: desc.size,
+                        });
+                    }
+                    left -= 1;
+                    if left == 0 {
+                        break Ok(());
+                    }
+                }
+                Some(RangeMsg::Failed(BlobError::Registry(e))) if !e.is_retryable() => {
+                    break Err(RangesEnd::Failed(e.into()))
+                }
+                Some(RangeMsg::Failed(e)) => break Err(RangesEnd::Fallback(e.to_string())),
+                Some(RangeMsg::Store(e)) => break Err(RangesEnd::Failed(e.into())),
+                None => break Err(RangesEnd::Fallback("range workers stopped".into())),
+            }
+        };
+        // Every worker is stopped before the file is touched again.
+        stop.cancel();
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+        result
+    }
+
     /// Shows docker's `Retrying in N seconds` countdown while waiting.
     async fn countdown(&self, id: &str, wait: Duration) -> Result<(), PullError> {
         let mut left = wait;
@@ -214,6 +388,10 @@ impl LayerTask {
         if offset == desc.size {
             return Ok(());
         }
+        let _connection = tokio::select! {
+            p = self.connections.clone().acquire_owned() => p.map_err(|_| PullError::Cancelled)?,
+            _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+        };
         let opened = tokio::select! {
             r = self.registry.blob_stream(&self.repo, &desc.digest, desc.size, offset) => r,
             _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
@@ -266,6 +444,89 @@ impl LayerTask {
                     total: desc.size,
                 });
             }
+        }
+        Ok(())
+    }
+}
+
+/// One connection of a ranged download: takes ranges from the shared queue, fetches each (a
+/// cut range is re-requested from where it stopped, and retried twice), writes it at its offset.
+struct RangeWorker {
+    registry: Arc<Registry>,
+    repo: String,
+    digest: Digest,
+    size: u64,
+    file: Arc<std::fs::File>,
+    path: std::path::PathBuf,
+    queue: Arc<Mutex<VecDeque<(u64, u64)>>>,
+    connections: Arc<Semaphore>,
+    stop: CancellationToken,
+    tx: tokio::sync::mpsc::UnboundedSender<RangeMsg>,
+}
+
+/// Silent re-requests of a range cut short, and retries of a range that failed.
+const RANGE_RESUMES: u32 = 2;
+const RANGE_ATTEMPTS: u32 = 3;
+
+impl RangeWorker {
+    async fn run(self) {
+        let mut served = false;
+        loop {
+            let Some((a, b)) = self.queue.lock().expect("lock").pop_front() else {
+                return;
+            };
+            let mut attempt = 0;
+            let outcome = loop {
+                attempt += 1;
+                let r = tokio::select! {
+                    r = self.fetch(a, b, &mut served) => r,
+                    _ = self.stop.cancelled() => return,
+                };
+                match r {
+                    Err(WorkerError::Blob(BlobError::Registry(e)))
+                        if e.is_retryable() && attempt < RANGE_ATTEMPTS =>
+                    {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(250 << attempt)) => {}
+                            _ = self.stop.cancelled() => return,
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            let msg = match outcome {
+                Ok(()) => RangeMsg::Done(a, b),
+                Err(WorkerError::Blob(e)) => RangeMsg::Failed(e),
+                Err(WorkerError::Store(e)) => RangeMsg::Store(e),
+            };
+            let failed = !matches!(msg, RangeMsg::Done(..));
+            if self.tx.send(msg).is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    async fn fetch(&self, a: u64, b: u64, served: &mut bool) -> Result<(), WorkerError> {
+        let _connection = self
+            .connections
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| RegistryError::Cancelled)?;
+        let mut stream = self
+            .registry
+            .blob_range(&self.repo, &self.digest, self.size, a, b, RANGE_RESUMES)
+            .await?;
+        if !*served {
+            *served = true;
+            let _ = self.tx.send(RangeMsg::Served);
+        }
+        let mut at = a;
+        while let Some(bytes) = stream.next().await? {
+            let bytes = bytes.as_ref();
+            // A local failure: one stream would meet it too, so it is not a fallback.
+            Ingest::write_at(&self.file, &self.path, at, bytes).map_err(WorkerError::Store)?;
+            at += bytes.len() as u64;
         }
         Ok(())
     }
