@@ -1,6 +1,15 @@
-//! One layer's task: wait for a download slot, fetch the blob into `ingest/` (resuming a
-//! partial file, retrying transient failures with docker's countdown), publish it, then hand
-//! it to [`super::extract`] and report `Pull complete` in manifest order.
+//! One layer's task: wait for a download slot, fetch the blob into `ingest/` through the
+//! store's [`Ingest`] writer (resuming a partial file, retrying transient failures with
+//! docker's countdown), publish it, then hand it to [`super::extract`] and report
+//! `Pull complete` in manifest order.
+//!
+//! A blob of at least `parallel-download-threshold` bytes is fetched as concurrent ranges
+//! ([`RangeSettings`]): the missing ranges of the ingest file are split into chunks, taken by
+//! up to `connections-per-blob` workers (each request holds one of the pull's
+//! `max-connections`), and written at their offsets; the ingest records each completed range
+//! in its sidecar and hashes the contiguous prefix, which the streaming extractor follows. The
+//! first range probes the server alone. A range refused or answered wrongly, or failing three
+//! times, ends the ranged download: the blob goes on as one stream from the completed prefix.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -18,7 +27,7 @@ use crate::registry::blob::BlobError;
 use crate::registry::{Registry, RegistryError};
 use crate::settings::RangeSettings;
 use crate::store::ingest::Committed;
-use crate::store::{Ingest, Opened, Store};
+use crate::store::{Ingest, Opened, RangeWriter, Store};
 
 /// How a layer task gets its download slot.
 pub(super) enum Slot {
@@ -62,7 +71,7 @@ enum RangesEnd {
 enum RangeMsg {
     /// The worker's first range is being served: the server answers ranges.
     Served,
-    /// `[start, end)` is written.
+    /// `[start, end)` is written (a whole range or a part of one).
     Done(u64, u64),
     /// The worker stopped.
     Failed(BlobError),
@@ -271,24 +280,22 @@ impl LayerTask {
                 a = e;
             }
         }
-        let mut left = queue.len();
-        if left == 0 {
+        if queue.is_empty() {
             return Ok(());
         }
-        let workers = self.ranges.connections_per_blob.min(left).max(1);
+        let workers = self.ranges.connections_per_blob.min(queue.len()).max(1);
+        let writer = ingest.begin_ranges().map_err(|e| RangesEnd::Failed(e.into()))?;
         let queue = Arc::new(Mutex::new(queue));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let stop = self.cancel.child_token();
         let mut set = tokio::task::JoinSet::new();
-        let (file, path) = (ingest.file().clone(), ingest.path().to_path_buf());
         let spawn = |set: &mut tokio::task::JoinSet<()>| {
             let worker = RangeWorker {
                 registry: self.registry.clone(),
                 repo: self.repo.clone(),
                 digest: desc.digest.clone(),
                 size: desc.size,
-                file: file.clone(),
-                path: path.clone(),
+                writer: writer.clone(),
                 queue: queue.clone(),
                 connections: self.connections.clone(),
                 stop: stop.clone(),
@@ -339,8 +346,7 @@ impl LayerTask {
                             total: desc.size,
                         });
                     }
-                    left -= 1;
-                    if left == 0 {
+                    if now == desc.size {
                         break Ok(());
                     }
                 }
@@ -456,8 +462,7 @@ struct RangeWorker {
     repo: String,
     digest: Digest,
     size: u64,
-    file: Arc<std::fs::File>,
-    path: std::path::PathBuf,
+    writer: RangeWriter,
     queue: Arc<Mutex<VecDeque<(u64, u64)>>>,
     connections: Arc<Semaphore>,
     stop: CancellationToken,
@@ -467,6 +472,8 @@ struct RangeWorker {
 /// Silent re-requests of a range cut short, and retries of a range that failed.
 const RANGE_RESUMES: u32 = 2;
 const RANGE_ATTEMPTS: u32 = 3;
+/// Bytes of a range after which its completed part is recorded in the sidecar.
+const RANGE_PROGRESS: u64 = 1 << 20;
 
 impl RangeWorker {
     async fn run(self) {
@@ -476,10 +483,12 @@ impl RangeWorker {
                 return;
             };
             let mut attempt = 0;
+            // What is not yet recorded complete: a retry goes on from there.
+            let mut from = a;
             let outcome = loop {
                 attempt += 1;
                 let r = tokio::select! {
-                    r = self.fetch(a, b, &mut served) => r,
+                    r = self.fetch(&mut from, b, &mut served) => r,
                     _ = self.stop.cancelled() => return,
                 };
                 match r {
@@ -495,18 +504,18 @@ impl RangeWorker {
                 }
             };
             let msg = match outcome {
-                Ok(()) => RangeMsg::Done(a, b),
+                Ok(()) => continue,
                 Err(WorkerError::Blob(e)) => RangeMsg::Failed(e),
                 Err(WorkerError::Store(e)) => RangeMsg::Store(e),
             };
-            let failed = !matches!(msg, RangeMsg::Done(..));
-            if self.tx.send(msg).is_err() || failed {
-                return;
-            }
+            let _ = self.tx.send(msg);
+            return;
         }
     }
 
-    async fn fetch(&self, a: u64, b: u64, served: &mut bool) -> Result<(), WorkerError> {
+    /// Fetches `[*from, b)`, sending `Done` for each completed part and moving `*from` on.
+    async fn fetch(&self, from: &mut u64, b: u64, served: &mut bool) -> Result<(), WorkerError> {
+        let a = *from;
         let _connection = self
             .connections
             .clone()
@@ -522,11 +531,23 @@ impl RangeWorker {
             let _ = self.tx.send(RangeMsg::Served);
         }
         let mut at = a;
+        let mut reported = a;
         while let Some(bytes) = stream.next().await? {
             let bytes = bytes.as_ref();
             // A local failure: one stream would meet it too, so it is not a fallback.
-            Ingest::write_at(&self.file, &self.path, at, bytes).map_err(WorkerError::Store)?;
+            self.writer.write_at(at, bytes).map_err(WorkerError::Store)?;
             at += bytes.len() as u64;
+            // Completed parts of a range are recorded as they come, so a kill loses at most
+            // this much per connection.
+            if at - reported >= RANGE_PROGRESS {
+                let _ = self.tx.send(RangeMsg::Done(reported, at));
+                reported = at;
+                *from = at;
+            }
+        }
+        if at > reported {
+            let _ = self.tx.send(RangeMsg::Done(reported, at));
+            *from = at;
         }
         Ok(())
     }

@@ -247,8 +247,7 @@ impl Ingest {
         &self.path
     }
 
-    /// The partial file, shared with writers of ranges ([`Ingest::write_at`]) and readers
-    /// following the prefix.
+    /// The partial file, shared with readers following the prefix.
     pub fn file(&self) -> &Arc<File> {
         &self.file
     }
@@ -296,16 +295,25 @@ impl Ingest {
         Ok(())
     }
 
-    /// Writes `bytes` at `offset` of the file without marking them complete (see
-    /// [`Ingest::complete`]); callable from several tasks at once through [`Ingest::file`].
-    pub fn write_at(file: &File, path: &Path, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        write_at(file, path, offset, bytes)
+    /// Switches the download to ranges written out of order: the sidecar lists the completed
+    /// ranges from now on (before any byte is written beyond the prefix, so that a kill never
+    /// leaves bytes that a later run would take for a complete prefix). Returns the writer the
+    /// ranges are written with; [`Ingest::complete`] then marks them complete.
+    pub fn begin_ranges(&mut self) -> Result<RangeWriter, StoreError> {
+        if !self.sparse {
+            self.sparse = true;
+            self.write_sidecar()?;
+        }
+        Ok(RangeWriter {
+            file: self.file.clone(),
+            path: self.path.clone(),
+        })
     }
 
-    /// Records `[start, end)` as complete (written with [`Ingest::write_at`]) in the sidecar and
+    /// Records `[start, end)` as complete (written with a [`RangeWriter`]) in the sidecar and
     /// hashes what became contiguous; returns the new prefix.
     pub fn complete(&mut self, start: u64, end: u64) -> Result<u64, StoreError> {
-        if end > self.size || start > end {
+        if !self.sparse || end > self.size || start > end {
             return Err(StoreError::Verification(format!(
                 "range {start}-{end} is outside blob {} of {} bytes",
                 self.digest, self.size
@@ -420,6 +428,21 @@ impl Ingest {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+}
+
+/// Writes ranges of a download at their offsets, from any number of tasks at once (see
+/// [`Ingest::begin_ranges`]).
+#[derive(Clone)]
+pub struct RangeWriter {
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+impl RangeWriter {
+    /// Writes `bytes` at `offset`, without marking them complete.
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        write_at(&self.file, &self.path, offset, bytes)
     }
 }
 
@@ -547,11 +570,19 @@ mod tests {
         let blob: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
         let d = Digest::sha256_of(&blob);
         let mut i = open(&store, &d, 1000);
-        let f = i.file().clone();
-        Ingest::write_at(&f, i.path(), 600, &blob[600..800]).unwrap();
+        assert!(i.complete(0, 10).is_err(), "ranges need begin_ranges");
+        let w = i.begin_ranges().unwrap();
+        // Written but not completed: never taken for a prefix after a kill.
+        w.write_at(0, &blob[..100]).unwrap();
+        drop(i);
+        assert_eq!(store.read_partial_info(&d).unwrap().ranges, Some(vec![]));
+        let mut i = open(&store, &d, 1000);
+        assert_eq!((i.prefix(), i.resumed()), (0, false));
+        let w = i.begin_ranges().unwrap();
+        w.write_at(600, &blob[600..800]).unwrap();
         assert_eq!(i.complete(600, 800).unwrap(), 0);
         // Written but never completed: not trusted after a restart.
-        Ingest::write_at(&f, i.path(), 200, &blob[200..300]).unwrap();
+        w.write_at(200, &blob[200..300]).unwrap();
         drop(i);
         let info = store.read_partial_info(&d).unwrap();
         assert_eq!(info.ranges, Some(vec![[600, 800]]));
@@ -559,10 +590,10 @@ mod tests {
         assert!(info.problem(700).is_some());
         let mut i = open(&store, &d, 1000);
         assert_eq!(i.missing(), vec![(0, 600), (800, 1000)]);
-        let f = i.file().clone();
-        Ingest::write_at(&f, i.path(), 0, &blob[..600]).unwrap();
+        let w = i.begin_ranges().unwrap();
+        w.write_at(0, &blob[..600]).unwrap();
         assert_eq!(i.complete(0, 600).unwrap(), 800);
-        Ingest::write_at(&f, i.path(), 800, &blob[800..]).unwrap();
+        w.write_at(800, &blob[800..]).unwrap();
         assert_eq!(i.complete(800, 1000).unwrap(), 1000);
         assert_eq!(i.commit().unwrap(), Committed::Done);
         assert!(store.has_blob(&d, Some(1000)));

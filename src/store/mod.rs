@@ -27,7 +27,7 @@ pub mod ingest;
 mod lock;
 
 pub use image::{dir_size, read_image, StoredImage};
-pub use ingest::{Ingest, Opened, PartialInfo};
+pub use ingest::{Ingest, Opened, PartialInfo, RangeWriter};
 pub use lock::{FileLock, StoreGuard, GC_LOCK};
 
 use crate::digest::Digest;
