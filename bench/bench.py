@@ -361,6 +361,9 @@ def bench_image(args, registry, label, repo, image, comp, work):
     os.makedirs(env["DOCKER_CONFIG"], exist_ok=True)
     rows.append(timed("rpull cold", rpull, args.runs, prep=wipe(root), env=env))
     rows.append(timed("rpull warm", rpull, args.runs, env=env))
+    # Before issue 15 every blob was one stream: the same pull with ranged downloads off.
+    one = [args.rpull, "pull", "-q", "--connections-per-blob", "1", "--root", root, ref]
+    rows.append(timed("rpull cold, one stream per blob", one, args.runs, prep=wipe(root), env=env))
     shutil.rmtree(root, ignore_errors=True)
     dest = os.path.join(work, "curl-tar")
     for par, name in ((0, "curl|tar sequential"), (3, "curl|tar 3 parallel")):
@@ -397,6 +400,166 @@ def step_costs(args, image, work):
     return json.loads(p.stdout)
 
 
+# ----------------------------------------------------------------------------------------------
+# The far registry: the same registry behind bench/shaper (added RTT, per-connection cap)
+
+
+def build_far_image(cache, mb):
+    """One layer of `mb` MB of random bytes (so the blob is about that size), gzip -1."""
+    d = os.path.join(cache, f"far-{mb}MB")
+    meta_path = os.path.join(d, "image.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            log(f"reusing the far image from {d}")
+            return json.load(f)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(os.path.join(d, "tree", "data"))
+    log(f"building the far image: one layer of {mb} MB of random bytes, gzip -1")
+    with open(os.path.join(d, "tree", "data", "random.bin"), "wb") as f:
+        for _ in range(mb):
+            f.write(os.urandom(1 << 20))
+    tar = subprocess.Popen(["tar", "-C", os.path.join(d, "tree"), "-cf", "-", "data"],
+                           stdout=subprocess.PIPE)
+    path = os.path.join(d, "layer0.gzip")
+    with open(path, "wb") as fout:
+        gz = subprocess.Popen(["gzip", "-1", "-n"], stdin=subprocess.PIPE, stdout=fout)
+        h = hashlib.sha256()
+        while True:
+            b = tar.stdout.read(CHUNK)
+            if not b:
+                break
+            h.update(b)
+            gz.stdin.write(b)
+        tar.wait()
+        gz.stdin.close()
+        gz.wait()
+    shutil.rmtree(os.path.join(d, "tree"))
+    lay = {"path": path, "digest": file_digest(path), "size": os.path.getsize(path),
+           "diff_id": "sha256:" + h.hexdigest()}
+    config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+              "rootfs": {"type": "layers", "diff_ids": [lay["diff_id"]]},
+              "history": [{"created_by": "bench far layer"}]}
+    meta = {"layers": [lay], "config": json.dumps(config, sort_keys=True)}
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    return meta
+
+
+class Shaper:
+    def __init__(self, binary, backend, rtt_ms, rate, workdir):
+        self.stats = os.path.join(workdir, "shaper-stats")
+        open(self.stats, "w").close()
+        self.proc = subprocess.Popen([binary, "127.0.0.1:0", backend, str(rtt_ms), str(rate),
+                                      self.stats], stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        self.host = self.proc.stdout.readline().strip()
+        log(f"shaper on {self.host}: +{rtt_ms} ms RTT, {rate / 1e6:.0f} MB/s per connection")
+
+    def reset(self):
+        open(self.stats, "w").close()
+
+    def bytes_down(self):
+        time.sleep(1.0)  # connections of a finished process are counted when the shaper sees them end
+        with open(self.stats) as f:
+            return sum(int(l) for l in f if l.strip())
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def fs_type(path):
+    """The filesystem of `path` as mount names it (`stat -f` says ext2/ext3 for ext4)."""
+    p = subprocess.run(["findmnt", "-no", "FSTYPE", "-T", path], capture_output=True, text=True)
+    if p.returncode != 0 or not p.stdout.strip():
+        p = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True)
+    return p.stdout.strip().splitlines()[0] if p.stdout.strip() else "?"
+
+
+def bench_far(args, shaper, label, repo, image, comp, work, interrupted):
+    ref = f"{shaper.host}/{repo}:latest"
+    blob_bytes = sum(l["size"] for l in image["layers"])
+    log(f"far: {label}: {len(image['layers'])} layer(s), {blob_bytes / 1e6:.1f} MB {comp}")
+    env = dict(os.environ, HOME=work, DOCKER_CONFIG=os.path.join(work, "docker-config"))
+    os.makedirs(env["DOCKER_CONFIG"], exist_ok=True)
+    rows = []
+    # The baseline: each blob downloaded by curl over one connection, one after the other,
+    # no unpack and no check (what docker and podman do per layer, minus their unpacking).
+    base = f"http://{shaper.host}/v2/{repo}/blobs"
+    script = os.path.join(work, "curl-far.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nset -e\n" + "".join(
+            f"curl -sf -o /dev/null {base}/{l['digest']}\n" for l in image["layers"]))
+    rows.append(timed("curl, one connection per blob (no unpack)", ["/bin/sh", script], args.runs))
+    roots = [(fs_type(work), os.path.join(work, "far-root"))]
+    if args.ext4_dir:
+        os.makedirs(args.ext4_dir, exist_ok=True)
+        roots.append((fs_type(args.ext4_dir), os.path.join(args.ext4_dir, "far-root")))
+    for i, (fs, root) in enumerate(roots):
+        cmd = [args.rpull, "pull", "-q", "--root", root, ref]
+        rows.append(timed(f"rpull cold ({fs})", cmd, args.runs, prep=wipe(root), env=env))
+        if i == 0:
+            # rpull before issue 15 (and docker, podman): each blob over one connection.
+            one = [args.rpull, "pull", "-q", "--connections-per-blob", "1", "--root", root, ref]
+            rows.append(timed(f"rpull cold, one stream per blob ({fs})", one, args.runs,
+                              prep=wipe(root), env=env))
+        shutil.rmtree(root, ignore_errors=True)
+    for tool in ("podman", "docker"):
+        exe = shutil.which(tool)
+        if exe and subprocess.run([exe, "info"], capture_output=True).returncode == 0:
+            prep = lambda: subprocess.run([exe, "rmi", "-f", ref], capture_output=True)
+            extra = ["--tls-verify=false"] if tool == "podman" else []
+            rows.append(timed(f"{tool} pull", [exe, "pull", "-q", *extra, ref], args.runs, prep=prep))
+        elif exe:
+            log(f"  {tool} is installed but not usable (no engine); skipped")
+    res = {"image": f"far: {label}", "compression": comp, "layers": len(image["layers"]),
+           "blob_bytes": blob_bytes, "rows": rows, "far": True}
+    if interrupted:
+        # SIGKILL half-way through a cold pull, then the re-run: bytes the shaper delivered.
+        cold = next(r for r in rows if r["tool"].startswith("rpull cold ("))
+        root = os.path.join(work, "far-root")
+        shutil.rmtree(root, ignore_errors=True)
+        shaper.reset()
+        cmd = [args.rpull, "pull", "-q", "--root", root, ref]
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(cold["wall"] / 2)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        fetched = shaper.bytes_down()
+        shutil.rmtree(root, ignore_errors=True)
+        res["interrupted"] = {"bytes_fetched": fetched, "ratio": fetched / blob_bytes,
+                              "killed_after_s": round(cold["wall"] / 2, 3)}
+        log(f"  interrupted + re-run: {fetched / 1e6:.1f} MB for {blob_bytes / 1e6:.1f} MB of blobs"
+            f" ({fetched / blob_bytes:.3f}x)")
+    return res
+
+
+def print_far(results):
+    for res in results:
+        rows = res["rows"]
+        curl = rows[0]
+        mb = res["blob_bytes"] / 1e6
+        print(f"\n## {res['image']} — {res['layers']} layer(s), {mb:.1f} MB {res['compression']}"
+              f" (median of {curl['runs']} runs)\n")
+        print("| tool | wall s | CPU s | peak RSS MiB | tool / curl (wall) |")
+        print("|---|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['tool']} | {r['wall']:.3f} | {r['cpu']:.3f} | {r['rss_mib']:.1f} | "
+                  f"{ratio(r['wall'], curl['wall']):.2f} |")
+        for r in rows:
+            if r["tool"].startswith("rpull cold ("):
+                print(f"\n{r['tool']}: {ratio(curl['wall'], r['wall']):.2f}x faster than one curl"
+                      " connection per blob")
+        if "interrupted" in res:
+            i = res["interrupted"]
+            print(f"interrupted (SIGKILL after {i['killed_after_s']} s) + re-run: "
+                  f"{i['bytes_fetched'] / 1e6:.1f} MB fetched, {i['ratio']:.3f}x the blobs")
+
+
 def ratio(a, b):
     return a / b if b else float("nan")
 
@@ -431,8 +594,11 @@ def targets(results):
     rows = {r["tool"]: r for r in res["rows"]}
     cold, warm = rows["rpull cold"], rows["rpull warm"]
     seq, par = rows["curl|tar sequential"], rows["curl|tar 3 parallel"]
+    one = rows["rpull cold, one stream per blob"]
     rss = [r for x in results for r in x["rows"] if r["tool"] == "rpull cold"]
     out = [
+        ("loopback: cold pull / the same with one stream per blob (wall)",
+         ratio(cold["wall"], one["wall"]), "<= 1.05"),
         ("cold pull / curl|tar sequential (wall)", ratio(cold["wall"], seq["wall"]), "<= 0.6"),
         ("cold pull / curl|tar 3 parallel (wall)", ratio(cold["wall"], par["wall"]), "<= 0.6"),
         ("warm re-pull wall ms", 1000 * warm["wall"], "< 30"),
@@ -455,6 +621,14 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="only the one-layer ~50 MB image")
     ap.add_argument("--json")
+    ap.add_argument("--shaper", help="bench/shaper binary: adds the far-registry condition")
+    ap.add_argument("--far-only", action="store_true", help="only the far-registry condition")
+    ap.add_argument("--far-mb", type=int, default=1000, help="size of the far one-layer image")
+    ap.add_argument("--rtt-ms", type=int, default=40)
+    ap.add_argument("--rate", type=int, default=25_000_000, help="bytes/s per connection")
+    ap.add_argument("--ext4-dir", default=os.path.join(os.path.expanduser("~"), ".cache",
+                                                       "rpull-bench", "ext4-work"),
+                    help="a directory on the root ext4, for the far pulls' second row ('' to skip)")
     args = ap.parse_args()
 
     shm_free = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0
@@ -472,27 +646,55 @@ def main():
         big = build_image(cache, "big", 1.65e9, 4, True, ["gzip", "zstd"])
         images = [("5 layers ~500 MB (gzip)", "bench/big", big["gzip"], "gzip"),
                   ("5 layers ~500 MB (zstd)", "bench/big-zstd", big["zstd"], "zstd")] + images
+    far_images = []
+    if args.shaper:
+        far = build_far_image(cache, args.far_mb)
+        far_images.append((f"one layer ~{args.far_mb} MB (gzip)", "bench/far", far, "gzip", True))
+        if not args.quick:
+            big = build_image(cache, "big", 1.65e9, 4, True, ["gzip", "zstd"])
+            far_images.append(("5 layers ~500 MB (gzip)", "bench/big", big["gzip"], "gzip", False))
+    if args.far_only:
+        images = []
     registry = Registry(args.registry_bin, work)
-    results = []
+    results, far_results = [], []
+    shaper = None
     try:
         for label, repo, image, comp in images:
+            registry.push_image(repo, "latest", image, comp)
+        for label, repo, image, comp, _ in far_images:
             registry.push_image(repo, "latest", image, comp)
         for label, repo, image, comp in images:
             res = bench_image(args, registry, label, repo, image, comp, work)
             if args.stepcost:
                 res["stepcost"] = step_costs(args, image, work)
             results.append(res)
+        if far_images:
+            shaper = Shaper(args.shaper, registry.host, args.rtt_ms, args.rate, work)
+            for label, repo, image, comp, interrupted in far_images:
+                far_results.append(bench_far(args, shaper, label, repo, image, comp, work,
+                                             interrupted))
     finally:
+        if shaper:
+            shaper.stop()
         registry.stop()
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    print_table(results)
-    image, tg = targets(results)
-    print(f"\n## Targets (on {image}; RSS over all images)\n")
-    print("| target | measured | goal |")
-    print("|---|---:|---|")
-    for name, v, goal in tg:
-        print(f"| {name.replace('|', chr(92) + '|')} | {v if isinstance(v, str) else f'{v:.2f}'} | {goal} |")
+        if args.ext4_dir:
+            shutil.rmtree(os.path.join(args.ext4_dir, "far-root"), ignore_errors=True)
+    tg = []
+    if results:
+        print_table(results)
+        image, tg = targets(results)
+        print(f"\n## Targets (on {image}; RSS over all images)\n")
+        print("| target | measured | goal |")
+        print("|---|---:|---|")
+        for name, v, goal in tg:
+            print(f"| {name.replace('|', chr(92) + '|')} | {v if isinstance(v, str) else f'{v:.2f}'} | {goal} |")
+    if far_results:
+        print(f"\n# Far registry: +{args.rtt_ms} ms RTT, {args.rate / 1e6:.0f} MB/s per connection"
+              " (bench/shaper)")
+        print_far(far_results)
+    results = results + far_results
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},

@@ -101,7 +101,7 @@ _rpull() {
 
     case "${cmd}" in
         rpull)
-            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --cert-dir --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --help --version pull login logout images rmi prune save rootfs check serve agent token help"
+            opts="-a -q -h -V --root --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --cert-dir --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --parallel-download-threshold --parallel-chunk-size --connections-per-blob --max-connections --read-timeout --help --version pull login logout images rmi prune save rootfs check serve agent token help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -172,6 +172,22 @@ _rpull() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --parallel-download-threshold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --parallel-chunk-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connections-per-blob)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -531,7 +547,7 @@ _rpull() {
             return 0
             ;;
         rpull__subcmd__pull)
-            opts="-a -q -h --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --cert-dir --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --read-timeout --root --help"
+            opts="-a -q -h --all-tags --platform --quiet --disable-content-trust --creds --authfile --tls-verify --cert-dir --os --arch --variant --max-concurrent-downloads --format --insecure-registry --registry-mirror --retry --retry-delay --config --parallel-download-threshold --parallel-chunk-size --connections-per-blob --max-connections --read-timeout --root --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -598,6 +614,22 @@ _rpull() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --parallel-download-threshold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --parallel-chunk-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connections-per-blob)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

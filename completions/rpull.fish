@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_rpull_global_optspecs
-    string join \n root= a/all-tags platform= q/quiet disable-content-trust= creds= authfile= tls-verify= cert-dir= os= arch= variant= max-concurrent-downloads= format= insecure-registry= registry-mirror= retry= retry-delay= config= read-timeout= h/help V/version
+    string join \n root= a/all-tags platform= q/quiet disable-content-trust= creds= authfile= tls-verify= cert-dir= os= arch= variant= max-concurrent-downloads= format= insecure-registry= registry-mirror= retry= retry-delay= config= parallel-download-threshold= parallel-chunk-size= connections-per-blob= max-connections= read-timeout= h/help V/version
 end
 
 function __fish_rpull_needs_command
@@ -44,6 +44,10 @@ complete -c rpull -n "__fish_rpull_needs_command" -l registry-mirror -d 'Try thi
 complete -c rpull -n "__fish_rpull_needs_command" -l retry -d 'Retries of a failed layer download after the first attempt (docker makes 5 attempts in all)' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l retry-delay -d 'Fixed delay between download retries, e.g. 500ms, 2s, 1m [default: docker\'s 5s, 10s, 15s, 20s]' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l config -d 'rpull\'s config file (JSON) [default: <config dir>/rpull/config.json]' -r -F
+complete -c rpull -n "__fish_rpull_needs_command" -l parallel-download-threshold -d 'Fetch blobs of at least this size as several concurrent ranges, e.g. 64MiB [default: 64MiB, or the config file\'s]' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l parallel-chunk-size -d 'The size of one range of such a download, e.g. 16MiB [default: 16MiB, or the config file\'s]' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l connections-per-blob -d 'Concurrent ranges of one large blob; 1 fetches every blob as one stream [default: 4, or the config file\'s]' -r
+complete -c rpull -n "__fish_rpull_needs_command" -l max-connections -d 'Open blob connections of this pull in all, whole layers and ranges [default: 12, or the config file\'s]' -r
 complete -c rpull -n "__fish_rpull_needs_command" -l read-timeout -d 'Give up on a registry answer after this long without data (tests use short values)' -r
 complete -c rpull -n "__fish_rpull_needs_command" -s a -l all-tags -d 'Download all tagged images in the repository'
 complete -c rpull -n "__fish_rpull_needs_command" -s q -l quiet -d 'Suppress verbose output'
@@ -81,6 +85,10 @@ complete -c rpull -n "__fish_rpull_using_subcommand pull" -l registry-mirror -d 
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l retry -d 'Retries of a failed layer download after the first attempt (docker makes 5 attempts in all)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l retry-delay -d 'Fixed delay between download retries, e.g. 500ms, 2s, 1m [default: docker\'s 5s, 10s, 15s, 20s]' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l config -d 'rpull\'s config file (JSON) [default: <config dir>/rpull/config.json]' -r -F
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l parallel-download-threshold -d 'Fetch blobs of at least this size as several concurrent ranges, e.g. 64MiB [default: 64MiB, or the config file\'s]' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l parallel-chunk-size -d 'The size of one range of such a download, e.g. 16MiB [default: 16MiB, or the config file\'s]' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l connections-per-blob -d 'Concurrent ranges of one large blob; 1 fetches every blob as one stream [default: 4, or the config file\'s]' -r
+complete -c rpull -n "__fish_rpull_using_subcommand pull" -l max-connections -d 'Open blob connections of this pull in all, whole layers and ranges [default: 12, or the config file\'s]' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l read-timeout -d 'Give up on a registry answer after this long without data (tests use short values)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand pull" -s a -l all-tags -d 'Download all tagged images in the repository'

@@ -9,7 +9,8 @@
 //!   index the reference resolved through is present too;
 //! * every directory under `layers/sha256/` has its completeness marker `layer.json`, naming
 //!   the same DiffID, and a `rootfs/`;
-//! * partial downloads in `ingest/` have a sidecar and are no longer than it declares.
+//! * partial downloads in `ingest/` have a sidecar and are no longer than it declares; the
+//!   completed ranges a sidecar lists are in order, within the blob and held by the file.
 //!
 //! What is found falls in two classes. A [`Finding`] that is a *problem* means visible content
 //! is wrong or missing; any problem left makes the check fail. *Leftovers* (temporary files of
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{Algorithm, Digest, Sha256Hasher};
 use crate::manifest::{ImageConfig, Manifest};
-use crate::store::{self, FileLock, LayoutIndex, Store, StoreError};
+use crate::store::{self, LayoutIndex, Store, StoreError};
 
 /// Why the check could not run at all (problems in the store are [`Finding`]s, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -441,16 +442,7 @@ impl Checker<'_> {
                 "json" => self.leftover_partial(&digest, path, "sidecar without a partial download"),
                 "partial" => {
                     let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                    let why = match self.store.read_partial_info(&digest) {
-                        _ if self.store.has_blob(&digest, None) => Some("the blob is already stored"),
-                        None => Some("partial download without a readable sidecar"),
-                        Some(info) if info.digest != digest => Some("sidecar names another digest"),
-                        Some(info) if len > info.size => {
-                            Some("partial download longer than the blob it should become")
-                        }
-                        Some(_) => None,
-                    };
-                    match why {
+                    match store::ingest::inspect(self.store, &digest, len) {
                         None => self.report.partials += 1,
                         Some(why) => self.leftover_partial(&digest, path, why),
                     }
@@ -470,19 +462,9 @@ impl Checker<'_> {
     /// another process downloads it.
     fn leftover_partial(&mut self, digest: &Digest, path: &Path, why: &str) {
         let store = self.store;
-        self.find(
-            Severity::Leftover,
-            path,
-            why.to_string(),
-            || match FileLock::try_acquire(&store.ingest_lock_path(digest)) {
-                Ok(Some(_lock)) => {
-                    let _ = fs::remove_file(store.ingest_path(digest));
-                    let _ = fs::remove_file(store.ingest_info_path(digest));
-                    true
-                }
-                _ => false,
-            },
-        );
+        self.find(Severity::Leftover, path, why.to_string(), || {
+            matches!(store::ingest::remove_unused(store, digest), Ok(Some(_)))
+        });
     }
 }
 
@@ -548,13 +530,35 @@ mod tests {
         let r = check(&s, false).unwrap();
         assert!(r.is_ok());
         assert_eq!(r.findings.len(), 1);
-        s.record_partial(&d, 13).unwrap();
-        // A sidecar with another size discards the partial.
+        let sidecar = |info: &store::PartialInfo| {
+            fs::write(s.ingest_info_path(&d), serde_json::to_vec(info).unwrap()).unwrap();
+        };
+        sidecar(&store::PartialInfo::sequential(&d, 13));
         fs::write(s.ingest_path(&d), b"some").unwrap();
         let r = check(&s, true).unwrap();
         assert_eq!(r.partials, 1, "{:?}", r.findings);
-        s.record_partial(&d, 20).unwrap();
-        assert!(!s.ingest_path(&d).exists());
+        // Completed ranges: in order, within the blob, held by the file.
+        fs::write(s.ingest_path(&d), b"some big").unwrap();
+        let ranged = |ranges: Vec<[u64; 2]>| store::PartialInfo {
+            ranges: Some(ranges),
+            ..store::PartialInfo::sequential(&d, 13)
+        };
+        sidecar(&ranged(vec![[0, 2], [4, 8]]));
+        let r = check(&s, false).unwrap();
+        assert_eq!((r.partials, r.findings.len()), (1, 0), "{:?}", r.findings);
+        for bad in [vec![[4, 8], [0, 2]], vec![[0, 9]], vec![[8, 14]], vec![[3, 3]]] {
+            sidecar(&ranged(bad.clone()));
+            let r = check(&s, false).unwrap();
+            assert_eq!(
+                (r.partials, r.findings.len()),
+                (0, 1),
+                "{bad:?}: {:?}",
+                r.findings
+            );
+        }
+        let r = check(&s, true).unwrap();
+        assert_eq!(r.findings.len(), 1);
+        assert!(!s.ingest_path(&d).exists() && !s.ingest_info_path(&d).exists());
     }
 
     #[test]

@@ -331,9 +331,48 @@ pub struct PullArgs {
     #[arg(long, value_name = "FILE", env = crate::settings::env::CONFIG)]
     pub config: Option<PathBuf>,
 
+    /// Fetch blobs of at least this size as several concurrent ranges, e.g. 64MiB [default: 64MiB, or the config file's]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub parallel_download_threshold: Option<u64>,
+
+    /// The size of one range of such a download, e.g. 16MiB [default: 16MiB, or the config file's]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub parallel_chunk_size: Option<u64>,
+
+    /// Concurrent ranges of one large blob; 1 fetches every blob as one stream [default: 4, or the config file's]
+    #[arg(long, value_name = "int", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub connections_per_blob: Option<u32>,
+
+    /// Open blob connections of this pull in all, whole layers and ranges [default: 12, or the config file's]
+    #[arg(long, value_name = "int", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_connections: Option<u32>,
+
     /// Give up on a registry answer after this long without data (tests use short values)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true, env = crate::settings::env::READ_TIMEOUT)]
     pub read_timeout: Option<Duration>,
+}
+
+/// Parses a byte count: `1048576`, `512KiB`, `64MiB`, `1GiB` (`K`, `M`, `G`, `KB`, `MB`, `GB`
+/// mean the same powers of 1024). At least 1.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: use a number of bytes, KiB, MiB or GiB"
+            ))
+        }
+    };
+    n.checked_shl(shift)
+        .filter(|v| *v >> shift == n && *v > 0)
+        .ok_or_else(|| format!("invalid size {s:?}"))
 }
 
 /// Parses `500ms`, `2s`, `1.5s`, `3m`, `1h`, or a bare number of seconds.
@@ -362,6 +401,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("256k"), Ok(256 << 10));
+        assert_eq!(parse_size(" 2 GB "), Ok(2 << 30));
+        for bad in ["", "0", "MiB", "1TiB", "-1", "99999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

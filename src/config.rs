@@ -1,8 +1,9 @@
 //! rpull's own configuration file: JSON at `<config dir>/rpull/config.json` (e.g.
 //! `~/.config/rpull/config.json`), or the file named by `--config` / `RPULL_CONFIG`. It holds
 //! what docker keeps in `daemon.json`: insecure registries, Docker Hub mirrors, per-registry
-//! mirrors (which docker lacks), the download concurrency and the `certs.d` directory, and
-//! the key file signing the fleet API's tokens (`rpull serve`). Command-line flags win over it.
+//! mirrors (which docker lacks), the download concurrency, the `certs.d` directory, how
+//! large blobs are fetched as concurrent ranges ([`crate::settings::RangeSettings`]), and the key
+//! file signing the fleet API's tokens (`rpull serve`). Command-line flags win over it.
 //!
 //! ```json
 //! {
@@ -11,6 +12,10 @@
 //!   "mirrors": { "registry.internal:5000": ["http://cache.internal:5000"] },
 //!   "max-concurrent-downloads": 6,
 //!   "certs-d": "/etc/docker/certs.d",
+//!   "parallel-download-threshold": 67108864,
+//!   "parallel-chunk-size": 16777216,
+//!   "connections-per-blob": 4,
+//!   "max-connections": 12,
 //!   "signing-key-file": "/etc/rpull/signing.key"
 //! }
 //! ```
@@ -73,6 +78,18 @@ pub struct Config {
     /// The file whose key signs the fleet API's tokens (`rpull serve --signing-key-file`).
     #[serde(default)]
     pub signing_key_file: Option<PathBuf>,
+    /// Blobs of at least this many bytes are fetched as several concurrent ranges.
+    #[serde(default)]
+    pub parallel_download_threshold: Option<u64>,
+    /// The size of one range of such a download, in bytes.
+    #[serde(default)]
+    pub parallel_chunk_size: Option<u64>,
+    /// Concurrent ranges of one blob.
+    #[serde(default)]
+    pub connections_per_blob: Option<u32>,
+    /// Open blob connections of one pull in all (ranges and whole layers).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 impl Config {

@@ -660,19 +660,8 @@ pub fn collect_with(store: &Store, opts: &CollectOptions) -> Result<GcReport, Gc
         if !name.ends_with(".partial") {
             continue;
         }
-        let lock_path = path.with_extension("lock");
-        match FileLock::try_acquire(&lock_path)? {
-            Some(lock) => {
-                let size = fs::symlink_metadata(path).map_or(0, |m| m.len());
-                match fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("remove", path)(e)),
-                }
-                let _ = fs::remove_file(&lock_path);
-                drop(lock);
-                report.removed_partials.push((path.clone(), size));
-            }
+        match crate::store::ingest::remove_unused_at(path)? {
+            Some(size) => report.removed_partials.push((path.clone(), size)),
             None => report.in_use.push(path.clone()),
         }
     }

@@ -52,6 +52,31 @@ pub mod env {
 /// Layers downloaded at once unless the flags or the config file say otherwise (docker's 3).
 pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
 
+/// How one large blob is fetched as several concurrent `Range` requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeSettings {
+    /// Blobs of at least this many bytes are fetched in ranges (default 64 MiB).
+    pub threshold: u64,
+    /// The size of one range (default 16 MiB).
+    pub chunk_size: u64,
+    /// Concurrent ranges of one blob (default 4; 1 turns ranged downloads off).
+    pub connections_per_blob: usize,
+    /// Open blob connections of one pull in all, whole layers and ranges (default 12);
+    /// `max-concurrent-downloads` still says how many layers are in flight.
+    pub max_connections: usize,
+}
+
+impl Default for RangeSettings {
+    fn default() -> Self {
+        RangeSettings {
+            threshold: 64 << 20,
+            chunk_size: 16 << 20,
+            connections_per_blob: 4,
+            max_connections: 12,
+        }
+    }
+}
+
 /// What a caller sets over the config file: the command line's flags, or a server's own.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -69,6 +94,14 @@ pub struct Overrides {
     pub retry: Option<RetryPolicy>,
     /// The read timeout (`RPULL_READ_TIMEOUT` through clap).
     pub read_timeout: Option<Duration>,
+    /// `--parallel-download-threshold`.
+    pub parallel_download_threshold: Option<u64>,
+    /// `--parallel-chunk-size`.
+    pub parallel_chunk_size: Option<u64>,
+    /// `--connections-per-blob`.
+    pub connections_per_blob: Option<u32>,
+    /// `--max-connections`.
+    pub max_connections: Option<u32>,
 }
 
 /// Why the settings could not be built.
@@ -100,6 +133,8 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// An absolute bound on a layer's uncompressed size (`RPULL_MAX_LAYER_BYTES`).
     pub max_layer_bytes: Option<u64>,
+    /// How large blobs are fetched in concurrent ranges.
+    pub ranges: RangeSettings,
 }
 
 impl Settings {
@@ -187,6 +222,7 @@ impl Settings {
             max_concurrent_downloads,
             retry: overrides.retry.clone().unwrap_or_default(),
             max_layer_bytes: var(env::MAX_LAYER_BYTES).and_then(|v| v.trim().parse().ok()),
+            ranges: range_settings(overrides, file),
         })
     }
 
@@ -226,7 +262,31 @@ impl Settings {
             mirrors: self.mirrors.clone(),
             max_layer_bytes: self.max_layer_bytes,
             download_slots: None,
+            ranges: self.ranges.clone(),
+            connection_slots: None,
         }
+    }
+}
+
+/// The flags over the config file over the defaults.
+fn range_settings(overrides: &Overrides, file: &Config) -> RangeSettings {
+    let d = RangeSettings::default();
+    let count = |o: Option<u32>, f: Option<u32>, d: usize| o.or(f).map_or(d, |n| n.max(1) as usize);
+    RangeSettings {
+        threshold: overrides
+            .parallel_download_threshold
+            .or(file.parallel_download_threshold)
+            .unwrap_or(d.threshold),
+        chunk_size: overrides
+            .parallel_chunk_size
+            .or(file.parallel_chunk_size)
+            .map_or(d.chunk_size, |n| n.max(1)),
+        connections_per_blob: count(
+            overrides.connections_per_blob,
+            file.connections_per_blob,
+            d.connections_per_blob,
+        ),
+        max_connections: count(overrides.max_connections, file.max_connections, d.max_connections),
     }
 }
 
@@ -262,6 +322,43 @@ mod tests {
         assert!(s.registry.insecure_registries.is_empty());
         assert_eq!(s.max_layer_bytes, None);
         assert_eq!(s.registry.proxy, ProxySettings::default());
+    }
+
+    #[test]
+    fn range_settings_come_from_flags_over_the_file_over_the_defaults() {
+        let s = build(&Overrides::default(), &Config::default(), &[]);
+        assert_eq!(
+            s.ranges,
+            RangeSettings {
+                threshold: 64 << 20,
+                chunk_size: 16 << 20,
+                connections_per_blob: 4,
+                max_connections: 12
+            }
+        );
+        let file = Config {
+            parallel_download_threshold: Some(1000),
+            parallel_chunk_size: Some(0),
+            connections_per_blob: Some(8),
+            max_connections: Some(20),
+            ..Config::default()
+        };
+        let overrides = Overrides {
+            connections_per_blob: Some(2),
+            max_connections: Some(0),
+            ..Overrides::default()
+        };
+        let s = build(&overrides, &file, &[]);
+        assert_eq!(
+            s.ranges,
+            RangeSettings {
+                threshold: 1000,
+                chunk_size: 1,
+                connections_per_blob: 2,
+                max_connections: 1
+            }
+        );
+        assert_eq!(s.pull_options(None, false, None).ranges, s.ranges);
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! find an intact store (an independent check here agrees: every visible blob hashes to its
 //! name, every visible layer has its marker), and a re-pull must complete.
 //!
+//! The same runs again with every layer fetched as concurrent ranges (a config file with a small
+//! threshold): a kill then leaves a partial whose sidecar lists completed ranges with holes
+//! between them, which `rpull check` must accept and the re-pull must complete. (How many kill
+//! points leave one is printed; tests/ranges.rs makes that state on purpose and checks it.)
+//!
 //! `RPULL_KILLPOINTS` sets the number of kill points per signal (default 25, so 50 in all);
 //! `RPULL_KILLPOINTS_SEED` replays a run. `bench/killpoints` runs 200.
 
@@ -139,22 +144,26 @@ fn assert_check_passes(sandbox: &Rpull, context: &str) {
 }
 
 const THROTTLE: u64 = 1_000_000;
+/// Per connection when layers come in ranges: 4 connections share about the same rate, so
+/// that kills land while ranges are in flight.
+const RANGED_THROTTLE: u64 = 250_000;
 
 impl Setup {
     /// Throttled, most kill points land in downloads; unthrottled, in unpacking, publishing
     /// and the index update.
-    fn throttle(&self, on: bool) {
+    fn throttle(&self, on: bool, ranged: bool) {
         self.proxy.clear_rules();
         if on {
+            let rate = if ranged { RANGED_THROTTLE } else { THROTTLE };
             self.proxy
-                .add_rule(Rule::new("/blobs/", Fault::Throttle(THROTTLE)).method("GET"));
+                .add_rule(Rule::new("/blobs/", Fault::Throttle(rate)).method("GET"));
         }
     }
 }
 
 /// Measures an uninterrupted pull of both images, to spread the kill points over it.
-fn full_pull_time(s: &Setup) -> Duration {
-    let sandbox = rpull();
+fn full_pull_time(s: &Setup, ranged: bool) -> Duration {
+    let sandbox = sandbox(ranged);
     let start = Instant::now();
     for r in &s.refs {
         sandbox.run([r]).assert_success();
@@ -163,35 +172,65 @@ fn full_pull_time(s: &Setup) -> Duration {
     start.elapsed() / 2
 }
 
-fn kill_points(signal: libc::c_int, salt: u64) {
+/// A sandbox; `ranged`: its config file makes every layer (about 96 kB) a ranged download of
+/// 16 KiB ranges over 4 connections, so kills land with ranges in flight.
+fn sandbox(ranged: bool) -> Rpull {
+    let mut r = rpull();
+    if ranged {
+        let path = r.home().join("rpull-ranged.json");
+        fs::write(
+            &path,
+            r#"{"parallel-download-threshold": 65536, "parallel-chunk-size": 16384,
+                "connections-per-blob": 4}"#,
+        )
+        .unwrap();
+        r.env("RPULL_CONFIG", &path);
+    }
+    r
+}
+
+/// Whether `root` holds a partial download whose sidecar lists completed ranges.
+fn has_ranged_partial(root: &Path) -> bool {
+    fs::read_dir(root.join("ingest"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .any(|v| v["ranges"].is_array())
+}
+
+fn kill_points(signal: libc::c_int, salt: u64, ranged: bool) {
     let s = setup();
-    s.throttle(false);
-    let fast_ms = (full_pull_time(&s).as_millis() as u64).max(20) * 6 / 5;
-    s.throttle(true);
-    let slow_ms = (full_pull_time(&s).as_millis() as u64).max(50) * 6 / 5;
+    s.throttle(false, ranged);
+    let fast_ms = (full_pull_time(&s, ranged).as_millis() as u64).max(20) * 6 / 5;
+    s.throttle(true, ranged);
+    let slow_ms = (full_pull_time(&s, ranged).as_millis() as u64).max(50) * 6 / 5;
+    let mut holes = 0;
     let mut rng = Rng::new(salt);
     let n = count();
     let started = Instant::now();
-    let mut sandbox = rpull();
+    let mut sandbox = sandbox(ranged);
     let mut stopped_mid_pull = 0;
     for i in 0..n {
         // Pull a, then b (which shares layers with a) into the same store; a fresh store
         // every other pair.
         let which = i % 2;
         if i % 4 == 0 {
-            sandbox = rpull();
+            sandbox = self::sandbox(ranged);
         }
         let reference = &s.refs[which];
         // Every third kill point without the throttle.
         let throttled = i % 3 != 2;
-        s.throttle(throttled);
+        s.throttle(throttled, ranged);
         let span_ms = if throttled { slow_ms } else { fast_ms };
         let delay = Duration::from_millis(rng.below(span_ms));
         let mut running = sandbox.spawn([reference]);
         std::thread::sleep(delay);
         running.signal(signal);
         let out = running.wait();
-        s.throttle(false); // the checks and the re-pull need no throttle
+        s.throttle(false, ranged); // the checks and the re-pull need no throttle
         let context =
             format!("kill point {i} ({reference}, signal {signal}, after {delay:?}, throttled: {throttled})");
         if !out.success() {
@@ -208,6 +247,9 @@ fn kill_points(signal: libc::c_int, salt: u64) {
             }
         }
         assert_visible_content_intact(sandbox.root(), &context);
+        if has_ranged_partial(sandbox.root()) {
+            holes += 1;
+        }
         assert_check_passes(&sandbox, &context);
         let again = sandbox.run([reference]);
         assert!(
@@ -220,7 +262,8 @@ fn kill_points(signal: libc::c_int, salt: u64) {
         assert_check_passes(&sandbox, &format!("{context}, after the re-pull"));
     }
     eprintln!(
-        "{n} kill points with signal {signal}: {stopped_mid_pull} stopped a pull, 0 corrupt stores, {:?}",
+        "{n} kill points with signal {signal} (ranged: {ranged}): {stopped_mid_pull} stopped a pull, \
+         {holes} left completed ranges, 0 corrupt stores, {:?}",
         started.elapsed()
     );
     assert!(
@@ -232,10 +275,20 @@ fn kill_points(signal: libc::c_int, salt: u64) {
 
 #[test]
 fn sigkill_at_random_points_leaves_an_intact_store() {
-    kill_points(libc::SIGKILL, 1);
+    kill_points(libc::SIGKILL, 1, false);
 }
 
 #[test]
 fn sigint_at_random_points_leaves_an_intact_store() {
-    kill_points(libc::SIGINT, 2);
+    kill_points(libc::SIGINT, 2, false);
+}
+
+#[test]
+fn sigkill_with_ranges_in_flight_leaves_an_intact_store() {
+    kill_points(libc::SIGKILL, 3, true);
+}
+
+#[test]
+fn sigint_with_ranges_in_flight_leaves_an_intact_store() {
+    kill_points(libc::SIGINT, 4, true);
 }

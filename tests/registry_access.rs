@@ -390,6 +390,82 @@ fn a_blob_redirect_to_another_host_carries_no_authorization() {
 }
 
 #[test]
+fn each_range_of_a_large_blob_is_redirected_to_the_cdn_without_authorization() {
+    let pki = Pki::new();
+    let tokens = TokenServer::start(&pki);
+    tokens.user(USER, PASSWORD);
+    let registry = token_registry(&pki, &tokens, &["private/big"]);
+    let image = Image::new(
+        Platform::host(),
+        vec![Layer::random("big.bin", 1_500_000, 21, Compression::Gzip)],
+    );
+    let pushed = registry.push_image("private/big", "v1", &image, ManifestFormat::Oci);
+    let cdn_registry = Registry::start();
+    cdn_registry.push_image("private/big", "v1", &image, ManifestFormat::Oci);
+    let cdn = FaultProxy::start(&cdn_registry.host());
+    let cdn_port = cdn.host().rsplit(':').next().unwrap().to_string();
+    let front = FaultProxy::start(&registry.host());
+    front.add_rule(
+        Rule::new(
+            "/blobs/",
+            Fault::RedirectTo(format!("http://localhost:{cdn_port}")),
+        )
+        .method("GET"),
+    );
+
+    let r = rpull();
+    r.write_docker_config(&auth_config(&front.host()));
+    let out = r.run([
+        "pull",
+        "--parallel-download-threshold",
+        "512KiB",
+        "--parallel-chunk-size",
+        "256KiB",
+        &format!("{}/private/big:v1", front.host()),
+    ]);
+    out.assert_success();
+    assert_no_secret(&out, PASSWORD);
+    let layer = &pushed.layer_digests[0];
+    let at_front: Vec<_> = front
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.contains(layer.as_str()))
+        .collect();
+    assert!(at_front.len() >= 6, "one redirect per range: {at_front:?}");
+    assert!(
+        at_front.iter().all(|q| q.range.is_some() && q.status == 307),
+        "{at_front:?}"
+    );
+    assert!(
+        at_front.iter().all(|q| q
+            .authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Bearer "))),
+        "the registry itself gets the token: {at_front:?}"
+    );
+    let at_cdn: Vec<_> = cdn
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.contains(layer.as_str()))
+        .collect();
+    assert_eq!(
+        at_cdn.len(),
+        at_front.len(),
+        "every range came from the CDN: {at_cdn:?}"
+    );
+    assert!(
+        at_cdn.iter().all(|q| q.range.is_some() && q.status == 206),
+        "{at_cdn:?}"
+    );
+    assert!(
+        cdn.requests().iter().all(|q| q.authorization.is_none()),
+        "Authorization crossed hosts: {at_cdn:?}"
+    );
+    let out = r.run(["check"]);
+    assert!(out.success(), "{out}");
+}
+
+#[test]
 fn an_unparsable_docker_config_is_a_warning_and_the_pull_goes_on() {
     let registry = Registry::start();
     registry.push_small_image("app", "v1", 10);

@@ -94,6 +94,10 @@ fn settings(args: &PullArgs, root: Option<PathBuf>, target_host: Option<&str>) -
             delay: args.retry_delay,
         }),
         read_timeout: args.read_timeout,
+        parallel_download_threshold: args.parallel_download_threshold,
+        parallel_chunk_size: args.parallel_chunk_size,
+        connections_per_blob: args.connections_per_blob,
+        max_connections: args.max_connections,
     };
     let mut settings = Settings::load(&overrides).map_err(|e| e.to_string())?;
     if let Some(host) = target_host {

@@ -1,23 +1,33 @@
-//! One layer's task: wait for a download slot, fetch the blob into `ingest/` (resuming a
-//! partial file, retrying transient failures with docker's countdown), publish it, then hand
-//! it to [`super::extract`] and report `Pull complete` in manifest order.
+//! One layer's task: wait for a download slot, fetch the blob into `ingest/` through the
+//! store's [`Ingest`] writer (resuming a partial file, retrying transient failures with
+//! docker's countdown), publish it, then hand it to [`super::extract`] and report
+//! `Pull complete` in manifest order.
+//!
+//! A blob of at least `parallel-download-threshold` bytes is fetched as concurrent ranges
+//! ([`RangeSettings`]): the missing ranges of the ingest file are split into chunks, taken by
+//! up to `connections-per-blob` workers (each request holds one of the pull's
+//! `max-connections`), and written at their offsets; the ingest records each completed range
+//! in its sidecar and hashes the contiguous prefix, which the streaming extractor follows. The
+//! first range probes the server alone. A range refused or answered wrongly, or failing three
+//! times, ends the ranged download: the blob goes on as one stream from the completed prefix.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::extract::{extract, max_layer_bytes, StreamExtractor};
 use super::{OrderedCompletion, PullError, RetryPolicy, PROGRESS_STEP};
-use crate::digest::{Digest, Sha256Hasher};
+use crate::digest::Digest;
 use crate::manifest::Descriptor;
 use crate::progress::{Event, LayerStatus, Phase, Reporter};
+use crate::registry::blob::BlobError;
 use crate::registry::{Registry, RegistryError};
-use crate::store::{self, Store, StoreError};
+use crate::settings::RangeSettings;
+use crate::store::ingest::Committed;
+use crate::store::{Ingest, Opened, RangeWriter, Store};
 
 /// How a layer task gets its download slot.
 pub(super) enum Slot {
@@ -43,6 +53,48 @@ pub(super) struct LayerTask {
     /// Extractors given up during the download (the file restarted); closed before the task
     /// ends so that their temporary directories are gone when the pull returns.
     pub(super) retired: std::sync::Mutex<Vec<StreamExtractor>>,
+    /// How large blobs are fetched in concurrent ranges.
+    pub(super) ranges: RangeSettings,
+    /// Open blob connections of the pull (every request holds one while it reads).
+    pub(super) connections: Arc<Semaphore>,
+}
+
+/// How a ranged download ended when it did not complete the blob.
+enum RangesEnd {
+    /// The server cannot serve ranges (or kept failing them): go on with one stream.
+    Fallback(String),
+    /// A failure that one stream would meet as well.
+    Failed(PullError),
+}
+
+/// What a range worker tells the download.
+enum RangeMsg {
+    /// The worker's first range is being served: the server answers ranges.
+    Served,
+    /// `[start, end)` is written (a whole range or a part of one).
+    Done(u64, u64),
+    /// The worker stopped.
+    Failed(BlobError),
+    /// Writing to the ingest file failed.
+    Store(crate::store::StoreError),
+}
+
+/// Why a range worker stopped.
+enum WorkerError {
+    Blob(BlobError),
+    Store(crate::store::StoreError),
+}
+
+impl From<BlobError> for WorkerError {
+    fn from(e: BlobError) -> Self {
+        WorkerError::Blob(e)
+    }
+}
+
+impl From<RegistryError> for WorkerError {
+    fn from(e: RegistryError) -> Self {
+        WorkerError::Blob(e.into())
+    }
 }
 
 impl LayerTask {
@@ -121,8 +173,9 @@ impl LayerTask {
         }
     }
 
-    /// Downloads the blob into `ingest/`, resuming a partial file, verifying size and digest,
-    /// retrying transient failures, and publishes it into `blobs/`.
+    /// Downloads the blob into `ingest/` through the store's [`Ingest`] writer (which resumes
+    /// a partial file and verifies size and digest before it commits), retrying transient
+    /// failures with docker's countdown.
     /// `tee` follows the ingest file as it grows; it is dropped (aborting it) whenever the
     /// file can no longer be the blob from byte 0.
     async fn download(
@@ -132,78 +185,63 @@ impl LayerTask {
         tee: &mut Option<StreamExtractor>,
     ) -> Result<(), PullError> {
         let digest = &desc.digest;
-        let path = self.store.ingest_path(digest);
-        let lock_path = path.with_extension("lock");
-        let _lock = loop {
-            if let Some(l) = store::FileLock::try_acquire(&lock_path)? {
-                break l;
-            }
-            // Another rpull is fetching the same blob: wait for it, then use its result.
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+        let mut ingest = loop {
+            match Ingest::try_open(&self.store, digest, desc.size)? {
+                Opened::Stored => return Ok(()),
+                Opened::Open(i) => break *i,
+                // Another rpull is fetching the same blob: wait for it, then use its result.
+                Opened::Busy => tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+                },
             }
         };
-        if self.store.has_blob(digest, Some(desc.size)) {
-            return Ok(());
-        }
-        self.store.record_partial(digest, desc.size)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::Io {
-                action: "open",
-                path: path.clone(),
-                source: e,
-            })?;
-        let (mut hasher, mut offset) = rehash_partial(&mut file, desc.size).map_err(|e| StoreError::Io {
-            action: "read",
-            path: path.clone(),
-            source: e,
-        })?;
-        let mut resumed = offset > 0;
-        if offset > 0 {
+        if ingest.prefix() > 0 {
             // Resuming an earlier run's partial file: the extractor never saw its head.
             self.retire(tee);
         } else if let Some(t) = tee.as_ref() {
-            if t.attach(&file).is_err() {
+            if t.attach(ingest.file()).is_err() {
                 self.retire(tee);
+            }
+        }
+        if desc.size >= self.ranges.threshold.max(1) && self.ranges.connections_per_blob > 1 {
+            match self.fetch_ranges(id, desc, &mut ingest, tee).await {
+                Ok(()) => {
+                    self.report(id, LayerStatus::VerifyingChecksum);
+                    let resumed = ingest.resumed();
+                    if ingest.commit()? == Committed::Done {
+                        return Ok(());
+                    }
+                    self.retire(tee);
+                    if !resumed {
+                        ingest.abandon();
+                        return Err(PullError::LayerVerification(digest.clone()));
+                    }
+                    // An earlier run's bytes were wrong: fetch it again, in one stream.
+                }
+                Err(RangesEnd::Failed(e)) => return Err(e),
+                Err(RangesEnd::Fallback(_why)) => {
+                    // Only the completed prefix is kept; the rest comes in order.
+                    ingest.to_sequential()?;
+                }
             }
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self
-                .stream_into(
-                    id,
-                    desc,
-                    &mut file,
-                    &path,
-                    &mut hasher,
-                    &mut offset,
-                    &mut resumed,
-                    tee,
-                )
-                .await;
+            let result = self.stream_into(id, desc, &mut ingest, tee).await;
             let err = match result {
                 Ok(()) => {
                     self.report(id, LayerStatus::VerifyingChecksum);
-                    let got = std::mem::take(&mut hasher).finish();
-                    if &got == digest {
-                        self.store.commit_ingest(digest, &file, &path)?;
+                    let resumed = ingest.resumed();
+                    if ingest.commit()? == Committed::Done {
                         return Ok(());
                     }
-                    truncate(&mut file, &path)?;
-                    offset = 0;
                     self.retire(tee);
                     if !resumed {
-                        let _ = fs::remove_file(&path);
+                        ingest.abandon();
                         return Err(PullError::LayerVerification(digest.clone()));
                     }
-                    resumed = false;
                     RegistryError::Verification(format!("digest mismatch after resuming {digest}"))
                 }
                 Err(PullError::Registry(e)) => e,
@@ -222,6 +260,111 @@ impl LayerTask {
         }
     }
 
+    /// Fetches the missing ranges of the blob over up to `connections_per_blob` connections,
+    /// writing each at its offset. The completed prefix is hashed and handed to the streaming
+    /// extractor as it grows. The first range is asked for alone: only once it is served as a
+    /// range do the other connections start.
+    async fn fetch_ranges(
+        &self,
+        id: &str,
+        desc: &Descriptor,
+        ingest: &mut Ingest,
+        tee: &mut Option<StreamExtractor>,
+    ) -> Result<(), RangesEnd> {
+        let chunk = self.ranges.chunk_size.max(1);
+        let mut queue = VecDeque::new();
+        for (mut a, b) in ingest.missing() {
+            while a < b {
+                let e = (a + chunk).min(b);
+                queue.push_back((a, e));
+                a = e;
+            }
+        }
+        if queue.is_empty() {
+            return Ok(());
+        }
+        let workers = self.ranges.connections_per_blob.min(queue.len()).max(1);
+        let writer = ingest.begin_ranges().map_err(|e| RangesEnd::Failed(e.into()))?;
+        let queue = Arc::new(Mutex::new(queue));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = self.cancel.child_token();
+        let mut set = tokio::task::JoinSet::new();
+        let spawn = |set: &mut tokio::task::JoinSet<()>| {
+            let worker = RangeWorker {
+                registry: self.registry.clone(),
+                repo: self.repo.clone(),
+                digest: desc.digest.clone(),
+                size: desc.size,
+                writer: writer.clone(),
+                queue: queue.clone(),
+                connections: self.connections.clone(),
+                stop: stop.clone(),
+                tx: tx.clone(),
+            };
+            set.spawn(worker.run());
+        };
+        spawn(&mut set);
+        let mut started = false;
+        let mut last_report = 0u64;
+        self.reporter.report(Event::Progress {
+            id: id.to_string(),
+            phase: Phase::Downloading,
+            current: ingest.completed(),
+            total: desc.size,
+        });
+        let result = loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = self.cancel.cancelled() => break Err(RangesEnd::Failed(PullError::Cancelled)),
+            };
+            match msg {
+                Some(RangeMsg::Served) if !started => {
+                    started = true;
+                    for _ in 1..workers {
+                        spawn(&mut set);
+                    }
+                }
+                Some(RangeMsg::Served) => {}
+                Some(RangeMsg::Done(a, b)) => {
+                    let prefix = match ingest.complete(a, b) {
+                        Ok(p) => p,
+                        Err(e) => break Err(RangesEnd::Failed(e.into())),
+                    };
+                    if let Some(t) = tee.as_ref() {
+                        let fed = t.fed();
+                        if prefix > fed {
+                            t.feed(prefix - fed);
+                        }
+                    }
+                    let now = ingest.completed();
+                    if now - last_report >= PROGRESS_STEP || now == desc.size {
+                        last_report = now;
+                        self.reporter.report(Event::Progress {
+                            id: id.to_string(),
+                            phase: Phase::Downloading,
+                            current: now,
+                            total: desc.size,
+                        });
+                    }
+                    if now == desc.size {
+                        break Ok(());
+                    }
+                }
+                Some(RangeMsg::Failed(BlobError::Registry(e))) if !e.is_retryable() => {
+                    break Err(RangesEnd::Failed(e.into()))
+                }
+                Some(RangeMsg::Failed(e)) => break Err(RangesEnd::Fallback(e.to_string())),
+                Some(RangeMsg::Store(e)) => break Err(RangesEnd::Failed(e.into())),
+                None => break Err(RangesEnd::Fallback("range workers stopped".into())),
+            }
+        };
+        // Every worker is stopped before the file is touched again.
+        stop.cancel();
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+        result
+    }
+
     /// Shows docker's `Retrying in N seconds` countdown while waiting.
     async fn countdown(&self, id: &str, wait: Duration) -> Result<(), PullError> {
         let mut left = wait;
@@ -238,141 +381,174 @@ impl LayerTask {
         Ok(())
     }
 
-    /// One attempt: requests the blob from `offset` and appends what arrives.
-    #[allow(clippy::too_many_arguments)]
+    /// One attempt: requests the blob from the end of the completed prefix and appends what
+    /// arrives.
     async fn stream_into(
         &self,
         id: &str,
         desc: &Descriptor,
-        file: &mut File,
-        path: &Path,
-        hasher: &mut Sha256Hasher,
-        offset: &mut u64,
-        resumed: &mut bool,
+        ingest: &mut Ingest,
         tee: &mut Option<StreamExtractor>,
     ) -> Result<(), PullError> {
-        let io_err = |e: io::Error| -> PullError {
-            StoreError::Io {
-                action: "write",
-                path: path.to_path_buf(),
-                source: e,
-            }
-            .into()
-        };
-        if *offset == desc.size {
+        let offset = ingest.prefix();
+        if offset == desc.size {
             return Ok(());
         }
-        let resp = tokio::select! {
-            r = self.registry.get_blob(&self.repo, &desc.digest, *offset) => r?,
+        let _connection = tokio::select! {
+            p = self.connections.clone().acquire_owned() => p.map_err(|_| PullError::Cancelled)?,
             _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
         };
-        if *offset > 0 && resp.status().as_u16() != 206 {
+        let opened = tokio::select! {
+            r = self.registry.blob_stream(&self.repo, &desc.digest, desc.size, offset) => r,
+            _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+        };
+        let mut stream = opened.map_err(RegistryError::from)?;
+        if stream.start() < offset {
             // The server ignored the range: start over.
-            truncate(file, path)?;
-            *offset = 0;
-            *hasher = Sha256Hasher::new();
-            *resumed = false;
+            ingest.restart()?;
             self.retire(tee);
-        } else if *offset > 0 {
-            *resumed = true;
+        } else if offset > 0 {
+            ingest.note_resumed();
         }
-        let mut resp = resp;
         let mut last_report = 0u64;
         self.reporter.report(Event::Progress {
             id: id.to_string(),
             phase: Phase::Downloading,
-            current: *offset,
+            current: ingest.prefix(),
             total: desc.size,
         });
         loop {
             let chunk = tokio::select! {
-                c = resp.chunk() => c,
+                c = stream.next() => c,
                 _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
             };
-            match chunk {
-                Ok(Some(bytes)) => {
-                    if *offset + bytes.len() as u64 > desc.size {
-                        truncate(file, path)?;
-                        *offset = 0;
-                        *hasher = Sha256Hasher::new();
-                        *resumed = false;
-                        self.retire(tee);
-                        return Err(RegistryError::Body(format!(
-                            "blob {} is longer than the {} bytes its descriptor declares",
-                            desc.digest, desc.size
-                        ))
-                        .into());
-                    }
-                    file.write_all(&bytes).map_err(io_err)?;
-                    hasher.update(&bytes);
-                    match tee.as_ref() {
-                        Some(t) if t.fed() == *offset => t.feed(bytes.len() as u64),
-                        Some(_) => self.retire(tee),
-                        None => {}
-                    }
-                    *offset += bytes.len() as u64;
-                    if *offset - last_report >= PROGRESS_STEP || *offset == desc.size {
-                        last_report = *offset;
-                        self.reporter.report(Event::Progress {
-                            id: id.to_string(),
-                            phase: Phase::Downloading,
-                            current: *offset,
-                            total: desc.size,
-                        });
-                    }
-                }
+            let bytes = match chunk {
+                Ok(Some(bytes)) => bytes,
                 Ok(None) => break,
-                Err(e) => {
-                    return Err(
-                        RegistryError::Body(format!("error reading blob {}: {e}", desc.digest)).into(),
-                    );
+                Err(BlobError::Overrun(text)) => {
+                    ingest.restart()?;
+                    self.retire(tee);
+                    return Err(RegistryError::Body(text).into());
                 }
+                Err(e) => return Err(RegistryError::from(e).into()),
+            };
+            let bytes = bytes.as_ref();
+            let at = ingest.prefix();
+            ingest.append(bytes)?;
+            match tee.as_ref() {
+                Some(t) if t.fed() == at => t.feed(bytes.len() as u64),
+                Some(_) => self.retire(tee),
+                None => {}
             }
-        }
-        if *offset < desc.size {
-            return Err(RegistryError::Body(format!(
-                "short read: expected {} bytes but got {}",
-                desc.size, offset
-            ))
-            .into());
+            let now = ingest.prefix();
+            if now - last_report >= PROGRESS_STEP || now == desc.size {
+                last_report = now;
+                self.reporter.report(Event::Progress {
+                    id: id.to_string(),
+                    phase: Phase::Downloading,
+                    current: now,
+                    total: desc.size,
+                });
+            }
         }
         Ok(())
     }
 }
 
-/// Reads an existing partial download back into a hasher; drops it when it is too long.
-fn rehash_partial(file: &mut File, size: u64) -> io::Result<(Sha256Hasher, u64)> {
-    let len = file.metadata()?.len();
-    let mut hasher = Sha256Hasher::new();
-    if len == 0 || len > size {
-        file.set_len(0)?;
-        file.seek(SeekFrom::Start(0))?;
-        return Ok((hasher, 0));
-    }
-    file.seek(SeekFrom::Start(0))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    file.seek(SeekFrom::End(0))?;
-    Ok((hasher, total))
+/// One connection of a ranged download: takes ranges from the shared queue, fetches each (a
+/// cut range is re-requested from where it stopped, and retried twice), writes it at its offset.
+struct RangeWorker {
+    registry: Arc<Registry>,
+    repo: String,
+    digest: Digest,
+    size: u64,
+    writer: RangeWriter,
+    queue: Arc<Mutex<VecDeque<(u64, u64)>>>,
+    connections: Arc<Semaphore>,
+    stop: CancellationToken,
+    tx: tokio::sync::mpsc::UnboundedSender<RangeMsg>,
 }
 
-fn truncate(file: &mut File, path: &Path) -> Result<(), PullError> {
-    file.set_len(0)
-        .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
-        .map_err(|e| {
-            StoreError::Io {
-                action: "truncate",
-                path: path.to_path_buf(),
-                source: e,
+/// Silent re-requests of a range cut short, and retries of a range that failed.
+const RANGE_RESUMES: u32 = 2;
+const RANGE_ATTEMPTS: u32 = 3;
+/// Bytes of a range after which its completed part is recorded in the sidecar.
+const RANGE_PROGRESS: u64 = 1 << 20;
+
+impl RangeWorker {
+    async fn run(self) {
+        let mut served = false;
+        loop {
+            let Some((a, b)) = self.queue.lock().expect("lock").pop_front() else {
+                return;
+            };
+            let mut attempt = 0;
+            // What is not yet recorded complete: a retry goes on from there.
+            let mut from = a;
+            let outcome = loop {
+                attempt += 1;
+                let r = tokio::select! {
+                    r = self.fetch(&mut from, b, &mut served) => r,
+                    _ = self.stop.cancelled() => return,
+                };
+                match r {
+                    Err(WorkerError::Blob(BlobError::Registry(e)))
+                        if e.is_retryable() && attempt < RANGE_ATTEMPTS =>
+                    {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(250 << attempt)) => {}
+                            _ = self.stop.cancelled() => return,
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            let msg = match outcome {
+                Ok(()) => continue,
+                Err(WorkerError::Blob(e)) => RangeMsg::Failed(e),
+                Err(WorkerError::Store(e)) => RangeMsg::Store(e),
+            };
+            let _ = self.tx.send(msg);
+            return;
+        }
+    }
+
+    /// Fetches `[*from, b)`, sending `Done` for each completed part and moving `*from` on.
+    async fn fetch(&self, from: &mut u64, b: u64, served: &mut bool) -> Result<(), WorkerError> {
+        let a = *from;
+        let _connection = self
+            .connections
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| RegistryError::Cancelled)?;
+        let mut stream = self
+            .registry
+            .blob_range(&self.repo, &self.digest, self.size, a, b, RANGE_RESUMES)
+            .await?;
+        if !*served {
+            *served = true;
+            let _ = self.tx.send(RangeMsg::Served);
+        }
+        let mut at = a;
+        let mut reported = a;
+        while let Some(bytes) = stream.next().await? {
+            let bytes = bytes.as_ref();
+            // A local failure: one stream would meet it too, so it is not a fallback.
+            self.writer.write_at(at, bytes).map_err(WorkerError::Store)?;
+            at += bytes.len() as u64;
+            // Completed parts of a range are recorded as they come, so a kill loses at most
+            // this much per connection.
+            if at - reported >= RANGE_PROGRESS {
+                let _ = self.tx.send(RangeMsg::Done(reported, at));
+                reported = at;
+                *from = at;
             }
-            .into()
-        })
+        }
+        if at > reported {
+            let _ = self.tx.send(RangeMsg::Done(reported, at));
+            *from = at;
+        }
+        Ok(())
+    }
 }

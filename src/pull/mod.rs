@@ -81,6 +81,11 @@ pub struct PullOptions {
     /// Download slots shared with other pulls (a service's node-wide limit); `None`: this
     /// pull's own `max_concurrent_downloads` slots.
     pub download_slots: Option<Arc<Semaphore>>,
+    /// How large blobs are fetched in concurrent ranges.
+    pub ranges: crate::settings::RangeSettings,
+    /// Open blob connections shared with other pulls; `None`: this pull's own
+    /// `ranges.max_connections`.
+    pub connection_slots: Option<Arc<Semaphore>>,
 }
 
 impl Default for PullOptions {
@@ -96,6 +101,8 @@ impl Default for PullOptions {
             mirrors: HashMap::new(),
             max_layer_bytes: None,
             download_slots: None,
+            ranges: crate::settings::RangeSettings::default(),
+            connection_slots: None,
         }
     }
 }
@@ -248,6 +255,8 @@ pub struct Puller {
     reporter: Arc<dyn Reporter>,
     cancel: CancellationToken,
     registries: Mutex<HashMap<String, Arc<Registry>>>,
+    /// Open blob connections (`ranges.max_connections`, or the shared slots).
+    connections: Arc<Semaphore>,
 }
 
 /// Emits `Pull complete` in manifest order, whatever order layers finish in.
@@ -282,12 +291,17 @@ impl Puller {
         reporter: Arc<dyn Reporter>,
         cancel: CancellationToken,
     ) -> Puller {
+        let connections = opts
+            .connection_slots
+            .clone()
+            .unwrap_or_else(|| Arc::new(Semaphore::new(opts.ranges.max_connections.max(1))));
         Puller {
             store,
             opts,
             reporter,
             cancel,
             registries: Mutex::new(HashMap::new()),
+            connections,
         }
     }
 
@@ -855,6 +869,8 @@ impl Puller {
                 max_layer_bytes: self.opts.max_layer_bytes,
                 completion: completion.clone(),
                 retired: std::sync::Mutex::new(Vec::new()),
+                ranges: self.opts.ranges.clone(),
+                connections: self.connections.clone(),
             };
             set.spawn(async move { ctx.run(job.order, job.desc, job.diff_id, slot).await });
         }

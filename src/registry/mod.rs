@@ -8,9 +8,11 @@
 //! | `hosts.rs` | insecure-registry rules (loopback, listed hosts, CIDRs) and origins |
 //! | `tls.rs` | the per-host HTTP clients: `certs.d`, client certificates, proxies; TLS error texts |
 //! | `scheme.rs` | the `/v2/` ping that picks HTTPS or plain HTTP and finds the auth challenge |
-//! | `auth.rs` | challenges, credentials, the token service, the token cache per scope |
+//! | `challenge.rs` | `WWW-Authenticate` challenges and the credentials that answer them |
+//! | `auth.rs` | the token service, the token cache per scope |
 //! | `transport.rs` | one request: its `Authorization`, redirects that drop it across origins, a 401 refresh, error mapping, bounded body reads |
 //! | `retry.rs` | when to try a request again |
+//! | `blob.rs` | blob downloads as byte streams (from an offset, or one range) that never show an HTTP status |
 //! | `error.rs` | the OCI error envelope, [`ErrorCode`] and [`RegistryError`] |
 //! | `login.rs` | checking credentials as `docker login` does |
 //!
@@ -18,6 +20,7 @@
 //! text ([`crate::scrub`]).
 
 pub mod auth;
+pub mod blob;
 pub mod challenge;
 pub mod error;
 mod hosts;

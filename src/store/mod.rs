@@ -9,9 +9,9 @@
 //! an fsync of the directory. Temporary names carry the writer's pid, so [`crate::check`] can tell
 //! a dead writer's leftovers from a live one's work in progress.
 //!
-//! A partial download `ingest/sha256-<hex>.partial` has a sidecar `sha256-<hex>.json` naming its
-//! digest and expected size ([`PartialInfo`]) and a `sha256-<hex>.lock` held while a process
-//! writes it.
+//! Downloads in progress go through one writer, [`Ingest`] (see [`ingest`]): a partial file
+//! `ingest/sha256-<hex>.partial`, its sidecar `sha256-<hex>.json` ([`PartialInfo`]: digest,
+//! expected size, completed ranges) and a `sha256-<hex>.lock` held while a process writes it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -23,9 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 mod image;
+pub mod ingest;
 mod lock;
 
 pub use image::{dir_size, read_image, StoredImage};
+pub use ingest::{Ingest, Opened, PartialInfo, RangeWriter};
 pub use lock::{FileLock, StoreGuard, GC_LOCK};
 
 use crate::digest::Digest;
@@ -84,7 +86,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    pub(crate) fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
         move |source| StoreError::Io {
             action,
             path: path.to_path_buf(),
@@ -149,15 +151,6 @@ pub struct Store {
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// What the sidecar of a partial download records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartialInfo {
-    /// The digest the finished download must have.
-    pub digest: Digest,
-    /// The size the descriptor declared.
-    pub size: u64,
-}
 
 /// Whether the process that made the temporary name `name` (see [`unique_name`]) is alive.
 /// Names that do not parse count as alive, so they are never removed by mistake.
@@ -332,62 +325,6 @@ impl Store {
             return Ok(());
         }
         write_atomic(&self.blob_path(digest), bytes)
-    }
-
-    /// The partial download of `digest` (kept across runs so the next pull can resume).
-    pub fn ingest_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("ingest")
-            .join(format!("{}-{}.partial", digest.algorithm().name(), digest.hex()))
-    }
-
-    /// The sidecar describing the partial download of `digest` ([`PartialInfo`]).
-    pub fn ingest_info_path(&self, digest: &Digest) -> PathBuf {
-        self.ingest_path(digest).with_extension("json")
-    }
-
-    /// The lock held while a process writes the partial download of `digest`.
-    pub fn ingest_lock_path(&self, digest: &Digest) -> PathBuf {
-        self.ingest_path(digest).with_extension("lock")
-    }
-
-    /// Records what the partial download of `digest` is expected to become (call with the
-    /// ingest lock held, before writing to the partial file). A partial whose recorded size
-    /// differs from `size` is discarded, since it cannot be the same content.
-    pub fn record_partial(&self, digest: &Digest, size: u64) -> Result<(), StoreError> {
-        let info_path = self.ingest_info_path(digest);
-        let want = PartialInfo {
-            digest: digest.clone(),
-            size,
-        };
-        if let Some(have) = self.read_partial_info(digest) {
-            if have == want {
-                return Ok(());
-            }
-            let partial = self.ingest_path(digest);
-            match fs::remove_file(&partial) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("remove", &partial)(e)),
-            }
-        }
-        write_atomic(&info_path, &serde_json::to_vec(&want).expect("json"))
-    }
-
-    /// The sidecar of the partial download of `digest`, if present and readable.
-    pub fn read_partial_info(&self, digest: &Digest) -> Option<PartialInfo> {
-        let bytes = fs::read(self.ingest_info_path(digest)).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-
-    /// Publishes a verified download: fsync, then rename it into `blobs/` and drop its sidecar.
-    pub fn commit_ingest(&self, digest: &Digest, file: &File, path: &Path) -> Result<(), StoreError> {
-        file.sync_all().map_err(StoreError::io("sync", path))?;
-        let dest = self.blob_path(digest);
-        fs::rename(path, &dest).map_err(StoreError::io("rename into", &dest))?;
-        sync_dir(dest.parent().expect("blob dir"))?;
-        let _ = fs::remove_file(self.ingest_info_path(digest));
-        Ok(())
     }
 
     /// Where the unpacked layer with `diff_id` lives (`rootfs/` and `layer.json` inside).
@@ -629,33 +566,6 @@ mod tests {
         assert_eq!(fs::read_dir(tmp.path().join("layers/sha256")).unwrap().count(), 1);
         store.remove_layer(&diff).unwrap();
         assert!(!store.layer_dir(&diff).exists());
-    }
-
-    #[test]
-    fn partial_sidecars() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
-        let d = Digest::sha256_of(b"blob");
-        store.record_partial(&d, 4).unwrap();
-        fs::write(store.ingest_path(&d), b"bl").unwrap();
-        assert_eq!(
-            store.read_partial_info(&d),
-            Some(PartialInfo {
-                digest: d.clone(),
-                size: 4
-            })
-        );
-        store.record_partial(&d, 4).unwrap();
-        assert!(store.ingest_path(&d).exists(), "same size: the partial is kept");
-        store.record_partial(&d, 5).unwrap();
-        assert!(
-            !store.ingest_path(&d).exists(),
-            "another size: the partial is dropped"
-        );
-        let f = File::create(store.ingest_path(&d)).unwrap();
-        store.commit_ingest(&d, &f, &store.ingest_path(&d)).unwrap();
-        assert!(store.read_partial_info(&d).is_none());
-        assert!(store.blob_path(&d).is_file());
     }
 
     #[test]

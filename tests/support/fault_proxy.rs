@@ -70,6 +70,9 @@ pub enum Fault {
     /// client's `n`), starting after `last`, with an RFC 5988 `Link: <…>; rel="next"` header while
     /// more remain, as the distribution spec describes. Registry 2.8 does not paginate tags itself.
     PaginateTags(usize),
+    /// Forward, but move the start of a 206's `Content-Range` one byte on (the body is unchanged),
+    /// as a server that answers another range than the one asked for.
+    WrongContentRange,
     /// Answer `307 Temporary Redirect` to this base URL followed by the request's path and query
     /// (e.g. `http://localhost:<port>` of a second server acting as a CDN).
     RedirectTo(String),
@@ -136,6 +139,10 @@ pub struct RequestLog {
     pub fault: Option<Fault>,
     /// The client's `Authorization` header, if any.
     pub authorization: Option<String>,
+    /// When the request arrived.
+    pub started: Instant,
+    /// When its response was over (sent, cut or failed); `None` while it is going on.
+    pub ended: Option<Instant>,
     /// Whether the request came in proxy form (`GET http://host/path`): the proxy also works
     /// as a forward proxy (`HTTP_PROXY`), sending every such request to its backend.
     pub proxied: Option<String>,
@@ -206,6 +213,30 @@ impl FaultProxy {
     /// Requests seen so far, in arrival order.
     pub fn requests(&self) -> Vec<RequestLog> {
         lock(&self.shared.log).clone()
+    }
+
+    /// The most requests whose path contains `needle` that were in progress at one instant.
+    /// A request counts as still in progress only when it went on for 20 ms more: a client
+    /// may start its next request on another connection an instant before the proxy logs the
+    /// end of the one it just finished.
+    pub fn max_concurrent(&self, needle: &str) -> usize {
+        const MARGIN: Duration = Duration::from_millis(20);
+        let log = lock(&self.shared.log);
+        let spans: Vec<_> = log
+            .iter()
+            .filter(|r| r.path.contains(needle))
+            .map(|r| (r.started, r.ended))
+            .collect();
+        spans
+            .iter()
+            .map(|&(at, _)| {
+                spans
+                    .iter()
+                    .filter(|&&(s, e)| s <= at && e.is_none_or(|e| e > at + MARGIN))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Total response body bytes sent to clients (faulted responses included) for requests whose path
@@ -371,6 +402,8 @@ fn handle_request(shared: &Shared, req: &Request, out: &mut TcpStream) -> io::Re
             body_bytes: 0,
             fault: fault.clone(),
             authorization: header(&req.headers, "authorization").map(str::to_string),
+            started: Instant::now(),
+            ended: None,
             proxied: req.proxied.clone(),
         });
         log.len() - 1
@@ -435,6 +468,10 @@ fn handle_request(shared: &Shared, req: &Request, out: &mut TcpStream) -> io::Re
     for (name, value) in &resp.headers {
         let lower = name.to_ascii_lowercase();
         if HOP_BY_HOP.contains(&lower.as_str()) {
+            continue;
+        }
+        if lower == "content-range" && matches!(fault, Some(Fault::WrongContentRange)) {
+            head += &format!("{name}: {}\r\n", shift_content_range(value));
             continue;
         }
         if in_framing == Framing::None {
@@ -647,6 +684,19 @@ fn pause(shared: &Shared, dur: Duration) {
     }
 }
 
+/// `bytes a-b/t` with `a` one larger (what a server answering another range would send).
+fn shift_content_range(value: &str) -> String {
+    let parsed = value
+        .trim()
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, rest)| Some((a.parse::<u64>().ok()?, rest)));
+    match parsed {
+        Some((a, rest)) => format!("bytes {}-{rest}", a + 1),
+        None => value.to_string(),
+    }
+}
+
 /// A request's entry in the log, updated as its response goes out.
 struct LogEntry<'a> {
     shared: &'a Shared,
@@ -660,6 +710,12 @@ impl LogEntry<'_> {
 
     fn add_body_bytes(&self, n: u64) {
         lock(&self.shared.log)[self.index].body_bytes += n;
+    }
+}
+
+impl Drop for LogEntry<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.log)[self.index].ended = Some(Instant::now());
     }
 }
 
