@@ -19,7 +19,7 @@ use crate::images::{self, ImageRow, ImagesError};
 use crate::inspect::{self, ImageDetails, InspectError};
 use crate::platform::Platform;
 use crate::progress::Reporter;
-use crate::pull::{Outcome, PullError, Puller};
+use crate::pull::{Outcome, PullError, PullOptions, Puller};
 use crate::reference::Reference;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
@@ -78,7 +78,8 @@ impl Engine {
         reporter: Arc<dyn Reporter>,
         cancel: CancellationToken,
     ) -> Puller {
-        let mut opts = self.settings.pull_options(
+        let mut opts = PullOptions::new(
+            &self.settings,
             request.platform.clone(),
             request.all_tags,
             request.credentials.clone(),

@@ -9,13 +9,35 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{self, Config, ConfigError};
-use crate::platform::Platform;
-use crate::pull::{CredentialLookup, PullOptions, RetryPolicy};
 use crate::registry::{ProxySettings, RegistryOptions};
+
+/// How blob downloads are retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per blob, the first included (docker: 5).
+    pub attempts: u32,
+    /// Fixed delay between attempts; `None` is docker's growing delay of 5 s × attempt.
+    pub delay: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            delay: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        self.delay.unwrap_or(Duration::from_secs(5 * u64::from(attempt)))
+    }
+}
 
 /// The names of the environment variables rpull reads.
 pub mod env {
@@ -242,30 +264,6 @@ impl Settings {
             .cert_dirs
             .insert(host.to_string(), dir.to_path_buf());
     }
-
-    /// The options of one pull with these settings: `platform` (`None` = the host's),
-    /// `all_tags`, and where its credentials come from.
-    pub fn pull_options(
-        &self,
-        platform: Option<Platform>,
-        all_tags: bool,
-        credentials: Option<CredentialLookup>,
-    ) -> PullOptions {
-        PullOptions {
-            all_tags,
-            platform,
-            max_concurrent_downloads: self.max_concurrent_downloads,
-            registry: self.registry.clone(),
-            retry: self.retry.clone(),
-            credentials,
-            hub_mirrors: self.hub_mirrors.clone(),
-            mirrors: self.mirrors.clone(),
-            max_layer_bytes: self.max_layer_bytes,
-            download_slots: None,
-            ranges: self.ranges.clone(),
-            connection_slots: None,
-        }
-    }
 }
 
 /// The flags over the config file over the defaults.
@@ -293,11 +291,6 @@ fn range_settings(overrides: &Overrides, file: &Config) -> RangeSettings {
 /// The store's default place: `rpull` under the user's data dir (e.g. `~/.local/share/rpull`).
 pub fn default_root() -> Option<PathBuf> {
     dirs::data_dir().map(|d| d.join("rpull"))
-}
-
-/// A credential lookup that knows nothing (anonymous pulls).
-pub fn no_credentials() -> CredentialLookup {
-    Arc::new(|_| Ok(None))
 }
 
 #[cfg(test)]
@@ -358,7 +351,6 @@ mod tests {
                 max_connections: 1
             }
         );
-        assert_eq!(s.pull_options(None, false, None).ranges, s.ranges);
     }
 
     #[test]

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +19,7 @@ use crate::platform::{Platform, PlatformError};
 use crate::progress::{Event, LayerStatus, PullResult, Reporter};
 use crate::reference::{Reference, ReferenceError};
 use crate::registry::{Credential, ErrorCode, Registry, RegistryError, RegistryOptions};
+use crate::settings::Settings;
 use crate::store::{self, RefEntry, Store, StoreError};
 use crate::unpack::UnpackError;
 
@@ -31,31 +31,8 @@ use fetch::{LayerTask, Slot};
 /// Bytes between two progress events of a download or an extraction.
 const PROGRESS_STEP: u64 = 512 * 1024;
 
-/// How blob downloads are retried.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts per blob, the first included (docker: 5).
-    pub attempts: u32,
-    /// Fixed delay between attempts; `None` is docker's growing delay of 5 s × attempt.
-    pub delay: Option<Duration>,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 5,
-            delay: None,
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn delay_after(&self, attempt: u32) -> Duration {
-        self.delay.unwrap_or(Duration::from_secs(5 * u64::from(attempt)))
-    }
-}
-
 pub use crate::credentials::CredentialLookup;
+pub use crate::settings::RetryPolicy;
 
 /// What to pull and how.
 #[derive(Clone)]
@@ -102,6 +79,32 @@ impl Default for PullOptions {
             max_layer_bytes: None,
             download_slots: None,
             ranges: crate::settings::RangeSettings::default(),
+            connection_slots: None,
+        }
+    }
+}
+
+impl PullOptions {
+    /// The options of one pull with `settings`: `platform` (`None` = the host's), `all_tags`,
+    /// and where its credentials come from.
+    pub fn new(
+        settings: &Settings,
+        platform: Option<Platform>,
+        all_tags: bool,
+        credentials: Option<CredentialLookup>,
+    ) -> PullOptions {
+        PullOptions {
+            all_tags,
+            platform,
+            max_concurrent_downloads: settings.max_concurrent_downloads,
+            registry: settings.registry.clone(),
+            retry: settings.retry.clone(),
+            credentials,
+            hub_mirrors: settings.hub_mirrors.clone(),
+            mirrors: settings.mirrors.clone(),
+            max_layer_bytes: settings.max_layer_bytes,
+            download_slots: None,
+            ranges: settings.ranges.clone(),
             connection_slots: None,
         }
     }
