@@ -11,29 +11,17 @@ use std::path::Path;
 use serde_json::json;
 use support::fault_proxy::{Fault, FaultProxy, Rule};
 use support::pki::{base64, Pki};
+use support::setups::token_registry;
 use support::token_server::TokenServer;
 use support::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-pa55word";
 
-/// A registry with htpasswd auth behind TLS (certificate for localhost / 127.0.0.1 from `pki`).
+/// A registry with htpasswd auth for [`USER`] behind TLS (certificate for localhost / 127.0.0.1
+/// from `pki`).
 fn htpasswd_registry(pki: &Pki, client_auth: bool) -> Registry {
-    let hash = bcrypt::hash_with_result(PASSWORD, 4)
-        .unwrap()
-        .format_for_version(bcrypt::Version::TwoA);
-    let htpasswd = pki.path("htpasswd");
-    std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
-    let basic = format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes()));
-    Registry::start_with(|c| {
-        c.scheme = Scheme::Https;
-        c.http_extra_yaml = pki.registry_tls_yaml(client_auth);
-        c.extra_yaml = format!(
-            "auth:\n  htpasswd:\n    realm: rpull-test\n    path: \"{}\"\n",
-            htpasswd.display()
-        );
-        c.client = Some(pki.client(client_auth, Some(&basic)));
-    })
+    setups::htpasswd_registry(pki, USER, PASSWORD, client_auth)
 }
 
 /// `auths` entry for `host` with the test user.
@@ -187,24 +175,6 @@ fn client_certificate_from_certs_d() {
         "missing client certificate client.cert for key client.key",
         "{out}"
     );
-}
-
-/// A token-auth registry with `pki`'s CA as its token root, and the harness allowed to push
-/// to `repos`.
-fn token_registry(pki: &Pki, tokens: &TokenServer, repos: &[&str]) -> Registry {
-    let bearer = format!("Bearer {}", tokens.mint(repos, "push,pull"));
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
-    install_crypto_provider();
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .default_headers(h)
-        .build()
-        .unwrap();
-    Registry::start_with(|c| {
-        c.extra_yaml = tokens.registry_yaml(pki);
-        c.client = Some(client);
-    })
 }
 
 #[test]
