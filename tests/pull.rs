@@ -11,19 +11,7 @@ use support::*;
 
 /// A three-layer gzip OCI image with distinct content, pushed as `repo:tag`.
 fn three_layer_image(registry: &Registry, repo: &str, tag: &str) -> PushedImage {
-    let layers = vec![
-        LayerBuilder::new()
-            .dir("etc", 0o755)
-            .file("etc/os-release", "ID=test\n", 0o644)
-            .build(Compression::Gzip),
-        LayerBuilder::new()
-            .dir("usr", 0o755)
-            .random_file("usr/blob.bin", 300_000, 7)
-            .build(Compression::Gzip),
-        LayerBuilder::new()
-            .file("hello.txt", "hello\n", 0o644)
-            .build(Compression::Gzip),
-    ];
+    let layers = layer::three_layers([Compression::Gzip; 3], 300_000, 7);
     registry.push_image(
         repo,
         tag,
