@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::SystemTime;
@@ -595,19 +595,11 @@ fn prune_removes_partial_downloads_and_orphans_but_not_images() {
 
 /// A three-layer image whose layers use gzip, zstd and no compression.
 fn three_layer_image() -> Image {
-    let layers = vec![
-        LayerBuilder::new()
-            .dir("etc", 0o755)
-            .file("etc/os-release", "ID=test\n", 0o644)
-            .build(Compression::Gzip),
-        LayerBuilder::new()
-            .dir("usr", 0o755)
-            .random_file("usr/blob.bin", 50_000, 31)
-            .build(Compression::Zstd),
-        LayerBuilder::new()
-            .file("hello.txt", "hello\n", 0o644)
-            .build(Compression::None),
-    ];
+    let layers = layer::three_layers(
+        [Compression::Gzip, Compression::Zstd, Compression::None],
+        50_000,
+        31,
+    );
     Image::new(Platform::host(), layers).with_config(serde_json::json!({"Env": ["A=1"]}))
 }
 
@@ -800,20 +792,7 @@ fn tar_listing(path: &Path) -> BTreeMap<String, Vec<u8>> {
 #[test]
 fn save_refuses_to_write_to_a_terminal() {
     let sandbox = rpull();
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two descriptors into the integers we pass.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors are ours; each File closes its own.
-    let (master, slave) = unsafe { (fs::File::from_raw_fd(master), fs::File::from_raw_fd(slave)) };
+    let (master, slave) = support::process::openpty();
     let out = sandbox
         .command()
         .args(["save", "debian"])
