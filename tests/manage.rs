@@ -195,17 +195,21 @@ fn images_lists_pulled_images_like_docker() {
         (ra.as_str(), "v2", &a, "1.5kB"),
         (rb.as_str(), "latest", &b, "640B"),
     ];
-    let mut table = vec![strings(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"])];
-    for (repo, tag, img, size) in &rows {
-        table.push(vec![
-            repo.to_string(),
-            tag.to_string(),
-            img.short_id().to_string(),
-            created.clone(),
-            size.to_string(),
-        ]);
-    }
-    let expected = tabwrite(&table);
+    // The table `images` should print: REPOSITORY, TAG, the `ids` columns, CREATED, SIZE.
+    let table = |id_headers: &[&str], ids: &dyn Fn(&PushedImage) -> Vec<String>| -> Vec<String> {
+        let mut header = strings(&["REPOSITORY", "TAG"]);
+        header.extend(strings(id_headers));
+        header.extend(strings(&["CREATED", "SIZE"]));
+        let mut table = vec![header];
+        for (repo, tag, img, size) in &rows {
+            let mut row = vec![repo.to_string(), tag.to_string()];
+            row.extend(ids(img));
+            row.extend([created.clone(), size.to_string()]);
+            table.push(row);
+        }
+        tabwrite(&table)
+    };
+    let expected = table(&["IMAGE ID"], &|img| vec![img.short_id().to_string()]);
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     let out = sandbox.run(["images"]);
     out.assert_success().assert_stdout_lines(&expected);
@@ -240,25 +244,9 @@ fn images_lists_pulled_images_like_docker() {
         .assert_stdout_lines(&["REPOSITORY   TAG       IMAGE ID   CREATED   SIZE"]);
 
     // --digests: the digest each tag resolved to at the registry.
-    let mut table = vec![strings(&[
-        "REPOSITORY",
-        "TAG",
-        "DIGEST",
-        "IMAGE ID",
-        "CREATED",
-        "SIZE",
-    ])];
-    for (repo, tag, img, size) in &rows {
-        table.push(vec![
-            repo.to_string(),
-            tag.to_string(),
-            img.manifest_digest.clone(),
-            img.short_id().to_string(),
-            created.clone(),
-            size.to_string(),
-        ]);
-    }
-    let expected = tabwrite(&table);
+    let expected = table(&["DIGEST", "IMAGE ID"], &|img| {
+        vec![img.manifest_digest.clone(), img.short_id().to_string()]
+    });
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     sandbox
         .run(["images", "--digests"])
@@ -266,17 +254,7 @@ fn images_lists_pulled_images_like_docker() {
         .assert_stdout_lines(&expected);
 
     // --no-trunc: full image IDs.
-    let mut table = vec![strings(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"])];
-    for (repo, tag, img, size) in &rows {
-        table.push(vec![
-            repo.to_string(),
-            tag.to_string(),
-            img.config_digest.clone(),
-            created.clone(),
-            size.to_string(),
-        ]);
-    }
-    let expected = tabwrite(&table);
+    let expected = table(&["IMAGE ID"], &|img| vec![img.config_digest.clone()]);
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     sandbox
         .run(["images", "--no-trunc"])
