@@ -5,6 +5,17 @@
 use super::*;
 
 impl Unpacker<'_> {
+    /// Refuses a file of `size` bytes that would take the layer past
+    /// [`UnpackOptions::max_bytes`], before anything of it is written.
+    fn check_room_for(&self, size: u64) -> Result<(), UnpackError> {
+        match self.opts.max_bytes {
+            Some(limit) if self.stats.file_bytes.saturating_add(size) > limit => {
+                Err(UnpackError::TooLarge { limit })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Copies the next chunk of `entry`'s data, at most `want` bytes, into `file` and returns
     /// its length (0 at the end of the data). Every [`CANCEL_POLL_BYTES`] written, counted in
     /// `since_poll` across calls, `cancelled` is asked.
@@ -48,11 +59,7 @@ impl Unpacker<'_> {
         cancelled: &dyn Fn() -> bool,
     ) -> Result<(), UnpackError> {
         let size = entry.size();
-        if let Some(limit) = self.opts.max_bytes {
-            if self.stats.file_bytes.saturating_add(size) > limit {
-                return Err(UnpackError::TooLarge { limit });
-            }
-        }
+        self.check_room_for(size)?;
         let mut file = self.create_at(rel, full, open_new)?;
         let mut written = 0u64;
         let mut since_poll = 0u64;
@@ -185,11 +192,7 @@ impl Unpacker<'_> {
             return Err(bad("its sparse map does not fit its size".into()));
         }
         let size = size as u64;
-        if let Some(limit) = self.opts.max_bytes {
-            if self.stats.file_bytes.saturating_add(size) > limit {
-                return Err(UnpackError::TooLarge { limit });
-            }
-        }
+        self.check_room_for(size)?;
         let mut file = self.create_at(rel, full, open_new)?;
         let mut since_poll = 0u64;
         for &(offset, length) in &map {
