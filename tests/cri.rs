@@ -372,12 +372,7 @@ fn request_credentials_basic_auth_behind_tls_and_token_auth() {
 fn ten_concurrent_pulls_share_one_download_per_blob() {
     let registry = Registry::start();
     let big = Layer::random("big.bin", 1_000_000, 5, Compression::Gzip);
-    let same = registry.push_image(
-        "many/same",
-        "v1",
-        &Image::new(Platform::host(), vec![big]),
-        ManifestFormat::Oci,
-    );
+    let same = registry.push_layers("many/same", "v1", vec![big]);
     let others: Vec<PushedImage> = (0..5)
         .map(|i| registry.push_small_image(&format!("many/other{i}"), "v1", 100 + i))
         .collect();
@@ -532,12 +527,7 @@ fn client_cancel_and_deadline_stop_the_pull_and_the_next_one_resumes() {
 fn a_stalled_registry_trips_the_progress_timeout() {
     let registry = Registry::start();
     let layer = Layer::random("big.bin", 500_000, 9, Compression::Gzip);
-    let pushed = registry.push_image(
-        "stall/app",
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
+    let pushed = registry.push_layers("stall/app", "v1", vec![layer]);
     let proxy = FaultProxy::start(&registry.host());
     let layer = pushed.layer_digests[0].clone();
     proxy.add_rule(Rule::new(&layer, Fault::StallAfter(100_000, Duration::from_secs(60))).method("GET"));

@@ -119,12 +119,7 @@ impl Pulled {
 
 fn pull_image(repo: &str, layers: Vec<Layer>) -> Pulled {
     let registry = registry();
-    registry.push_image(
-        repo,
-        "v1",
-        &Image::new(Platform::host(), layers),
-        ManifestFormat::Oci,
-    );
+    registry.push_layers(repo, "v1", layers);
     Pulled::run(
         rpull(),
         &["--retry-delay", "10ms"],
@@ -161,12 +156,7 @@ fn pull_contained(repo: &str, build: impl FnOnce(&Outside) -> LayerBuilder) -> (
 /// Pushes `layers` as `<repo>:v1` and pulls it with `RPULL_MAX_LAYER_BYTES=1000000`.
 fn pull_with_a_layer_bound(repo: &str, layers: Vec<Layer>) -> Pulled {
     let registry = registry();
-    registry.push_image(
-        repo,
-        "v1",
-        &Image::new(Platform::host(), layers),
-        ManifestFormat::Oci,
-    );
+    registry.push_layers(repo, "v1", layers);
     let mut sandbox = rpull();
     // The default bound (100 × compressed + 1 GiB) would take a minute to reach in a test.
     sandbox.env("RPULL_MAX_LAYER_BYTES", "1000000");
@@ -568,12 +558,7 @@ struct Proxied {
 fn proxied(repo: &str, seed: u64) -> Proxied {
     let registry = registry();
     let layer = Layer::random("data.bin", 100_000, seed, Compression::Gzip);
-    let pushed = registry.push_image(
-        repo,
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
+    let pushed = registry.push_layers(repo, "v1", vec![layer]);
     Proxied {
         proxy: FaultProxy::start(&registry.host()),
         pushed,
@@ -1451,12 +1436,7 @@ fn a_path_past_path_max_once_published_is_refused_at_pull() {
     let layer = LayerBuilder::new()
         .raw_file(ok_name, b"x")
         .build(Compression::Gzip);
-    registry().push_image(
-        "hostile/path-max-ok",
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
+    registry().push_layers("hostile/path-max-ok", "v1", vec![layer]);
     let reference = registry().image_ref("hostile/path-max-ok", "v1");
     p.sandbox.run([&reference]).assert_success();
     let out_dir = temp_dir("hostile-rootfs-");

@@ -864,12 +864,7 @@ fn rootfs_applies_whiteouts_opaque_dirs_and_replacements() {
         .file("srv/l3/a", "linked", 0o644)
         .hardlink("srv/l3/b", "srv/l3/a")
         .build(Compression::Gzip);
-    let pushed = registry.push_image(
-        "bench/layers",
-        "whiteout",
-        &Image::new(Platform::host(), vec![base, middle, top]),
-        ManifestFormat::Oci,
-    );
+    let pushed = registry.push_layers("bench/layers", "whiteout", vec![base, middle, top]);
     let sandbox = rpull();
     let reference = registry.image_ref("bench/layers", "whiteout");
     pull(&sandbox, &reference);

@@ -62,12 +62,7 @@ pub const SLOW_LAYER_BYTES: usize = 2_000_000;
 pub fn slow_image() -> (Registry, FaultProxy, PushedImage, String) {
     let registry = Registry::start();
     let layer = Layer::random("big.bin", SLOW_LAYER_BYTES, 42, Compression::Gzip);
-    let pushed = registry.push_image(
-        "bench/slow",
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
+    let pushed = registry.push_layers("bench/slow", "v1", vec![layer]);
     let proxy = FaultProxy::start(&registry.host());
     proxy.add_rule(Rule::new("/blobs/", Fault::Throttle(400_000)).method("GET"));
     let reference = format!("{}/bench/slow:v1", proxy.host());
