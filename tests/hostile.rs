@@ -1241,6 +1241,16 @@ fn push_platforms(repo: &str, platforms: &[Platform]) -> String {
     registry.image_ref(repo, "v1")
 }
 
+/// `rpull --platform <platform> <reference>` fails with docker's no-match line, exit 1.
+fn assert_no_match(sandbox: &Rpull, platform: &str, reference: &str) {
+    sandbox
+        .run(["--platform", platform, reference])
+        .assert_code(1)
+        .assert_stderr_lines(&[&format!(
+            "no matching manifest for {platform} in the manifest list entries"
+        )]);
+}
+
 #[test]
 fn arm64_variants_fall_back_exactly_as_containerd_does() {
     let reference = push_platforms(
@@ -1249,10 +1259,7 @@ fn arm64_variants_fall_back_exactly_as_containerd_does() {
     );
     // v8.10 is outside containerd's arm64 table: nothing matches, not even arm/v7.
     let sandbox = rpull();
-    sandbox
-        .run(["--platform", "linux/arm64/v8.10", &reference])
-        .assert_code(1)
-        .assert_stderr_lines(&["no matching manifest for linux/arm64/v8.10 in the manifest list entries"]);
+    assert_no_match(&sandbox, "linux/arm64/v8.10", &reference);
     // arm64/v9.6 runs v8.0…v8.9, not an entry that says v8.10.
     let reference = push_platforms(
         "hostile/arm64-v810",
@@ -1261,10 +1268,7 @@ fn arm64_variants_fall_back_exactly_as_containerd_does() {
             Platform::parse("linux/arm64/v8.10"),
         ],
     );
-    sandbox
-        .run(["--platform", "linux/arm64/v9.6", &reference])
-        .assert_code(1)
-        .assert_stderr_lines(&["no matching manifest for linux/arm64/v9.6 in the manifest list entries"]);
+    assert_no_match(&sandbox, "linux/arm64/v9.6", &reference);
     // …while a v8.9 entry is taken.
     let reference = push_platforms(
         "hostile/arm64-v89",
@@ -1286,12 +1290,7 @@ fn the_no_match_error_keeps_the_os_version() {
         "hostile/windows-version",
         &[Platform::parse("linux/amd64"), windows],
     );
-    rpull()
-        .run(["--platform", "windows(10.0.17763)/amd64", &reference])
-        .assert_code(1)
-        .assert_stderr_lines(&[
-            "no matching manifest for windows(10.0.17763)/amd64 in the manifest list entries",
-        ]);
+    assert_no_match(&rpull(), "windows(10.0.17763)/amd64", &reference);
 }
 
 #[test]
