@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
-use rpull::cri::api::image_service_client::ImageServiceClient;
 use rpull::cri::api::{ImageSpec, PullImageRequest, RemoveImageRequest};
 use sha2::{Digest, Sha256};
-use tonic::transport::{Channel, Endpoint};
+
+#[path = "../tests/support/cri_client.rs"]
+mod cri_client;
+use cri_client::connect;
 
 struct Args {
     rpull: PathBuf,
@@ -185,19 +186,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-async fn connect(socket: &Path) -> ImageServiceClient<Channel> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .expect("connect");
-    ImageServiceClient::new(channel)
 }
 
 fn request(image: &str) -> PullImageRequest {

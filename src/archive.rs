@@ -122,6 +122,16 @@ impl<W: Write> Out<W> {
         self.dir(&format!("blobs/{}/", d.algorithm().name()))
     }
 
+    /// Writes `index.json`: an OCI image index of `manifests`.
+    fn index<T: Serialize>(&mut self, manifests: Vec<T>) -> io::Result<()> {
+        let index = ArchiveIndex {
+            schema_version: 2,
+            media_type: media_type::OCI_INDEX,
+            manifests,
+        };
+        self.file("index.json", &serde_json::to_vec(&index).expect("json"))
+    }
+
     fn file(&mut self, path: &str, bytes: &[u8]) -> io::Result<()> {
         let mut h = header(bytes.len() as u64, 0o644, tar::EntryType::Regular);
         self.builder.append_data(&mut h, path, bytes)
@@ -290,12 +300,7 @@ pub fn save_docker_archive(
     for (entry, image) in &extra {
         tar.image(store, entry, image)?;
     }
-    let index = ArchiveIndex {
-        schema_version: 2,
-        media_type: media_type::OCI_INDEX,
-        manifests: descriptors,
-    };
-    tar.file("index.json", &serde_json::to_vec(&index).expect("json"))?;
+    tar.index(descriptors)?;
     let mut manifest_json = serde_json::to_vec(&items).expect("json");
     manifest_json.push(b'\n');
     tar.file("manifest.json", &manifest_json)?;
@@ -322,12 +327,7 @@ pub fn save_oci_archive(store: &Store, entries: &[RefEntry], out: impl Write) ->
     for (entry, image) in unique.iter().zip(&images) {
         tar.image(store, entry, image)?;
     }
-    let index = ArchiveIndex {
-        schema_version: 2,
-        media_type: media_type::OCI_INDEX,
-        manifests: unique,
-    };
-    tar.file("index.json", &serde_json::to_vec(&index).expect("json"))?;
+    tar.index(unique)?;
     tar.file("oci-layout", OCI_LAYOUT)?;
     tar.finish()?;
     Ok(())

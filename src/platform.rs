@@ -758,120 +758,94 @@ mod tests {
         }
     }
 
-    #[test]
-    fn normalize_amd64_names() {
-        for arch in ["x86_64", "x86-64", "amd64", "X86_64", "AMD64"] {
+    /// An `(os, architecture, variant)` as given to [`Platform::normalize`] or expected of it.
+    type Spec<'a> = (&'a str, &'a str, Option<&'a str>);
+
+    /// Asserts that `Platform::normalize` turns each first spec into its second.
+    fn assert_normalized(cases: &[(Spec, Spec)]) {
+        for &((os, arch, variant), (want_os, want_arch, want_variant)) in cases {
             assert_eq!(
-                Platform::normalize("linux", arch, None),
-                plat("linux", "amd64", None),
-                "{arch}"
+                Platform::normalize(os, arch, variant),
+                plat(want_os, want_arch, want_variant),
+                "{os}/{arch} {variant:?}"
             );
         }
-        assert_eq!(
-            Platform::normalize("linux", "amd64", Some("v1")),
-            plat("linux", "amd64", None)
-        );
-        assert_eq!(
-            Platform::normalize("linux", "x86_64", Some("V3")),
-            plat("linux", "amd64", Some("v3"))
-        );
+    }
+
+    #[test]
+    fn normalize_amd64_names() {
+        let amd64 = ("linux", "amd64", None);
+        assert_normalized(&[
+            (("linux", "x86_64", None), amd64),
+            (("linux", "x86-64", None), amd64),
+            (("linux", "amd64", None), amd64),
+            (("linux", "X86_64", None), amd64),
+            (("linux", "AMD64", None), amd64),
+            (("linux", "amd64", Some("v1")), amd64),
+            (("linux", "x86_64", Some("V3")), ("linux", "amd64", Some("v3"))),
+        ]);
     }
 
     #[test]
     fn normalize_i386() {
-        assert_eq!(
-            Platform::normalize("linux", "i386", None),
-            plat("linux", "386", None)
-        );
-        assert_eq!(
-            Platform::normalize("linux", "386", None),
-            plat("linux", "386", None)
-        );
+        assert_normalized(&[
+            (("linux", "i386", None), ("linux", "386", None)),
+            (("linux", "386", None), ("linux", "386", None)),
+        ]);
     }
 
     #[test]
     fn normalize_arm64_names_and_variants() {
-        for arch in ["aarch64", "arm64", "AArch64"] {
-            assert_eq!(
-                Platform::normalize("linux", arch, None),
-                plat("linux", "arm64", None),
-                "{arch}"
-            );
-        }
-        for v in ["8", "v8", "v8.0", "V8"] {
-            assert_eq!(
-                Platform::normalize("linux", "arm64", Some(v)),
-                plat("linux", "arm64", None),
-                "{v}"
-            );
-        }
-        for v in ["9", "9.0", "v9.0"] {
-            assert_eq!(
-                Platform::normalize("linux", "aarch64", Some(v)),
-                plat("linux", "arm64", Some("v9")),
-                "{v}"
-            );
-        }
-        assert_eq!(
-            Platform::normalize("linux", "arm64", Some("v8.2")),
-            plat("linux", "arm64", Some("v8.2"))
-        );
+        let arm64 = ("linux", "arm64", None);
+        let v9 = ("linux", "arm64", Some("v9"));
+        assert_normalized(&[
+            (("linux", "aarch64", None), arm64),
+            (("linux", "arm64", None), arm64),
+            (("linux", "AArch64", None), arm64),
+            (("linux", "arm64", Some("8")), arm64),
+            (("linux", "arm64", Some("v8")), arm64),
+            (("linux", "arm64", Some("v8.0")), arm64),
+            (("linux", "arm64", Some("V8")), arm64),
+            (("linux", "aarch64", Some("9")), v9),
+            (("linux", "aarch64", Some("9.0")), v9),
+            (("linux", "aarch64", Some("v9.0")), v9),
+            (("linux", "arm64", Some("v8.2")), ("linux", "arm64", Some("v8.2"))),
+        ]);
     }
 
     #[test]
     fn normalize_armhf_armel() {
-        assert_eq!(
-            Platform::normalize("linux", "armhf", None),
-            plat("linux", "arm", Some("v7"))
-        );
-        assert_eq!(
-            Platform::normalize("linux", "armhf", Some("v5")),
-            plat("linux", "arm", Some("v7"))
-        );
-        assert_eq!(
-            Platform::normalize("linux", "armel", None),
-            plat("linux", "arm", Some("v6"))
-        );
+        let v7 = ("linux", "arm", Some("v7"));
+        assert_normalized(&[
+            (("linux", "armhf", None), v7),
+            (("linux", "armhf", Some("v5")), v7),
+            (("linux", "armel", None), ("linux", "arm", Some("v6"))),
+        ]);
     }
 
     #[test]
     fn normalize_arm_variants() {
-        assert_eq!(
-            Platform::normalize("linux", "arm", None),
-            plat("linux", "arm", Some("v7"))
-        );
-        assert_eq!(
-            Platform::normalize("linux", "arm", Some("")),
-            plat("linux", "arm", Some("v7"))
-        );
-        assert_eq!(
-            Platform::normalize("linux", "arm", Some("7")),
-            plat("linux", "arm", Some("v7"))
-        );
-        for (v, want) in [("5", "v5"), ("6", "v6"), ("8", "v8"), ("v6", "v6"), ("V5", "v5")] {
-            assert_eq!(
-                Platform::normalize("linux", "ARM", Some(v)),
-                plat("linux", "arm", Some(want)),
-                "{v}"
-            );
-        }
+        let v7 = ("linux", "arm", Some("v7"));
+        assert_normalized(&[
+            (("linux", "arm", None), v7),
+            (("linux", "arm", Some("")), v7),
+            (("linux", "arm", Some("7")), v7),
+            (("linux", "ARM", Some("5")), ("linux", "arm", Some("v5"))),
+            (("linux", "ARM", Some("6")), ("linux", "arm", Some("v6"))),
+            (("linux", "ARM", Some("8")), ("linux", "arm", Some("v8"))),
+            (("linux", "ARM", Some("v6")), ("linux", "arm", Some("v6"))),
+            (("linux", "ARM", Some("V5")), ("linux", "arm", Some("v5"))),
+        ]);
     }
 
     #[test]
     fn normalize_os_names() {
-        assert_eq!(
-            Platform::normalize("macos", "arm64", None),
-            plat("darwin", "arm64", None)
-        );
-        assert_eq!(
-            Platform::normalize("Linux", "s390x", None),
-            plat("linux", "s390x", None)
-        );
+        assert_normalized(&[
+            (("macos", "arm64", None), ("darwin", "arm64", None)),
+            (("Linux", "s390x", None), ("linux", "s390x", None)),
+            (("unknown", "unknown", None), ("unknown", "unknown", None)),
+        ]);
         assert_eq!(Platform::normalize("", "amd64", None).os, go_os());
-        assert_eq!(
-            Platform::normalize("unknown", "unknown", None),
-            plat("unknown", "unknown", None)
-        );
     }
 
     #[test]

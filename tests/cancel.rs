@@ -6,28 +6,10 @@ mod support;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use support::fault_proxy::{Fault, FaultProxy, Rule};
 use support::*;
 
-const LAYER_BYTES: usize = 2_000_000;
-
-fn slow_setup() -> (Registry, FaultProxy, PushedImage, String) {
-    let registry = Registry::start();
-    let layer = Layer::random("big.bin", LAYER_BYTES, 42, Compression::Gzip);
-    let pushed = registry.push_image(
-        "bench/slow",
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
-    let proxy = FaultProxy::start(&registry.host());
-    proxy.add_rule(Rule::new("/blobs/", Fault::Throttle(400_000)).method("GET"));
-    let reference = format!("{}/bench/slow:v1", proxy.host());
-    (registry, proxy, pushed, reference)
-}
-
 fn interrupted_pull(signal: libc::c_int, expected_code: i32) {
-    let (_registry, proxy, pushed, reference) = slow_setup();
+    let (_registry, proxy, pushed, reference) = setups::slow_image();
     let sandbox = rpull();
     let mut running = sandbox.spawn([&reference]);
     running.wait_for_stdout("Pulling fs layer", Duration::from_secs(30));

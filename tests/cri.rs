@@ -13,12 +13,12 @@ use ::rpull::cri::api::{
     AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest,
     PullImageRequest, RemoveImageRequest,
 };
-use hyper_util::rt::TokioIo;
+use support::cri_client::connect;
 use support::fault_proxy::{Fault, FaultProxy, Rule};
 use support::pki::{base64, Pki};
 use support::token_server::TokenServer;
 use support::*;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 const USER: &str = "alice";
@@ -97,20 +97,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// A gRPC client over the unix socket.
-async fn connect(socket: &Path) -> Client {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .expect("connect to the CRI socket");
-    ImageServiceClient::new(channel)
 }
 
 fn spec(image: &str) -> Option<ImageSpec> {
@@ -280,25 +266,6 @@ fn pull_status_list_remove_and_fs_info_round_trip() {
     assert_check_passes(&sandbox);
 }
 
-/// A registry with htpasswd auth behind TLS, and the sandbox trusting its CA through certs.d.
-fn htpasswd_registry(pki: &Pki) -> Registry {
-    let hash = bcrypt::hash_with_result(PASSWORD, 4)
-        .unwrap()
-        .format_for_version(bcrypt::Version::TwoA);
-    let htpasswd = pki.path("htpasswd");
-    std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
-    let basic = format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes()));
-    Registry::start_with(|c| {
-        c.scheme = Scheme::Https;
-        c.http_extra_yaml = pki.registry_tls_yaml(false);
-        c.extra_yaml = format!(
-            "auth:\n  htpasswd:\n    realm: rpull-test\n    path: \"{}\"\n",
-            htpasswd.display()
-        );
-        c.client = Some(pki.client(false, Some(&basic)));
-    })
-}
-
 fn user_password(password: &str) -> Option<AuthConfig> {
     Some(AuthConfig {
         username: USER.into(),
@@ -310,28 +277,14 @@ fn user_password(password: &str) -> Option<AuthConfig> {
 #[test]
 fn request_credentials_basic_auth_behind_tls_and_token_auth() {
     let pki = Pki::new();
-    let registry = htpasswd_registry(&pki);
+    let registry = setups::htpasswd_registry(&pki, USER, PASSWORD, false);
     let pushed = registry.push_small_image("private/app", "v1", 11);
     let host = format!("localhost:{}", registry.port());
     let certs = temp_dir("rpull-certs-d-");
     pki.write_certs_d(certs.path(), &host, false);
     let tokens = TokenServer::start(&pki);
     tokens.user(USER, PASSWORD);
-    let token_registry = {
-        let bearer = format!("Bearer {}", tokens.mint(&["private/tok"], "push,pull"));
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
-        install_crypto_provider();
-        let client = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .default_headers(h)
-            .build()
-            .unwrap();
-        Registry::start_with(|c| {
-            c.extra_yaml = tokens.registry_yaml(&pki);
-            c.client = Some(client);
-        })
-    };
+    let token_registry = setups::token_registry(&pki, &tokens, &["private/tok"]);
     let tok_pushed = token_registry.push_small_image("private/tok", "v1", 12);
 
     let mut sandbox = rpull();
@@ -419,12 +372,7 @@ fn request_credentials_basic_auth_behind_tls_and_token_auth() {
 fn ten_concurrent_pulls_share_one_download_per_blob() {
     let registry = Registry::start();
     let big = Layer::random("big.bin", 1_000_000, 5, Compression::Gzip);
-    let same = registry.push_image(
-        "many/same",
-        "v1",
-        &Image::new(Platform::host(), vec![big]),
-        ManifestFormat::Oci,
-    );
+    let same = registry.push_layers("many/same", "v1", vec![big]);
     let others: Vec<PushedImage> = (0..5)
         .map(|i| registry.push_small_image(&format!("many/other{i}"), "v1", 100 + i))
         .collect();
@@ -473,24 +421,6 @@ fn ten_concurrent_pulls_share_one_download_per_blob() {
     }
     assert_check_passes(&sandbox);
     service.stop();
-}
-
-const SLOW_LAYER: usize = 2_000_000;
-
-/// A 2 MB layer served at 400 kB/s through the proxy.
-fn slow_image() -> (Registry, FaultProxy, PushedImage, String) {
-    let registry = Registry::start();
-    let layer = Layer::random("big.bin", SLOW_LAYER, 42, Compression::Gzip);
-    let pushed = registry.push_image(
-        "bench/slow",
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
-    let proxy = FaultProxy::start(&registry.host());
-    proxy.add_rule(Rule::new("/blobs/", Fault::Throttle(400_000)).method("GET"));
-    let image = format!("{}/bench/slow:v1", proxy.host());
-    (registry, proxy, pushed, image)
 }
 
 fn partial_path(sandbox: &Rpull, digest: &str) -> PathBuf {
@@ -544,7 +474,7 @@ async fn assert_resumes(c: &mut Client, proxy: &FaultProxy, pushed: &PushedImage
 
 #[test]
 fn client_cancel_and_deadline_stop_the_pull_and_the_next_one_resumes() {
-    let (_registry, proxy, pushed, image) = slow_image();
+    let (_registry, proxy, pushed, image) = setups::slow_image();
     let sandbox = rpull();
     let service = Service::start(&sandbox, &[]);
     let layer = pushed.layer_digests[0].clone();
@@ -597,12 +527,7 @@ fn client_cancel_and_deadline_stop_the_pull_and_the_next_one_resumes() {
 fn a_stalled_registry_trips_the_progress_timeout() {
     let registry = Registry::start();
     let layer = Layer::random("big.bin", 500_000, 9, Compression::Gzip);
-    let pushed = registry.push_image(
-        "stall/app",
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
+    let pushed = registry.push_layers("stall/app", "v1", vec![layer]);
     let proxy = FaultProxy::start(&registry.host());
     let layer = pushed.layer_digests[0].clone();
     proxy.add_rule(Rule::new(&layer, Fault::StallAfter(100_000, Duration::from_secs(60))).method("GET"));
@@ -679,7 +604,7 @@ fn bad_input_is_invalid_argument_and_does_nothing() {
 
 #[test]
 fn sigkill_mid_pull_then_restart_and_the_socket_rules() {
-    let (_registry, proxy, pushed, image) = slow_image();
+    let (_registry, proxy, pushed, image) = setups::slow_image();
     let sandbox = rpull();
     let mut service = Service::start(&sandbox, &[]);
     let partial = partial_path(&sandbox, &pushed.layer_digests[0]);
@@ -727,7 +652,7 @@ fn sigkill_mid_pull_then_restart_and_the_socket_rules() {
 
 #[test]
 fn sigterm_cancels_running_pulls_and_removes_the_socket() {
-    let (_registry, _proxy, pushed, image) = slow_image();
+    let (_registry, _proxy, pushed, image) = setups::slow_image();
     let sandbox = rpull();
     let mut service = Service::start(&sandbox, &[]);
     let partial = partial_path(&sandbox, &pushed.layer_digests[0]);

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use support::fault_proxy::{Fault, FaultProxy, Rule};
 use support::nats::Nats;
 use support::{
-    http_client, pseudo_random_bytes, rpull, Compression, Image, LayerBuilder, ManifestFormat, Platform,
-    PushedImage, Registry, Rpull, RunningRpull,
+    http_client, pseudo_random_bytes, rpull, Compression, LayerBuilder, PushedImage, Registry, Rpull,
+    RunningRpull,
 };
 use tempfile::TempDir;
 
@@ -304,12 +304,7 @@ fn push_sized(registry: &Registry, repo: &str, tag: &str, bytes: usize, seed: u6
     let layer = LayerBuilder::new()
         .file("payload", pseudo_random_bytes(bytes, seed), 0o644)
         .build(Compression::Gzip);
-    registry.push_image(
-        repo,
-        tag,
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    )
+    registry.push_layers(repo, tag, vec![layer])
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 use support::fault_proxy::{Fault, FaultProxy, Rule};
 use support::pki::Pki;
+use support::setups::token_registry;
 use support::token_server::TokenServer;
 use support::*;
 use tempfile::TempDir;
@@ -63,6 +64,18 @@ struct Pulled {
 }
 
 impl Pulled {
+    /// Runs `rpull <args…> <reference>` in `sandbox`.
+    fn run(sandbox: Rpull, args: &[&str], reference: String) -> Pulled {
+        let mut all = args.to_vec();
+        all.push(&reference);
+        let out = sandbox.run(all);
+        Pulled {
+            sandbox,
+            out,
+            reference,
+        }
+    }
+
     fn layer_root(&self, diff_id: &str) -> PathBuf {
         self.sandbox
             .root()
@@ -106,93 +119,96 @@ impl Pulled {
 
 fn pull_image(repo: &str, layers: Vec<Layer>) -> Pulled {
     let registry = registry();
-    registry.push_image(
-        repo,
-        "v1",
-        &Image::new(Platform::host(), layers),
-        ManifestFormat::Oci,
-    );
-    let sandbox = rpull();
-    let reference = registry.image_ref(repo, "v1");
-    let out = sandbox.run(["--retry-delay", "10ms", &reference]);
-    Pulled {
-        sandbox,
-        out,
-        reference,
-    }
+    registry.push_layers(repo, "v1", layers);
+    Pulled::run(
+        rpull(),
+        &["--retry-delay", "10ms"],
+        registry.image_ref(repo, "v1"),
+    )
 }
 
 fn pull(repo: &str, layer: LayerBuilder) -> Pulled {
     pull_image(repo, vec![layer.build(Compression::Gzip)])
 }
 
-/// A layer whose (compressed) blob is `blob` as given, for broken compression.
-fn raw_layer(tar: Vec<u8>, blob: Vec<u8>, compression: Compression) -> Layer {
-    Layer {
-        diff_id: sha256_digest(&tar),
-        digest: sha256_digest(&blob),
-        media_type: compression.oci_media_type().to_string(),
-        compression,
-        blob,
-        tar,
-    }
+/// Pulls the layer `build` aims at a fresh [`Outside`]: refused with `needle`, nothing
+/// written outside.
+fn assert_escape_refused(repo: &str, build: impl FnOnce(&Outside) -> LayerBuilder, needle: &str) {
+    let o = Outside::new();
+    let p = pull(repo, build(&o));
+    p.assert_refused(needle);
+    o.assert_untouched();
+}
+
+/// Pulls the layer `build` aims at a fresh [`Outside`]: it succeeds and nothing is written
+/// outside. Returns the pull, the layer's root directory and the [`Outside`].
+fn pull_contained(repo: &str, build: impl FnOnce(&Outside) -> LayerBuilder) -> (Pulled, PathBuf, Outside) {
+    let o = Outside::new();
+    let layer = build(&o).build(Compression::Gzip);
+    let diff = layer.diff_id.clone();
+    let p = pull_image(repo, vec![layer]);
+    p.out.assert_success();
+    o.assert_untouched();
+    let root = p.layer_root(&diff);
+    (p, root, o)
+}
+
+/// Pushes `layers` as `<repo>:v1` and pulls it with `RPULL_MAX_LAYER_BYTES=1000000`.
+fn pull_with_a_layer_bound(repo: &str, layers: Vec<Layer>) -> Pulled {
+    let registry = registry();
+    registry.push_layers(repo, "v1", layers);
+    let mut sandbox = rpull();
+    // The default bound (100 × compressed + 1 GiB) would take a minute to reach in a test.
+    sandbox.env("RPULL_MAX_LAYER_BYTES", "1000000");
+    Pulled::run(sandbox, &[], registry.image_ref(repo, "v1"))
 }
 
 // ---- hostile layers ----
 
 #[test]
 fn path_traversal_is_refused() {
-    let o = Outside::new();
-    let p = pull(
+    assert_escape_refused(
         "hostile/traversal",
-        LayerBuilder::new().raw_file(o.traversal("pwned"), b"x"),
+        |o| LayerBuilder::new().raw_file(o.traversal("pwned"), b"x"),
+        "invalid entry name",
     );
-    p.assert_refused("invalid entry name");
-    o.assert_untouched();
 }
 
 #[test]
 fn absolute_paths_stay_inside_the_layer() {
     // docker's rule: a leading `/` names the layer's root, not the host's.
-    let o = Outside::new();
-    let layer = LayerBuilder::new()
-        .raw_file(o.absolute("pwned"), b"x")
-        .build(Compression::Gzip);
-    let diff = layer.diff_id.clone();
-    let p = pull_image("hostile/absolute", vec![layer]);
-    p.out.assert_success();
-    o.assert_untouched();
-    let inside = p
-        .layer_root(&diff)
-        .join(o.absolute("pwned").trim_start_matches('/'));
+    let (p, root, o) = pull_contained("hostile/absolute", |o| {
+        LayerBuilder::new().raw_file(o.absolute("pwned"), b"x")
+    });
+    let inside = root.join(o.absolute("pwned").trim_start_matches('/'));
     assert_eq!(fs::read(inside).unwrap(), b"x");
     p.assert_store_intact();
 }
 
 #[test]
 fn writing_through_a_symlink_in_the_same_layer_is_refused() {
-    let o = Outside::new();
-    let p = pull(
+    assert_escape_refused(
         "hostile/symlink",
-        LayerBuilder::new()
-            .symlink("evil", &o.absolute(""))
-            .raw_file("evil/pwned", b"x"),
+        |o| {
+            LayerBuilder::new()
+                .symlink("evil", &o.absolute(""))
+                .raw_file("evil/pwned", b"x")
+        },
+        "is a symlink",
     );
-    p.assert_refused("is a symlink");
-    o.assert_untouched();
 }
 
 #[test]
 fn a_relative_symlink_climbing_out_is_refused_as_a_parent() {
-    let o = Outside::new();
-    let p = pull(
+    assert_escape_refused(
         "hostile/symlink-rel",
-        LayerBuilder::new()
-            .symlink("evil", &o.traversal(""))
-            .raw_file("evil/pwned", b"x"),
+        |o| {
+            LayerBuilder::new()
+                .symlink("evil", &o.traversal(""))
+                .raw_file("evil/pwned", b"x")
+        },
+        "is a symlink",
     );
-    p.assert_refused("is a symlink");
-    o.assert_untouched();
 }
 
 #[test]
@@ -242,29 +258,22 @@ fn a_symlink_planted_by_an_earlier_layer_without_a_parent_entry() {
 
 #[test]
 fn a_hardlink_climbing_out_is_refused() {
-    let o = Outside::new();
-    let p = pull(
+    assert_escape_refused(
         "hostile/hardlink",
-        LayerBuilder::new().raw_hardlink("link", o.traversal("victim")),
+        |o| LayerBuilder::new().raw_hardlink("link", o.traversal("victim")),
+        "invalid hardlink target",
     );
-    p.assert_refused("invalid hardlink target");
-    o.assert_untouched();
 }
 
 #[test]
 fn a_hardlink_to_an_absolute_host_path_links_nothing_outside() {
     // An absolute target names the image's root: a file of a lower layer, never the host's.
     // Nothing is created at the link path; layer.json records it for the merge.
-    let o = Outside::new();
-    let layer = LayerBuilder::new()
-        .raw_hardlink("link", o.absolute("victim"))
-        .build(Compression::Gzip);
-    let diff = layer.diff_id.clone();
-    let p = pull_image("hostile/hardlink-abs", vec![layer]);
-    p.out.assert_success();
-    o.assert_untouched();
-    assert!(fs::symlink_metadata(p.layer_root(&diff).join("link")).is_err());
-    let meta = fs::read_to_string(p.layer_root(&diff).with_file_name("layer.json")).unwrap();
+    let (p, root, _o) = pull_contained("hostile/hardlink-abs", |o| {
+        LayerBuilder::new().raw_hardlink("link", o.absolute("victim"))
+    });
+    assert!(fs::symlink_metadata(root.join("link")).is_err());
+    let meta = fs::read_to_string(root.with_file_name("layer.json")).unwrap();
     assert!(
         meta.contains("externalHardlinks") && meta.contains("victim"),
         "{meta}"
@@ -274,17 +283,15 @@ fn a_hardlink_to_an_absolute_host_path_links_nothing_outside() {
 
 #[test]
 fn a_hardlink_through_a_symlink_is_refused() {
-    let o = Outside::new();
-    let p = pull(
+    assert_escape_refused(
         "hostile/hardlink-sym",
-        LayerBuilder::new()
-            .symlink("evil", &o.absolute(""))
-            .raw_hardlink("link", "evil/victim"),
+        |o| {
+            LayerBuilder::new()
+                .symlink("evil", &o.absolute(""))
+                .raw_hardlink("link", "evil/victim")
+        },
+        "symlink",
     );
-    assert!(!p.out.success(), "{}", p.out.stdout);
-    p.assert_refused("symlink");
-    o.assert_untouched();
-    let _ = &p.reference;
 }
 
 #[test]
@@ -395,7 +402,10 @@ fn with_negative_size(mut tar: Vec<u8>) -> Vec<u8> {
 fn a_negative_size_is_refused() {
     let tar = with_negative_size(LayerBuilder::new().file("neg", b"data", 0o644).tar());
     let blob = Compression::Gzip.compress(&tar);
-    let p = pull_image("hostile/negsize", vec![raw_layer(tar, blob, Compression::Gzip)]);
+    let p = pull_image(
+        "hostile/negsize",
+        vec![Layer::from_blob(tar, blob, Compression::Gzip)],
+    );
     p.assert_refused("invalid tar archive");
 }
 
@@ -418,7 +428,10 @@ fn a_tar_that_ends_early_is_refused() {
     let tar = LayerBuilder::new().random_file("f", 20_000, 3).tar();
     let cut = tar[..5_000].to_vec();
     let blob = Compression::Gzip.compress(&cut);
-    let p = pull_image("hostile/short", vec![raw_layer(cut, blob, Compression::Gzip)]);
+    let p = pull_image(
+        "hostile/short",
+        vec![Layer::from_blob(cut, blob, Compression::Gzip)],
+    );
     p.assert_refused("invalid tar archive");
 }
 
@@ -430,7 +443,7 @@ fn corrupt(compression: Compression, repo: &str) -> Pulled {
         *b ^= 0xa5;
     }
     // The registry serves these bytes under their own digest: only decompression can tell.
-    pull_image(repo, vec![raw_layer(tar, blob, compression)])
+    pull_image(repo, vec![Layer::from_blob(tar, blob, compression)])
 }
 
 #[test]
@@ -458,29 +471,13 @@ fn bomb(len: usize, compression: Compression) -> Layer {
             enc.finish().unwrap()
         }
     };
-    raw_layer(tar, blob, compression)
+    Layer::from_blob(tar, blob, compression)
 }
 
 fn bomb_is_stopped(compression: Compression, repo: &str) {
     let layer = bomb(16 << 20, compression);
     assert!(layer.size() * 500 < 16 << 20, "{} bytes", layer.size());
-    let registry = registry();
-    registry.push_image(
-        repo,
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
-    let mut sandbox = rpull();
-    // The default bound (100 × compressed + 1 GiB) would take a minute to reach in a test.
-    sandbox.env("RPULL_MAX_LAYER_BYTES", "1000000");
-    let out = sandbox.run([registry.image_ref(repo, "v1")]);
-    let p = Pulled {
-        sandbox,
-        out,
-        reference: String::new(),
-    };
-    p.assert_refused("more than 1000000 bytes");
+    pull_with_a_layer_bound(repo, vec![layer]).assert_refused("more than 1000000 bytes");
 }
 
 #[test]
@@ -498,22 +495,8 @@ fn a_bomb_of_trailing_zeros_after_the_archive_is_stopped_too() {
     let mut tar = LayerBuilder::new().file("a", b"x", 0o644).tar();
     tar.resize(tar.len() + (4 << 20), 0);
     let blob = Compression::Gzip.compress(&tar);
-    let registry = registry();
-    registry.push_image(
-        "hostile/bomb2",
-        "v1",
-        &Image::new(Platform::host(), vec![raw_layer(tar, blob, Compression::Gzip)]),
-        ManifestFormat::Oci,
-    );
-    let mut sandbox = rpull();
-    sandbox.env("RPULL_MAX_LAYER_BYTES", "1000000");
-    let out = sandbox.run([registry.image_ref("hostile/bomb2", "v1")]);
-    let p = Pulled {
-        sandbox,
-        out,
-        reference: String::new(),
-    };
-    p.assert_refused("expands beyond 1000000 bytes");
+    let layer = Layer::from_blob(tar, blob, Compression::Gzip);
+    pull_with_a_layer_bound("hostile/bomb2", vec![layer]).assert_refused("expands beyond 1000000 bytes");
 }
 
 #[test]
@@ -531,43 +514,33 @@ fn duplicate_entries_keep_the_last_one() {
 
 #[test]
 fn a_duplicate_replacing_a_directory_with_a_symlink_cannot_escape() {
-    let o = Outside::new();
-    let p = pull(
+    assert_escape_refused(
         "hostile/dup-dir",
-        LayerBuilder::new()
-            .dir("d", 0o755)
-            .symlink("d", &o.absolute(""))
-            .raw_file("d/pwned", b"x"),
+        |o| {
+            LayerBuilder::new()
+                .dir("d", 0o755)
+                .symlink("d", &o.absolute(""))
+                .raw_file("d/pwned", b"x")
+        },
+        "symlink",
     );
-    assert!(!p.out.success());
-    p.assert_refused("symlink");
-    o.assert_untouched();
 }
 
 #[test]
 fn a_whiteout_outside_the_layer_is_refused() {
-    let o = Outside::new();
-    let p = pull(
+    assert_escape_refused(
         "hostile/whiteout",
-        LayerBuilder::new().raw_file(o.traversal(".wh.victim"), b""),
+        |o| LayerBuilder::new().raw_file(o.traversal(".wh.victim"), b""),
+        "invalid entry name",
     );
-    p.assert_refused("invalid entry name");
-    o.assert_untouched();
 }
 
 #[test]
 fn an_absolute_whiteout_stays_a_marker_inside_the_layer() {
-    let o = Outside::new();
-    let layer = LayerBuilder::new()
-        .raw_file(o.absolute(".wh.victim"), b"")
-        .build(Compression::Gzip);
-    let diff = layer.diff_id.clone();
-    let p = pull_image("hostile/whiteout-abs", vec![layer]);
-    p.out.assert_success();
-    o.assert_untouched();
-    let marker = p
-        .layer_root(&diff)
-        .join(o.absolute(".wh.victim").trim_start_matches('/'));
+    let (p, root, o) = pull_contained("hostile/whiteout-abs", |o| {
+        LayerBuilder::new().raw_file(o.absolute(".wh.victim"), b"")
+    });
+    let marker = root.join(o.absolute(".wh.victim").trim_start_matches('/'));
     assert!(
         fs::symlink_metadata(marker).is_ok(),
         "the whiteout is kept as a marker"
@@ -585,12 +558,7 @@ struct Proxied {
 fn proxied(repo: &str, seed: u64) -> Proxied {
     let registry = registry();
     let layer = Layer::random("data.bin", 100_000, seed, Compression::Gzip);
-    let pushed = registry.push_image(
-        repo,
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
+    let pushed = registry.push_layers(repo, "v1", vec![layer]);
     Proxied {
         proxy: FaultProxy::start(&registry.host()),
         pushed,
@@ -599,28 +567,13 @@ fn proxied(repo: &str, seed: u64) -> Proxied {
 
 impl Proxied {
     fn pull(&self, reference: &str) -> Pulled {
-        let sandbox = rpull();
-        let reference = format!("{}/{}{reference}", self.proxy.host(), self.pushed.repo);
-        let out = sandbox.run(["--retry-delay", "10ms", &reference]);
-        Pulled {
-            sandbox,
-            out,
-            reference,
-        }
+        self.pull_args(&["--retry-delay", "10ms"], reference)
     }
 
     /// `rpull <args…> <proxy>/<repo><reference>`.
     fn pull_args(&self, args: &[&str], reference: &str) -> Pulled {
-        let sandbox = rpull();
         let reference = format!("{}/{}{reference}", self.proxy.host(), self.pushed.repo);
-        let mut all: Vec<&str> = args.to_vec();
-        all.push(&reference);
-        let out = sandbox.run(all);
-        Pulled {
-            sandbox,
-            out,
-            reference,
-        }
+        Pulled::run(rpull(), args, reference)
     }
 
     fn layer(&self) -> &str {
@@ -713,23 +666,15 @@ fn a_redirect_loop_is_refused() {
 
 #[test]
 fn a_wrong_config_media_type_is_refused() {
-    let registry = registry();
     let layer = LayerBuilder::new()
         .file("a", b"a", 0o644)
         .build(Compression::Gzip);
     let image = Image::new(Platform::host(), vec![layer]);
-    let pushed = registry.push_image("hostile/mt-config", "v1", &image, ManifestFormat::Oci);
-    let mut manifest: serde_json::Value = serde_json::from_slice(&pushed.manifest_bytes).unwrap();
-    manifest["config"]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip".into();
-    registry.push_manifest_json("hostile/mt-config", "v2", &manifest);
-    let sandbox = rpull();
-    let out = sandbox.run([registry.image_ref("hostile/mt-config", "v2")]);
-    let p = Pulled {
-        sandbox,
-        out,
-        reference: String::new(),
-    };
-    p.assert_refused("media type");
+    push_edited("hostile/mt-config", &image, |m| {
+        m["config"]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip".into();
+    });
+    let reference = registry().image_ref("hostile/mt-config", "v2");
+    Pulled::run(rpull(), &[], reference).assert_refused("media type");
 }
 
 #[test]
@@ -810,23 +755,6 @@ fn save_never_replaces_a_special_file() {
 }
 
 // ---- hostile token services ----
-
-/// A registry whose token auth is `tokens`' (the harness pushes with a minted token).
-fn token_registry(pki: &Pki, tokens: &TokenServer, repos: &[&str]) -> Registry {
-    let bearer = format!("Bearer {}", tokens.mint(repos, "push,pull"));
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
-    install_crypto_provider();
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .default_headers(h)
-        .build()
-        .unwrap();
-    Registry::start_with(|c| {
-        c.extra_yaml = tokens.registry_yaml(pki);
-        c.client = Some(client);
-    })
-}
 
 #[test]
 fn a_token_lifetime_past_any_clock_is_clamped() {
@@ -1035,14 +963,8 @@ fn a_config_of_the_wrong_size_is_refused() {
         let size = m["config"]["size"].as_u64().unwrap();
         m["config"]["size"] = (size + 1).into();
     });
-    let sandbox = rpull();
     let reference = registry().image_ref("hostile/config-size", "v2");
-    let out = sandbox.run([&reference]);
-    let p = Pulled {
-        sandbox,
-        out,
-        reference,
-    };
+    let p = Pulled::run(rpull(), &[], reference);
     p.assert_refused(&format!(
         "image config verification failed for digest {}: {} bytes, its descriptor says {}",
         pushed.config_digest,
@@ -1138,14 +1060,8 @@ fn a_nested_index_is_refused() {
     };
     let outer = registry.push_index("hostile/nested", "v1", ManifestFormat::Oci, &[inner_entry]);
     let proxy = FaultProxy::start(&registry.host());
-    let sandbox = rpull();
     let reference = format!("{}/hostile/nested:v1", proxy.host());
-    let out = sandbox.run([&reference]);
-    let p = Pulled {
-        sandbox,
-        out,
-        reference,
-    };
+    let p = Pulled::run(rpull(), &[], reference);
     p.assert_refused(&format!(
         "unsupported manifest format: the index {} names another index ({}); nested indexes are not supported",
         outer.digest, inner.digest
@@ -1325,6 +1241,16 @@ fn push_platforms(repo: &str, platforms: &[Platform]) -> String {
     registry.image_ref(repo, "v1")
 }
 
+/// `rpull --platform <platform> <reference>` fails with docker's no-match line, exit 1.
+fn assert_no_match(sandbox: &Rpull, platform: &str, reference: &str) {
+    sandbox
+        .run(["--platform", platform, reference])
+        .assert_code(1)
+        .assert_stderr_lines(&[&format!(
+            "no matching manifest for {platform} in the manifest list entries"
+        )]);
+}
+
 #[test]
 fn arm64_variants_fall_back_exactly_as_containerd_does() {
     let reference = push_platforms(
@@ -1333,10 +1259,7 @@ fn arm64_variants_fall_back_exactly_as_containerd_does() {
     );
     // v8.10 is outside containerd's arm64 table: nothing matches, not even arm/v7.
     let sandbox = rpull();
-    sandbox
-        .run(["--platform", "linux/arm64/v8.10", &reference])
-        .assert_code(1)
-        .assert_stderr_lines(&["no matching manifest for linux/arm64/v8.10 in the manifest list entries"]);
+    assert_no_match(&sandbox, "linux/arm64/v8.10", &reference);
     // arm64/v9.6 runs v8.0…v8.9, not an entry that says v8.10.
     let reference = push_platforms(
         "hostile/arm64-v810",
@@ -1345,10 +1268,7 @@ fn arm64_variants_fall_back_exactly_as_containerd_does() {
             Platform::parse("linux/arm64/v8.10"),
         ],
     );
-    sandbox
-        .run(["--platform", "linux/arm64/v9.6", &reference])
-        .assert_code(1)
-        .assert_stderr_lines(&["no matching manifest for linux/arm64/v9.6 in the manifest list entries"]);
+    assert_no_match(&sandbox, "linux/arm64/v9.6", &reference);
     // …while a v8.9 entry is taken.
     let reference = push_platforms(
         "hostile/arm64-v89",
@@ -1370,12 +1290,7 @@ fn the_no_match_error_keeps_the_os_version() {
         "hostile/windows-version",
         &[Platform::parse("linux/amd64"), windows],
     );
-    rpull()
-        .run(["--platform", "windows(10.0.17763)/amd64", &reference])
-        .assert_code(1)
-        .assert_stderr_lines(&[
-            "no matching manifest for windows(10.0.17763)/amd64 in the manifest list entries",
-        ]);
+    assert_no_match(&rpull(), "windows(10.0.17763)/amd64", &reference);
 }
 
 #[test]
@@ -1520,12 +1435,7 @@ fn a_path_past_path_max_once_published_is_refused_at_pull() {
     let layer = LayerBuilder::new()
         .raw_file(ok_name, b"x")
         .build(Compression::Gzip);
-    registry().push_image(
-        "hostile/path-max-ok",
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
+    registry().push_layers("hostile/path-max-ok", "v1", vec![layer]);
     let reference = registry().image_ref("hostile/path-max-ok", "v1");
     p.sandbox.run([&reference]).assert_success();
     let out_dir = temp_dir("hostile-rootfs-");

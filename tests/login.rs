@@ -772,7 +772,7 @@ fn token_auth_login_pull_logout() {
 mod pty {
     use std::fs::File;
     use std::io::{Read, Write};
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     use std::process::{Child, Command, Stdio};
     use std::sync::{Arc, Mutex};
     use std::thread;
@@ -804,20 +804,7 @@ mod pty {
     impl OnPty {
         /// Starts `cmd` with a new pseudo-terminal's slave side as stdin.
         pub fn spawn(mut cmd: Command) -> OnPty {
-            let (mut master, mut slave) = (-1, -1);
-            // SAFETY: openpty writes two descriptors; the null pointers ask for defaults.
-            let rc = unsafe {
-                libc::openpty(
-                    &mut master,
-                    &mut slave,
-                    std::ptr::null_mut(),
-                    std::ptr::null(),
-                    std::ptr::null(),
-                )
-            };
-            assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-            // SAFETY: both descriptors are fresh and owned by nobody else.
-            let (master, slave) = unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+            let (master, slave) = super::support::process::openpty();
             // Reads of the master side must not block once rpull has gone.
             // SAFETY: fcntl on a descriptor we own.
             unsafe {

@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::SystemTime;
@@ -195,17 +195,21 @@ fn images_lists_pulled_images_like_docker() {
         (ra.as_str(), "v2", &a, "1.5kB"),
         (rb.as_str(), "latest", &b, "640B"),
     ];
-    let mut table = vec![strings(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"])];
-    for (repo, tag, img, size) in &rows {
-        table.push(vec![
-            repo.to_string(),
-            tag.to_string(),
-            img.short_id().to_string(),
-            created.clone(),
-            size.to_string(),
-        ]);
-    }
-    let expected = tabwrite(&table);
+    // The table `images` should print: REPOSITORY, TAG, the `ids` columns, CREATED, SIZE.
+    let table = |id_headers: &[&str], ids: &dyn Fn(&PushedImage) -> Vec<String>| -> Vec<String> {
+        let mut header = strings(&["REPOSITORY", "TAG"]);
+        header.extend(strings(id_headers));
+        header.extend(strings(&["CREATED", "SIZE"]));
+        let mut table = vec![header];
+        for (repo, tag, img, size) in &rows {
+            let mut row = vec![repo.to_string(), tag.to_string()];
+            row.extend(ids(img));
+            row.extend([created.clone(), size.to_string()]);
+            table.push(row);
+        }
+        tabwrite(&table)
+    };
+    let expected = table(&["IMAGE ID"], &|img| vec![img.short_id().to_string()]);
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     let out = sandbox.run(["images"]);
     out.assert_success().assert_stdout_lines(&expected);
@@ -240,25 +244,9 @@ fn images_lists_pulled_images_like_docker() {
         .assert_stdout_lines(&["REPOSITORY   TAG       IMAGE ID   CREATED   SIZE"]);
 
     // --digests: the digest each tag resolved to at the registry.
-    let mut table = vec![strings(&[
-        "REPOSITORY",
-        "TAG",
-        "DIGEST",
-        "IMAGE ID",
-        "CREATED",
-        "SIZE",
-    ])];
-    for (repo, tag, img, size) in &rows {
-        table.push(vec![
-            repo.to_string(),
-            tag.to_string(),
-            img.manifest_digest.clone(),
-            img.short_id().to_string(),
-            created.clone(),
-            size.to_string(),
-        ]);
-    }
-    let expected = tabwrite(&table);
+    let expected = table(&["DIGEST", "IMAGE ID"], &|img| {
+        vec![img.manifest_digest.clone(), img.short_id().to_string()]
+    });
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     sandbox
         .run(["images", "--digests"])
@@ -266,17 +254,7 @@ fn images_lists_pulled_images_like_docker() {
         .assert_stdout_lines(&expected);
 
     // --no-trunc: full image IDs.
-    let mut table = vec![strings(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"])];
-    for (repo, tag, img, size) in &rows {
-        table.push(vec![
-            repo.to_string(),
-            tag.to_string(),
-            img.config_digest.clone(),
-            created.clone(),
-            size.to_string(),
-        ]);
-    }
-    let expected = tabwrite(&table);
+    let expected = table(&["IMAGE ID"], &|img| vec![img.config_digest.clone()]);
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     sandbox
         .run(["images", "--no-trunc"])
@@ -595,19 +573,11 @@ fn prune_removes_partial_downloads_and_orphans_but_not_images() {
 
 /// A three-layer image whose layers use gzip, zstd and no compression.
 fn three_layer_image() -> Image {
-    let layers = vec![
-        LayerBuilder::new()
-            .dir("etc", 0o755)
-            .file("etc/os-release", "ID=test\n", 0o644)
-            .build(Compression::Gzip),
-        LayerBuilder::new()
-            .dir("usr", 0o755)
-            .random_file("usr/blob.bin", 50_000, 31)
-            .build(Compression::Zstd),
-        LayerBuilder::new()
-            .file("hello.txt", "hello\n", 0o644)
-            .build(Compression::None),
-    ];
+    let layers = layer::three_layers(
+        [Compression::Gzip, Compression::Zstd, Compression::None],
+        50_000,
+        31,
+    );
     Image::new(Platform::host(), layers).with_config(serde_json::json!({"Env": ["A=1"]}))
 }
 
@@ -800,20 +770,7 @@ fn tar_listing(path: &Path) -> BTreeMap<String, Vec<u8>> {
 #[test]
 fn save_refuses_to_write_to_a_terminal() {
     let sandbox = rpull();
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two descriptors into the integers we pass.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors are ours; each File closes its own.
-    let (master, slave) = unsafe { (fs::File::from_raw_fd(master), fs::File::from_raw_fd(slave)) };
+    let (master, slave) = support::process::openpty();
     let out = sandbox
         .command()
         .args(["save", "debian"])
@@ -907,12 +864,7 @@ fn rootfs_applies_whiteouts_opaque_dirs_and_replacements() {
         .file("srv/l3/a", "linked", 0o644)
         .hardlink("srv/l3/b", "srv/l3/a")
         .build(Compression::Gzip);
-    let pushed = registry.push_image(
-        "bench/layers",
-        "whiteout",
-        &Image::new(Platform::host(), vec![base, middle, top]),
-        ManifestFormat::Oci,
-    );
+    let pushed = registry.push_layers("bench/layers", "whiteout", vec![base, middle, top]);
     let sandbox = rpull();
     let reference = registry.image_ref("bench/layers", "whiteout");
     pull(&sandbox, &reference);

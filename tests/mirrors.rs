@@ -134,12 +134,7 @@ fn config_file_sets_concurrency_and_flags_win() {
                 .build(Compression::Gzip)
         })
         .collect();
-    registry.push_image(
-        "three",
-        "x",
-        &Image::new(Platform::host(), layers),
-        ManifestFormat::Oci,
-    );
+    registry.push_layers("three", "x", layers);
     let image = registry.image_ref("three", "x");
 
     let mut r = rpull();

@@ -11,25 +11,8 @@ use support::*;
 
 /// A three-layer gzip OCI image with distinct content, pushed as `repo:tag`.
 fn three_layer_image(registry: &Registry, repo: &str, tag: &str) -> PushedImage {
-    let layers = vec![
-        LayerBuilder::new()
-            .dir("etc", 0o755)
-            .file("etc/os-release", "ID=test\n", 0o644)
-            .build(Compression::Gzip),
-        LayerBuilder::new()
-            .dir("usr", 0o755)
-            .random_file("usr/blob.bin", 300_000, 7)
-            .build(Compression::Gzip),
-        LayerBuilder::new()
-            .file("hello.txt", "hello\n", 0o644)
-            .build(Compression::Gzip),
-    ];
-    registry.push_image(
-        repo,
-        tag,
-        &Image::new(Platform::host(), layers),
-        ManifestFormat::Oci,
-    )
+    let layers = layer::three_layers([Compression::Gzip; 3], 300_000, 7);
+    registry.push_layers(repo, tag, layers)
 }
 
 fn short(digest: &str) -> &str {
@@ -195,12 +178,7 @@ fn layers_beyond_the_concurrency_limit_wait() {
                 .build(Compression::Gzip)
         })
         .collect();
-    let pushed = registry.push_image(
-        "bench/five",
-        "x",
-        &Image::new(Platform::host(), layers),
-        ManifestFormat::Oci,
-    );
+    let pushed = registry.push_layers("bench/five", "x", layers);
     let sandbox = rpull();
     let out = sandbox.run([
         "--max-concurrent-downloads",
@@ -458,12 +436,7 @@ fn all_tags_pulls_every_tag() {
             .file("n", format!("{i}"), 0o644)
             .build(Compression::Gzip);
         let tag = format!("tag{i:03}");
-        registry.push_image(
-            "bench/many",
-            &tag,
-            &Image::new(Platform::host(), vec![base.clone(), top]),
-            ManifestFormat::Oci,
-        );
+        registry.push_layers("bench/many", &tag, vec![base.clone(), top]);
         tags.push(tag);
     }
     let sandbox = rpull();
@@ -522,12 +495,7 @@ fn zstd_plain_and_docker_layers_with_links_and_whiteouts() {
     let l3 = LayerBuilder::new()
         .file("srv/app/gone.txt", "back", 0o600)
         .build(Compression::Gzip);
-    let pushed = registry.push_image(
-        "bench/layers",
-        "whiteout",
-        &Image::new(Platform::host(), vec![l1, l2, l3]),
-        ManifestFormat::Oci,
-    );
+    let pushed = registry.push_layers("bench/layers", "whiteout", vec![l1, l2, l3]);
     let sandbox = rpull();
     sandbox
         .run([registry.image_ref("bench/layers", "whiteout")])
@@ -587,18 +555,8 @@ fn shared_layers_already_exist() {
         .build(Compression::Gzip);
     let a = LayerBuilder::new().file("a", "a", 0o644).build(Compression::Gzip);
     let b = LayerBuilder::new().file("b", "b", 0o644).build(Compression::Gzip);
-    registry.push_image(
-        "bench/a",
-        "1",
-        &Image::new(Platform::host(), vec![base.clone(), a]),
-        ManifestFormat::Oci,
-    );
-    let pb = registry.push_image(
-        "bench/b",
-        "1",
-        &Image::new(Platform::host(), vec![base.clone(), b]),
-        ManifestFormat::Oci,
-    );
+    registry.push_layers("bench/a", "1", vec![base.clone(), a]);
+    let pb = registry.push_layers("bench/b", "1", vec![base.clone(), b]);
     let sandbox = rpull();
     sandbox.run([registry.image_ref("bench/a", "1")]).assert_success();
     let out = sandbox.run([registry.image_ref("bench/b", "1")]);
@@ -616,12 +574,7 @@ fn hostile_layer_is_refused_and_store_stays_clean() {
     let evil = LayerBuilder::new()
         .raw_file("../escape.txt", "x")
         .build(Compression::Gzip);
-    registry.push_image(
-        "bench/evil",
-        "v1",
-        &Image::new(Platform::host(), vec![evil]),
-        ManifestFormat::Oci,
-    );
+    registry.push_layers("bench/evil", "v1", vec![evil]);
     let sandbox = rpull();
     let out = sandbox.run([registry.image_ref("bench/evil", "v1")]);
     out.assert_code(1);

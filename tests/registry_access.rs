@@ -11,34 +11,45 @@ use std::path::Path;
 use serde_json::json;
 use support::fault_proxy::{Fault, FaultProxy, Rule};
 use support::pki::{base64, Pki};
+use support::setups::token_registry;
 use support::token_server::TokenServer;
 use support::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-pa55word";
 
-/// A registry with htpasswd auth behind TLS (certificate for localhost / 127.0.0.1 from `pki`).
+/// A registry with htpasswd auth for [`USER`] behind TLS (certificate for localhost / 127.0.0.1
+/// from `pki`).
 fn htpasswd_registry(pki: &Pki, client_auth: bool) -> Registry {
-    let hash = bcrypt::hash_with_result(PASSWORD, 4)
-        .unwrap()
-        .format_for_version(bcrypt::Version::TwoA);
-    let htpasswd = pki.path("htpasswd");
-    std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
-    let basic = format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes()));
-    Registry::start_with(|c| {
-        c.scheme = Scheme::Https;
-        c.http_extra_yaml = pki.registry_tls_yaml(client_auth);
-        c.extra_yaml = format!(
-            "auth:\n  htpasswd:\n    realm: rpull-test\n    path: \"{}\"\n",
-            htpasswd.display()
-        );
-        c.client = Some(pki.client(client_auth, Some(&basic)));
-    })
+    setups::htpasswd_registry(pki, USER, PASSWORD, client_auth)
 }
 
 /// `auths` entry for `host` with the test user.
 fn auth_config(host: &str) -> serde_json::Value {
     json!({"auths": {host: {"auth": base64(format!("{USER}:{PASSWORD}").as_bytes())}}})
+}
+
+/// An htpasswd registry behind TLS holding `<repo>:v1`; nothing trusts its CA yet.
+struct TlsImage {
+    pki: Pki,
+    registry: Registry,
+    host: String,
+    image: String,
+}
+
+/// `client_auth`: the registry asks for a client certificate.
+fn tls_image(repo: &str, seed: u64, client_auth: bool) -> TlsImage {
+    let pki = Pki::new();
+    let registry = htpasswd_registry(&pki, client_auth);
+    registry.push_small_image(repo, "v1", seed);
+    let host = format!("localhost:{}", registry.port());
+    let image = format!("{host}/{repo}:v1");
+    TlsImage {
+        pki,
+        registry,
+        host,
+        image,
+    }
 }
 
 /// An htpasswd registry behind TLS holding `<repo>:v1`, and a certs.d that trusts its CA.
@@ -51,13 +62,14 @@ struct TrustedImage {
 }
 
 fn trusted_image(repo: &str, seed: u64) -> TrustedImage {
-    let pki = Pki::new();
-    let registry = htpasswd_registry(&pki, false);
-    registry.push_small_image(repo, "v1", seed);
-    let host = format!("localhost:{}", registry.port());
+    let TlsImage {
+        pki,
+        registry,
+        host,
+        image,
+    } = tls_image(repo, seed, false);
     let certs = temp_dir("rpull-certs-d-");
     pki.write_certs_d(certs.path(), &host, false);
-    let image = format!("{host}/{repo}:v1");
     TrustedImage {
         pki,
         registry,
@@ -72,6 +84,13 @@ fn verifying_sandbox(certs_d: &Path) -> Rpull {
     let mut r = rpull();
     r.env("RPULL_NO_LOOPBACK_INSECURE", "1")
         .env("RPULL_CERTS_D", certs_d);
+    r
+}
+
+/// A [`verifying_sandbox`] whose docker config holds the test user's credentials for `host`.
+fn signed_in_sandbox(certs_d: &Path, host: &str) -> Rpull {
+    let r = verifying_sandbox(certs_d);
+    r.write_docker_config(&auth_config(host));
     r
 }
 
@@ -124,14 +143,14 @@ fn basic_auth_behind_tls_with_a_certs_d_ca() {
 
 #[test]
 fn tls_is_verified_unless_the_registry_is_insecure() {
-    let pki = Pki::new();
-    let registry = htpasswd_registry(&pki, false);
-    registry.push_small_image("app", "v1", 2);
-    let host = format!("localhost:{}", registry.port());
-    let image = format!("{host}/app:v1");
+    let TlsImage {
+        pki: _pki,
+        registry: _registry,
+        host,
+        image,
+    } = tls_image("app", 2, false);
     let empty = temp_dir("rpull-certs-d-");
-    let r = verifying_sandbox(empty.path());
-    r.write_docker_config(&auth_config(&host));
+    let r = signed_in_sandbox(empty.path(), &host);
 
     // The CA is unknown: a TLS error, exit 1, nothing pulled.
     let out = r.run([&image]);
@@ -147,8 +166,7 @@ fn tls_is_verified_unless_the_registry_is_insecure() {
     r.run(["--insecure-registry", &host, &image]).assert_success();
 
     // The config file's insecure-registries work the same.
-    let r2 = verifying_sandbox(empty.path());
-    r2.write_docker_config(&auth_config(&host));
+    let r2 = signed_in_sandbox(empty.path(), &host);
     let cfg = r2.home().join("rpull.json");
     std::fs::write(&cfg, json!({"insecure-registries": [&host]}).to_string()).unwrap();
     r2.run([Path::new("--config"), &cfg, Path::new(&image)])
@@ -157,22 +175,21 @@ fn tls_is_verified_unless_the_registry_is_insecure() {
 
 #[test]
 fn client_certificate_from_certs_d() {
-    let pki = Pki::new();
-    let registry = htpasswd_registry(&pki, true);
-    registry.push_small_image("app", "v1", 3);
-    let host = format!("localhost:{}", registry.port());
-    let image = format!("{host}/app:v1");
+    let TlsImage {
+        pki,
+        registry: _registry,
+        host,
+        image,
+    } = tls_image("app", 3, true);
 
     let ca_only = temp_dir("rpull-certs-d-");
     pki.write_certs_d(ca_only.path(), &host, false);
-    let r = verifying_sandbox(ca_only.path());
-    r.write_docker_config(&auth_config(&host));
+    let r = signed_in_sandbox(ca_only.path(), &host);
     r.run([&image]).assert_code(1);
 
     let with_client = temp_dir("rpull-certs-d-");
     pki.write_certs_d(with_client.path(), &host, true);
-    let r = verifying_sandbox(with_client.path());
-    r.write_docker_config(&auth_config(&host));
+    let r = signed_in_sandbox(with_client.path(), &host);
     r.run([&image]).assert_success();
 
     // A key without its certificate: docker's message.
@@ -187,24 +204,6 @@ fn client_certificate_from_certs_d() {
         "missing client certificate client.cert for key client.key",
         "{out}"
     );
-}
-
-/// A token-auth registry with `pki`'s CA as its token root, and the harness allowed to push
-/// to `repos`.
-fn token_registry(pki: &Pki, tokens: &TokenServer, repos: &[&str]) -> Registry {
-    let bearer = format!("Bearer {}", tokens.mint(repos, "push,pull"));
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
-    install_crypto_provider();
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .default_headers(h)
-        .build()
-        .unwrap();
-    Registry::start_with(|c| {
-        c.extra_yaml = tokens.registry_yaml(pki);
-        c.client = Some(client);
-    })
 }
 
 #[test]
@@ -531,15 +530,15 @@ fn credentials_from_a_helper_and_from_docker_auth_config() {
 
 #[test]
 fn cert_dir_gives_this_pull_its_ca_and_client_certificate() {
-    let pki = Pki::new();
-    let registry = htpasswd_registry(&pki, true);
-    registry.push_small_image("app", "v1", 4);
-    let host = format!("localhost:{}", registry.port());
-    let image = format!("{host}/app:v1");
+    let TlsImage {
+        pki,
+        registry: _registry,
+        host,
+        image,
+    } = tls_image("app", 4, true);
     // certs.d is empty: without --cert-dir the CA is unknown.
     let empty = temp_dir("rpull-certs-d-");
-    let r = verifying_sandbox(empty.path());
-    r.write_docker_config(&auth_config(&host));
+    let r = signed_in_sandbox(empty.path(), &host);
     r.run([&image]).assert_code(1);
     // podman's --cert-dir names the directory holding the CA and the client pair directly.
     let certs = temp_dir("rpull-cert-dir-");
@@ -548,8 +547,7 @@ fn cert_dir_gives_this_pull_its_ca_and_client_certificate() {
     r.run([Path::new("--cert-dir"), &dir, Path::new(&image)])
         .assert_success();
     // It applies to that pull only.
-    let r2 = verifying_sandbox(empty.path());
-    r2.write_docker_config(&auth_config(&host));
+    let r2 = signed_in_sandbox(empty.path(), &host);
     r2.run([&image]).assert_code(1);
 }
 

@@ -16,12 +16,7 @@ fn setup() -> (Registry, FaultProxy, PushedImage) {
     let layer = LayerBuilder::new()
         .random_file("data.bin", 400_000, 42)
         .build(Compression::Gzip);
-    let pushed = registry.push_image(
-        "app",
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
+    let pushed = registry.push_layers("app", "v1", vec![layer]);
     let proxy = FaultProxy::start(&registry.host());
     (registry, proxy, pushed)
 }

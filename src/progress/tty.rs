@@ -91,6 +91,15 @@ impl<W: Write> Screen<W> {
         lock(&self.inner).buf.extend_from_slice(bytes);
     }
 
+    /// Moves the cursor `n` cells in `direction` (the CSI final byte: `A` up, `B` down,
+    /// `C` right, `D` left); nothing for 0, since `ESC [ 0 A` moves one cell.
+    fn move_cursor(&self, n: usize, direction: char) -> io::Result<()> {
+        if n > 0 {
+            self.write_bytes(format!("\x1b[{n}{direction}").as_bytes());
+        }
+        Ok(())
+    }
+
     fn flush_out(&self) -> io::Result<()> {
         let mut inner = lock(&self.inner);
         let ScreenInner { out, buf } = &mut *inner;
@@ -135,31 +144,19 @@ impl<W: Write + Send + 'static> TermLike for ScreenHandle<W> {
     }
 
     fn move_cursor_up(&self, n: usize) -> io::Result<()> {
-        if n > 0 {
-            self.0.write_bytes(format!("\x1b[{n}A").as_bytes());
-        }
-        Ok(())
+        self.0.move_cursor(n, 'A')
     }
 
     fn move_cursor_down(&self, n: usize) -> io::Result<()> {
-        if n > 0 {
-            self.0.write_bytes(format!("\x1b[{n}B").as_bytes());
-        }
-        Ok(())
+        self.0.move_cursor(n, 'B')
     }
 
     fn move_cursor_right(&self, n: usize) -> io::Result<()> {
-        if n > 0 {
-            self.0.write_bytes(format!("\x1b[{n}C").as_bytes());
-        }
-        Ok(())
+        self.0.move_cursor(n, 'C')
     }
 
     fn move_cursor_left(&self, n: usize) -> io::Result<()> {
-        if n > 0 {
-            self.0.write_bytes(format!("\x1b[{n}D").as_bytes());
-        }
-        Ok(())
+        self.0.move_cursor(n, 'D')
     }
 
     fn write_line(&self, s: &str) -> io::Result<()> {

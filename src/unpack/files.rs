@@ -5,6 +5,50 @@
 use super::*;
 
 impl Unpacker<'_> {
+    /// Refuses a file of `size` bytes that would take the layer past
+    /// [`UnpackOptions::max_bytes`], before anything of it is written.
+    fn check_room_for(&self, size: u64) -> Result<(), UnpackError> {
+        match self.opts.max_bytes {
+            Some(limit) if self.stats.file_bytes.saturating_add(size) > limit => {
+                Err(UnpackError::TooLarge { limit })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Copies the next chunk of `entry`'s data, at most `want` bytes, into `file` and returns
+    /// its length (0 at the end of the data). Every [`CANCEL_POLL_BYTES`] written, counted in
+    /// `since_poll` across calls, `cancelled` is asked.
+    fn copy_chunk<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &mut File,
+        full: &Path,
+        want: usize,
+        since_poll: &mut u64,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<usize, UnpackError> {
+        let n = loop {
+            match entry.read(&mut self.buf[..want]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.stream_error(e)),
+            }
+        };
+        if n == 0 {
+            return Ok(0);
+        }
+        file.write_all(&self.buf[..n]).map_err(|e| io_error(full, e))?;
+        *since_poll += n as u64;
+        if *since_poll >= CANCEL_POLL_BYTES {
+            *since_poll = 0;
+            if cancelled() {
+                return Err(UnpackError::Cancelled);
+            }
+        }
+        Ok(n)
+    }
+
     pub(super) fn write_file<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
@@ -15,30 +59,17 @@ impl Unpacker<'_> {
         cancelled: &dyn Fn() -> bool,
     ) -> Result<(), UnpackError> {
         let size = entry.size();
-        if let Some(limit) = self.opts.max_bytes {
-            if self.stats.file_bytes.saturating_add(size) > limit {
-                return Err(UnpackError::TooLarge { limit });
-            }
-        }
+        self.check_room_for(size)?;
         let mut file = self.create_at(rel, full, open_new)?;
         let mut written = 0u64;
         let mut since_poll = 0u64;
         loop {
-            let n = match entry.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.stream_error(e)),
-            };
-            file.write_all(&self.buf[..n]).map_err(|e| io_error(full, e))?;
-            written += n as u64;
-            since_poll += n as u64;
-            if since_poll >= CANCEL_POLL_BYTES {
-                since_poll = 0;
-                if cancelled() {
-                    return Err(UnpackError::Cancelled);
-                }
+            let want = self.buf.len();
+            let n = self.copy_chunk(entry, &mut file, full, want, &mut since_poll, cancelled)?;
+            if n == 0 {
+                break;
             }
+            written += n as u64;
         }
         if written != size {
             return Err(UnpackError::TarFormat(format!(
@@ -161,11 +192,7 @@ impl Unpacker<'_> {
             return Err(bad("its sparse map does not fit its size".into()));
         }
         let size = size as u64;
-        if let Some(limit) = self.opts.max_bytes {
-            if self.stats.file_bytes.saturating_add(size) > limit {
-                return Err(UnpackError::TooLarge { limit });
-            }
-        }
+        self.check_room_for(size)?;
         let mut file = self.create_at(rel, full, open_new)?;
         let mut since_poll = 0u64;
         for &(offset, length) in &map {
@@ -174,27 +201,15 @@ impl Unpacker<'_> {
             let mut left = length;
             while left > 0 {
                 let want = left.min(self.buf.len() as u64) as usize;
-                let n = match entry.read(&mut self.buf[..want]) {
-                    Ok(0) => {
-                        return Err(UnpackError::TarFormat(format!(
-                            "unexpected end of archive in {:?}: its sparse map references missing data",
-                            lossy(raw_name)
-                        )))
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(self.stream_error(e)),
-                };
-                file.write_all(&self.buf[..n]).map_err(|e| io_error(full, e))?;
+                let n = self.copy_chunk(entry, &mut file, full, want, &mut since_poll, cancelled)?;
+                if n == 0 {
+                    return Err(UnpackError::TarFormat(format!(
+                        "unexpected end of archive in {:?}: its sparse map references missing data",
+                        lossy(raw_name)
+                    )));
+                }
                 left -= n as u64;
                 consumed += n as u64;
-                since_poll += n as u64;
-                if since_poll >= CANCEL_POLL_BYTES {
-                    since_poll = 0;
-                    if cancelled() {
-                        return Err(UnpackError::Cancelled);
-                    }
-                }
             }
         }
         if consumed != stored {

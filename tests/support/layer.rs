@@ -97,6 +97,20 @@ impl Layer {
         self.blob.len() as u64
     }
 
+    /// A layer of `tar` whose blob is `blob` as given: `tar` compressed with `compression`, or
+    /// bytes that only claim to be (broken compression). Both digests are computed here; the
+    /// media type is the OCI one.
+    pub fn from_blob(tar: Vec<u8>, blob: Vec<u8>, compression: Compression) -> Layer {
+        Layer {
+            diff_id: sha256_digest(&tar),
+            digest: sha256_digest(&blob),
+            media_type: compression.oci_media_type().to_string(),
+            compression,
+            blob,
+            tar,
+        }
+    }
+
     /// Replaces the media type written in manifests (e.g. for unknown-type tests).
     pub fn with_media_type(mut self, media_type: impl Into<String>) -> Layer {
         self.media_type = media_type.into();
@@ -390,15 +404,27 @@ impl LayerBuilder {
     pub fn build(&self, compression: Compression) -> Layer {
         let tar = self.tar();
         let blob = compression.compress(&tar);
-        Layer {
-            diff_id: sha256_digest(&tar),
-            digest: sha256_digest(&blob),
-            media_type: compression.oci_media_type().to_string(),
-            compression,
-            blob,
-            tar,
-        }
+        Layer::from_blob(tar, blob, compression)
     }
+}
+
+/// Three layers of distinct content, in this order: `etc/` with `etc/os-release`, `usr/` with
+/// `usr/blob.bin` of `blob_len` pseudo-random bytes from `seed`, and `hello.txt`; each
+/// compressed as `compression` says.
+pub fn three_layers(compression: [Compression; 3], blob_len: usize, seed: u64) -> Vec<Layer> {
+    vec![
+        LayerBuilder::new()
+            .dir("etc", 0o755)
+            .file("etc/os-release", "ID=test\n", 0o644)
+            .build(compression[0]),
+        LayerBuilder::new()
+            .dir("usr", 0o755)
+            .random_file("usr/blob.bin", blob_len, seed)
+            .build(compression[1]),
+        LayerBuilder::new()
+            .file("hello.txt", "hello\n", 0o644)
+            .build(compression[2]),
+    ]
 }
 
 fn write_entry(out: &mut tar::Builder<Vec<u8>>, entry: &Entry) {

@@ -7,6 +7,9 @@
 //!   Docker schema2, BuildKit attestations included) deterministically, so digests are stable;
 //! * [`rpull`] runs the `rpull` binary in a sandbox (fresh store root, `HOME`, `DOCKER_CONFIG`,
 //!   no proxy or platform variables) and captures its output;
+//! * [`setups`] holds registries and images that several test files set up alike (basic auth
+//!   behind TLS, token auth, a throttled image);
+//! * [`cri_client`] is a CRI image-service client over a unix socket (shared with the bench);
 //! * [`process`] spawns child processes that die with the test binary, even when it is killed.
 //!
 //! Everything here is synchronous and panics with a readable message on failure: a test reads
@@ -16,6 +19,7 @@
 // Each test file compiles its own copy of this module and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod cri_client;
 pub mod fault_proxy;
 pub mod image;
 pub mod layer;
@@ -24,6 +28,7 @@ pub mod pki;
 pub mod process;
 pub mod registry;
 pub mod rpull;
+pub mod setups;
 pub mod token_server;
 
 pub use image::{Image, IndexEntry, ManifestFormat, Platform};

@@ -83,3 +83,24 @@ pub fn send_signal(child: &mut Child, signal: libc::c_int) {
         );
     }
 }
+
+/// A new pseudo-terminal: its master side as a [`std::fs::File`] and its slave side, to hand
+/// to a child as stdin or stdout. Panics if the system has none to give.
+#[cfg(unix)]
+pub fn openpty() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors; the null pointers ask for defaults.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", io::Error::last_os_error());
+    // SAFETY: both descriptors are fresh and owned by nobody else; each closes on drop.
+    unsafe { (std::fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}

@@ -32,6 +32,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use super::image::{index_json, to_bytes, Attestation, Image, IndexEntry, ManifestFormat, Platform};
+use super::layer::Layer;
 use super::process::{kill_and_reap, spawn_tethered};
 use super::{hex, pseudo_random_bytes, sha256_digest};
 
@@ -499,6 +500,16 @@ impl Registry {
         }
     }
 
+    /// Pushes an OCI image of `layers` for the host platform, with the default config.
+    pub fn push_layers(&self, repo: &str, tag: &str, layers: Vec<Layer>) -> PushedImage {
+        self.push_image(
+            repo,
+            tag,
+            &Image::new(Platform::host(), layers),
+            ManifestFormat::Oci,
+        )
+    }
+
     /// Pushes a small distinct single-layer OCI image (for tests that need "some image").
     /// `seed` makes the content and so the digests unique.
     pub fn push_small_image(&self, repo: &str, tag: &str, seed: u64) -> PushedImage {
@@ -506,12 +517,7 @@ impl Registry {
         let layer = super::layer::LayerBuilder::new()
             .file(&format!("file-{}", hex(&data[..4])), &data, 0o644)
             .build(super::layer::Compression::Gzip);
-        self.push_image(
-            repo,
-            tag,
-            &Image::new(Platform::host(), vec![layer]),
-            ManifestFormat::Oci,
-        )
+        self.push_layers(repo, tag, vec![layer])
     }
 
     /// `GET /v2/<repo>/manifests/<reference>` accepting `accept`; panics unless 200.

@@ -1,0 +1,70 @@
+//! Registries and images that more than one test binary sets up the same way.
+//!
+//! * [`htpasswd_registry`]: basic auth behind TLS (registry access, CRI credentials);
+//! * [`token_registry`]: token auth against a [`TokenServer`] of ours (registry access,
+//!   hostile token services, CRI credentials);
+//! * [`slow_image`]: a 2 MB one-layer image whose blobs the fault proxy throttles, so a pull
+//!   can be stopped in the middle (cancellation, CRI cancellation and sharing).
+
+use super::fault_proxy::{Fault, FaultProxy, Rule};
+use super::pki::{base64, Pki};
+use super::token_server::TokenServer;
+use super::{
+    install_crypto_provider, Compression, Image, Layer, ManifestFormat, Platform, PushedImage, Registry,
+    Scheme,
+};
+
+/// A registry with htpasswd auth (`user`/`password`) behind TLS, its certificate for
+/// localhost / 127.0.0.1 from `pki`; with `client_auth` it also asks for a client certificate.
+/// The harness pushes with the same credentials (and client certificate).
+pub fn htpasswd_registry(pki: &Pki, user: &str, password: &str, client_auth: bool) -> Registry {
+    let hash = bcrypt::hash_with_result(password, 4)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoA);
+    let htpasswd = pki.path("htpasswd");
+    std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+    let basic = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
+    Registry::start_with(|c| {
+        c.scheme = Scheme::Https;
+        c.http_extra_yaml = pki.registry_tls_yaml(client_auth);
+        c.extra_yaml = format!(
+            "auth:\n  htpasswd:\n    realm: rpull-test\n    path: \"{}\"\n",
+            htpasswd.display()
+        );
+        c.client = Some(pki.client(client_auth, Some(&basic)));
+    })
+}
+
+/// A token-auth registry with `pki`'s CA as its token root, and the harness allowed to push
+/// to `repos` with a token `tokens` minted.
+pub fn token_registry(pki: &Pki, tokens: &TokenServer, repos: &[&str]) -> Registry {
+    let bearer = format!("Bearer {}", tokens.mint(repos, "push,pull"));
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+    install_crypto_provider();
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .default_headers(h)
+        .build()
+        .unwrap();
+    Registry::start_with(|c| {
+        c.extra_yaml = tokens.registry_yaml(pki);
+        c.client = Some(client);
+    })
+}
+
+/// The size of [`slow_image`]'s one layer.
+pub const SLOW_LAYER_BYTES: usize = 2_000_000;
+
+/// `bench/slow:v1`, one random layer of [`SLOW_LAYER_BYTES`] (seed 42) on a fresh registry,
+/// behind a fault proxy that serves blob GETs at 400 kB/s. Returns the registry, the proxy,
+/// the pushed image and its reference through the proxy; keep the first two alive.
+pub fn slow_image() -> (Registry, FaultProxy, PushedImage, String) {
+    let registry = Registry::start();
+    let layer = Layer::random("big.bin", SLOW_LAYER_BYTES, 42, Compression::Gzip);
+    let pushed = registry.push_layers("bench/slow", "v1", vec![layer]);
+    let proxy = FaultProxy::start(&registry.host());
+    proxy.add_rule(Rule::new("/blobs/", Fault::Throttle(400_000)).method("GET"));
+    let reference = format!("{}/bench/slow:v1", proxy.host());
+    (registry, proxy, pushed, reference)
+}
