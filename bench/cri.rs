@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rpull::cri::api::{ImageSpec, PullImageRequest, RemoveImageRequest};
 use sha2::{Digest, Sha256};
 
-#[path = "../tests/support/cri_client.rs"]
+#[path = "../tests/it/support/cri_client.rs"]
 mod cri_client;
 use cri_client::connect;
 

@@ -3,20 +3,18 @@
 //! layers are deterministic and can hold hostile entries, and a missing registry binary fails
 //! loudly. rpull itself is not run here.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use support::image::{
+use crate::support::image::{
     index_json, to_bytes, ALL_MANIFEST_TYPES, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, IN_TOTO,
     OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
 };
-use support::registry::{header_str, MARKER_HEADER, REGISTRY_BIN_ENV};
-use support::*;
+use crate::support::registry::{header_str, MARKER_HEADER, REGISTRY_BIN_ENV};
+use crate::support::*;
+use serde_json::json;
 
 fn gunzip(blob: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -163,12 +161,12 @@ fn registry_dies_when_the_test_process_is_killed() {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
-        "registry_dies_when_the_test_process_is_killed",
+        "harness::registry_dies_when_the_test_process_is_killed",
         "--nocapture",
     ])
     .env(CHILD, "1")
     .stdout(std::process::Stdio::piped());
-    let mut child = support::process::spawn_tethered(cmd).unwrap();
+    let mut child = crate::support::process::spawn_tethered(cmd).unwrap();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut lines = std::io::BufRead::lines(stdout).map_while(Result::ok);
     let mut value = |key: &str| {
@@ -179,7 +177,7 @@ fn registry_dies_when_the_test_process_is_killed() {
     let work_dir = value("REGISTRY_DIR=");
     let pid: i32 = value("REGISTRY_PID=").parse().unwrap();
     assert!(process_alive(pid), "registry {pid} not running");
-    support::process::kill_and_reap(&mut child);
+    crate::support::process::kill_and_reap(&mut child);
     let deadline = Instant::now() + Duration::from_secs(5);
     while process_alive(pid) {
         assert!(
@@ -208,15 +206,15 @@ fn upload_locations_resolve_relative_and_absolute() {
     let start = "http://127.0.0.1:5000/v2/a/b/blobs/uploads/";
     let d = "sha256:abc";
     assert_eq!(
-        support::registry::upload_url(start, "/v2/a/b/blobs/uploads/u1?_state=x%3D", d).as_str(),
+        crate::support::registry::upload_url(start, "/v2/a/b/blobs/uploads/u1?_state=x%3D", d).as_str(),
         "http://127.0.0.1:5000/v2/a/b/blobs/uploads/u1?_state=x%3D&digest=sha256%3Aabc"
     );
     assert_eq!(
-        support::registry::upload_url(start, "u2", d).as_str(),
+        crate::support::registry::upload_url(start, "u2", d).as_str(),
         "http://127.0.0.1:5000/v2/a/b/blobs/uploads/u2?digest=sha256%3Aabc"
     );
     assert_eq!(
-        support::registry::upload_url(start, "http://other:1/up?x=1", d).as_str(),
+        crate::support::registry::upload_url(start, "http://other:1/up?x=1", d).as_str(),
         "http://other:1/up?x=1&digest=sha256%3Aabc"
     );
 }
@@ -619,7 +617,7 @@ fn registry_bin_env_pointing_nowhere_fails_the_test() {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "registry_bin_env_pointing_nowhere_fails_the_test",
+            "harness::registry_bin_env_pointing_nowhere_fails_the_test",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -647,7 +645,7 @@ fn sandbox_scrubs_the_environment() {
     let mut sandbox = rpull();
     sandbox.env("EXTRA", "1");
     let cmd = sandbox.command();
-    assert_eq!(cmd.get_program(), support::rpull::RPULL_BIN);
+    assert_eq!(cmd.get_program(), crate::support::rpull::RPULL_BIN);
     let args: Vec<_> = cmd.get_args().collect();
     assert_eq!(args, [std::ffi::OsStr::new("--root"), sandbox.root().as_os_str()]);
     let envs: std::collections::BTreeMap<_, _> = cmd.get_envs().collect();

@@ -4,17 +4,15 @@
 //! case nothing is written outside the store, `rpull check` passes, and the reference is not
 //! recorded when the pull failed.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use support::fault_proxy::{Fault, FaultProxy, Rule};
-use support::pki::Pki;
-use support::setups::token_registry;
-use support::token_server::TokenServer;
-use support::*;
+use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::support::pki::Pki;
+use crate::support::setups::token_registry;
+use crate::support::token_server::TokenServer;
+use crate::support::*;
 use tempfile::TempDir;
 
 fn registry() -> &'static Registry {
@@ -85,8 +83,7 @@ impl Pulled {
     }
 
     fn assert_store_intact(&self) {
-        let out = self.sandbox.run(["check"]);
-        assert!(out.success(), "rpull check:\n{}\n{}", out.stdout, out.stderr);
+        self.sandbox.assert_store_intact("");
     }
 
     /// Exit 1, `needle` in the error, the store intact, the reference not recorded.

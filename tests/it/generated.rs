@@ -2,7 +2,7 @@
 //! `src/cri/generated/runtime.v1.rs` from the CRI proto `src/cri/proto/api.proto` (with the
 //! pure-Rust compiler protox, so neither the build nor this test needs `protoc`). This test
 //! renders them again and fails when the checked-in files are stale.
-//! Regenerate with `RPULL_BLESS=1 cargo test --test generated`.
+//! Regenerate with `RPULL_BLESS=1 cargo test --test it generated`.
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +82,6 @@ fn man_pages_and_completions_are_fresh() {
     }
     assert!(
         stale.is_empty(),
-        "generated files are stale: {stale:?}\nregenerate them with: RPULL_BLESS=1 cargo test --test generated"
+        "generated files are stale: {stale:?}\nregenerate them with: RPULL_BLESS=1 cargo test --test it generated"
     );
 }

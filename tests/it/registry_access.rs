@@ -4,16 +4,14 @@
 //! 401, denied scopes), credentials never leaving their host on a blob redirect, credential
 //! helpers, and docker's messages word for word with exit status 1.
 
-mod support;
-
 use std::path::Path;
 
+use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::support::pki::{base64, Pki};
+use crate::support::setups::token_registry;
+use crate::support::token_server::TokenServer;
+use crate::support::*;
 use serde_json::json;
-use support::fault_proxy::{Fault, FaultProxy, Rule};
-use support::pki::{base64, Pki};
-use support::setups::token_registry;
-use support::token_server::TokenServer;
-use support::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-pa55word";

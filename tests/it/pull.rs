@@ -1,13 +1,11 @@
 //! End-to-end pulls: the real `rpull` binary against the real distribution registry, with
 //! output compared line for line to docker's (see ../shared/docs/captures/).
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// A three-layer gzip OCI image with distinct content, pushed as `repo:tag`.
 fn three_layer_image(registry: &Registry, repo: &str, tag: &str) -> PushedImage {
@@ -672,10 +670,10 @@ fn all_tags_follows_link_pagination() {
         registry.push_small_image("bench/paged", &format!("t{i}"), 100 + i);
     }
     // Registry 2.8 answers every tag at once; the proxy serves them 3 to a page with `Link`.
-    let proxy = support::fault_proxy::FaultProxy::start(&registry.host());
-    proxy.add_rule(support::fault_proxy::Rule::new(
+    let proxy = crate::support::fault_proxy::FaultProxy::start(&registry.host());
+    proxy.add_rule(crate::support::fault_proxy::Rule::new(
         "/tags/list",
-        support::fault_proxy::Fault::PaginateTags(3),
+        crate::support::fault_proxy::Fault::PaginateTags(3),
     ));
     let name = format!("{}/bench/paged", proxy.host());
     let out = rpull().run(["-a", &name]);

@@ -1,12 +1,10 @@
 //! CTRL-c and SIGTERM: a pull stops at once with docker's exit codes, nothing half-written is
 //! taken for complete, and the next pull continues the interrupted download with `Range`.
 
-mod support;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 fn interrupted_pull(signal: libc::c_int, expected_code: i32) {
     let (_registry, proxy, pushed, reference) = setups::slow_image();

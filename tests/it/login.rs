@@ -6,24 +6,22 @@
 //! registry is on 127.0.0.1, which rpull (like docker) treats as insecure, so the self-signed
 //! certificate is accepted without `--tls-verify=false`.
 
-mod support;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pa55word";
 
 /// A registry behind TLS and htpasswd, with its files.
 mod secure {
-    use super::support::{self, install_crypto_provider, Registry, Scheme};
     use super::{PASSWORD, USER};
+    use crate::support::{install_crypto_provider, Registry, Scheme};
     use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
     use std::fs;
     use std::time::Duration;
@@ -51,7 +49,7 @@ mod secure {
     /// htpasswd file holding [`USER`]/[`PASSWORD`]; the harness pushes with those.
     pub fn start() -> SecureRegistry {
         install_crypto_provider();
-        let files = support::temp_dir("rpull-login-files-");
+        let files = crate::support::temp_dir("rpull-login-files-");
         let certified =
             rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
                 .expect("generating a certificate");
@@ -538,8 +536,8 @@ fn existing_credentials_are_reused_by_a_bare_login() {
 /// A registry behind token auth: distribution's `auth: token` with a token service of our own
 /// on loopback, which signs ES256 JWTs with a certificate the registry trusts (`x5c`).
 mod token {
-    use super::support::{self, Registry};
     use super::{b64, PASSWORD, USER};
+    use crate::support::Registry;
     use rcgen::SigningKey;
     use serde_json::json;
     use std::io::{BufRead, BufReader, Write};
@@ -591,7 +589,7 @@ mod token {
     pub fn start(push: impl FnOnce(&Registry)) -> TokenRegistry {
         let open = Registry::start();
         push(&open);
-        let files = support::temp_dir("rpull-token-files-");
+        let files = crate::support::temp_dir("rpull-token-files-");
         let certified = rcgen::generate_simple_self_signed(vec!["rpull-token-issuer".to_string()])
             .expect("generating the signing certificate");
         let bundle = files.path().join("root.pem");
@@ -804,7 +802,7 @@ mod pty {
     impl OnPty {
         /// Starts `cmd` with a new pseudo-terminal's slave side as stdin.
         pub fn spawn(mut cmd: Command) -> OnPty {
-            let (master, slave) = super::support::process::openpty();
+            let (master, slave) = crate::support::process::openpty();
             // Reads of the master side must not block once rpull has gone.
             // SAFETY: fcntl on a descriptor we own.
             unsafe {

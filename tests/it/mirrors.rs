@@ -3,14 +3,12 @@
 //! back to the origin when a mirror lacks the image or is down, `--registry-mirror` for Docker
 //! Hub names, `HTTP_PROXY` through a forward proxy, and loopback never proxied.
 
-mod support;
-
 use std::path::PathBuf;
 
+use crate::support::fault_proxy::FaultProxy;
+use crate::support::registry::free_port;
+use crate::support::*;
 use serde_json::json;
-use support::fault_proxy::FaultProxy;
-use support::registry::free_port;
-use support::*;
 
 fn write_config(r: &Rpull, config: &serde_json::Value) -> PathBuf {
     let path = r.home().join("rpull-config.json");
@@ -205,12 +203,15 @@ fn falling_back_after_pulling_from_changes_nothing_but_a_note() {
     let mirror_registry = Registry::start();
     mirror_registry.push_small_image("app", "v1", 15);
     let mirror = FaultProxy::start(&mirror_registry.host());
-    let fault = support::fault_proxy::Fault::Status {
+    let fault = crate::support::fault_proxy::Fault::Status {
         code: 404,
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#.into(),
     };
-    mirror.add_rule(support::fault_proxy::Rule::new(&pushed.config_digest, fault));
+    mirror.add_rule(crate::support::fault_proxy::Rule::new(
+        &pushed.config_digest,
+        fault,
+    ));
     let image = origin.image_ref("app", "v1");
 
     let direct = rpull().run([&image]);

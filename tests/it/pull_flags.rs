@@ -2,13 +2,11 @@
 //! (`--disable-content-trust`, `DOCKER_CONTENT_TRUST`), `--tls-verify`, and `--os`, `--arch`,
 //! `--variant` as a platform, against the real distribution registry.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn ref_entry(root: &Path, name: &str) -> Option<Value> {
     let index: Value = serde_json::from_slice(&fs::read(root.join("index.json")).ok()?).ok()?;

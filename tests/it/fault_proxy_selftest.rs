@@ -4,8 +4,7 @@
 //! registry harness), and a tiny std-only client talks to the proxy so that truncation, stalls and
 //! connection reuse can be observed exactly.
 
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
+use crate::support::fault_proxy;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -6,19 +6,18 @@
 //! The same runs again with every layer fetched as concurrent ranges (a config file with a small
 //! threshold): a kill then leaves a partial whose sidecar lists completed ranges with holes
 //! between them, which `rpull check` must accept and the re-pull must complete. (How many kill
-//! points leave one is printed; tests/ranges.rs makes that state on purpose and checks it.)
+//! points leave one is printed; tests/it/ranges.rs makes that state on purpose and checks it.)
 //!
 //! `RPULL_KILLPOINTS` sets the number of kill points per signal (default 25, so 50 in all);
 //! `RPULL_KILLPOINTS_SEED` replays a run. `bench/killpoints` runs 200.
-
-mod support;
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::fault_proxy::{Fault, FaultProxy, Rule};
-use support::*;
+use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::support::store_check::assert_visible_content_intact;
+use crate::support::*;
 
 struct Setup {
     _registry: Registry,
@@ -98,51 +97,6 @@ impl Rng {
     }
 }
 
-/// Checks the store independently of rpull: visible blobs hash to their names, visible
-/// layers carry their marker.
-fn assert_visible_content_intact(root: &Path, context: &str) {
-    // Killed before the store was even created: nothing is visible.
-    let list = |dir: &str| fs::read_dir(root.join(dir)).into_iter().flatten();
-    for e in list("blobs/sha256") {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".tmp-") {
-            continue;
-        }
-        let bytes = fs::read(e.path()).unwrap();
-        assert_eq!(
-            sha256_digest(&bytes),
-            format!("sha256:{name}"),
-            "{context}: blob {name} is corrupt"
-        );
-    }
-    for e in list("layers/sha256") {
-        let e = e.unwrap();
-        assert!(
-            e.path().join("layer.json").is_file(),
-            "{context}: layer {:?} is visible without its marker",
-            e.file_name()
-        );
-    }
-    let Ok(index) = fs::read(root.join("index.json")) else {
-        return;
-    };
-    let index: serde_json::Value = serde_json::from_slice(&index).unwrap_or_else(|e| {
-        panic!("{context}: index.json does not parse: {e}");
-    });
-    assert!(index["manifests"].is_array(), "{context}: {index}");
-}
-
-fn assert_check_passes(sandbox: &Rpull, context: &str) {
-    let out = sandbox.run(["check"]);
-    assert!(
-        out.success(),
-        "{context}: rpull check failed\nstdout:\n{}\nstderr:\n{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
 const THROTTLE: u64 = 1_000_000;
 /// Per connection when layers come in ranges: 4 connections share about the same rate, so
 /// that kills land while ranges are in flight.
@@ -168,7 +122,7 @@ fn full_pull_time(s: &Setup, ranged: bool) -> Duration {
     for r in &s.refs {
         sandbox.run([r]).assert_success();
     }
-    assert_check_passes(&sandbox, "clean pull");
+    sandbox.assert_store_intact("clean pull");
     start.elapsed() / 2
 }
 
@@ -246,11 +200,12 @@ fn kill_points(signal: libc::c_int, salt: u64, ranged: bool) {
                 );
             }
         }
+        // Before rpull looks at it: what a kill left must already be sound.
         assert_visible_content_intact(sandbox.root(), &context);
         if has_ranged_partial(sandbox.root()) {
             holes += 1;
         }
-        assert_check_passes(&sandbox, &context);
+        sandbox.assert_store_intact(&context);
         let again = sandbox.run([reference]);
         assert!(
             again.success(),
@@ -258,8 +213,7 @@ fn kill_points(signal: libc::c_int, salt: u64, ranged: bool) {
             again.stdout,
             again.stderr
         );
-        assert_visible_content_intact(sandbox.root(), &context);
-        assert_check_passes(&sandbox, &format!("{context}, after the re-pull"));
+        sandbox.assert_store_intact(&format!("{context}, after the re-pull"));
     }
     eprintln!(
         "{n} kill points with signal {signal} (ranged: {ranged}): {stopped_mid_pull} stopped a pull, \

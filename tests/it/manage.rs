@@ -3,8 +3,6 @@
 //! the store and the saved archives as other tools read them (`skopeo`, which must be
 //! installed: these tests fail rather than skip without it; `podman load` when present).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -13,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::SystemTime;
 
+use crate::support::image::FIXED_CREATED;
+use crate::support::*;
 use serde_json::Value;
-use support::image::FIXED_CREATED;
-use support::*;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -770,7 +768,7 @@ fn tar_listing(path: &Path) -> BTreeMap<String, Vec<u8>> {
 #[test]
 fn save_refuses_to_write_to_a_terminal() {
     let sandbox = rpull();
-    let (master, slave) = support::process::openpty();
+    let (master, slave) = crate::support::process::openpty();
     let out = sandbox
         .command()
         .args(["save", "debian"])

@@ -29,6 +29,7 @@ pub mod process;
 pub mod registry;
 pub mod rpull;
 pub mod setups;
+pub mod store_check;
 pub mod token_server;
 
 pub use image::{Image, IndexEntry, ManifestFormat, Platform};

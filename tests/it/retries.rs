@@ -3,12 +3,10 @@
 //! and fails the ping and manifests (retried quietly). Every fault ends in either the correct
 //! image or a clear error with exit status 1, never in wrong data in the store.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::fault_proxy::{Fault, FaultProxy, RequestLog, Rule};
-use support::*;
+use crate::support::fault_proxy::{Fault, FaultProxy, RequestLog, Rule};
+use crate::support::*;
 
 /// A one-layer image with a ~400 kB incompressible layer, behind a fault proxy.
 fn setup() -> (Registry, FaultProxy, PushedImage) {

@@ -2,21 +2,19 @@
 //! `rpull serve` and three `rpull agent`s, each agent with its own store, HOME and docker
 //! config. Jobs are sent with HTTP and the answers, the agents' logs and their stores checked.
 
-mod support;
-
 use std::fs;
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::Client;
-use serde_json::{json, Value};
-use support::fault_proxy::{Fault, FaultProxy, Rule};
-use support::nats::Nats;
-use support::{
+use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::support::nats::Nats;
+use crate::support::{
     http_client, pseudo_random_bytes, rpull, Compression, LayerBuilder, PushedImage, Registry, Rpull,
     RunningRpull,
 };
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
 use tempfile::TempDir;
 
 /// The job timeout of most tests: short, so that a missing answer does not hold a test long.
@@ -86,8 +84,7 @@ impl Agent {
 
     /// `rpull check` on the agent's store passes.
     fn assert_store_ok(&self) {
-        let out = self.sandbox.run(["check"]);
-        assert!(out.success(), "rpull check on {}'s store: {out:?}", self.name);
+        self.sandbox.assert_store_intact(&self.name);
     }
 
     /// The references in the agent's store.
@@ -143,7 +140,7 @@ fn three_agents() -> Vec<(&'static str, Vec<&'static str>)> {
 impl Fleet {
     fn start(agents: Vec<(&str, Vec<&str>)>, job_timeout: &str, agent_config: Option<&Value>) -> Fleet {
         let nats = Nats::start();
-        let key_dir = support::temp_dir("rpull-fleet-key-");
+        let key_dir = crate::support::temp_dir("rpull-fleet-key-");
         let key = key_dir.path().join("signing.key");
         fs::write(&key, "fleet-test-signing-key\n").unwrap();
         let config = agent_config.map(|c| {
@@ -596,7 +593,7 @@ fn ctrl_c_cancels_a_running_pull_and_the_agent_exits() {
 #[test]
 fn failed_pulls_answer_with_the_cli_text() {
     let registry = Registry::start();
-    let files = support::temp_dir("rpull-fleet-auth-");
+    let files = crate::support::temp_dir("rpull-fleet-auth-");
     let htpasswd = files.path().join("htpasswd");
     fs::write(&htpasswd, format!("u:{}\n", bcrypt::hash("p", 4).unwrap())).unwrap();
     let locked = Registry::start_with(|c| {
@@ -661,7 +658,7 @@ fn bad_requests_get_their_status_and_pull_nothing() {
         t
     };
     let foreign = {
-        let dir = support::temp_dir("rpull-fleet-other-key-");
+        let dir = crate::support::temp_dir("rpull-fleet-other-key-");
         let other = dir.path().join("k");
         fs::write(&other, "another key").unwrap();
         let out = fleet.server_sandbox.run([
@@ -950,7 +947,7 @@ fn behind_a_pull_through_cache_the_fleet_costs_the_origin_nothing_after_the_firs
 fn standalone_serve_pulls_on_its_own_node() {
     let registry = Registry::start();
     let image = registry.push_small_image("fleet/app", "v1", 9);
-    let key_dir = support::temp_dir("rpull-fleet-key-");
+    let key_dir = crate::support::temp_dir("rpull-fleet-key-");
     let key = key_dir.path().join("k");
     fs::write(&key, "standalone").unwrap();
     // The key comes from the config file here.

@@ -4,14 +4,12 @@
 //! range, or cuts ranges falls back to one stream or fails clearly, never committing bad data;
 //! a SIGKILL with ranges in flight is resumed fetching only the missing ranges.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::fault_proxy::{Fault, FaultProxy, RequestLog, Rule};
-use support::*;
+use crate::support::fault_proxy::{Fault, FaultProxy, RequestLog, Rule};
+use crate::support::*;
 
 const LAYER_BYTES: usize = 3_000_000;
 const CHUNK: u64 = 256 * 1024;
@@ -105,7 +103,7 @@ impl Setup {
             fs::metadata(dir.join("rootfs/data/big.bin")).unwrap().len(),
             LAYER_BYTES as u64
         );
-        assert_check_passes(sandbox);
+        sandbox.assert_store_intact("");
     }
 
     fn assert_nothing_committed(&self, sandbox: &Rpull) {
@@ -116,13 +114,8 @@ impl Setup {
             .join("layers/sha256")
             .join(&self.layer.diff_id[7..])
             .exists());
-        assert_check_passes(sandbox);
+        sandbox.assert_store_intact("");
     }
-}
-
-fn assert_check_passes(sandbox: &Rpull) {
-    let out = sandbox.run(["check"]);
-    assert!(out.success(), "rpull check:\n{}\n{}", out.stdout, out.stderr);
 }
 
 /// `bytes=a-b` as `(a, b + 1)`.

@@ -3,21 +3,19 @@
 //! proxy where requests are counted or slowed), and a gRPC client built from the same
 //! generated code (`::rpull::cri::api`) playing crictl's part.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::cri_client::connect;
+use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::support::pki::{base64, Pki};
+use crate::support::token_server::TokenServer;
+use crate::support::*;
 use ::rpull::cri::api::image_service_client::ImageServiceClient;
 use ::rpull::cri::api::{
     AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest,
     PullImageRequest, RemoveImageRequest,
 };
-use support::cri_client::connect;
-use support::fault_proxy::{Fault, FaultProxy, Rule};
-use support::pki::{base64, Pki};
-use support::token_server::TokenServer;
-use support::*;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -153,12 +151,6 @@ fn blob_gets(proxy: &FaultProxy) -> Vec<String> {
         .collect()
 }
 
-fn assert_check_passes(sandbox: &Rpull) {
-    let out = sandbox.run(["check"]);
-    out.assert_success();
-    assert!(out.stdout.contains("store is intact"), "{out}");
-}
-
 #[test]
 fn pull_status_list_remove_and_fs_info_round_trip() {
     let registry = Registry::start();
@@ -263,7 +255,7 @@ fn pull_status_list_remove_and_fs_info_round_trip() {
         .join(&pushed.layer_digests[0]["sha256:".len()..])
         .exists());
     service.stop();
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
 }
 
 fn user_password(password: &str) -> Option<AuthConfig> {
@@ -419,7 +411,7 @@ fn ten_concurrent_pulls_share_one_download_per_blob() {
             1
         );
     }
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
     service.stop();
 }
 
@@ -520,7 +512,7 @@ fn client_cancel_and_deadline_stop_the_pull_and_the_next_one_resumes() {
         assert_resumes(&mut c, &proxy, &pushed, &image).await;
     });
     service.stop();
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
 }
 
 #[test]
@@ -639,7 +631,7 @@ fn sigkill_mid_pull_then_restart_and_the_socket_rules() {
     let socket = service.socket.clone();
     service.running = Some(Service::spawn(&sandbox, &socket, &[]));
     service.wait_ready();
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
     rt.block_on(async {
         let mut c = connect(&service.socket).await;
         assert_resumes(&mut c, &proxy, &pushed, &image).await;
@@ -647,7 +639,7 @@ fn sigkill_mid_pull_then_restart_and_the_socket_rules() {
     });
     let out = service.stop();
     assert!(!out.stderr.contains("panicked"), "{out}");
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
 }
 
 #[test]
@@ -755,5 +747,5 @@ fn one_serve_runs_the_cri_socket_and_the_fleet_api_over_one_store() {
         "pulled already through the CRI socket: {body}"
     );
     service.stop();
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
 }

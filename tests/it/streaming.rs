@@ -3,13 +3,11 @@
 //! stored blob afterwards. Either way the published layer is complete and verified, and no
 //! temporary directory is left behind.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 
-use support::fault_proxy::{Fault, FaultProxy, Rule};
-use support::*;
+use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::support::*;
 
 /// A gzip layer of many small files and a few larger ones, about 1.5 MB compressed.
 fn many_files_layer() -> Layer {

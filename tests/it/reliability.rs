@@ -7,14 +7,12 @@
 //! * partial downloads carry a sidecar naming their digest and size;
 //! * a full disk (a 2 MiB tmpfs, root only): a clear error, exit 1, nothing half-written.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::fault_proxy::{Fault, FaultProxy, Rule};
-use support::*;
+use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::support::*;
 
 const LAYER_BYTES: usize = 1_500_000;
 /// The proxy's read/write buffer: what may be in flight when a client dies.
@@ -51,7 +49,7 @@ impl Setup {
     fn assert_layer_stored(&self, sandbox: &Rpull) {
         let blob = sandbox.root().join("blobs/sha256").join(&self.layer()[7..]);
         assert_eq!(sha256_digest(&fs::read(blob).unwrap()), self.layer());
-        assert_check_passes(sandbox);
+        sandbox.assert_store_intact("");
     }
 
     fn layer(&self) -> &str {
@@ -84,7 +82,7 @@ impl Setup {
             .sum()
     }
 
-    fn layer_requests(&self) -> Vec<support::fault_proxy::RequestLog> {
+    fn layer_requests(&self) -> Vec<crate::support::fault_proxy::RequestLog> {
         self.proxy
             .requests()
             .into_iter()
@@ -111,11 +109,6 @@ impl Setup {
     }
 }
 
-fn assert_check_passes(sandbox: &Rpull) {
-    let out = sandbox.run(["check"]);
-    assert!(out.success(), "rpull check:\n{}\n{}", out.stdout, out.stderr);
-}
-
 fn sidecar(partial: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(partial.with_extension("json")).expect("sidecar")).unwrap()
 }
@@ -130,7 +123,7 @@ fn sigkill_then_rerun_fetches_the_image_once() {
     let info = sidecar(&s.partial(&sandbox));
     assert_eq!(info["digest"], s.layer());
     assert_eq!(info["size"], s.layer_size());
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
 
     sandbox.run([&s.reference]).assert_success();
     let ranged: Vec<_> = s
@@ -148,7 +141,7 @@ fn sigkill_then_rerun_fetches_the_image_once() {
     );
     assert!(!s.partial(&sandbox).exists());
     assert!(!s.partial(&sandbox).with_extension("json").exists());
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
 }
 
 #[test]
@@ -167,7 +160,7 @@ fn dropped_connection_then_rerun_fetches_the_image_once() {
     running.wait();
     let kept = fs::metadata(s.partial(&sandbox)).unwrap().len();
     assert!(kept > 0 && kept <= 600_000, "kept {kept}");
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
 
     let rerun = rpull_in(&sandbox);
     rerun.run([&s.reference]).assert_success();
@@ -183,7 +176,7 @@ fn dropped_connection_then_rerun_fetches_the_image_once() {
         "dropped pull + re-run fetched {served} bytes; the image is {}",
         s.image_size()
     );
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
 }
 
 /// The same store, without the long retry delay.
@@ -247,7 +240,7 @@ fn check_repair_removes_corrupt_content_and_a_repull_restores_it() {
     let s = setup("rel/repair");
     let sandbox = rpull();
     sandbox.run([&s.reference]).assert_success();
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
     let blob = sandbox.root().join("blobs/sha256").join(&s.layer()[7..]);
     let mut bytes = fs::read(&blob).unwrap();
     bytes[10] ^= 1;
@@ -265,7 +258,7 @@ fn check_repair_removes_corrupt_content_and_a_repull_restores_it() {
     assert!(out.stdout.contains("pull it again"), "{}", out.stdout);
     assert!(!blob.exists());
     sandbox.run([&s.reference]).assert_success();
-    assert_check_passes(&sandbox);
+    sandbox.assert_store_intact("");
     assert_eq!(sha256_digest(&fs::read(&blob).unwrap()), s.layer());
 }
 
