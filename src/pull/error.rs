@@ -1,0 +1,130 @@
+//! Why a pull failed, in docker's words where docker has them, and which failures allow a
+//! mirror fallback or mean the pull was cancelled.
+
+use super::*;
+
+/// Why a pull failed. The texts are docker's where docker has one.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The reference does not parse.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// The platform does not parse.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    /// `-a` with a tag or digest.
+    #[error("tag can't be used with --all-tags/-a")]
+    TagWithAllTags,
+    /// The tag or digest is not in the repository.
+    #[error("manifest for {reference} not found: {source}")]
+    ManifestNotFound {
+        /// The familiar reference.
+        reference: String,
+        /// The registry's answer.
+        source: RegistryError,
+    },
+    /// The repository is missing, private, or the credentials are refused.
+    #[error(
+        "pull access denied for {name}, repository does not exist or may require 'docker login': {source}"
+    )]
+    AccessDenied {
+        /// The familiar repository name.
+        name: String,
+        /// The registry's answer.
+        source: RegistryError,
+    },
+    /// The repository does not exist.
+    #[error("repository {name} not found: {source}")]
+    RepositoryNotFound {
+        /// The familiar repository name.
+        name: String,
+        /// The registry's answer.
+        source: RegistryError,
+    },
+    /// No index entry fits the platform.
+    #[error("no matching manifest for {0} in the manifest list entries")]
+    NoMatchingManifest(String),
+    /// Any other registry failure.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The manifest or config is not usable.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A digest of an algorithm rpull cannot fetch content by (go-digest's text last).
+    #[error("{digest}: {source}")]
+    UnsupportedDigest {
+        /// The digest.
+        digest: Digest,
+        /// [`DigestError::Unsupported`](crate::digest::DigestError::Unsupported).
+        source: crate::digest::DigestError,
+    },
+    /// A layer blob did not hash to its digest.
+    #[error("filesystem layer verification failed for digest {0}")]
+    LayerVerification(Digest),
+    /// The config blob did not hash to its digest.
+    #[error("image config verification failed for digest {0}")]
+    ConfigVerification(Digest),
+    /// A manifest or config is not the size its descriptor declares.
+    #[error(
+        "{what} verification failed for digest {digest}: {actual} bytes, its descriptor says {declared}"
+    )]
+    BlobSize {
+        /// `manifest` or `image config`.
+        what: &'static str,
+        /// The blob.
+        digest: Digest,
+        /// The descriptor's size.
+        declared: u64,
+        /// What was read.
+        actual: u64,
+    },
+    /// A descriptor declares a manifest or config larger than rpull reads.
+    #[error("{what} {digest} of {declared} bytes is larger than the {limit} bytes limit")]
+    BlobTooLarge {
+        /// `manifest` or `image config`.
+        what: &'static str,
+        /// The blob.
+        digest: Digest,
+        /// The descriptor's size.
+        declared: u64,
+        /// The cap.
+        limit: usize,
+    },
+    /// A layer could not be unpacked.
+    #[error("failed to register layer: {0}")]
+    Unpack(#[from] UnpackError),
+    /// Stopped by the user.
+    #[error("cancelled")]
+    Cancelled,
+    /// Something that should not happen (a task panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl PullError {
+    /// Whether a mirror that failed this way should give way to the next endpoint: anything
+    /// that came from the mirror (transport, registry codes, bad content), not local failures.
+    pub fn allows_mirror_fallback(&self) -> bool {
+        !matches!(
+            self,
+            PullError::Store(_)
+                | PullError::Unpack(_)
+                | PullError::Internal(_)
+                | PullError::NoMatchingManifest(_)
+                | PullError::Cancelled
+        ) && !self.is_cancelled()
+    }
+
+    /// Whether the pull stopped because the user asked.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self,
+            PullError::Cancelled
+                | PullError::Registry(RegistryError::Cancelled)
+                | PullError::Unpack(UnpackError::Cancelled)
+        )
+    }
+}
