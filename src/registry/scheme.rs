@@ -17,6 +17,18 @@ use super::transport::send_limited;
 use super::{Registry, RegistryError};
 
 impl Registry {
+    /// `<scheme>://<host>/v2/`, built from the name so that an explicit port (even `:443`
+    /// with `http`) stays as written.
+    fn v2_url(&self, scheme: &str) -> Result<Url, RegistryError> {
+        Url::parse(&format!("{scheme}://{}/v2/", self.host)).map_err(|e| RegistryError::Transport {
+            method: "Get",
+            url: self.host.clone(),
+            detail: e.to_string(),
+            retryable: false,
+            dial: false,
+        })
+    }
+
     /// `GET /v2/` once: decides the scheme and records the auth challenge.
     pub(crate) async fn base(&self) -> Result<&Url, RegistryError> {
         self.base
@@ -32,15 +44,7 @@ impl Registry {
                     self.auth.lock().await.challenge = challenge;
                     return Ok(fixed.clone());
                 }
-                let https = Url::parse(&format!("https://{}/v2/", self.host)).map_err(|e| {
-                    RegistryError::Transport {
-                        method: "Get",
-                        url: self.host.clone(),
-                        detail: e.to_string(),
-                        retryable: false,
-                        dial: false,
-                    }
-                })?;
+                let https = self.v2_url("https")?;
                 if !self.clients.insecure_allowed() {
                     let challenge = self.ping(&https).await?.1;
                     self.auth.lock().await.challenge = challenge;
@@ -51,15 +55,7 @@ impl Registry {
                 // for HTTPS to time out against a server that never answers a TLS hello.
                 // Built from the name, not by changing the scheme of `https`: the URL parser
                 // drops an explicit `:443` there, and `host:443` must stay on port 443.
-                let http = Url::parse(&format!("http://{}/v2/", self.host)).map_err(|e| {
-                    RegistryError::Transport {
-                        method: "Get",
-                        url: self.host.clone(),
-                        detail: e.to_string(),
-                        retryable: false,
-                        dial: false,
-                    }
-                })?;
+                let http = self.v2_url("http")?;
                 let tls_failed = tokio::sync::Notify::new();
                 let tls = self.ping(&https);
                 let plain = async {
