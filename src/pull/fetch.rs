@@ -206,19 +206,11 @@ impl LayerTask {
         }
         if desc.size >= self.ranges.threshold.max(1) && self.ranges.connections_per_blob > 1 {
             match self.fetch_ranges(id, desc, &mut ingest, tee).await {
-                Ok(()) => {
-                    self.report(id, LayerStatus::VerifyingChecksum);
-                    let resumed = ingest.resumed();
-                    if ingest.commit()? == Committed::Done {
-                        return Ok(());
-                    }
-                    self.retire(tee);
-                    if !resumed {
-                        ingest.abandon();
-                        return Err(PullError::LayerVerification(digest.clone()));
-                    }
+                Ok(()) => match self.verify_and_commit(id, ingest, tee, digest)? {
+                    None => return Ok(()),
                     // An earlier run's bytes were wrong: fetch it again, in one stream.
-                }
+                    Some(again) => ingest = again,
+                },
                 Err(RangesEnd::Failed(e)) => return Err(e),
                 Err(RangesEnd::Fallback(_why)) => {
                     // Only the completed prefix is kept; the rest comes in order.
@@ -231,19 +223,13 @@ impl LayerTask {
             attempt += 1;
             let result = self.stream_into(id, desc, &mut ingest, tee).await;
             let err = match result {
-                Ok(()) => {
-                    self.report(id, LayerStatus::VerifyingChecksum);
-                    let resumed = ingest.resumed();
-                    if ingest.commit()? == Committed::Done {
-                        return Ok(());
+                Ok(()) => match self.verify_and_commit(id, ingest, tee, digest)? {
+                    None => return Ok(()),
+                    Some(again) => {
+                        ingest = again;
+                        RegistryError::Verification(format!("digest mismatch after resuming {digest}"))
                     }
-                    self.retire(tee);
-                    if !resumed {
-                        ingest.abandon();
-                        return Err(PullError::LayerVerification(digest.clone()));
-                    }
-                    RegistryError::Verification(format!("digest mismatch after resuming {digest}"))
-                }
+                },
                 Err(PullError::Registry(e)) => e,
                 Err(other) => return Err(other),
             };
@@ -258,6 +244,29 @@ impl LayerTask {
             }
             self.countdown(id, wait).await?;
         }
+    }
+
+    /// Verifies the downloaded blob and commits it: `None` once it is in the store; the ingest
+    /// back, emptied, when the bytes an earlier run left were wrong (fetch again); a
+    /// verification error, the partial dropped, when this run's own bytes do not match.
+    fn verify_and_commit(
+        &self,
+        id: &str,
+        mut ingest: Ingest,
+        tee: &mut Option<StreamExtractor>,
+        digest: &Digest,
+    ) -> Result<Option<Ingest>, PullError> {
+        self.report(id, LayerStatus::VerifyingChecksum);
+        let resumed = ingest.resumed();
+        if ingest.commit()? == Committed::Done {
+            return Ok(None);
+        }
+        self.retire(tee);
+        if !resumed {
+            ingest.abandon();
+            return Err(PullError::LayerVerification(digest.clone()));
+        }
+        Ok(Some(ingest))
     }
 
     /// Fetches the missing ranges of the blob over up to `connections_per_blob` connections,
