@@ -115,7 +115,7 @@ impl Engine {
     }
 
     fn shared_guard(&self) -> Result<StoreGuard, PullError> {
-        StoreGuard::shared(&self.store).map_err(|e| PullError::Internal(e.to_string()))
+        Ok(StoreGuard::shared(&self.store)?)
     }
 
     /// The images in the store, one row per reference, filtered as `docker images FILTER`.
@@ -140,8 +140,8 @@ impl Engine {
         gc::remove_refs(&self.store, names, force)
     }
 
-    /// Deletes what no reference uses any more (waits for no other command: `None` when one
-    /// holds the store).
+    /// Deletes what no reference uses any more, with `rpull prune`'s defaults; fails with
+    /// [`GcError::Busy`] instead of waiting while another command holds the store.
     pub fn collect(&self) -> Result<GcReport, GcError> {
         gc::collect(&self.store)
     }

@@ -246,6 +246,19 @@ impl LayerTask {
         }
     }
 
+    /// Reports `Downloading` progress every [`PROGRESS_STEP`] bytes and at the end.
+    fn report_downloaded(&self, id: &str, now: u64, total: u64, last_report: &mut u64) {
+        if now - *last_report >= PROGRESS_STEP || now == total {
+            *last_report = now;
+            self.reporter.report(Event::Progress {
+                id: id.to_string(),
+                phase: Phase::Downloading,
+                current: now,
+                total,
+            });
+        }
+    }
+
     /// Verifies the downloaded blob and commits it: `None` once it is in the store; the ingest
     /// back, emptied, when the bytes an earlier run left were wrong (fetch again); a
     /// verification error, the partial dropped, when this run's own bytes do not match.
@@ -346,15 +359,7 @@ impl LayerTask {
                         }
                     }
                     let now = ingest.completed();
-                    if now - last_report >= PROGRESS_STEP || now == desc.size {
-                        last_report = now;
-                        self.reporter.report(Event::Progress {
-                            id: id.to_string(),
-                            phase: Phase::Downloading,
-                            current: now,
-                            total: desc.size,
-                        });
-                    }
+                    self.report_downloaded(id, now, desc.size, &mut last_report);
                     if now == desc.size {
                         break Ok(());
                     }
@@ -450,15 +455,7 @@ impl LayerTask {
                 None => {}
             }
             let now = ingest.prefix();
-            if now - last_report >= PROGRESS_STEP || now == desc.size {
-                last_report = now;
-                self.reporter.report(Event::Progress {
-                    id: id.to_string(),
-                    phase: Phase::Downloading,
-                    current: now,
-                    total: desc.size,
-                });
-            }
+            self.report_downloaded(id, now, desc.size, &mut last_report);
         }
         Ok(())
     }
