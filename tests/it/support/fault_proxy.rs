@@ -216,11 +216,11 @@ impl FaultProxy {
     }
 
     /// The most requests whose path contains `needle` that were in progress at one instant.
-    /// A request counts as still in progress only when it went on for 20 ms more: a client
+    /// A request counts as still in progress only when it went on for 40 ms more: a client
     /// may start its next request on another connection an instant before the proxy logs the
     /// end of the one it just finished.
     pub fn max_concurrent(&self, needle: &str) -> usize {
-        const MARGIN: Duration = Duration::from_millis(20);
+        const MARGIN: Duration = Duration::from_millis(40);
         let log = lock(&self.shared.log);
         let spans: Vec<_> = log
             .iter()
@@ -737,6 +737,14 @@ impl BodyWriter<'_> {
             None => data.len().max(1),
         };
         for piece in data.chunks(step) {
+            // Pace before each piece, never after the last: the log's end time is then when the
+            // client has the whole body, and a client's next request does not seem to overlap it.
+            if let Some((rate, start)) = self.throttle {
+                let due = start + Duration::from_secs_f64(self.sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
+            }
             if self.chunked {
                 let mut frame = format!("{:x}\r\n", piece.len()).into_bytes();
                 frame.extend_from_slice(piece);
@@ -747,12 +755,6 @@ impl BodyWriter<'_> {
             }
             self.sent += piece.len() as u64;
             self.log.add_body_bytes(piece.len() as u64);
-            if let Some((rate, start)) = self.throttle {
-                let due = start + Duration::from_secs_f64(self.sent as f64 / rate as f64);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    thread::sleep(wait);
-                }
-            }
         }
         Ok(())
     }
