@@ -49,23 +49,50 @@ impl Unpacker<'_> {
         Ok(n)
     }
 
+    /// Writes a regular file at `full`: its data as stored or, for a PAX sparse file
+    /// (`sparse`), its data fragments at their offsets with holes in between, the file as long
+    /// as its real size (what Go's sparse reader hands docker's unpacker).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn write_file<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
+        sparse: Option<PaxSparse>,
         rel: &Path,
         full: &Path,
         raw_name: &[u8],
         meta: &Meta,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<(), UnpackError> {
-        let size = entry.size();
+        let layout = match sparse {
+            Some(sparse) => Some(self.sparse_layout(entry, sparse, raw_name)?),
+            None => None,
+        };
+        let size = layout.as_ref().map_or(entry.size(), |l| l.size);
         self.check_room_for(size)?;
         let mut file = self.create_at(rel, full, open_new)?;
+        match layout {
+            Some(layout) => self.copy_fragments(entry, &mut file, full, raw_name, layout, cancelled)?,
+            None => self.copy_data(entry, &mut file, full, raw_name, size, cancelled)?,
+        }
+        self.stats.file_bytes += size;
+        self.apply_file_meta(&file, full, meta)
+    }
+
+    /// Copies all of a plain file's `size` bytes of data into `file`.
+    fn copy_data<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &mut File,
+        full: &Path,
+        raw_name: &[u8],
+        size: u64,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), UnpackError> {
         let mut written = 0u64;
         let mut since_poll = 0u64;
         loop {
             let want = self.buf.len();
-            let n = self.copy_chunk(entry, &mut file, full, want, &mut since_poll, cancelled)?;
+            let n = self.copy_chunk(entry, file, full, want, &mut since_poll, cancelled)?;
             if n == 0 {
                 break;
             }
@@ -77,8 +104,7 @@ impl Unpacker<'_> {
                 lossy(raw_name)
             )));
         }
-        self.stats.file_bytes += written;
-        self.apply_file_meta(&file, full, meta)
+        Ok(())
     }
 
     /// The `GNU.sparse.*` records of a PAX sparse file, as Go's `readGNUSparsePAXHeaders`
@@ -157,23 +183,14 @@ impl Unpacker<'_> {
         }))
     }
 
-    /// Writes a PAX sparse file: its data fragments at their offsets, holes in between, the
-    /// file as long as its real size (what Go's sparse reader hands docker's unpacker).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn write_sparse_file<R: Read>(
-        &mut self,
+    /// A PAX sparse file's map and real size, checked as Go checks them; a 1.0 map is read
+    /// from the start of the entry's data.
+    fn sparse_layout<R: Read>(
+        &self,
         entry: &mut tar::Entry<'_, R>,
         sparse: PaxSparse,
-        rel: &Path,
-        full: &Path,
         raw_name: &[u8],
-        meta: &Meta,
-        cancelled: &dyn Fn() -> bool,
-    ) -> Result<(), UnpackError> {
-        use std::io::{Seek, SeekFrom};
-        let bad = |what: String| {
-            UnpackError::TarFormat(format!("invalid PAX sparse file {:?}: {what}", lossy(raw_name)))
-        };
+    ) -> Result<SparseLayout, UnpackError> {
         let stored = entry.size();
         let mut consumed = 0u64;
         let map = match sparse.map {
@@ -181,7 +198,7 @@ impl Unpacker<'_> {
             None => {
                 let (map, used) = read_sparse_map_1x0(entry).map_err(|e| match e {
                     Some(e) => self.stream_error(e),
-                    None => bad("the sparse map at the start of the data is malformed".into()),
+                    None => bad_sparse(raw_name, "the sparse map at the start of the data is malformed"),
                 })?;
                 consumed = used;
                 map
@@ -189,19 +206,36 @@ impl Unpacker<'_> {
         };
         let size = sparse.real_size.unwrap_or(stored as i64);
         if !valid_sparse_map(&map, size) {
-            return Err(bad("its sparse map does not fit its size".into()));
+            return Err(bad_sparse(raw_name, "its sparse map does not fit its size"));
         }
-        let size = size as u64;
-        self.check_room_for(size)?;
-        let mut file = self.create_at(rel, full, open_new)?;
+        Ok(SparseLayout {
+            map,
+            size: size as u64,
+            stored,
+            consumed,
+        })
+    }
+
+    /// Writes a sparse file's data fragments at their offsets and sets its length.
+    fn copy_fragments<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &mut File,
+        full: &Path,
+        raw_name: &[u8],
+        layout: SparseLayout,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), UnpackError> {
+        use std::io::{Seek, SeekFrom};
+        let mut consumed = layout.consumed;
         let mut since_poll = 0u64;
-        for &(offset, length) in &map {
+        for &(offset, length) in &layout.map {
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| io_error(full, e))?;
             let mut left = length;
             while left > 0 {
                 let want = left.min(self.buf.len() as u64) as usize;
-                let n = self.copy_chunk(entry, &mut file, full, want, &mut since_poll, cancelled)?;
+                let n = self.copy_chunk(entry, file, full, want, &mut since_poll, cancelled)?;
                 if n == 0 {
                     return Err(UnpackError::TarFormat(format!(
                         "unexpected end of archive in {:?}: its sparse map references missing data",
@@ -212,14 +246,29 @@ impl Unpacker<'_> {
                 consumed += n as u64;
             }
         }
-        if consumed != stored {
+        if consumed != layout.stored {
             // Go's errUnrefData: stored bytes no fragment accounts for.
-            return Err(bad("it contains unreferenced data".into()));
+            return Err(bad_sparse(raw_name, "it contains unreferenced data"));
         }
-        file.set_len(size).map_err(|e| io_error(full, e))?;
-        self.stats.file_bytes += size;
-        self.apply_file_meta(&file, full, meta)
+        file.set_len(layout.size).map_err(|e| io_error(full, e))
     }
+}
+
+/// Docker's error for a PAX sparse file whose map or data is wrong.
+fn bad_sparse(raw_name: &[u8], what: &str) -> UnpackError {
+    UnpackError::TarFormat(format!("invalid PAX sparse file {:?}: {what}", lossy(raw_name)))
+}
+
+/// Where a sparse file's data goes: what [`Unpacker::copy_fragments`] writes.
+struct SparseLayout {
+    /// The data fragments.
+    map: SparseMap,
+    /// The file's real size.
+    size: u64,
+    /// The entry's stored data size, every byte of which a fragment (or the 1.0 map) must use.
+    stored: u64,
+    /// The bytes of stored data the 1.0 map took.
+    consumed: u64,
 }
 
 /// The largest sparse map of a 1.0 PAX sparse file (Go's `maxSpecialFileSize`).
