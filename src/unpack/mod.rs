@@ -794,6 +794,11 @@ mod tests {
             self.unpack_with(tar, &UnpackOptions::default())
         }
 
+        /// Unpacks a layer stream (not a tar in memory) with the default options.
+        fn unpack_stream(&self, r: impl Read) -> Result<UnpackStats, UnpackError> {
+            unpack(r, &self.dest, &UnpackOptions::default(), &|| false)
+        }
+
         fn path(&self, rel: &str) -> PathBuf {
             self.dest.join(rel)
         }
@@ -1413,7 +1418,7 @@ mod tests {
         data.extend([0u8; 8192]);
         data.extend((0..100_000).map(|i| (i % 251) as u8));
         let mut rest: &[u8] = &data;
-        unpack(&mut rest, &s.dest, &UnpackOptions::default(), &|| false).unwrap();
+        s.unpack_stream(&mut rest).unwrap();
         assert!(rest.is_empty(), "{} bytes left unread", rest.len());
     }
 
@@ -1563,10 +1568,7 @@ mod tests {
         let s = scratch();
         let tar = Tar::default().file("a", &[1u8; 5000]).finish();
         for cut in [100, 512 + 1000, 512 + 5120] {
-            let err = unpack(Failing(&tar[..cut]), &s.dest, &UnpackOptions::default(), &|| {
-                false
-            })
-            .unwrap_err();
+            let err = s.unpack_stream(Failing(&tar[..cut])).unwrap_err();
             assert!(
                 matches!(&err, UnpackError::Read(e) if e.to_string() == "connection reset"),
                 "{cut}: {err:?}"
@@ -1583,13 +1585,9 @@ mod tests {
         let mut gz = enc.finish().unwrap();
 
         let s = scratch();
-        let stats = unpack(
-            crate::compression::decoder(&gz[..]).unwrap(),
-            &s.dest,
-            &Default::default(),
-            &|| false,
-        )
-        .unwrap();
+        let stats = s
+            .unpack_stream(crate::compression::decoder(&gz[..]).unwrap())
+            .unwrap();
         assert_eq!(stats.file_bytes, 8);
         assert_eq!(s.read("etc/os-release"), b"ID=test\n");
 
@@ -1597,13 +1595,9 @@ mod tests {
         let n = gz.len();
         gz[n - 8] ^= 0xFF;
         let s = scratch();
-        let err = unpack(
-            crate::compression::decoder(&gz[..]).unwrap(),
-            &s.dest,
-            &Default::default(),
-            &|| false,
-        )
-        .unwrap_err();
+        let err = s
+            .unpack_stream(crate::compression::decoder(&gz[..]).unwrap())
+            .unwrap_err();
         assert!(matches!(err, UnpackError::Read(_)), "{err:?}");
     }
 }
