@@ -417,24 +417,6 @@ mod tests {
         Reference::parse_normalized(s).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
-    fn n_err(s: &str) -> String {
-        match Reference::parse_normalized(s) {
-            Ok(r) => panic!("{s} parsed as {r}"),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    fn p(s: &str) -> Reference {
-        Reference::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
-
-    fn p_err(s: &str) -> String {
-        match Reference::parse(s) {
-            Ok(r) => panic!("{s} parsed as {r}"),
-            Err(e) => e.to_string(),
-        }
-    }
-
     /// containerd's `ParseDockerRef`, which the "N(DockerRef)" rows use: normalized parsing,
     /// then the tag is dropped when a digest is present, else `latest` is added if missing.
     fn docker_ref(s: &str) -> Reference {
@@ -446,47 +428,572 @@ mod tests {
         }
     }
 
-    #[test]
-    fn row01_busybox() {
-        assert_eq!(
-            docker_ref("busybox").to_string(),
-            "docker.io/library/busybox:latest"
-        );
-        let r = n("busybox");
-        assert!(r.is_name_only());
-        assert_eq!(r.to_string(), "docker.io/library/busybox");
+    /// Which parser a table row uses.
+    #[derive(Debug, Clone, Copy)]
+    enum Parser {
+        /// [`Reference::parse_normalized`] (docker pull's).
+        Normalized,
+        /// [`Reference::parse`] (distribution's plain `Parse`).
+        Plain,
+        /// containerd's `ParseDockerRef` ([`docker_ref`]).
+        DockerRef,
+    }
+    use Parser::{DockerRef, Normalized, Plain};
+
+    impl Parser {
+        fn parse(self, s: &str) -> Result<Reference, ReferenceError> {
+            match self {
+                Normalized => Reference::parse_normalized(s),
+                Plain => Reference::parse(s),
+                DockerRef => Ok(docker_ref(s)),
+            }
+        }
     }
 
-    #[test]
-    fn row02_busybox_latest() {
-        assert_eq!(
-            n("busybox:latest").to_string(),
-            "docker.io/library/busybox:latest"
-        );
+    /// One property a table row expects of the parsed reference.
+    #[derive(Debug, Clone, Copy)]
+    enum Want<'a> {
+        /// `to_string()`.
+        Str(&'a str),
+        Domain(&'a str),
+        Path(&'a str),
+        Name(&'a str),
+        Tag(Option<&'a str>),
+        /// `digest()`, as text.
+        DigestIs(&'a str),
+        /// `familiar_name()`.
+        Familiar(&'a str),
+        /// `familiar_string()`.
+        FamiliarStr(&'a str),
+        /// `registry_host()`.
+        Host(&'a str),
+        CredentialKey(&'a str),
+        DockerHub(bool),
+        NameOnly(bool),
+    }
+    use Want::*;
+
+    /// Parses each row's input with its parser and checks every property it lists; a failure
+    /// names the row and the input.
+    fn assert_parses(rows: &[(&str, Parser, &str, &[Want])]) {
+        for (row, parser, input, wants) in rows {
+            let r = parser
+                .parse(input)
+                .unwrap_or_else(|e| panic!("{row}: {parser:?} {input:?}: {e}"));
+            for want in *wants {
+                let ok = match *want {
+                    Str(s) => r.to_string() == s,
+                    Domain(s) => r.domain() == s,
+                    Path(s) => r.path() == s,
+                    Name(s) => r.name() == s,
+                    Tag(t) => r.tag() == t,
+                    DigestIs(d) => r.digest().map(|d| d.to_string()).as_deref() == Some(d),
+                    Familiar(s) => r.familiar_name() == s,
+                    FamiliarStr(s) => r.familiar_string() == s,
+                    Host(s) => r.registry_host() == s,
+                    CredentialKey(s) => r.credential_key() == s,
+                    DockerHub(b) => r.is_docker_hub() == b,
+                    NameOnly(b) => r.is_name_only() == b,
+                };
+                assert!(ok, "{row}: {parser:?} {input:?} gave {r:?}, want {want:?}");
+            }
+        }
     }
 
-    #[test]
-    fn row03_library_busybox() {
-        assert_eq!(
-            docker_ref("library/busybox").to_string(),
-            "docker.io/library/busybox:latest"
-        );
+    /// Parses each input of each row with its parser and checks the error text; a failure
+    /// names the row and the input.
+    fn assert_refuses(rows: &[(&str, Parser, &[&str], &str)]) {
+        for (row, parser, inputs, want) in rows {
+            for input in *inputs {
+                match parser.parse(input) {
+                    Ok(r) => panic!("{row}: {parser:?} {input:?} parsed as {r}"),
+                    Err(e) => assert_eq!(e.to_string(), *want, "{row}: {parser:?} {input:?}"),
+                }
+            }
+        }
     }
 
+    /// The rows of docker's and containerd's reference tests (numbered as in the capture of
+    /// them), then cases of rpull's own.
     #[test]
-    fn row04_docker_io_busybox() {
-        assert_eq!(
-            docker_ref("docker.io/busybox").to_string(),
-            "docker.io/library/busybox:latest"
-        );
+    fn references_parse_as_docker_does() {
+        let busybox_tag_digest = format!("gcr.io/library/busybox:latest@{BUSYBOX_DIGEST}");
+        let busybox_digest = format!("gcr.io/library/busybox@{BUSYBOX_DIGEST}");
+        let d9 = "sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aaa";
+        let row09 = format!("busybox:latest@{d9}");
+        let row09_full = format!("docker.io/library/busybox:latest@{d9}");
+        let f64 = format!("sha256:{}", "f".repeat(64));
+        let row27 = format!("[2001:db8::1]:5000/repo:tag@{f64}");
+        let hex_path = format!("docker.io/{HEX64}");
+        let hex_library = format!("library/{HEX64}");
+        let h63 = "dbcc1c35ac38df41fd2f5e4130b32ffdb93ebae8b3dbe638c23575912276fc9";
+        assert_eq!(h63.len(), 63);
+        let h63_full = format!("docker.io/library/{h63}");
+        let a255 = "a".repeat(255);
+        let row45 = format!("example.com/{a255}:tag");
+        let s64 = "thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev";
+        assert_eq!(s64.len(), 64);
+        let s64_full = format!("docker.io/library/{s64}");
+        let local = "127.0.0.1:5000/bench/debian:bookworm";
+        let busybox_latest = Str("docker.io/library/busybox:latest");
+        assert_parses(&[
+            ("row01 busybox", DockerRef, "busybox", &[busybox_latest]),
+            (
+                "row01 busybox",
+                Normalized,
+                "busybox",
+                &[NameOnly(true), Str("docker.io/library/busybox")],
+            ),
+            (
+                "row02 busybox:latest",
+                Normalized,
+                "busybox:latest",
+                &[busybox_latest],
+            ),
+            (
+                "row03 library/busybox",
+                DockerRef,
+                "library/busybox",
+                &[busybox_latest],
+            ),
+            (
+                "row04 docker.io/busybox",
+                DockerRef,
+                "docker.io/busybox",
+                &[busybox_latest],
+            ),
+            (
+                "row05 docker.io/library/busybox",
+                DockerRef,
+                "docker.io/library/busybox",
+                &[busybox_latest],
+            ),
+            (
+                "row07 gcr.io's library is not rewritten",
+                DockerRef,
+                "gcr.io/library/busybox",
+                &[
+                    Str("gcr.io/library/busybox:latest"),
+                    FamiliarStr("gcr.io/library/busybox:latest"),
+                ],
+            ),
+            // docker pull's own parser keeps both tag and digest, ParseDockerRef drops the tag.
+            (
+                "row08 tag and digest",
+                Normalized,
+                &busybox_tag_digest,
+                &[Str(&busybox_tag_digest)],
+            ),
+            (
+                "row08 tag and digest",
+                DockerRef,
+                &busybox_tag_digest,
+                &[Str(&busybox_digest)],
+            ),
+            (
+                "row09 tag and digest kept",
+                Normalized,
+                &row09,
+                &[Str(&row09_full), FamiliarStr(&row09), Tag(Some("latest"))],
+            ),
+            // Listed under ParseAnyReference; rpull has no ParseAnyReference, and normalized
+            // parsing gives the same name.
+            (
+                "row10 two-component hub name",
+                Normalized,
+                "dmcgowan/myapp",
+                &[Str("docker.io/dmcgowan/myapp"), Familiar("dmcgowan/myapp")],
+            ),
+            (
+                "row11 legacy index domain",
+                Normalized,
+                "index.docker.io/library/ubuntu-12.04-base",
+                &[
+                    Str("docker.io/library/ubuntu-12.04-base"),
+                    Familiar("ubuntu-12.04-base"),
+                ],
+            ),
+            (
+                "row12 nested library path keeps its prefix",
+                Normalized,
+                "docker.io/library/foo/bar",
+                &[Path("library/foo/bar"), Familiar("library/foo/bar")],
+            ),
+            (
+                "row13 an underscore is not a domain",
+                Normalized,
+                "test_com/foo",
+                &[
+                    Domain("docker.io"),
+                    Path("test_com/foo"),
+                    Familiar("test_com/foo"),
+                ],
+            ),
+            (
+                "row14 domain with port",
+                Normalized,
+                "test.com:8080/foo",
+                &[
+                    Domain("test.com:8080"),
+                    Path("foo"),
+                    Familiar("test.com:8080/foo"),
+                ],
+            ),
+            (
+                "row15 dash domain with port",
+                Normalized,
+                "test-com:8080/foo",
+                &[Domain("test-com:8080"), Path("foo")],
+            ),
+            (
+                "row16 punycode domain",
+                Normalized,
+                "xn--n3h.com:18080/foo",
+                &[Domain("xn--n3h.com:18080"), Path("foo")],
+            ),
+            (
+                "row17 localhost",
+                Normalized,
+                "localhost/fooo/bar",
+                &[
+                    Domain("localhost"),
+                    Path("fooo/bar"),
+                    Str("localhost/fooo/bar"),
+                    Familiar("localhost/fooo/bar"),
+                ],
+            ),
+            (
+                "row18 an upper-case first element is a domain",
+                Normalized,
+                "LOCALDOMAIN/fooo",
+                &[Domain("LOCALDOMAIN"), Path("fooo")],
+            ),
+            (
+                "row19 mixed-case domain",
+                Normalized,
+                "Foo/bar",
+                &[Domain("Foo"), Path("bar"), Str("Foo/bar")],
+            ),
+            (
+                "row20 IPv4 with port",
+                Normalized,
+                "127.0.0.1:8000/private/moonbase",
+                &[Domain("127.0.0.1:8000"), Path("private/moonbase")],
+            ),
+            (
+                "row21 IPv6 with port",
+                Normalized,
+                "[fc00::1]:5000/docker/docker",
+                &[
+                    Domain("[fc00::1]:5000"),
+                    Path("docker/docker"),
+                    Host("[fc00::1]:5000"),
+                ],
+            ),
+            (
+                "row22 a bare IP is a hub name",
+                Normalized,
+                "192.168.0.1",
+                &[Str("docker.io/library/192.168.0.1")],
+            ),
+            (
+                "row22 a bare IP is a hub name",
+                Normalized,
+                "192.168.0.1:80",
+                &[Name("docker.io/library/192.168.0.1"), Tag(Some("80"))],
+            ),
+            (
+                "row23 plain host:port is name and tag",
+                Plain,
+                "test.com:5000",
+                &[Domain(""), Name("test.com"), Tag(Some("5000"))],
+            ),
+            (
+                "row24 plain domain and numeric tag",
+                Plain,
+                "192.168.1.1:5000/repo:5050",
+                &[Domain("192.168.1.1:5000"), Path("repo"), Tag(Some("5050"))],
+            ),
+            (
+                "row25 plain underscore name with tag",
+                Plain,
+                "foo_bar.com:8080",
+                &[Domain(""), Name("foo_bar.com"), Tag(Some("8080"))],
+            ),
+            (
+                "row26 plain dotted path and tag",
+                Plain,
+                "b.gcr.io/test.example.com/my-app:test.example.com",
+                &[
+                    Domain("b.gcr.io"),
+                    Path("test.example.com/my-app"),
+                    Tag(Some("test.example.com")),
+                ],
+            ),
+            (
+                "row27 plain IPv6, tag and digest",
+                Plain,
+                &row27,
+                &[
+                    Domain("[2001:db8::1]:5000"),
+                    Path("repo"),
+                    Tag(Some("tag")),
+                    DigestIs(&f64),
+                ],
+            ),
+            (
+                "row28 plain upper-case tag",
+                Plain,
+                "lowercase:Uppercase",
+                &[Name("lowercase"), Tag(Some("Uppercase"))],
+            ),
+            (
+                "row29 hex path after a domain",
+                Normalized,
+                &hex_path,
+                &[Path(&hex_library)],
+            ),
+            (
+                "row31 63 hex digits are a name",
+                Normalized,
+                h63,
+                &[Str(&h63_full)],
+            ),
+            (
+                "row37 good separators",
+                Normalized,
+                "docker---rules/docker",
+                &[Domain("docker.io"), Path("docker---rules/docker")],
+            ),
+            (
+                "row37 good separators",
+                Normalized,
+                "dock__er/docker",
+                &[Domain("docker.io"), Path("dock__er/docker")],
+            ),
+            (
+                "row37 good separators",
+                Normalized,
+                "d/docker",
+                &[Domain("docker.io"), Path("d/docker")],
+            ),
+            (
+                "row37 good separators",
+                Normalized,
+                "jess/t",
+                &[Domain("docker.io"), Path("jess/t")],
+            ),
+            (
+                "row45 the length limit counts the path only",
+                Plain,
+                &row45,
+                &[Domain("example.com"), Path(&a255)],
+            ),
+            ("row47 64 non-hex characters", Normalized, s64, &[Str(&s64_full)]),
+            (
+                "a local registry",
+                Normalized,
+                local,
+                &[
+                    FamiliarStr(local),
+                    Str(local),
+                    Host("127.0.0.1:5000"),
+                    CredentialKey("127.0.0.1:5000"),
+                    DockerHub(false),
+                    Familiar("127.0.0.1:5000/bench/debian"),
+                ],
+            ),
+            (
+                "localhost with port",
+                Normalized,
+                "localhost:5000/x",
+                &[Domain("localhost:5000"), Path("x")],
+            ),
+            (
+                "bare localhost:port is a hub name and tag",
+                Normalized,
+                "localhost:5000",
+                &[Name("docker.io/library/localhost"), Tag(Some("5000"))],
+            ),
+            (
+                "a hub organisation",
+                Normalized,
+                "myorg/app",
+                &[Familiar("myorg/app")],
+            ),
+            (
+                "plain parsing prefers a domain",
+                Plain,
+                "library/busybox",
+                &[Domain("library"), Path("busybox")],
+            ),
+            (
+                "plain parsing prefers a domain",
+                Plain,
+                "foo/foo_bar.com:8080",
+                &[Domain("foo"), Path("foo_bar.com"), Tag(Some("8080"))],
+            ),
+            // A domain-less plain reference has no Docker Hub mapping.
+            (
+                "plain parsing without a domain",
+                Plain,
+                "busybox",
+                &[Domain(""), Familiar("busybox"), Str("busybox")],
+            ),
+            // "a_b.c" looks like a domain to the splitter (it has a dot) but the grammar refuses
+            // it as one, so the whole string parses as a domain-less path, exactly as in Go.
+            (
+                "a normalized domain can still be empty",
+                Normalized,
+                "a_b.c/foo",
+                &[Domain(""), Path("a_b.c/foo"), Str("a_b.c/foo")],
+            ),
+        ]);
     }
 
+    /// The refusals of docker's and containerd's reference tests, then rpull's own.
     #[test]
-    fn row05_docker_io_library_busybox() {
-        assert_eq!(
-            docker_ref("docker.io/library/busybox").to_string(),
-            "docker.io/library/busybox:latest"
-        );
+    fn references_are_refused_as_docker_does() {
+        const FORMAT: &str = "invalid reference format";
+        let hex_refused =
+            format!("invalid repository name ({HEX64}), cannot specify 64-byte hexadecimal strings");
+        let digest_only = format!("@sha256:{}", "f".repeat(64));
+        let short_digest = format!("repo@sha256:{}", "f".repeat(34));
+        let unknown_algorithm = format!("validname@invaliddigest:{}", "f".repeat(64));
+        let too_long = format!("domain/{}:tag", "a".repeat(256));
+        let upper_hex = format!("repo@sha256:{}", "F".repeat(64));
+        assert_refuses(&[
+            // ParseAnyReference would read this as an image ID (sha256:…); rpull has no
+            // ParseAnyReference, so only the normalized parser's refusal is tested.
+            ("row30 bare hex is refused", Normalized, &[HEX64], &hex_refused),
+            (
+                "row32 upper-case path",
+                Normalized,
+                &["docker/Docker", "docker.io/docker/Docker"],
+                "invalid reference format: repository name (docker/Docker) must be lowercase",
+            ),
+            (
+                "row33 upper-case name with tag",
+                Plain,
+                &["Uppercase:tag"],
+                "repository name must be lowercase",
+            ),
+            (
+                "row33 upper-case name with tag",
+                Normalized,
+                &["Uppercase:tag"],
+                "invalid reference format: repository name (library/Uppercase) must be lowercase",
+            ),
+            (
+                "row34 plain upper-case path component",
+                Plain,
+                &["test:5000/Uppercase/lowercase:tag"],
+                "repository name must be lowercase",
+            ),
+            (
+                "row35 bad leading or trailing separators",
+                Normalized,
+                &[
+                    "-docker",
+                    "-docker/docker",
+                    "docker-/docker",
+                    "_docker/_docker",
+                    "____/____",
+                ],
+                FORMAT,
+            ),
+            (
+                "row36 bad separators",
+                Normalized,
+                &[
+                    "docker///docker",
+                    "docker/",
+                    "dock..er/docker",
+                    "dock_.er/docker",
+                    "dock-.er/docker",
+                ],
+                FORMAT,
+            ),
+            (
+                "row38 a URL is refused",
+                Normalized,
+                &["https://github.com/docker/docker"],
+                FORMAT,
+            ),
+            (
+                "row39 bad IPv6 forms",
+                Normalized,
+                &[
+                    "[fc00::1]",
+                    "[fc00::1]:5000",
+                    "fc00::1:5000/debian",
+                    "[fe80::1%eth0]:5000/debian",
+                    "[2001:db8:3:4::192.0.2.33]:5000/debian",
+                ],
+                FORMAT,
+            ),
+            (
+                "row40 plain empty",
+                Plain,
+                &[""],
+                "repository name must have at least one component",
+            ),
+            (
+                "row41 plain missing name",
+                Plain,
+                &[":justtag", &digest_only],
+                FORMAT,
+            ),
+            (
+                "row42 plain short digest",
+                Plain,
+                &[&short_digest],
+                "invalid checksum digest length",
+            ),
+            (
+                "row43 plain unknown digest algorithm",
+                Plain,
+                &[&unknown_algorithm],
+                "unsupported digest algorithm",
+            ),
+            (
+                "row44 plain path too long",
+                Plain,
+                &[&too_long],
+                "repository name must not be more than 255 characters",
+            ),
+            ("row46 plain bad characters", Plain, &["aa/asdf$$^/aa"], FORMAT),
+            (
+                "a digest below 32 hex digits fails the grammar",
+                Plain,
+                &["repo@sha256:abc"],
+                FORMAT,
+            ),
+            (
+                "a digest below 32 hex digits fails the grammar",
+                Normalized,
+                &["repo@sha256:abc"],
+                FORMAT,
+            ),
+            (
+                "upper-case hex gets go-digest's text",
+                Plain,
+                &[&upper_hex],
+                "invalid checksum digest format",
+            ),
+            (
+                "an upper-case repository (docker's capture)",
+                Normalized,
+                &["127.0.0.1:5000/Bench/UPPER:x"],
+                "invalid reference format: repository name (Bench/UPPER) must be lowercase",
+            ),
+            (
+                "bad tag characters (docker's capture)",
+                Normalized,
+                &["127.0.0.1:5000/bench/debian:bad!tag"],
+                FORMAT,
+            ),
+        ]);
     }
 
     #[test]
@@ -505,362 +1012,6 @@ mod tests {
     }
 
     #[test]
-    fn row07_gcr_library_is_not_rewritten() {
-        let r = docker_ref("gcr.io/library/busybox");
-        assert_eq!(r.to_string(), "gcr.io/library/busybox:latest");
-        assert_eq!(r.familiar_string(), "gcr.io/library/busybox:latest");
-    }
-
-    #[test]
-    fn row08_docker_ref_drops_tag_when_digest_given() {
-        let s = format!("gcr.io/library/busybox:latest@{BUSYBOX_DIGEST}");
-        // docker pull's own parser keeps both ...
-        assert_eq!(n(&s).to_string(), s);
-        // ... ParseDockerRef drops the tag.
-        assert_eq!(
-            docker_ref(&s).to_string(),
-            format!("gcr.io/library/busybox@{BUSYBOX_DIGEST}")
-        );
-    }
-
-    #[test]
-    fn row09_tag_and_digest_kept() {
-        let d = "sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aaa";
-        let input = format!("busybox:latest@{d}");
-        let r = n(&input);
-        assert_eq!(r.to_string(), format!("docker.io/library/busybox:latest@{d}"));
-        assert_eq!(r.familiar_string(), input);
-        assert_eq!(r.tag(), Some("latest"));
-    }
-
-    #[test]
-    fn row10_two_component_hub_name() {
-        // Listed under ParseAnyReference; rpull has no ParseAnyReference, and normalized
-        // parsing gives the same name.
-        let r = n("dmcgowan/myapp");
-        assert_eq!(r.to_string(), "docker.io/dmcgowan/myapp");
-        assert_eq!(r.familiar_name(), "dmcgowan/myapp");
-    }
-
-    #[test]
-    fn row11_legacy_index_domain() {
-        let r = n("index.docker.io/library/ubuntu-12.04-base");
-        assert_eq!(r.to_string(), "docker.io/library/ubuntu-12.04-base");
-        assert_eq!(r.familiar_name(), "ubuntu-12.04-base");
-    }
-
-    #[test]
-    fn row12_nested_library_path_keeps_prefix() {
-        let r = n("docker.io/library/foo/bar");
-        assert_eq!(r.path(), "library/foo/bar");
-        assert_eq!(r.familiar_name(), "library/foo/bar");
-    }
-
-    #[test]
-    fn row13_underscore_is_not_a_domain() {
-        let r = n("test_com/foo");
-        assert_eq!(r.domain(), "docker.io");
-        assert_eq!(r.path(), "test_com/foo");
-        assert_eq!(r.familiar_name(), "test_com/foo");
-    }
-
-    #[test]
-    fn row14_domain_with_port() {
-        let r = n("test.com:8080/foo");
-        assert_eq!(r.domain(), "test.com:8080");
-        assert_eq!(r.path(), "foo");
-        assert_eq!(r.familiar_name(), "test.com:8080/foo");
-    }
-
-    #[test]
-    fn row15_dash_domain_with_port() {
-        let r = n("test-com:8080/foo");
-        assert_eq!(r.domain(), "test-com:8080");
-        assert_eq!(r.path(), "foo");
-    }
-
-    #[test]
-    fn row16_punycode_domain() {
-        let r = n("xn--n3h.com:18080/foo");
-        assert_eq!(r.domain(), "xn--n3h.com:18080");
-        assert_eq!(r.path(), "foo");
-    }
-
-    #[test]
-    fn row17_localhost() {
-        let r = n("localhost/fooo/bar");
-        assert_eq!(r.domain(), "localhost");
-        assert_eq!(r.path(), "fooo/bar");
-        assert_eq!(r.to_string(), "localhost/fooo/bar");
-        assert_eq!(r.familiar_name(), "localhost/fooo/bar");
-    }
-
-    #[test]
-    fn row18_uppercase_first_element_is_domain() {
-        let r = n("LOCALDOMAIN/fooo");
-        assert_eq!(r.domain(), "LOCALDOMAIN");
-        assert_eq!(r.path(), "fooo");
-    }
-
-    #[test]
-    fn row19_mixed_case_domain() {
-        let r = n("Foo/bar");
-        assert_eq!(r.domain(), "Foo");
-        assert_eq!(r.path(), "bar");
-        assert_eq!(r.to_string(), "Foo/bar");
-    }
-
-    #[test]
-    fn row20_ipv4_with_port() {
-        let r = n("127.0.0.1:8000/private/moonbase");
-        assert_eq!(r.domain(), "127.0.0.1:8000");
-        assert_eq!(r.path(), "private/moonbase");
-    }
-
-    #[test]
-    fn row21_ipv6_with_port() {
-        let r = n("[fc00::1]:5000/docker/docker");
-        assert_eq!(r.domain(), "[fc00::1]:5000");
-        assert_eq!(r.path(), "docker/docker");
-        assert_eq!(r.registry_host(), "[fc00::1]:5000");
-    }
-
-    #[test]
-    fn row22_bare_ip_is_a_hub_name() {
-        let r = n("192.168.0.1");
-        assert_eq!(r.to_string(), "docker.io/library/192.168.0.1");
-        let r = n("192.168.0.1:80");
-        assert_eq!(r.name(), "docker.io/library/192.168.0.1");
-        assert_eq!(r.tag(), Some("80"));
-    }
-
-    #[test]
-    fn row23_plain_host_port_is_name_and_tag() {
-        let r = p("test.com:5000");
-        assert_eq!(r.domain(), "");
-        assert_eq!(r.name(), "test.com");
-        assert_eq!(r.tag(), Some("5000"));
-    }
-
-    #[test]
-    fn row24_plain_domain_and_numeric_tag() {
-        let r = p("192.168.1.1:5000/repo:5050");
-        assert_eq!(r.domain(), "192.168.1.1:5000");
-        assert_eq!(r.path(), "repo");
-        assert_eq!(r.tag(), Some("5050"));
-    }
-
-    #[test]
-    fn row25_plain_underscore_name_with_tag() {
-        let r = p("foo_bar.com:8080");
-        assert_eq!(r.domain(), "");
-        assert_eq!(r.name(), "foo_bar.com");
-        assert_eq!(r.tag(), Some("8080"));
-    }
-
-    #[test]
-    fn row26_plain_dotted_path_and_tag() {
-        let r = p("b.gcr.io/test.example.com/my-app:test.example.com");
-        assert_eq!(r.domain(), "b.gcr.io");
-        assert_eq!(r.path(), "test.example.com/my-app");
-        assert_eq!(r.tag(), Some("test.example.com"));
-    }
-
-    #[test]
-    fn row27_plain_ipv6_tag_and_digest() {
-        let d = format!("sha256:{}", "f".repeat(64));
-        let r = p(&format!("[2001:db8::1]:5000/repo:tag@{d}"));
-        assert_eq!(r.domain(), "[2001:db8::1]:5000");
-        assert_eq!(r.path(), "repo");
-        assert_eq!(r.tag(), Some("tag"));
-        assert_eq!(r.digest().unwrap().to_string(), d);
-    }
-
-    #[test]
-    fn row28_plain_uppercase_tag() {
-        let r = p("lowercase:Uppercase");
-        assert_eq!(r.name(), "lowercase");
-        assert_eq!(r.tag(), Some("Uppercase"));
-    }
-
-    #[test]
-    fn row29_hex_path_after_domain() {
-        let r = n(&format!("docker.io/{HEX64}"));
-        assert_eq!(r.path(), format!("library/{HEX64}"));
-    }
-
-    #[test]
-    fn row30_bare_hex_is_refused() {
-        // ParseAnyReference would read this as an image ID (sha256:…); rpull has no
-        // ParseAnyReference, so only the normalized parser's refusal is tested.
-        assert_eq!(
-            n_err(HEX64),
-            format!("invalid repository name ({HEX64}), cannot specify 64-byte hexadecimal strings")
-        );
-    }
-
-    #[test]
-    fn row31_63_hex_is_a_name() {
-        let h63 = "dbcc1c35ac38df41fd2f5e4130b32ffdb93ebae8b3dbe638c23575912276fc9";
-        assert_eq!(h63.len(), 63);
-        assert_eq!(n(h63).to_string(), format!("docker.io/library/{h63}"));
-    }
-
-    #[test]
-    fn row32_uppercase_path() {
-        for s in ["docker/Docker", "docker.io/docker/Docker"] {
-            assert_eq!(
-                n_err(s),
-                "invalid reference format: repository name (docker/Docker) must be lowercase"
-            );
-        }
-    }
-
-    #[test]
-    fn row33_uppercase_name_with_tag() {
-        assert_eq!(p_err("Uppercase:tag"), "repository name must be lowercase");
-        assert_eq!(
-            n_err("Uppercase:tag"),
-            "invalid reference format: repository name (library/Uppercase) must be lowercase"
-        );
-    }
-
-    #[test]
-    fn row34_plain_uppercase_path_component() {
-        assert_eq!(
-            p_err("test:5000/Uppercase/lowercase:tag"),
-            "repository name must be lowercase"
-        );
-    }
-
-    #[test]
-    fn row35_bad_leading_or_trailing_separators() {
-        for s in [
-            "-docker",
-            "-docker/docker",
-            "docker-/docker",
-            "_docker/_docker",
-            "____/____",
-        ] {
-            assert_eq!(n_err(s), "invalid reference format", "{s}");
-        }
-    }
-
-    #[test]
-    fn row36_bad_separators() {
-        for s in [
-            "docker///docker",
-            "docker/",
-            "dock..er/docker",
-            "dock_.er/docker",
-            "dock-.er/docker",
-        ] {
-            assert_eq!(n_err(s), "invalid reference format", "{s}");
-        }
-    }
-
-    #[test]
-    fn row37_good_separators() {
-        for s in ["docker---rules/docker", "dock__er/docker", "d/docker", "jess/t"] {
-            let r = n(s);
-            assert_eq!(r.domain(), "docker.io", "{s}");
-            assert_eq!(r.path(), s);
-        }
-    }
-
-    #[test]
-    fn row38_url_is_refused() {
-        assert_eq!(
-            n_err("https://github.com/docker/docker"),
-            "invalid reference format"
-        );
-    }
-
-    #[test]
-    fn row39_bad_ipv6_forms() {
-        for s in [
-            "[fc00::1]",
-            "[fc00::1]:5000",
-            "fc00::1:5000/debian",
-            "[fe80::1%eth0]:5000/debian",
-            "[2001:db8:3:4::192.0.2.33]:5000/debian",
-        ] {
-            assert_eq!(n_err(s), "invalid reference format", "{s}");
-        }
-    }
-
-    #[test]
-    fn row40_plain_empty() {
-        assert_eq!(p_err(""), "repository name must have at least one component");
-    }
-
-    #[test]
-    fn row41_plain_missing_name() {
-        assert_eq!(p_err(":justtag"), "invalid reference format");
-        assert_eq!(
-            p_err(&format!("@sha256:{}", "f".repeat(64))),
-            "invalid reference format"
-        );
-    }
-
-    #[test]
-    fn row42_plain_short_digest() {
-        assert_eq!(
-            p_err(&format!("repo@sha256:{}", "f".repeat(34))),
-            "invalid checksum digest length"
-        );
-    }
-
-    #[test]
-    fn row43_plain_unknown_digest_algorithm() {
-        assert_eq!(
-            p_err(&format!("validname@invaliddigest:{}", "f".repeat(64))),
-            "unsupported digest algorithm"
-        );
-    }
-
-    #[test]
-    fn row44_plain_path_too_long() {
-        assert_eq!(
-            p_err(&format!("domain/{}:tag", "a".repeat(256))),
-            "repository name must not be more than 255 characters"
-        );
-    }
-
-    #[test]
-    fn row45_plain_limit_counts_path_only() {
-        let r = p(&format!("example.com/{}:tag", "a".repeat(255)));
-        assert_eq!(r.domain(), "example.com");
-        assert_eq!(r.path().len(), 255);
-    }
-
-    #[test]
-    fn row46_plain_bad_characters() {
-        assert_eq!(p_err("aa/asdf$$^/aa"), "invalid reference format");
-    }
-
-    #[test]
-    fn row47_64_non_hex_characters() {
-        let s = "thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev";
-        assert_eq!(s.len(), 64);
-        assert_eq!(n(s).to_string(), format!("docker.io/library/{s}"));
-    }
-
-    #[test]
-    fn note_digest_below_32_hex_fails_grammar() {
-        assert_eq!(p_err("repo@sha256:abc"), "invalid reference format");
-        assert_eq!(n_err("repo@sha256:abc"), "invalid reference format");
-    }
-
-    #[test]
-    fn digest_with_upper_case_hex_gets_go_digest_text() {
-        assert_eq!(
-            p_err(&format!("repo@sha256:{}", "F".repeat(64))),
-            "invalid checksum digest format"
-        );
-    }
-
-    #[test]
     fn debian_on_docker_hub() {
         let r = n("debian");
         assert!(r.is_docker_hub());
@@ -874,53 +1025,6 @@ mod tests {
         let (r2, added) = r.clone().with_default_tag();
         assert!(!added);
         assert_eq!(r2, r);
-    }
-
-    #[test]
-    fn local_registry_reference() {
-        let r = n("127.0.0.1:5000/bench/debian:bookworm");
-        assert_eq!(r.familiar_string(), "127.0.0.1:5000/bench/debian:bookworm");
-        assert_eq!(r.to_string(), "127.0.0.1:5000/bench/debian:bookworm");
-        assert_eq!(r.registry_host(), "127.0.0.1:5000");
-        assert_eq!(r.credential_key(), "127.0.0.1:5000");
-        assert!(!r.is_docker_hub());
-        assert_eq!(r.familiar_name(), "127.0.0.1:5000/bench/debian");
-    }
-
-    #[test]
-    fn capture_uppercase_repository() {
-        assert_eq!(
-            n_err("127.0.0.1:5000/Bench/UPPER:x"),
-            "invalid reference format: repository name (Bench/UPPER) must be lowercase"
-        );
-    }
-
-    #[test]
-    fn capture_bad_tag_characters() {
-        assert_eq!(
-            n_err("127.0.0.1:5000/bench/debian:bad!tag"),
-            "invalid reference format"
-        );
-    }
-
-    #[test]
-    fn localhost_with_port() {
-        let r = n("localhost:5000/x");
-        assert_eq!(r.domain(), "localhost:5000");
-        assert_eq!(r.path(), "x");
-    }
-
-    #[test]
-    fn bare_localhost_port_is_hub_name_and_tag() {
-        let r = n("localhost:5000");
-        assert_eq!(r.name(), "docker.io/library/localhost");
-        assert_eq!(r.tag(), Some("5000"));
-    }
-
-    #[test]
-    fn docker_io_nested_library_familiar() {
-        assert_eq!(n("docker.io/library/foo/bar").familiar_name(), "library/foo/bar");
-        assert_eq!(n("myorg/app").familiar_name(), "myorg/app");
     }
 
     #[test]
@@ -956,32 +1060,6 @@ mod tests {
             "Alpine".parse::<Reference>(),
             Err(ReferenceError::RemoteNotLowercase("library/Alpine".to_string()))
         );
-    }
-
-    #[test]
-    fn plain_parse_prefers_a_domain() {
-        let r = p("library/busybox");
-        assert_eq!(r.domain(), "library");
-        assert_eq!(r.path(), "busybox");
-        let r = p("foo/foo_bar.com:8080");
-        assert_eq!(r.domain(), "foo");
-        assert_eq!(r.path(), "foo_bar.com");
-        assert_eq!(r.tag(), Some("8080"));
-        // A domain-less plain reference has no Docker Hub mapping.
-        let r = p("busybox");
-        assert_eq!(r.domain(), "");
-        assert_eq!(r.familiar_name(), "busybox");
-        assert_eq!(r.to_string(), "busybox");
-    }
-
-    #[test]
-    fn normalized_domain_can_still_be_empty() {
-        // "a_b.c" looks like a domain to the splitter (it has a dot) but the grammar refuses
-        // it as one, so the whole string parses as a domain-less path, exactly as in Go.
-        let r = n("a_b.c/foo");
-        assert_eq!(r.domain(), "");
-        assert_eq!(r.path(), "a_b.c/foo");
-        assert_eq!(r.to_string(), "a_b.c/foo");
     }
 
     #[test]
