@@ -1190,131 +1190,82 @@ mod tests {
         assert_eq!(parse("linux/arm64/v8.10").format_all(), "linux/arm64/v8.10");
     }
 
+    /// `linux/arm64/v{major}.{minor}` for each minor of `minors`: the spelled-out runs of
+    /// containerd's table.
+    fn arm64_minors(major: u32, minors: std::ops::RangeInclusive<u32>) -> Vec<String> {
+        minors
+            .map(|minor| format!("linux/arm64/v{major}.{minor}"))
+            .collect()
+    }
+
     #[test]
     fn arm64_variants_match_as_containerd_only_does() {
-        // containerd's compare_test.go TestOnly, the arm64 rows.
-        let rows: &[(&str, &[&str], &[&str])] = &[
+        // containerd's compare_test.go TestOnly, the arm64 rows: every one of them also runs
+        // 32-bit arm up to v8 and refuses the other architectures, arm/v4 and Windows.
+        const ALWAYS_RUNS: [&str; 5] = [
+            "linux/arm",
+            "linux/arm/v5",
+            "linux/arm/v6",
+            "linux/arm/v7",
+            "linux/arm/v8",
+        ];
+        const NEVER_RUNS: [&str; 4] = ["linux/amd64", "linux/arm/v4", "windows/amd64", "windows/arm"];
+        let named = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let rows: [(&str, Vec<String>, &[&str]); 4] = [
             (
                 "linux/arm64/v9.6",
-                &[
-                    "linux/arm",
-                    "linux/arm/v5",
-                    "linux/arm/v6",
-                    "linux/arm/v7",
-                    "linux/arm/v8",
-                    "linux/arm64",
-                    "linux/arm64/v8",
-                    "linux/arm64/v8.1",
-                    "linux/arm64/v8.2",
-                    "linux/arm64/v8.3",
-                    "linux/arm64/v8.4",
-                    "linux/arm64/v8.5",
-                    "linux/arm64/v8.6",
-                    "linux/arm64/v8.7",
-                    "linux/arm64/v8.8",
-                    "linux/arm64/v8.9",
-                    "linux/arm64/v9",
-                    "linux/arm64/v9.0",
-                    "linux/arm64/v9.1",
-                    "linux/arm64/v9.2",
-                    "linux/arm64/v9.3",
-                    "linux/arm64/v9.4",
-                    "linux/arm64/v9.5",
-                    "linux/arm64/v9.6",
-                ],
-                &[
-                    "linux/amd64",
-                    "linux/arm/v4",
-                    "windows/amd64",
-                    "windows/arm",
-                    "linux/arm64/v8.10",
-                ],
+                [
+                    named(&["linux/arm64", "linux/arm64/v8"]),
+                    arm64_minors(8, 1..=9),
+                    named(&["linux/arm64/v9"]),
+                    arm64_minors(9, 0..=6),
+                ]
+                .concat(),
+                &["linux/arm64/v8.10"],
             ),
             (
                 "linux/arm64/v9",
-                &[
-                    "linux/arm",
-                    "linux/arm/v5",
-                    "linux/arm/v6",
-                    "linux/arm/v7",
-                    "linux/arm/v8",
-                    "linux/arm64",
-                    "linux/arm64/v8",
-                    "linux/arm64/v8.1",
-                    "linux/arm64/v8.2",
-                    "linux/arm64/v8.3",
-                    "linux/arm64/v8.4",
-                    "linux/arm64/v8.5",
-                    "linux/arm64/v9",
-                    "linux/arm64/v9.0",
-                ],
-                &[
-                    "linux/amd64",
-                    "linux/arm/v4",
-                    "windows/amd64",
-                    "windows/arm",
-                    "linux/arm64/v8.6",
-                ],
+                [
+                    named(&["linux/arm64", "linux/arm64/v8"]),
+                    arm64_minors(8, 1..=5),
+                    named(&["linux/arm64/v9", "linux/arm64/v9.0"]),
+                ]
+                .concat(),
+                &["linux/arm64/v8.6"],
             ),
             (
                 "linux/arm64/v8.1",
-                &[
-                    "linux/arm",
-                    "linux/arm/v5",
-                    "linux/arm/v6",
-                    "linux/arm/v7",
-                    "linux/arm/v8",
-                    "linux/arm64",
-                    "linux/arm64/v8",
-                    "linux/arm64/v8.1",
-                ],
-                &[
-                    "linux/amd64",
-                    "linux/arm/v4",
-                    "linux/arm/v9",
-                    "linux/arm64/v9",
-                    "windows/amd64",
-                    "windows/arm",
-                ],
+                named(&["linux/arm64", "linux/arm64/v8", "linux/arm64/v8.1"]),
+                &["linux/arm/v9", "linux/arm64/v9"],
             ),
             (
                 "linux/arm64",
-                &[
-                    "linux/arm",
-                    "linux/arm/v5",
-                    "linux/arm/v6",
-                    "linux/arm/v7",
-                    "linux/arm/v8",
-                    "linux/arm64",
-                    "linux/arm64/v8",
-                ],
-                &[
-                    "linux/amd64",
-                    "linux/arm/v4",
-                    "linux/arm/v9",
-                    "linux/arm64/v9",
-                    "windows/amd64",
-                    "windows/arm",
-                ],
+                named(&["linux/arm64", "linux/arm64/v8"]),
+                &["linux/arm/v9", "linux/arm64/v9"],
             ),
-            // Outside containerd's table: nothing matches, not even the platform itself.
+        ];
+        for (wanted, runs, refuses) in &rows {
+            let m = parse(wanted).matcher();
+            for c in ALWAYS_RUNS.iter().copied().chain(runs.iter().map(String::as_str)) {
+                assert!(m.matches(&parse(c)), "{wanted} should match {c}");
+            }
+            for c in NEVER_RUNS.iter().chain(refuses.iter()) {
+                assert!(!m.matches(&parse(c)), "{wanted} should not match {c}");
+            }
+        }
+        // Outside containerd's table: nothing matches, not even the platform itself.
+        for (wanted, refuses) in [
             (
                 "linux/arm64/v8.10",
-                &[],
-                &["linux/arm64/v8.10", "linux/arm64", "linux/arm/v7", "linux/arm/v5"],
+                &["linux/arm64/v8.10", "linux/arm64", "linux/arm/v7", "linux/arm/v5"][..],
             ),
             (
                 "linux/arm64/v10",
-                &[],
                 &["linux/arm64/v10", "linux/arm64", "linux/arm/v7"],
             ),
-        ];
-        for (wanted, yes, no) in rows {
+        ] {
             let m = parse(wanted).matcher();
-            for c in *yes {
-                assert!(m.matches(&parse(c)), "{wanted} should match {c}");
-            }
-            for c in *no {
+            for c in refuses {
                 assert!(!m.matches(&parse(c)), "{wanted} should not match {c}");
             }
         }
