@@ -58,37 +58,27 @@ pub enum ConfigError {
 
 /// The parsed file; every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Config {
     /// Hosts (`host[:port]`) allowed plain HTTP and unverified TLS.
-    #[serde(default)]
     pub insecure_registries: Vec<String>,
     /// Mirrors of Docker Hub, tried in order before it.
-    #[serde(default)]
     pub registry_mirrors: Vec<String>,
     /// Mirrors of other registries, by registry host.
-    #[serde(default)]
     pub mirrors: BTreeMap<String, Vec<String>>,
     /// Layers downloaded at once.
-    #[serde(default)]
     pub max_concurrent_downloads: Option<u32>,
     /// The `certs.d` directory (default `/etc/docker/certs.d`).
-    #[serde(default)]
     pub certs_d: Option<PathBuf>,
     /// The file whose key signs the fleet API's tokens (`rpull serve --signing-key-file`).
-    #[serde(default)]
     pub signing_key_file: Option<PathBuf>,
     /// Blobs of at least this many bytes are fetched as several concurrent ranges.
-    #[serde(default)]
     pub parallel_download_threshold: Option<u64>,
     /// The size of one range of such a download, in bytes.
-    #[serde(default)]
     pub parallel_chunk_size: Option<u64>,
     /// Concurrent ranges of one blob.
-    #[serde(default)]
     pub connections_per_blob: Option<u32>,
     /// Open blob connections of one pull in all (ranges and whole layers).
-    #[serde(default)]
     pub max_connections: Option<u32>,
 }
 

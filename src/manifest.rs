@@ -144,17 +144,14 @@ pub struct ImageManifest {
 }
 
 /// A multi-platform index (OCI index or Docker manifest list).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Index {
     /// Always 2.
-    #[serde(default)]
     pub schema_version: u32,
     /// The media type, when the document states it.
-    #[serde(default)]
     pub media_type: Option<String>,
     /// The entries.
-    #[serde(default)]
     pub manifests: Vec<Descriptor>,
 }
 
@@ -167,18 +164,13 @@ pub enum Manifest {
     Index(Index),
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 struct Probe {
-    #[serde(default)]
     schema_version: Option<u32>,
-    #[serde(default)]
     media_type: Option<String>,
-    #[serde(default)]
     manifests: Option<serde_json::Value>,
-    #[serde(default)]
     layers: Option<serde_json::Value>,
-    #[serde(default)]
     fs_layers: Option<serde_json::Value>,
 }
 
@@ -273,32 +265,29 @@ impl Index {
 }
 
 /// The parts of an image config rpull reads.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct ImageConfig {
     /// CPU architecture.
-    #[serde(default)]
     pub architecture: String,
     /// Operating system.
-    #[serde(default)]
     pub os: String,
     /// CPU variant.
-    #[serde(default)]
     pub variant: Option<String>,
     /// Creation time (RFC 3339).
-    #[serde(default)]
     pub created: Option<String>,
     /// Layer identities.
     pub rootfs: Option<RootFs>,
 }
 
 /// The config's `rootfs` object.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct RootFs {
     /// Always `layers`.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     pub kind: String,
     /// DiffIDs of the uncompressed layers, base first.
-    #[serde(default)]
     pub diff_ids: Vec<Digest>,
 }
 

@@ -156,16 +156,18 @@ mod tests {
 
     #[test]
     fn control_sequences_are_stripped() {
-        assert_eq!(strip_controls("plain\ttext\n"), "plain\ttext\n");
-        assert_eq!(strip_controls("\u{1b}[31mred\u{1b}[0m"), "red");
-        assert_eq!(strip_controls("a\u{1b}]0;title\u{7}b"), "ab");
-        assert_eq!(
-            strip_controls("a\u{1b}]8;;http://x\u{1b}\\link\u{1b}]8;;\u{1b}\\b"),
-            "alinkb"
-        );
-        assert_eq!(strip_controls("a\u{9b}2Jb\u{9d}0;t\u{9c}c"), "abc");
-        assert_eq!(strip_controls("cr\roverwrite\u{8}\u{7f}\u{1b}"), "croverwrite");
-        assert_eq!(strip_controls("\u{1b}Pq#0\u{1b}\\x\u{1b}cy"), "xy");
-        assert_eq!(strip_controls("ünïcödé"), "ünïcödé");
+        let cases = [
+            ("plain\ttext\n", "plain\ttext\n"),
+            ("\u{1b}[31mred\u{1b}[0m", "red"),
+            ("a\u{1b}]0;title\u{7}b", "ab"),
+            ("a\u{1b}]8;;http://x\u{1b}\\link\u{1b}]8;;\u{1b}\\b", "alinkb"),
+            ("a\u{9b}2Jb\u{9d}0;t\u{9c}c", "abc"),
+            ("cr\roverwrite\u{8}\u{7f}\u{1b}", "croverwrite"),
+            ("\u{1b}Pq#0\u{1b}\\x\u{1b}cy", "xy"),
+            ("ünïcödé", "ünïcödé"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(strip_controls(text), want, "{text:?}");
+        }
     }
 }

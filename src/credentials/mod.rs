@@ -764,19 +764,21 @@ mod tests {
 
     #[test]
     fn registry_key_normalizes_like_docker_login() {
-        assert_eq!(
-            registry_key("registry.example.com:5000"),
-            "registry.example.com:5000"
-        );
-        assert_eq!(
-            registry_key("https://registry.example.com:5000/v2/"),
-            "registry.example.com:5000"
-        );
-        assert_eq!(registry_key("http://localhost:5000/v1/"), "localhost:5000");
-        assert_eq!(registry_key("ghcr.io/"), "ghcr.io");
-        assert_eq!(registry_key("  quay.io "), "quay.io");
-        assert_eq!(registry_key("https://user@reg.example"), "reg.example");
-        assert_eq!(registry_key("https://Index.Docker.IO/v2/"), DOCKER_HUB_KEY);
+        let cases = [
+            ("registry.example.com:5000", "registry.example.com:5000"),
+            (
+                "https://registry.example.com:5000/v2/",
+                "registry.example.com:5000",
+            ),
+            ("http://localhost:5000/v1/", "localhost:5000"),
+            ("ghcr.io/", "ghcr.io"),
+            ("  quay.io ", "quay.io"),
+            ("https://user@reg.example", "reg.example"),
+            ("https://Index.Docker.IO/v2/", DOCKER_HUB_KEY),
+        ];
+        for (server, want) in cases {
+            assert_eq!(registry_key(server), want, "{server:?}");
+        }
     }
 
     #[test]

@@ -391,53 +391,52 @@ mod tests {
 
     #[test]
     fn format_g_matches_go() {
-        assert_eq!(format_g(0.0, 4), "0");
-        assert_eq!(format_g(1.5, 4), "1.5");
-        assert_eq!(format_g(999.95, 4), "1000");
-        assert_eq!(format_g(9.9996, 4), "10");
-        assert_eq!(format_g(12345.0, 4), "1.234e+04");
-        assert_eq!(format_g(0.00001234, 4), "1.234e-05");
-        assert_eq!(format_g(0.0001234, 4), "0.0001234");
+        let cases = [
+            (0.0, "0"),
+            (1.5, "1.5"),
+            (999.95, "1000"),
+            (9.9996, "10"),
+            (12345.0, "1.234e+04"),
+            (0.00001234, "1.234e-05"),
+            (0.0001234, "0.0001234"),
+        ];
+        for (value, want) in cases {
+            assert_eq!(format_g(value, 4), want, "format_g({value}, 4)");
+        }
     }
 
     #[test]
     fn render_progress_examples() {
-        assert_eq!(
-            render_progress(50, 100, 200),
-            "[=========================>                         ]      50B/100B"
-        );
-        assert_eq!(
-            render_progress(12_345_678, 45_600_000, 200),
-            "[=============>                                     ]  12.35MB/45.6MB"
-        );
+        let empty_bar = format!("[>{}]       0B/100B", " ".repeat(50));
+        // (current, total, width, rendering)
+        #[rustfmt::skip]
+        let cases: [(u64, u64, u16, &str); 12] = [
+            (50, 100, 200, "[=========================>                         ]      50B/100B"),
+            (12_345_678, 45_600_000, 200, "[=============>                                     ]  12.35MB/45.6MB"),
+            // current > total: full bar, no total.
+            (150, 100, 200, "[==================================================>]     150B"),
+            (48_680_000, 48_680_000, 120, "[==================================================>]  48.68MB/48.68MB"),
+            (505_900, 48_680_000, 120, "[>                                                  ]  505.9kB/48.68MB"),
+            // Unknown total: only the current size, right-aligned in 8 columns.
+            (1, 0, 200, "      1B"),
+            (12_345_678, 0, 80, " 12.35MB"),
+            // Nothing at all.
+            (0, 0, 200, ""),
+            // Width <= 110: numbers only.
+            (513_000, 48_680_000, 80, "   513kB/48.68MB"),
+            (50, 100, 110, "     50B/100B"),
+            (150, 100, 80, "    150B"),
+            (0, 100, 200, &empty_bar),
+        ];
+        for (current, total, width, want) in cases {
+            assert_eq!(
+                render_progress(current, total, width),
+                want,
+                "render_progress({current}, {total}, {width})"
+            );
+        }
         // The bar is 53 characters plus a space.
         assert_eq!(render_progress(1, 100, 111).find(']'), Some(52));
-        // current > total: full bar, no total.
-        assert_eq!(
-            render_progress(150, 100, 200),
-            "[==================================================>]     150B"
-        );
-        assert_eq!(
-            render_progress(48_680_000, 48_680_000, 120),
-            "[==================================================>]  48.68MB/48.68MB"
-        );
-        assert_eq!(
-            render_progress(505_900, 48_680_000, 120),
-            "[>                                                  ]  505.9kB/48.68MB"
-        );
-        // Unknown total: only the current size, right-aligned in 8 columns.
-        assert_eq!(render_progress(1, 0, 200), "      1B");
-        assert_eq!(render_progress(12_345_678, 0, 80), " 12.35MB");
-        // Nothing at all.
-        assert_eq!(render_progress(0, 0, 200), "");
-        // Width <= 110: numbers only.
-        assert_eq!(render_progress(513_000, 48_680_000, 80), "   513kB/48.68MB");
-        assert_eq!(render_progress(50, 100, 110), "     50B/100B");
-        assert_eq!(render_progress(150, 100, 80), "    150B");
-        assert_eq!(
-            render_progress(0, 100, 200),
-            format!("[>{}]       0B/100B", " ".repeat(50))
-        );
     }
 
     #[test]

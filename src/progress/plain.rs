@@ -41,6 +41,32 @@ impl<W: Write + Send, E: Write + Send> Sinks<W, E> {
     }
 }
 
+/// The constructors of a reporter that is nothing but its [`Sinks`]: `new` (the error sink
+/// is the process's stderr), `with_stderr` and `into_inner`.
+macro_rules! sinks_reporter {
+    ($reporter:ident) => {
+        impl<W: Write + Send> $reporter<W> {
+            /// A reporter writing to `out`, with its error-sink lines (notes, and for `-q`
+            /// warnings) on the process's stderr.
+            pub fn new(out: W) -> Self {
+                Self::with_stderr(out, io::stderr())
+            }
+        }
+
+        impl<W: Write + Send, E: Write + Send> $reporter<W, E> {
+            /// A reporter writing to `out`, with its error-sink lines on `err`.
+            pub fn with_stderr(out: W, err: E) -> Self {
+                Self(Sinks::new(out, err))
+            }
+
+            /// Give back the output and error sinks (used by tests to inspect what was written).
+            pub fn into_inner(self) -> (W, E) {
+                self.0.into_inner()
+            }
+        }
+    };
+}
+
 /// docker's rendering when stdout is not a terminal.
 ///
 /// Every layer status change is one `"<id>: <status>"` line; byte progress is dropped; the
@@ -49,24 +75,7 @@ impl<W: Write + Send, E: Write + Send> Sinks<W, E> {
 /// flushed under a lock, so lines from concurrent layers never interleave.
 pub struct PlainReporter<W: Write + Send, E: Write + Send = io::Stderr>(Sinks<W, E>);
 
-impl<W: Write + Send> PlainReporter<W> {
-    /// A reporter writing to `out`, with notes on the process's stderr.
-    pub fn new(out: W) -> Self {
-        Self::with_stderr(out, io::stderr())
-    }
-}
-
-impl<W: Write + Send, E: Write + Send> PlainReporter<W, E> {
-    /// A reporter writing to `out`, with notes on `err`.
-    pub fn with_stderr(out: W, err: E) -> Self {
-        Self(Sinks::new(out, err))
-    }
-
-    /// Give back the output and error sinks (used by tests to inspect what was written).
-    pub fn into_inner(self) -> (W, E) {
-        self.0.into_inner()
-    }
-}
+sinks_reporter!(PlainReporter);
 
 impl<W: Write + Send, E: Write + Send> Reporter for PlainReporter<W, E> {
     fn report(&self, event: Event) {
@@ -92,24 +101,7 @@ impl<W: Write + Send, E: Write + Send> Reporter for PlainReporter<W, E> {
 /// error sink (stderr); everything else is dropped.
 pub struct QuietReporter<W: Write + Send, E: Write + Send = io::Stderr>(Sinks<W, E>);
 
-impl<W: Write + Send> QuietReporter<W> {
-    /// A reporter writing to `out`, with warnings and notes on the process's stderr.
-    pub fn new(out: W) -> Self {
-        Self::with_stderr(out, io::stderr())
-    }
-}
-
-impl<W: Write + Send, E: Write + Send> QuietReporter<W, E> {
-    /// A reporter writing to `out`, with warnings and notes on `err`.
-    pub fn with_stderr(out: W, err: E) -> Self {
-        Self(Sinks::new(out, err))
-    }
-
-    /// Give back the output and error sinks (used by tests to inspect what was written).
-    pub fn into_inner(self) -> (W, E) {
-        self.0.into_inner()
-    }
-}
+sinks_reporter!(QuietReporter);
 
 impl<W: Write + Send, E: Write + Send> Reporter for QuietReporter<W, E> {
     fn report(&self, event: Event) {

@@ -46,19 +46,16 @@ impl Token {
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The token service's answer.
-#[derive(serde::Deserialize)]
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
 pub struct TokenResponse {
     /// Token (Docker's name).
-    #[serde(default)]
     pub token: Option<String>,
     /// Token (OAuth's name); wins when both are present.
-    #[serde(default)]
     pub access_token: Option<String>,
     /// Lifetime in seconds; under 60 counts as 60, over [`MAX_TOKEN_LIFETIME`] as that.
-    #[serde(default)]
     pub expires_in: Option<u64>,
     /// A refresh token, when one was asked for.
-    #[serde(default)]
     pub refresh_token: Option<String>,
 }
 
