@@ -515,6 +515,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::temp_store;
 
     fn open(store: &Store, d: &Digest, size: u64) -> Ingest {
         match Ingest::try_open(store, d, size).unwrap() {
@@ -540,8 +541,7 @@ mod tests {
 
     #[test]
     fn an_in_order_download_resumes_and_commits() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let (_tmp, store) = temp_store();
         let blob = b"hello, ingest";
         let d = Digest::sha256_of(blob);
         let mut i = open(&store, &d, blob.len() as u64);
@@ -565,8 +565,7 @@ mod tests {
 
     #[test]
     fn ranges_out_of_order_resume_with_holes() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let (_tmp, store) = temp_store();
         let blob: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
         let d = Digest::sha256_of(&blob);
         let mut i = open(&store, &d, 1000);
@@ -601,8 +600,7 @@ mod tests {
 
     #[test]
     fn a_mismatch_is_never_committed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let (_tmp, store) = temp_store();
         let d = Digest::sha256_of(b"right");
         let mut i = open(&store, &d, 5);
         assert!(i.commit().is_err(), "incomplete");
@@ -617,8 +615,7 @@ mod tests {
 
     #[test]
     fn another_size_discards_the_partial_and_unused_ones_are_removed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let (_tmp, store) = temp_store();
         let d = Digest::sha256_of(b"blob");
         let mut i = open(&store, &d, 4);
         i.append(b"bl").unwrap();

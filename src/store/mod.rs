@@ -489,14 +489,22 @@ pub fn remove_tree(path: &Path) {
     let _ = fs::remove_dir_all(path);
 }
 
+/// A store in a new temporary directory, for unit tests; the directory lives as long as the
+/// returned guard.
+#[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    (tmp, store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn layout_and_refs() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let (tmp, store) = temp_store();
         assert!(tmp.path().join("oci-layout").is_file());
         assert_eq!(store.read_index().unwrap().manifests.len(), 0);
         let blob = b"hello";
@@ -524,8 +532,7 @@ mod tests {
 
     #[test]
     fn layers_publish_atomically() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let (_tmp, store) = temp_store();
         let diff = Digest::sha256_of(b"layer");
         let t = store.new_layer_tmp().unwrap();
         fs::write(t.join("rootfs/f"), b"x").unwrap();
@@ -540,8 +547,7 @@ mod tests {
 
     #[test]
     fn concurrent_commits_of_one_layer_leave_one_copy() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let (tmp, store) = temp_store();
         let diff = Digest::sha256_of(b"shared layer");
         // A leftover without its marker is replaced, never trusted.
         fs::create_dir_all(store.layer_dir(&diff).join("rootfs")).unwrap();
