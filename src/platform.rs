@@ -750,7 +750,7 @@ mod tests {
 
     /// Asserts that, for the wanted platform, `order` (os/arch[/variant] specs of index
     /// entries, read raw) ranks exactly 0, 1, 2, …
-    fn assert_order(wanted: &str, order: &[(&str, &str, Option<&str>)]) {
+    fn assert_order(wanted: &str, order: &[Spec]) {
         let m = parse(wanted).matcher();
         for (i, (os, arch, variant)) in order.iter().enumerate() {
             let p = plat(os, arch, *variant);
@@ -760,6 +760,14 @@ mod tests {
 
     /// An `(os, architecture, variant)` as given to [`Platform::normalize`] or expected of it.
     type Spec<'a> = (&'a str, &'a str, Option<&'a str>);
+
+    /// 32-bit arm from v8 down, best first: where every arm64 platform's fallbacks end.
+    const ARM_V8_AND_DOWN: [Spec; 4] = [
+        ("linux", "arm", Some("v8")),
+        ("linux", "arm", Some("v7")),
+        ("linux", "arm", Some("v6")),
+        ("linux", "arm", Some("v5")),
+    ];
 
     /// Asserts that `Platform::normalize` turns each first spec into its second.
     fn assert_normalized(cases: &[(Spec, Spec)]) {
@@ -1016,13 +1024,7 @@ mod tests {
 
     #[test]
     fn arm64_fallback_order() {
-        let order = [
-            ("linux", "arm64", None),
-            ("linux", "arm", Some("v8")),
-            ("linux", "arm", Some("v7")),
-            ("linux", "arm", Some("v6")),
-            ("linux", "arm", Some("v5")),
-        ];
+        let order = [&[("linux", "arm64", None)][..], &ARM_V8_AND_DOWN].concat();
         assert_order("linux/arm64", &order);
         assert_order("linux/arm64/v8", &order);
         // An arm64 entry with v8 is the same as one without a variant; arm with none is v7.
@@ -1036,48 +1038,32 @@ mod tests {
 
     #[test]
     fn arm64_minor_version_fallback_order() {
-        assert_order(
-            "linux/arm64/v8.2",
-            &[
-                ("linux", "arm64", Some("v8.2")),
-                ("linux", "arm64", Some("v8.1")),
-                ("linux", "arm64", Some("v8")),
-                ("linux", "arm", Some("v8")),
-                ("linux", "arm", Some("v7")),
-                ("linux", "arm", Some("v6")),
-                ("linux", "arm", Some("v5")),
-            ],
-        );
-        assert_order(
-            "linux/arm64/v9.1",
-            &[
-                ("linux", "arm64", Some("v9.1")),
-                ("linux", "arm64", Some("v9")),
-                ("linux", "arm64", Some("v8.6")),
-                ("linux", "arm64", Some("v8.5")),
-                ("linux", "arm64", Some("v8.4")),
-                ("linux", "arm64", Some("v8.3")),
-                ("linux", "arm64", Some("v8.2")),
-                ("linux", "arm64", Some("v8.1")),
-                ("linux", "arm64", None),
-                ("linux", "arm", Some("v8")),
-                ("linux", "arm", Some("v7")),
-                ("linux", "arm", Some("v6")),
-                ("linux", "arm", Some("v5")),
-            ],
-        );
+        let v8_2 = [
+            ("linux", "arm64", Some("v8.2")),
+            ("linux", "arm64", Some("v8.1")),
+            ("linux", "arm64", Some("v8")),
+        ];
+        assert_order("linux/arm64/v8.2", &[&v8_2[..], &ARM_V8_AND_DOWN].concat());
+        let v9_1 = [
+            ("linux", "arm64", Some("v9.1")),
+            ("linux", "arm64", Some("v9")),
+            ("linux", "arm64", Some("v8.6")),
+            ("linux", "arm64", Some("v8.5")),
+            ("linux", "arm64", Some("v8.4")),
+            ("linux", "arm64", Some("v8.3")),
+            ("linux", "arm64", Some("v8.2")),
+            ("linux", "arm64", Some("v8.1")),
+            ("linux", "arm64", None),
+        ];
+        assert_order("linux/arm64/v9.1", &[&v9_1[..], &ARM_V8_AND_DOWN].concat());
     }
 
     #[test]
     fn arm_fallback_order() {
-        let v7 = [
-            ("linux", "arm", Some("v7")),
-            ("linux", "arm", Some("v6")),
-            ("linux", "arm", Some("v5")),
-        ];
-        assert_order("linux/arm/v7", &v7);
-        assert_order("linux/arm", &v7);
-        assert_order("linux/armhf", &v7);
+        let v7 = &ARM_V8_AND_DOWN[1..];
+        assert_order("linux/arm/v7", v7);
+        assert_order("linux/arm", v7);
+        assert_order("linux/armhf", v7);
         assert_order(
             "linux/arm/v6",
             &[("linux", "arm", Some("v6")), ("linux", "arm", Some("v5"))],
