@@ -114,7 +114,7 @@ impl Registry {
         digest: &Digest,
         range: Option<(u64, Option<u64>)>,
     ) -> Result<reqwest::Response, RegistryError> {
-        let result = async {
+        self.scrubbed(async {
             let url = self.url(&format!("{repo}/blobs/{digest}")).await?;
             let mut headers = HeaderMap::new();
             if let Some((a, b)) = range {
@@ -125,9 +125,8 @@ impl Registry {
                 headers.insert(RANGE, HeaderValue::from_str(&value).expect("ascii"));
             }
             Self::check(self.send(Method::GET, url, headers, &pull_scope(repo)).await?).await
-        }
-        .await;
-        result.map_err(|e| self.scrub(e))
+        })
+        .await
     }
 }
 

@@ -193,6 +193,14 @@ impl Registry {
         error.map_text(|text| secrets.scrub(text))
     }
 
+    /// Awaits `call` and [scrubs](Registry::scrub) its error: what every public call returns.
+    async fn scrubbed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        call.await.map_err(|e| self.scrub(e))
+    }
+
     /// `HEAD /v2/<repo>/manifests/<reference>`: the digest, when the registry sends one.
     /// Transient failures are retried quietly (`retry.rs`), as for every call but
     /// [`Registry::get_blob`].
@@ -201,9 +209,8 @@ impl Registry {
         repo: &str,
         reference: &str,
     ) -> Result<Option<ManifestHead>, RegistryError> {
-        retry::quietly(|| self.head_manifest_once(repo, reference))
+        self.scrubbed(retry::quietly(|| self.head_manifest_once(repo, reference)))
             .await
-            .map_err(|e| self.scrub(e))
     }
 
     /// `GET /v2/<repo>/manifests/<reference>`, verified against `expected` (a digest
@@ -214,9 +221,10 @@ impl Registry {
         reference: &str,
         expected: Option<&Digest>,
     ) -> Result<FetchedManifest, RegistryError> {
-        retry::quietly(|| self.get_manifest_once(repo, reference, expected))
-            .await
-            .map_err(|e| self.scrub(e))
+        self.scrubbed(retry::quietly(|| {
+            self.get_manifest_once(repo, reference, expected)
+        }))
+        .await
     }
 
     /// `GET /v2/<repo>/blobs/<digest>`, from byte `offset` on (`Range`). The answer is 200
@@ -228,14 +236,13 @@ impl Registry {
         digest: &Digest,
         offset: u64,
     ) -> Result<reqwest::Response, RegistryError> {
-        self.get_blob_unscrubbed(repo, digest, offset)
+        self.scrubbed(self.get_blob_unscrubbed(repo, digest, offset))
             .await
-            .map_err(|e| self.scrub(e))
     }
 
     /// Every tag of `repo`, following `Link` pagination; each page is retried on its own.
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
-        self.tags_unscrubbed(repo).await.map_err(|e| self.scrub(e))
+        self.scrubbed(self.tags_unscrubbed(repo)).await
     }
 
     fn manifest_headers() -> HeaderMap {
