@@ -8,8 +8,9 @@
 //! building a root filesystem) holds the store's shared guard for its duration, so a
 //! collection (`rpull prune`, the one after `rmi`), which takes it exclusively, never deletes
 //! what such an operation is writing or reading; a long-running service therefore holds it
-//! only while an operation runs. Names are looked up before the guard is taken, so a name
-//! that is not in the store fails before anything is locked or written.
+//! only while an operation runs. The names `save` and `rootfs` take are looked up before the
+//! guard is taken, so a name that is not in the store fails before anything is locked or
+//! written.
 
 use std::io::Write;
 use std::path::Path;
@@ -23,7 +24,7 @@ use crate::check::{self, CheckError, Report as CheckReport};
 use crate::credentials::CredentialLookup;
 use crate::flatten::{self, FlattenError, FlattenStats};
 use crate::gc::{self, CollectOptions, GcError, GcReport, RemoveOutcome, StoreGuard};
-use crate::images::{self, ImageRow, ImagesError, LookupError, Resolved};
+use crate::images::{self, ImageRow, ImagesError, Resolved};
 use crate::inspect::{self, ImageDetails, InspectError};
 use crate::platform::Platform;
 use crate::progress::Reporter;
@@ -62,17 +63,6 @@ pub struct Removal {
     /// was not asked for or nothing was removed; [`GcError::Busy`] while another command uses
     /// the store, the space then being left to a later prune.
     pub collected: Option<Result<GcReport, GcError>>,
-}
-
-/// Why [`Engine::rootfs`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RootfsError {
-    /// The name is not in the store.
-    #[error(transparent)]
-    Lookup(#[from] LookupError),
-    /// The root filesystem could not be built (or the store guard taken).
-    #[error(transparent)]
-    Flatten(#[from] FlattenError),
 }
 
 /// Images found by [`Engine::save`], to be written as one archive.
@@ -212,7 +202,7 @@ impl Engine {
 
     /// Looks the names up (as [`images::resolve`] does) for an archive of `format`, written by
     /// [`Save::write_to`]; fails on the first name that is not in the store.
-    pub fn save(&self, names: &[String], format: ArchiveFormat) -> Result<Save, LookupError> {
+    pub fn save(&self, names: &[String], format: ArchiveFormat) -> Result<Save, ImagesError> {
         let images = names
             .iter()
             .map(|name| images::resolve(&self.store, name))
@@ -226,17 +216,88 @@ impl Engine {
 
     /// Writes the flattened root filesystem of the image `name` names into `dest`, an empty
     /// or missing directory (see [`flatten::flatten`]), holding the store's shared guard.
-    /// Ownership is applied and device nodes are created when running as root.
-    pub fn rootfs(&self, name: &str, dest: &Path) -> Result<FlattenStats, RootfsError> {
+    /// Ownership is applied and device nodes are created when running as root. A name not in
+    /// the store is [`FlattenError::Lookup`].
+    pub fn rootfs(&self, name: &str, dest: &Path) -> Result<FlattenStats, FlattenError> {
         let image = images::resolve(&self.store, name)?;
-        let _guard = StoreGuard::shared(&self.store).map_err(FlattenError::from)?;
+        let _guard = StoreGuard::shared(&self.store)?;
         // SAFETY: geteuid has no preconditions.
         let is_root = unsafe { libc::geteuid() } == 0;
-        Ok(flatten::flatten(&self.store, &image.entry, dest, is_root)?)
+        flatten::flatten(&self.store, &image.entry, dest, is_root)
     }
 
     /// Verifies the store; `repair` removes what is corrupt or left over.
     pub fn check(&self, repair: bool) -> Result<CheckReport, CheckError> {
         check::check(&self.store, repair)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::images::testutil::{debian_store, DebianStore};
+    use crate::settings::Overrides;
+
+    fn engine(f: &DebianStore) -> Engine {
+        let root = f.store.root().to_path_buf();
+        let settings = Settings::from_parts(root, &Overrides::default(), &Config::default(), &|_| None);
+        Engine::open(settings.unwrap()).unwrap()
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn remove_prunes_when_asked_and_something_was_removed() {
+        let f = debian_store();
+        let engine = engine(&f);
+        let keep = RemoveOptions {
+            force: false,
+            prune: false,
+        };
+        let prune = RemoveOptions { prune: true, ..keep };
+        let r = engine.remove(&names(&["debian:bookworm"]), &keep).unwrap();
+        assert!(r.outcomes[0].result.is_ok() && r.collected.is_none());
+        let r = engine.remove(&names(&["nope"]), &prune).unwrap();
+        assert!(r.outcomes[0].result.is_err() && r.collected.is_none());
+        let r = engine.remove(&names(&["other:1"]), &prune).unwrap();
+        let report = r.collected.expect("collected").unwrap();
+        assert!(report.deleted().any(|d| *d == f.c2), "{report:?}");
+        assert!(f.store.has_blob(&f.c1, None));
+    }
+
+    #[test]
+    fn save_and_rootfs_look_the_name_up_first() {
+        let f = debian_store();
+        let engine = engine(&f);
+        let missing = engine.save(&names(&["debian:latest", "nope"]), ArchiveFormat::Oci);
+        assert!(matches!(missing, Err(ImagesError::NoSuchImage(n)) if n == "nope:latest"));
+        let save = engine
+            .save(&names(&["debian:latest"]), ArchiveFormat::Oci)
+            .unwrap();
+        let mut tar = Vec::new();
+        save.write_to(&mut tar).unwrap();
+        let blob = format!("blobs/sha256/{}", f.c1.hex());
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let paths: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(paths.contains(&blob), "{paths:?}");
+
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("rootfs");
+        let err = engine.rootfs("nope", &dest).unwrap_err();
+        assert!(
+            matches!(err, FlattenError::Lookup(ImagesError::NoSuchImage(_))),
+            "{err}"
+        );
+        assert!(!dest.exists());
+        let stats = engine.rootfs(&f.c1.to_string(), &dest).unwrap();
+        assert_eq!(stats.layers, 1);
+        assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"one");
     }
 }

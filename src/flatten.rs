@@ -27,11 +27,15 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::digest::Digest;
+use crate::images::ImagesError;
 use crate::store::{self, read_image, RefEntry, Store, StoreError};
 
 /// Why the root filesystem could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum FlattenError {
+    /// The name given is not in the store ([`Engine::rootfs`](crate::engine::Engine::rootfs)).
+    #[error(transparent)]
+    Lookup(#[from] ImagesError),
     /// A layer of the image is not unpacked in the store.
     #[error("layer {0} is not unpacked in the store; pull the image again")]
     MissingLayer(Digest),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::{fail, store_engine};
 use rpull::cli::RootfsArgs;
-use rpull::engine::RootfsError;
+use rpull::flatten::FlattenError;
 
 /// Flattens the named image into the directory and returns the exit status.
 pub fn run(args: RootfsArgs, root: Option<PathBuf>) -> ExitCode {
@@ -20,7 +20,7 @@ pub fn run(args: RootfsArgs, root: Option<PathBuf>) -> ExitCode {
     };
     match engine.rootfs(&name, &dir) {
         Ok(_) => ExitCode::SUCCESS,
-        Err(RootfsError::Lookup(e)) => fail(&format!("Error response from daemon: {e}")),
-        Err(RootfsError::Flatten(e)) => fail(&format!("rootfs: {e}")),
+        Err(FlattenError::Lookup(e)) => fail(&format!("Error response from daemon: {e}")),
+        Err(e) => fail(&format!("rootfs: {e}")),
     }
 }

@@ -1,28 +1,11 @@
 //! Finding a name in the store as the daemon's `GetImage` does, for `rpull save` and `rpull
 //! rootfs`: a full image ID, a reference, else an unambiguous image ID prefix.
 
+use super::ImagesError;
 use crate::digest::Digest;
 use crate::manifest::ImageManifest;
-use crate::reference::{Reference, ReferenceError};
-use crate::store::{RefEntry, Store, StoreError};
-
-/// Why a name was not found; docker's text without the `Error response from daemon: ` prefix
-/// the CLI adds.
-#[derive(Debug, thiserror::Error)]
-pub enum LookupError {
-    /// `index.json` could not be read.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The name is neither an image ID nor a valid reference.
-    #[error(transparent)]
-    Reference(#[from] ReferenceError),
-    /// Nothing matches the name (familiar form, `latest` when untagged).
-    #[error("No such image: {0}")]
-    NoSuchImage(String),
-    /// An image ID prefix names more than one image.
-    #[error("No such image: {0} (the ID prefix is ambiguous)")]
-    Ambiguous(String),
-}
+use crate::reference::Reference;
+use crate::store::{RefEntry, Store};
 
 /// A name found in the store.
 #[derive(Debug, Clone)]
@@ -49,10 +32,12 @@ pub(crate) fn image_id(store: &Store, entry: &RefEntry) -> Option<Digest> {
 
 /// Finds `name` in the store as the daemon does: a full image ID (`sha256:…` or 64 hex), a
 /// reference (normalized; `latest` when untagged; a digest matches an entry pulled by that
-/// digest or a tag that resolved to it), else an unambiguous image ID prefix (3+ hex).
-pub fn resolve(store: &Store, name: &str) -> Result<Resolved, LookupError> {
+/// digest or a tag that resolved to it), else an unambiguous image ID prefix (3+ hex). The
+/// failures are [`ImagesError::Reference`], [`ImagesError::NoSuchImage`] and
+/// [`ImagesError::Ambiguous`] (or the index could not be read).
+pub fn resolve(store: &Store, name: &str) -> Result<Resolved, ImagesError> {
     let index = store.read_index()?;
-    let by_id = |hex: &str| -> Result<Option<Resolved>, LookupError> {
+    let by_id = |hex: &str| -> Result<Option<Resolved>, ImagesError> {
         let mut found: Option<(Digest, &RefEntry)> = None;
         for entry in &index.manifests {
             let Some(id) = image_id(store, entry) else {
@@ -62,7 +47,7 @@ pub fn resolve(store: &Store, name: &str) -> Result<Resolved, LookupError> {
                 continue;
             }
             match &found {
-                Some((other, _)) if *other != id => return Err(LookupError::Ambiguous(name.to_string())),
+                Some((other, _)) if *other != id => return Err(ImagesError::Ambiguous(name.to_string())),
                 Some(_) => {}
                 None => found = Some((id, entry)),
             }
@@ -74,7 +59,7 @@ pub fn resolve(store: &Store, name: &str) -> Result<Resolved, LookupError> {
     };
     let full_hex = name.strip_prefix("sha256:").unwrap_or(name);
     if full_hex.len() == 64 && is_lower_hex(full_hex) {
-        return by_id(full_hex)?.ok_or_else(|| LookupError::NoSuchImage(format!("sha256:{full_hex}")));
+        return by_id(full_hex)?.ok_or_else(|| ImagesError::NoSuchImage(format!("sha256:{full_hex}")));
     }
     let parsed = Reference::parse_normalized(name)?;
     let found = match parsed.digest() {
@@ -119,7 +104,7 @@ pub fn resolve(store: &Store, name: &str) -> Result<Resolved, LookupError> {
             return Ok(found);
         }
     }
-    Err(LookupError::NoSuchImage(
+    Err(ImagesError::NoSuchImage(
         parsed.with_default_tag().0.familiar_string(),
     ))
 }
@@ -166,7 +151,7 @@ mod tests {
         );
         assert!(matches!(
             resolve(store, "Bad:Name"),
-            Err(LookupError::Reference(_))
+            Err(ImagesError::Reference(_))
         ));
     }
 }

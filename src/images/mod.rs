@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fs;
 
 use crate::digest::Digest;
-use crate::reference::Reference;
+use crate::reference::{Reference, ReferenceError};
 use crate::store::{dir_size, read_image, Store, StoreError};
 
 pub mod lookup;
@@ -32,14 +32,15 @@ mod time;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use lookup::{resolve, LookupError, Resolved};
+pub use lookup::{resolve, Resolved};
 pub use pattern::path_match;
 pub use render::{render_json, render_table};
 pub use time::{created_since, human_duration_ns, parse_rfc3339};
 
 pub use crate::progress::human_size_precision;
 
-/// Why the image list could not be produced.
+/// Why the image list could not be produced or a name was not found; docker's texts, without
+/// the `Error response from daemon: ` prefix the CLI adds.
 #[derive(Debug, thiserror::Error)]
 pub enum ImagesError {
     /// The store could not be read.
@@ -48,6 +49,15 @@ pub enum ImagesError {
     /// The filter is not a valid pattern (Go's `path.ErrBadPattern` text).
     #[error("syntax error in pattern")]
     BadPattern,
+    /// The name is neither an image ID nor a valid reference.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// Nothing matches the name (familiar form, `latest` when untagged).
+    #[error("No such image: {0}")]
+    NoSuchImage(String),
+    /// An image ID prefix names more than one image.
+    #[error("No such image: {0} (the ID prefix is ambiguous)")]
+    Ambiguous(String),
 }
 
 /// One row of `rpull images`, before rendering.
