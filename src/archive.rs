@@ -16,6 +16,9 @@
 //! not match fails the save; the output is then incomplete and should be discarded. Every
 //! entry has mode 0644 (directories 0755), owner 0:0 and mtime 0, so the same input gives
 //! the same archive.
+//!
+//! The caller holds the store's shared guard while writing, so that `prune` cannot delete a
+//! blob half-way ([`Engine::save`](crate::engine::Engine::save) does).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -24,11 +27,10 @@ use std::io::{self, Read, Write};
 use serde::Serialize;
 
 use crate::digest::{Algorithm, Digest, Sha256Hasher};
+use crate::images::Resolved;
 use crate::manifest::{media_type, Descriptor};
 use crate::reference::{Reference, ReferenceError};
-use crate::store::{
-    read_image, RefEntry, Store, StoreError, StoreGuard, StoredImage, CONTAINERD_NAME, REF_NAME,
-};
+use crate::store::{read_image, RefEntry, Store, StoreError, StoredImage, CONTAINERD_NAME, REF_NAME};
 
 /// Why an archive could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,36 @@ pub enum ArchiveError {
     /// Reading a blob or writing the archive failed.
     #[error("writing the archive: {0}")]
     Io(#[from] io::Error),
+}
+
+/// The kinds of archive `rpull save --format` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// [`save_docker_archive`]'s.
+    Docker,
+    /// [`save_oci_archive`]'s.
+    Oci,
+}
+
+/// Writes the images found by name ([`crate::images::resolve`]) as a `format` archive to
+/// `out`; a tag name is listed in a docker archive's `RepoTags`.
+pub fn save(
+    store: &Store,
+    images: &[Resolved],
+    format: ArchiveFormat,
+    out: impl Write,
+) -> Result<(), ArchiveError> {
+    match format {
+        ArchiveFormat::Docker => {
+            let entries: Vec<(RefEntry, String)> =
+                images.iter().map(|r| (r.entry.clone(), r.tag.clone())).collect();
+            save_docker_archive(store, &entries, out)
+        }
+        ArchiveFormat::Oci => {
+            let entries: Vec<RefEntry> = images.iter().map(|r| r.entry.clone()).collect();
+            save_oci_archive(store, &entries, out)
+        }
+    }
 }
 
 /// `oci-layout` as docker writes it.
@@ -227,7 +259,6 @@ pub fn save_docker_archive(
     entries: &[(RefEntry, String)],
     out: impl Write,
 ) -> Result<(), ArchiveError> {
-    let _guard = StoreGuard::shared(store)?;
     // Per image: the first entry and image read, and the RepoTags.
     let mut images: Vec<(RefEntry, StoredImage, Vec<String>)> = Vec::new();
     let mut descriptors: Vec<Descriptor> = Vec::new();
@@ -312,7 +343,6 @@ pub fn save_docker_archive(
 /// Writes an OCI image layout holding `entries` (as stored, annotations included) and the
 /// blobs they need to `out`.
 pub fn save_oci_archive(store: &Store, entries: &[RefEntry], out: impl Write) -> Result<(), ArchiveError> {
-    let _guard = StoreGuard::shared(store)?;
     let mut unique: Vec<&RefEntry> = Vec::new();
     for e in entries {
         if !unique.contains(&e) {
@@ -380,8 +410,7 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let (tmp, store) = temp_store();
         let shared = Layer::new(&store, "shared", |_| {});
         let own = Layer::new(&store, "own", |_| {});
         let (m1, s1, _) = add_image(&store, &[&shared], "2024-01-01T00:00:00Z", "a");

@@ -185,6 +185,11 @@ impl Checker<'_> {
         });
     }
 
+    /// A finding that `--repair` removes (file or directory).
+    fn find_removable(&mut self, severity: Severity, path: &Path, message: &str) {
+        self.find(severity, path, message.to_string(), || remove_any(path));
+    }
+
     fn problem(&mut self, path: &Path, message: String) {
         self.report.findings.push(Finding {
             severity: Severity::Problem,
@@ -214,12 +219,7 @@ impl Checker<'_> {
     /// Temporary entries: leftovers when their writer is dead, skipped while it runs.
     fn temp_entry(&mut self, name: &str, path: &Path) {
         if !store::temp_owner_alive(name) {
-            self.find(
-                Severity::Leftover,
-                path,
-                "temporary file of an interrupted run".into(),
-                || remove_any(path),
-            );
+            self.find_removable(Severity::Leftover, path, "temporary file of an interrupted run");
         }
     }
 
@@ -227,12 +227,7 @@ impl Checker<'_> {
         let blobs = self.store.root().join("blobs");
         for (alg, alg_dir) in read_dir_sorted(&blobs)? {
             if !alg_dir.is_dir() {
-                self.find(
-                    Severity::Problem,
-                    &alg_dir,
-                    "unexpected file in blobs/".into(),
-                    || remove_any(&alg_dir),
-                );
+                self.find_removable(Severity::Problem, &alg_dir, "unexpected file in blobs/");
                 continue;
             }
             for (name, path) in read_dir_sorted(&alg_dir)? {
@@ -243,11 +238,10 @@ impl Checker<'_> {
                 let digest = match Digest::parse(&format!("{alg}:{name}")) {
                     Ok(d) if path.is_file() => d,
                     _ => {
-                        self.find(
+                        self.find_removable(
                             Severity::Problem,
                             &path,
-                            "not a blob (its name is not a digest, or it is not a file)".into(),
-                            || remove_any(&path),
+                            "not a blob (its name is not a digest, or it is not a file)",
                         );
                         continue;
                     }
@@ -275,12 +269,7 @@ impl Checker<'_> {
         let sha = root.join("sha256");
         for (name, path) in read_dir_sorted(&sha)? {
             let Ok(diff_id) = Digest::parse(&format!("sha256:{name}")) else {
-                self.find(
-                    Severity::Problem,
-                    &path,
-                    "unexpected entry in layers/sha256/".into(),
-                    || remove_any(&path),
-                );
+                self.find_removable(Severity::Problem, &path, "unexpected entry in layers/sha256/");
                 continue;
             };
             let marker = path.join("layer.json");
@@ -428,12 +417,7 @@ impl Checker<'_> {
                 .split_once('-')
                 .and_then(|(alg, hex)| Digest::parse(&format!("{alg}:{hex}")).ok());
             let Some(digest) = digest else {
-                self.find(
-                    Severity::Leftover,
-                    path,
-                    "unexpected file in ingest/".into(),
-                    || remove_any(path),
-                );
+                self.find_removable(Severity::Leftover, path, "unexpected file in ingest/");
                 continue;
             };
             match ext {
@@ -447,12 +431,7 @@ impl Checker<'_> {
                         Some(why) => self.leftover_partial(&digest, path, why),
                     }
                 }
-                _ => self.find(
-                    Severity::Leftover,
-                    path,
-                    "unexpected file in ingest/".into(),
-                    || remove_any(path),
-                ),
+                _ => self.find_removable(Severity::Leftover, path, "unexpected file in ingest/"),
             }
         }
         Ok(())
@@ -471,16 +450,11 @@ impl Checker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = Store::open(tmp.path()).unwrap();
-        (tmp, s)
-    }
+    use crate::images::testutil::temp_store;
 
     #[test]
     fn empty_store_is_ok() {
-        let (_t, s) = store();
+        let (_t, s) = temp_store();
         let r = check(&s, false).unwrap();
         assert!(r.is_ok(), "{:?}", r.findings);
         assert!(r.findings.is_empty());
@@ -488,7 +462,7 @@ mod tests {
 
     #[test]
     fn corrupt_blob_is_found_and_removed() {
-        let (_t, s) = store();
+        let (_t, s) = temp_store();
         let d = Digest::sha256_of(b"hello");
         s.write_blob(&d, b"hello").unwrap();
         fs::write(s.blob_path(&d), b"jello").unwrap();
@@ -503,7 +477,7 @@ mod tests {
 
     #[test]
     fn incomplete_layer_and_dead_leftovers() {
-        let (_t, s) = store();
+        let (_t, s) = temp_store();
         let diff = Digest::sha256_of(b"layer");
         fs::create_dir_all(s.layer_dir(&diff).join("rootfs")).unwrap();
         // A temp dir of a pid that cannot exist, and a temp blob of the same.
@@ -524,7 +498,7 @@ mod tests {
 
     #[test]
     fn partials_need_a_sidecar() {
-        let (_t, s) = store();
+        let (_t, s) = temp_store();
         let d = Digest::sha256_of(b"something big");
         fs::write(s.ingest_path(&d), b"some").unwrap();
         let r = check(&s, false).unwrap();
@@ -563,7 +537,7 @@ mod tests {
 
     #[test]
     fn index_references_are_followed() {
-        let (_t, s) = store();
+        let (_t, s) = temp_store();
         let mut annotations = std::collections::BTreeMap::new();
         annotations.insert(store::REF_NAME.to_string(), "x:1".to_string());
         let m = Digest::sha256_of(b"{}");

@@ -27,11 +27,15 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::digest::Digest;
-use crate::store::{self, read_image, RefEntry, Store, StoreError, StoreGuard};
+use crate::images::ImagesError;
+use crate::store::{self, read_image, RefEntry, Store, StoreError};
 
 /// Why the root filesystem could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum FlattenError {
+    /// The name given is not in the store ([`Engine::rootfs`](crate::engine::Engine::rootfs)).
+    #[error(transparent)]
+    Lookup(#[from] ImagesError),
     /// A layer of the image is not unpacked in the store.
     #[error("layer {0} is not unpacked in the store; pull the image again")]
     MissingLayer(Digest),
@@ -52,16 +56,6 @@ pub enum FlattenError {
     /// the store guard could not be taken.
     #[error(transparent)]
     Io(#[from] StoreError),
-}
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FlattenError + 'a {
-    move |source| {
-        FlattenError::Io(StoreError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        })
-    }
 }
 
 /// What [`flatten`] did.
@@ -94,14 +88,14 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 
 /// Builds the root filesystem of the image `entry` names into `dest`, which must be an empty
 /// directory or not exist (it is created). `is_root` applies ownership and creates device
-/// nodes. Holds a shared [`StoreGuard`] so `prune` cannot delete the layers meanwhile.
+/// nodes. The caller holds the store's shared guard, so that `prune` cannot delete the layers
+/// meanwhile ([`Engine::rootfs`](crate::engine::Engine::rootfs) does).
 pub fn flatten(
     store: &Store,
     entry: &RefEntry,
     dest: &Path,
     is_root: bool,
 ) -> Result<FlattenStats, FlattenError> {
-    let _guard = StoreGuard::shared(store)?;
     let image = read_image(store, entry)?;
     let diff_ids = image.config.diff_ids().to_vec();
     if let Some(missing) = diff_ids.iter().find(|d| !store.has_layer(d)) {
@@ -134,11 +128,11 @@ pub fn flatten(
 fn prepare_dest(dest: &Path) -> Result<(), FlattenError> {
     match fs::metadata(dest) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(dest).map_err(io_err("create", dest))
+            Ok(fs::create_dir_all(dest).map_err(StoreError::io("create", dest))?)
         }
-        Err(e) => Err(io_err("inspect", dest)(e)),
+        Err(e) => Err(StoreError::io("inspect", dest)(e).into()),
         Ok(m) if m.is_dir() => {
-            let mut rd = fs::read_dir(dest).map_err(io_err("read", dest))?;
+            let mut rd = fs::read_dir(dest).map_err(StoreError::io("read", dest))?;
             if rd.next().is_some() {
                 return Err(FlattenError::NotEmpty(dest.to_path_buf()));
             }
@@ -150,7 +144,7 @@ fn prepare_dest(dest: &Path) -> Result<(), FlattenError> {
 
 /// The `externalHardlinks` pairs (link, target) recorded in `layer.json`.
 fn external_hardlinks(path: &Path) -> Result<Vec<(String, String)>, FlattenError> {
-    let bytes = fs::read(path).map_err(io_err("read", path))?;
+    let bytes = fs::read(path).map_err(StoreError::io("read", path))?;
     let meta: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         FlattenError::Io(StoreError::Io {
             action: "parse",
@@ -192,7 +186,7 @@ fn remove_any(path: &Path) -> Result<(), FlattenError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("inspect", path)(e)),
+        Err(e) => return Err(StoreError::io("inspect", path)(e).into()),
     };
     if meta.is_dir() {
         store::remove_tree(path);
@@ -205,14 +199,14 @@ fn remove_any(path: &Path) -> Result<(), FlattenError> {
         }
         Ok(())
     } else {
-        fs::remove_file(path).map_err(io_err("remove", path))
+        Ok(fs::remove_file(path).map_err(StoreError::io("remove", path))?)
     }
 }
 
 /// Sets atime and mtime of `path` (not following a symlink) to `meta`'s mtime.
 fn set_times(path: &Path, meta: &fs::Metadata) -> Result<(), FlattenError> {
-    crate::fsutil::set_times_nofollow(path, (meta.mtime(), meta.mtime_nsec() as u32))
-        .map_err(io_err("set times of", path))
+    let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
+    Ok(crate::fsutil::set_times_nofollow(path, mtime).map_err(StoreError::io("set times of", path))?)
 }
 
 /// While alive, a source path in the store made accessible to us (non-root, owner); the mode
@@ -257,7 +251,7 @@ struct DestWritable {
 
 impl DestWritable {
     fn ensure(path: &Path, is_root: bool) -> Result<DestWritable, FlattenError> {
-        let meta = fs::symlink_metadata(path).map_err(io_err("inspect", path))?;
+        let meta = fs::symlink_metadata(path).map_err(StoreError::io("inspect", path))?;
         let mode = meta.mode() & 0o7777;
         if is_root || mode & 0o700 == 0o700 {
             return Ok(DestWritable {
@@ -265,7 +259,8 @@ impl DestWritable {
                 mode: None,
             });
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700)).map_err(io_err("chmod", path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700))
+            .map_err(StoreError::io("chmod", path))?;
         Ok(DestWritable {
             path: path.to_path_buf(),
             mode: Some(mode),
@@ -285,14 +280,14 @@ impl Applier {
     /// Applies the layer directory `src` onto `dst`, a real directory we may write into.
     fn apply_dir(&mut self, src: &Path, dst: &Path) -> Result<(), FlattenError> {
         let mut names: Vec<std::ffi::OsString> = fs::read_dir(src)
-            .map_err(io_err("read", src))?
+            .map_err(StoreError::io("read", src))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
-            .map_err(io_err("read", src))?;
+            .map_err(StoreError::io("read", src))?;
         names.sort();
         if names.iter().any(|n| n.as_bytes() == OPAQUE.as_bytes()) {
-            for child in fs::read_dir(dst).map_err(io_err("read", dst))? {
-                let child = child.map_err(io_err("read", dst))?;
+            for child in fs::read_dir(dst).map_err(StoreError::io("read", dst))? {
+                let child = child.map_err(StoreError::io("read", dst))?;
                 remove_any(&child.path())?;
             }
             self.stats.opaque_dirs += 1;
@@ -324,7 +319,7 @@ impl Applier {
     }
 
     fn apply_entry(&mut self, src: &Path, dst: &Path) -> Result<(), FlattenError> {
-        let meta = fs::symlink_metadata(src).map_err(io_err("inspect", src))?;
+        let meta = fs::symlink_metadata(src).map_err(StoreError::io("inspect", src))?;
         let ft = meta.file_type();
         let existing = fs::symlink_metadata(dst).ok();
         if ft.is_dir() {
@@ -333,9 +328,9 @@ impl Applier {
                 Some(e) if e.is_dir() => {}
                 Some(_) => {
                     remove_any(dst)?;
-                    fs::create_dir(dst).map_err(io_err("create", dst))?;
+                    fs::create_dir(dst).map_err(StoreError::io("create", dst))?;
                 }
-                None => fs::create_dir(dst).map_err(io_err("create", dst))?,
+                None => fs::create_dir(dst).map_err(StoreError::io("create", dst))?,
             }
             self.stats.dirs += 1;
             {
@@ -352,7 +347,7 @@ impl Applier {
             let key = (meta.dev(), meta.ino());
             if meta.nlink() > 1 {
                 if let Some(first) = self.links.get(&key) {
-                    fs::hard_link(first, dst).map_err(io_err("link", dst))?;
+                    fs::hard_link(first, dst).map_err(StoreError::io("link", dst))?;
                     self.stats.hardlinks += 1;
                     return Ok(());
                 }
@@ -366,8 +361,8 @@ impl Applier {
             return self.set_attributes(dst, &meta, false);
         }
         if ft.is_symlink() {
-            let target = fs::read_link(src).map_err(io_err("read link", src))?;
-            std::os::unix::fs::symlink(&target, dst).map_err(io_err("create symlink", dst))?;
+            let target = fs::read_link(src).map_err(StoreError::io("read link", src))?;
+            std::os::unix::fs::symlink(&target, dst).map_err(StoreError::io("create symlink", dst))?;
             self.stats.symlinks += 1;
             return self.set_attributes(dst, &meta, true);
         }
@@ -389,7 +384,7 @@ impl Applier {
             return Ok(());
         };
         if rc != 0 {
-            return Err(io_err("create", dst)(io::Error::last_os_error()));
+            return Err(StoreError::io("create", dst)(io::Error::last_os_error()).into());
         }
         self.stats.specials += 1;
         self.set_attributes(dst, &meta, false)
@@ -402,7 +397,7 @@ impl Applier {
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(src)
-                .map_err(io_err("open", src))?
+                .map_err(StoreError::io("open", src))?
         };
         // create_new is O_CREAT|O_EXCL: it never follows a symlink at `dst`.
         let mut output: File = OpenOptions::new()
@@ -410,8 +405,8 @@ impl Applier {
             .create_new(true)
             .mode(0o600)
             .open(dst)
-            .map_err(io_err("create", dst))?;
-        io::copy(&mut input, &mut output).map_err(io_err("copy into", dst))?;
+            .map_err(StoreError::io("create", dst))?;
+        io::copy(&mut input, &mut output).map_err(StoreError::io("copy into", dst))?;
         Ok(())
     }
 
@@ -419,11 +414,11 @@ impl Applier {
     fn set_attributes(&self, path: &Path, meta: &fs::Metadata, symlink: bool) -> Result<(), FlattenError> {
         if self.is_root {
             std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()))
-                .map_err(io_err("chown", path))?;
+                .map_err(StoreError::io("chown", path))?;
         }
         if !symlink {
             fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o7777))
-                .map_err(io_err("chmod", path))?;
+                .map_err(StoreError::io("chmod", path))?;
         }
         set_times(path, meta)
     }
@@ -454,9 +449,9 @@ impl Applier {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => return Err(unsafe_path("a parent is not a directory")),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    fs::create_dir(&cur).map_err(io_err("create", &cur))?;
+                    fs::create_dir(&cur).map_err(StoreError::io("create", &cur))?;
                 }
-                Err(e) => return Err(io_err("inspect", &cur)(e)),
+                Err(e) => return Err(StoreError::io("inspect", &cur)(e).into()),
             }
         }
         Ok(cur.join(last))
@@ -486,7 +481,7 @@ impl Applier {
         {
             let _writable = DestWritable::ensure(&parent, self.is_root)?;
             remove_any(&link_path)?;
-            fs::hard_link(&target_path, &link_path).map_err(io_err("link", &link_path))?;
+            fs::hard_link(&target_path, &link_path).map_err(StoreError::io("link", &link_path))?;
         }
         self.stats.hardlinks += 1;
         // Linking touched the parent: give it back the layer's times.

@@ -19,11 +19,12 @@
 //!   judged by the later of mtime and ctime, since unpacking restores old mtimes) is kept: a
 //!   pull writes its blobs and layers before it records the reference;
 //! * a partial download is only removed when its `.lock` can be taken;
-//! * commands that read or write blobs outside the index lock hold a shared [`StoreGuard`]
-//!   (`gc.lock`), and [`collect`] takes it exclusively, so it never runs beside them. `rpull
-//!   rootfs` and `rpull save` take it; `pull` should hold it for its whole run, which also closes
-//!   the window where a pull finds a blob present, a prune deletes it, and the pull records a
-//!   reference to it.
+//! * operations that read or write blobs outside the index lock hold a shared [`StoreGuard`]
+//!   (`gc.lock`), and [`collect`] takes it exclusively, so it never runs beside them. The engine
+//!   takes it for a whole pull, save and `rootfs`, which also closes the window where a pull
+//!   finds a blob present, a prune deletes it, and the pull records a reference to it. With
+//!   that guard held nothing can be written meanwhile, so [`CollectOptions::immediate`] (what
+//!   `rpull prune`, `rpull rmi` and the CRI's image removal use) spares nothing for being recent.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -34,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::digest::Digest;
-use crate::manifest::ImageManifest;
+use crate::images::lookup::{image_id, is_lower_hex};
 use crate::reference::{Reference, ReferenceError};
 use crate::store::{self, dir_size, FileLock, LayoutIndex, RefEntry, Store, StoreError, RESOLVED_DIGEST};
 
@@ -70,16 +71,6 @@ pub enum GcError {
         /// What is wrong.
         reason: String,
     },
-}
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> GcError + 'a {
-    move |source| {
-        GcError::Store(StoreError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        })
-    }
 }
 
 /// One line of `rpull rmi` output.
@@ -134,12 +125,6 @@ fn entry_key(entry: &RefEntry) -> Option<Reference> {
         Some(d) => r.name_only().with_digest(d.clone()),
         None => r.with_default_tag().0,
     })
-}
-
-fn image_id(store: &Store, entry: &RefEntry) -> Option<Digest> {
-    let bytes = store.read_blob(&entry.digest).ok()?;
-    let m: ImageManifest = serde_json::from_slice(&bytes).ok()?;
-    Some(m.config.digest)
 }
 
 impl View {
@@ -208,10 +193,6 @@ fn is_single_reference(refs: &[Reference]) -> bool {
 enum Target {
     Name(Reference),
     Id(Digest),
-}
-
-fn is_lower_hex(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn resolve(name: &str, view: &View) -> Result<Target, GcError> {
@@ -387,6 +368,17 @@ pub struct CollectOptions {
     pub wait: bool,
 }
 
+impl CollectOptions {
+    /// No grace, and [`GcError::Busy`] instead of waiting: what `rpull prune`, `rpull rmi` and
+    /// the CRI's image removal collect with.
+    pub fn immediate() -> CollectOptions {
+        CollectOptions {
+            grace: Duration::ZERO,
+            wait: false,
+        }
+    }
+}
+
 impl Default for CollectOptions {
     fn default() -> Self {
         CollectOptions {
@@ -538,7 +530,7 @@ fn list_dir(path: &Path) -> Result<Vec<(String, PathBuf)>, GcError> {
     let rd = match fs::read_dir(path) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("read", path)(e)),
+        Err(e) => return Err(StoreError::io("read", path)(e).into()),
     };
     let mut out: Vec<(String, PathBuf)> = rd
         .flatten()
@@ -593,7 +585,7 @@ pub fn collect_with(store: &Store, opts: &CollectOptions) -> Result<GcReport, Gc
                 report.kept_recent.push(path);
                 continue;
             }
-            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
             match digest {
                 Some(d) => report.deleted_blobs.push((d, meta.len())),
                 None => report.removed_temp.push((path, meta.len())),
@@ -634,7 +626,7 @@ pub fn collect_with(store: &Store, opts: &CollectOptions) -> Result<GcReport, Gc
             if meta.is_dir() {
                 remove_dir_tree(&path)?;
             } else {
-                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
             }
             match digest {
                 Some(d) => report.deleted_layers.push((d, size)),
@@ -684,7 +676,7 @@ pub fn collect_with(store: &Store, opts: &CollectOptions) -> Result<GcReport, Gc
             continue;
         };
         if meta.is_file() && changed_at(&meta) <= cutoff {
-            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
             report.removed_temp.push((path, meta.len()));
         }
     }
@@ -719,56 +711,9 @@ mod tests {
         v
     }
 
-    struct Fixture {
-        _tmp: tempfile::TempDir,
-        store: Store,
-        m1: Digest,
-        c1: Digest,
-        c2: Digest,
-        resolved: Digest,
-    }
-
-    /// debian:bookworm and debian:latest (one image, resolved through an index), the same image
-    /// by digest from another registry, and `other:1`.
-    fn fixture() -> Fixture {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
-        let l1 = Layer::new(&store, "one", |r| fs::write(r.join("f"), b"one").unwrap());
-        let l2 = Layer::new(&store, "two", |r| fs::write(r.join("g"), b"two").unwrap());
-        let (m1, s1, c1) = add_image(&store, &[&l1], "2024-01-01T00:00:00Z", "a");
-        let (m2, s2, c2) = add_image(&store, &[&l1, &l2], "2024-01-01T00:00:00Z", "b");
-        let resolved = Digest::sha256_of(b"index blob");
-        store.write_blob(&resolved, b"index blob").unwrap();
-        store
-            .set_ref(entry(
-                "docker.io/library/debian:bookworm",
-                &m1,
-                s1,
-                Some(&resolved),
-            ))
-            .unwrap();
-        store
-            .set_ref(entry("docker.io/library/debian:latest", &m1, s1, Some(&resolved)))
-            .unwrap();
-        store
-            .set_ref(entry(&format!("127.0.0.1:5000/bench/debian@{m1}"), &m1, s1, None))
-            .unwrap();
-        store
-            .set_ref(entry("docker.io/library/other:1", &m2, s2, None))
-            .unwrap();
-        Fixture {
-            _tmp: tmp,
-            store,
-            m1,
-            c1,
-            c2,
-            resolved,
-        }
-    }
-
     #[test]
     fn rmi_by_name_untags_like_docker() {
-        let f = fixture();
+        let f = debian_store();
         let out = remove_refs(&f.store, &names(&["debian:bookworm", "nope", "debian"]), false).unwrap();
         assert_eq!(lines(&out[0]), vec!["Untagged: debian:bookworm"]);
         assert_eq!(lines(&out[1]), vec!["error: No such image: nope:latest"]);
@@ -804,7 +749,7 @@ mod tests {
 
     #[test]
     fn rmi_by_id_needs_force_across_repositories() {
-        let f = fixture();
+        let f = debian_store();
         let short = &f.c1.hex()[..12];
         let out = remove_refs(&f.store, &names(&[short]), false).unwrap();
         assert_eq!(
@@ -839,7 +784,7 @@ mod tests {
 
     #[test]
     fn rmi_of_an_implied_repo_digest_keeps_the_tag() {
-        let f = fixture();
+        let f = debian_store();
         let out = remove_refs(&f.store, &names(&[&format!("debian@{}", f.resolved)]), false).unwrap();
         assert_eq!(lines(&out[0]), vec![format!("Untagged: debian@{}", f.resolved)]);
         let e = f
@@ -873,12 +818,9 @@ mod tests {
 
     #[test]
     fn collect_sweeps_only_the_unreachable() {
-        let f = fixture();
+        let f = debian_store();
         let store = &f.store;
-        let opts = CollectOptions {
-            grace: Duration::ZERO,
-            wait: false,
-        };
+        let opts = CollectOptions::immediate();
         // Nothing is garbage yet (the index blob is kept through the resolved annotation).
         let report = collect_with(store, &opts).unwrap();
         // The fixture's extra layer blobs are all referenced; only nothing is deleted.
@@ -951,7 +893,7 @@ mod tests {
 
     #[test]
     fn collect_refuses_while_the_store_is_in_use() {
-        let f = fixture();
+        let f = debian_store();
         let guard = StoreGuard::shared(&f.store).unwrap();
         assert!(matches!(collect(&f.store), Err(GcError::Busy)));
         drop(guard);
@@ -960,16 +902,9 @@ mod tests {
 
     #[test]
     fn collect_stops_on_a_damaged_manifest() {
-        let f = fixture();
+        let f = debian_store();
         fs::write(f.store.blob_path(&f.m1), b"{not json").unwrap();
-        let err = collect_with(
-            &f.store,
-            &CollectOptions {
-                grace: Duration::ZERO,
-                wait: false,
-            },
-        )
-        .unwrap_err();
+        let err = collect_with(&f.store, &CollectOptions::immediate()).unwrap_err();
         assert!(matches!(err, GcError::Damaged { .. }), "{err}");
         assert!(f.store.has_blob(&f.c1, None));
     }

@@ -185,17 +185,11 @@ fn from_rows<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::testutil::{add_image, entry, Layer};
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        (dir, store)
-    }
+    use crate::images::testutil::{add_image, entry, temp_store, Layer};
 
     #[test]
     fn finds_by_reference_id_and_prefix() {
-        let (_dir, store) = store();
+        let (_dir, store) = temp_store();
         let layer = Layer::new(&store, "a", |root| {
             std::fs::write(root.join("f"), b"hello").unwrap()
         });
@@ -251,7 +245,7 @@ mod tests {
 
     #[test]
     fn an_ambiguous_prefix_is_an_error() {
-        let (_dir, store) = store();
+        let (_dir, store) = temp_store();
         let layer = Layer::new(&store, "a", |root| std::fs::write(root.join("f"), b"x").unwrap());
         // Add images until two IDs share their first 3 hex digits (deterministic salts; the
         // birthday bound over 4096 prefixes makes this take about 80 images).

@@ -1,21 +1,21 @@
-//! `rpull check [--repair]`: verifies the store and prints what is wrong; exit status 1 while
-//! any problem remains.
+//! `rpull check [--repair]`: verifies the store ([`Engine::check`](rpull::engine::Engine::check))
+//! and prints what is wrong; exit status 1 while any problem remains.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{fail, open_store, print_line};
-use rpull::check::{self, Severity};
+use super::{fail, print_line, store_engine};
+use rpull::check::Severity;
 use rpull::cli::CheckArgs;
 
 /// Runs the check and returns its exit status.
 pub async fn run(args: CheckArgs, root: Option<PathBuf>) -> ExitCode {
-    let store = match open_store(root.as_deref()) {
-        Ok(s) => s,
+    let engine = match store_engine(root.as_deref()) {
+        Ok(e) => e,
         Err(e) => return fail(&e),
     };
     let repair = args.repair;
-    let report = match tokio::task::spawn_blocking(move || check::check(&store, repair)).await {
+    let report = match tokio::task::spawn_blocking(move || engine.check(repair)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return fail(&format!("rpull check: {e}")),
         Err(e) => return fail(&format!("rpull check: internal error: {e}")),

@@ -1,22 +1,23 @@
 //! `rpull images [REPOSITORY[:TAG]]`: docker's `docker images` table, `-q` IDs, `--digests`,
-//! `--no-trunc` and `--format json`, rendered by [`rpull::images`].
+//! `--no-trunc` and `--format json`: the rows of
+//! [`Engine::images`](rpull::engine::Engine::images), rendered by [`rpull::images`].
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use super::{fail, open_store};
+use super::{fail, store_engine};
 use rpull::cli::{ImagesArgs, ImagesFormat};
 use rpull::images::{self, ImageRow};
 
 /// Lists the images in the store and returns the exit status.
 pub fn run(args: ImagesArgs, root: Option<PathBuf>) -> ExitCode {
-    let store = match open_store(root.as_deref()) {
-        Ok(s) => s,
+    let engine = match store_engine(root.as_deref()) {
+        Ok(e) => e,
         Err(e) => return fail(&e),
     };
-    let rows = match images::list(&store, args.filter.as_deref()) {
+    let rows = match engine.images(args.filter.as_deref()) {
         Ok(rows) => rows,
         Err(e) => return fail(&format!("Error response from daemon: {e}")),
     };

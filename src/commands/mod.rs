@@ -1,5 +1,6 @@
-//! The subcommands, one file each; this module holds what they share: error exit, the
-//! default store location, and signal handling.
+//! The subcommands, one file each: each parses its flags, builds the settings and the
+//! [`Engine`], calls one engine operation and renders its result. This module holds what they
+//! share: output and error exit, the engine of the store commands, and signal handling.
 
 pub mod agent;
 pub mod check;
@@ -21,7 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
-use rpull::store::Store;
+use rpull::config::Config;
+use rpull::engine::Engine;
+use rpull::settings::{default_root, Overrides, Settings, SettingsError};
 
 /// The signal that stopped the run, if any (0 = none).
 static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
@@ -76,13 +79,18 @@ pub fn fail(message: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// Opens the store at `root` (or the default), or says why it cannot.
-pub fn open_store(root: Option<&Path>) -> Result<Store, String> {
+/// The engine of the commands that only use the store (`images`, `rmi`, `prune`, `save`,
+/// `rootfs`, `check`) over the store at `root` (or the default), or why it cannot be opened.
+/// They reach no registry, so their settings come from neither the config file nor the
+/// environment: a broken config file does not stop them.
+pub fn store_engine(root: Option<&Path>) -> Result<Engine, String> {
     let root = root
         .map(Path::to_path_buf)
-        .or_else(rpull::settings::default_root)
-        .ok_or_else(|| rpull::settings::SettingsError::NoRoot.to_string())?;
-    Store::open(&root).map_err(|e| format!("cannot open the image store: {e}"))
+        .or_else(default_root)
+        .ok_or_else(|| SettingsError::NoRoot.to_string())?;
+    let settings = Settings::from_parts(root, &Overrides::default(), &Config::default(), &|_| None)
+        .map_err(|e| e.to_string())?;
+    Engine::open(settings).map_err(|e| format!("cannot open the image store: {e}"))
 }
 
 /// The exit status for a run stopped by a signal: 128 + the signal (130 if none was seen).

@@ -1,6 +1,6 @@
 //! `rpull prune`: deletes the blobs and unpacked layers `index.json` no longer reaches,
 //! abandoned partial downloads and temporary files left by interrupted commands
-//! ([`gc::collect_with`]).
+//! ([`Engine::collect`](rpull::engine::Engine::collect), with no grace).
 //!
 //! Prints a `Deleted: sha256:…` line per blob or layer deleted, then docker's `Total reclaimed
 //! space: …` line. Fails (exit status 1) when another rpull command is using the store: pulls,
@@ -9,24 +9,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use super::{fail, open_store, print_line};
+use super::{fail, print_line, store_engine};
 use rpull::cli::PruneArgs;
-use rpull::gc::{self, CollectOptions};
+use rpull::gc::CollectOptions;
 use rpull::images::human_size_precision;
 
 /// Collects the store's garbage and returns the exit status.
 pub fn run(_args: PruneArgs, root: Option<PathBuf>) -> ExitCode {
-    let store = match open_store(root.as_deref()) {
-        Ok(s) => s,
+    let engine = match store_engine(root.as_deref()) {
+        Ok(e) => e,
         Err(e) => return fail(&e),
     };
-    let opts = CollectOptions {
-        grace: Duration::ZERO,
-        wait: false,
-    };
-    let report = match gc::collect_with(&store, &opts) {
+    let report = match engine.collect(&CollectOptions::immediate()) {
         Ok(r) => r,
         Err(e) => return fail(&format!("Error: {e}")),
     };

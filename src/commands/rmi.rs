@@ -1,6 +1,6 @@
-//! `rpull rmi [-f] NAME|ID...`: untags and removes images as `docker rmi` does
-//! ([`gc::remove_refs`]), then, unless `--no-prune`, deletes the blobs and unpacked layers
-//! nothing refers to any more ([`gc::collect_with`]).
+//! `rpull rmi [-f] NAME|ID...`: untags and removes images as `docker rmi` does, then, unless
+//! `--no-prune`, deletes the blobs and unpacked layers nothing refers to any more
+//! ([`Engine::remove`](rpull::engine::Engine::remove)).
 //!
 //! Output is docker's: `Untagged: …` and `Deleted: sha256:…` lines on stdout, one failure per
 //! name on stderr as `Error response from daemon: …`, exit status 1 when any name failed. The
@@ -12,32 +12,34 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{fail, open_store, print_line};
+use super::{fail, print_line, store_engine};
 use rpull::cli::RmiArgs;
-use rpull::gc::{self, CollectOptions, GcError, Removed};
-use rpull::store::Store;
+use rpull::engine::RemoveOptions;
+use rpull::gc::{GcError, GcReport, Removed};
 
 /// Removes the named images and returns the exit status.
 pub fn run(args: RmiArgs, root: Option<PathBuf>) -> ExitCode {
-    let store = match open_store(root.as_deref()) {
-        Ok(s) => s,
+    let engine = match store_engine(root.as_deref()) {
+        Ok(e) => e,
         Err(e) => return fail(&e),
     };
-    let outcomes = match gc::remove_refs(&store, &args.names, args.force) {
-        Ok(o) => o,
+    let opts = RemoveOptions {
+        force: args.force,
+        prune: !args.no_prune,
+    };
+    let removal = match engine.remove(&args.names, &opts) {
+        Ok(r) => r,
         Err(e) => return fail(&format!("Error response from daemon: {e}")),
     };
     let mut failed = false;
     let mut printed: HashSet<String> = HashSet::new();
-    let mut removed_any = false;
-    for outcome in outcomes {
+    for outcome in removal.outcomes {
         match outcome.result {
             Ok(lines) => {
                 for line in lines {
                     if let Removed::Deleted(d) = &line {
                         printed.insert(d.to_string());
                     }
-                    removed_any = true;
                     print_line(line);
                 }
             }
@@ -47,8 +49,8 @@ pub fn run(args: RmiArgs, root: Option<PathBuf>) -> ExitCode {
             }
         }
     }
-    if removed_any && !args.no_prune {
-        collect(&store, &printed);
+    if let Some(collected) = removal.collected {
+        print_collected(collected, &printed);
     }
     if failed {
         ExitCode::from(1)
@@ -57,13 +59,10 @@ pub fn run(args: RmiArgs, root: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// Deletes what is no longer referenced and prints a line per deleted digest not printed yet.
-fn collect(store: &Store, printed: &HashSet<String>) {
-    let opts = CollectOptions {
-        grace: std::time::Duration::ZERO,
-        wait: false,
-    };
-    match gc::collect_with(store, &opts) {
+/// Prints a line per digest the collection deleted that was not printed yet, or why it did
+/// not run.
+fn print_collected(collected: Result<GcReport, GcError>, printed: &HashSet<String>) {
+    match collected {
         Ok(report) => {
             for d in report.deleted() {
                 if !printed.contains(&d.to_string()) {

@@ -30,7 +30,7 @@ use super::api::{
 use super::auth::request_credential;
 use super::status::{pull_code, store_code};
 use crate::credentials::CredentialChain;
-use crate::engine::{Engine, PullRequest};
+use crate::engine::{Engine, PullRequest, RemoveOptions};
 use crate::gc::{self, CollectOptions};
 use crate::inspect::{ImageDetails, InspectError};
 use crate::progress::{Event, Reporter};
@@ -505,10 +505,14 @@ impl ImageService for CriService {
                 return Ok(());
             };
             // Every reference of the image goes (the CRI rule), hence `force`.
-            let outcomes = engine
-                .remove(&[d.id.to_string()], true)
+            let opts = RemoveOptions {
+                force: true,
+                prune: false,
+            };
+            let removal = engine
+                .remove(&[d.id.to_string()], &opts)
                 .map_err(|e| Status::internal(e.to_string()))?;
-            for o in outcomes {
+            for o in removal.outcomes {
                 o.result.map_err(|e| Status::internal(e.to_string()))?;
             }
             // Free what nothing uses any more, as `rpull rmi` does; while a pull runs the store

@@ -12,18 +12,19 @@
 //! `size` number in `layer.json` is used when present; otherwise the unpacked directory is walked.
 //! A layer that is not unpacked counts with its compressed size from the manifest.
 //!
-//!
 //! The module's parts: [`render`] (docker's table and JSON lines), [`time`] (RFC 3339 and
-//! go-units' relative times), [`pattern`] (Go's `path.Match` for filters). The store's read
-//! side that other commands share is [`read_image`] and [`dir_size`].
+//! go-units' relative times), [`pattern`] (Go's `path.Match` for filters), [`lookup`] (a name
+//! found as the daemon finds it, for `save` and `rootfs`). The store's read side that other
+//! commands share is [`read_image`] and [`dir_size`].
 
 use std::collections::HashMap;
 use std::fs;
 
 use crate::digest::Digest;
-use crate::reference::Reference;
+use crate::reference::{Reference, ReferenceError};
 use crate::store::{dir_size, read_image, Store, StoreError};
 
+pub mod lookup;
 mod pattern;
 mod render;
 mod time;
@@ -31,13 +32,15 @@ mod time;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use lookup::{resolve, Resolved};
 pub use pattern::path_match;
 pub use render::{render_json, render_table};
 pub use time::{created_since, human_duration_ns, parse_rfc3339};
 
 pub use crate::progress::human_size_precision;
 
-/// Why the image list could not be produced.
+/// Why the image list could not be produced or a name was not found; docker's texts, without
+/// the `Error response from daemon: ` prefix the CLI adds.
 #[derive(Debug, thiserror::Error)]
 pub enum ImagesError {
     /// The store could not be read.
@@ -46,6 +49,15 @@ pub enum ImagesError {
     /// The filter is not a valid pattern (Go's `path.ErrBadPattern` text).
     #[error("syntax error in pattern")]
     BadPattern,
+    /// The name is neither an image ID nor a valid reference.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// Nothing matches the name (familiar form, `latest` when untagged).
+    #[error("No such image: {0}")]
+    NoSuchImage(String),
+    /// An image ID prefix names more than one image.
+    #[error("No such image: {0} (the ID prefix is ambiguous)")]
+    Ambiguous(String),
 }
 
 /// One row of `rpull images`, before rendering.
@@ -236,8 +248,7 @@ mod tests {
 
     #[test]
     fn lists_store_like_docker() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
+        let (_tmp, store) = temp_store();
         let base = Layer::new(&store, "base", |r| {
             fs::write(r.join("a"), vec![0u8; 1000]).unwrap();
             fs::hard_link(r.join("a"), r.join("b")).unwrap();
@@ -249,28 +260,7 @@ mod tests {
         let (m1, s1, c1) = add_image(&store, &[&base], "2023-11-14T22:13:00Z", "one");
         let (m2, s2, c2) = add_image(&store, &[&base], "2024-01-01T00:00:00Z", "two");
         let index_digest = Digest::sha256_of(b"some index");
-        store
-            .set_ref(entry(
-                "docker.io/library/debian:bookworm",
-                &m1,
-                s1,
-                Some(&index_digest),
-            ))
-            .unwrap();
-        store
-            .set_ref(entry(
-                "docker.io/library/debian:latest",
-                &m1,
-                s1,
-                Some(&index_digest),
-            ))
-            .unwrap();
-        store
-            .set_ref(entry(&format!("127.0.0.1:5000/bench/debian@{m1}"), &m1, s1, None))
-            .unwrap();
-        store
-            .set_ref(entry("docker.io/library/other:1", &m2, s2, None))
-            .unwrap();
+        set_debian_refs(&store, (&m1, s1), &index_digest, (&m2, s2));
         // An entry whose manifest is missing is left out.
         let missing = Digest::sha256_of(b"missing");
         store

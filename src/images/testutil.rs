@@ -1,14 +1,21 @@
 //! Builders for hand-made stores, shared by the tests of the store commands.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::ImageRow;
-use std::collections::BTreeMap;
-use std::path::Path;
 
 use crate::digest::Digest;
 use crate::manifest::media_type;
 use crate::store::{RefEntry, Store, CONTAINERD_NAME, REF_NAME, RESOLVED_DIGEST};
+
+/// An empty store in a temporary directory (removed when the first value is dropped).
+pub fn temp_store() -> (tempfile::TempDir, Store) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    (tmp, store)
+}
 
 /// One layer to put in the store: a compressed blob and an unpacked directory.
 pub struct Layer {
@@ -93,6 +100,58 @@ pub fn entry(name: &str, manifest: &Digest, size: u64, resolved: Option<&Digest>
         size,
         platform: None,
         annotations,
+    }
+}
+
+/// Names two images as docker would after these pulls: `debian:bookworm` and `debian:latest`
+/// (`image`, resolved through the index `resolved`), `image` by digest from another registry
+/// (`127.0.0.1:5000/bench/debian@…`), and `other:1` (`other`). Each image is a (manifest
+/// digest, size) pair from [`add_image`].
+pub fn set_debian_refs(store: &Store, image: (&Digest, u64), resolved: &Digest, other: (&Digest, u64)) {
+    let (m1, s1) = image;
+    for tag in ["bookworm", "latest"] {
+        let name = format!("docker.io/library/debian:{tag}");
+        store.set_ref(entry(&name, m1, s1, Some(resolved))).unwrap();
+    }
+    let by_digest = format!("127.0.0.1:5000/bench/debian@{m1}");
+    store.set_ref(entry(&by_digest, m1, s1, None)).unwrap();
+    let (m2, s2) = other;
+    store
+        .set_ref(entry("docker.io/library/other:1", m2, s2, None))
+        .unwrap();
+}
+
+/// A store named as [`set_debian_refs`] says, with the resolved index blob present.
+pub struct DebianStore {
+    pub _tmp: tempfile::TempDir,
+    pub store: Store,
+    /// The debian image's manifest and ID.
+    pub m1: Digest,
+    pub c1: Digest,
+    /// `other:1`'s ID.
+    pub c2: Digest,
+    /// The index the debian tags resolved through.
+    pub resolved: Digest,
+}
+
+/// [`set_debian_refs`] over two images sharing a layer: debian's (one layer, `f`) and
+/// `other:1`'s (that layer and one of its own, `g`).
+pub fn debian_store() -> DebianStore {
+    let (tmp, store) = temp_store();
+    let l1 = Layer::new(&store, "one", |r| std::fs::write(r.join("f"), b"one").unwrap());
+    let l2 = Layer::new(&store, "two", |r| std::fs::write(r.join("g"), b"two").unwrap());
+    let (m1, s1, c1) = add_image(&store, &[&l1], "2024-01-01T00:00:00Z", "a");
+    let (m2, s2, c2) = add_image(&store, &[&l1, &l2], "2024-01-01T00:00:00Z", "b");
+    let resolved = Digest::sha256_of(b"index blob");
+    store.write_blob(&resolved, b"index blob").unwrap();
+    set_debian_refs(&store, (&m1, s1), &resolved, (&m2, s2));
+    DebianStore {
+        _tmp: tmp,
+        store,
+        m1,
+        c1,
+        c2,
+        resolved,
     }
 }
 
