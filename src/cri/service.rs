@@ -31,7 +31,6 @@ use super::auth::request_credential;
 use super::status::{pull_code, store_code};
 use crate::credentials::CredentialChain;
 use crate::engine::{Engine, PullRequest, RemoveOptions};
-use crate::gc::{self, CollectOptions};
 use crate::inspect::{ImageDetails, InspectError};
 use crate::progress::{Event, Reporter};
 use crate::reference::Reference;
@@ -504,10 +503,12 @@ impl ImageService for CriService {
             let Some(d) = engine.inspect(&image).map_err(inspect_status)? else {
                 return Ok(());
             };
-            // Every reference of the image goes (the CRI rule), hence `force`.
+            // Every reference of the image goes (the CRI rule), hence `force`; what nothing
+            // uses any more is freed as `rpull rmi` frees it (while a pull runs the store is
+            // busy and that is left to a later removal or `rpull prune`).
             let opts = RemoveOptions {
                 force: true,
-                prune: false,
+                prune: true,
             };
             let removal = engine
                 .remove(&[d.id.to_string()], &opts)
@@ -515,13 +516,6 @@ impl ImageService for CriService {
             for o in removal.outcomes {
                 o.result.map_err(|e| Status::internal(e.to_string()))?;
             }
-            // Free what nothing uses any more, as `rpull rmi` does; while a pull runs the store
-            // is busy and this is left to a later removal or `rpull prune`.
-            let opts = CollectOptions {
-                grace: Duration::ZERO,
-                wait: false,
-            };
-            let _ = gc::collect_with(engine.store(), &opts);
             Ok(())
         })
         .await?;

@@ -10,12 +10,7 @@ use crate::digest::Digest;
 use crate::manifest::media_type;
 use crate::store::{RefEntry, Store, CONTAINERD_NAME, REF_NAME, RESOLVED_DIGEST};
 
-/// An empty store in a temporary directory (removed when the first value is dropped).
-pub fn temp_store() -> (tempfile::TempDir, Store) {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    (tmp, store)
-}
+pub(crate) use crate::store::temp_store;
 
 /// One layer to put in the store: a compressed blob and an unpacked directory.
 pub struct Layer {
