@@ -1117,10 +1117,11 @@ fn standalone_serve_pulls_on_its_own_node() {
     assert!(out.success(), "{out:?}");
 }
 
-/// Start order does not matter: an agent started before nats-server waits for it (saying so
-/// once), and once the server is up on that port it gets ready and answers a job.
+/// Start order does not matter: an agent and `rpull serve` started before nats-server wait for
+/// it (saying so once), and once it is up on that port the agent gets ready, the server
+/// listens, and a job is answered.
 #[test]
-fn an_agent_started_before_nats_waits_for_it_and_then_answers() {
+fn an_agent_and_the_server_started_before_nats_wait_for_it_and_a_job_completes() {
     let registry = Registry::start();
     let image = registry.push_small_image("fleet/early", "v1", 31);
     let port = crate::support::registry::free_port();
@@ -1139,14 +1140,15 @@ fn an_agent_started_before_nats_waits_for_it_and_then_answers() {
     let err = process.stderr_so_far();
     assert_eq!(err.matches("waiting for NATS").count(), 1, "{err}");
     assert!(!err.contains("ready"), "{err}");
-    let nats = Nats::start_at(port);
-    wait_stderr(process, "ready", Duration::from_secs(30));
-
     let key_dir = crate::support::temp_dir("rpull-fleet-key-");
     let key = key_dir.path().join("k");
     fs::write(&key, "early").unwrap();
     let sandbox = rpull();
-    let server = start_server(&sandbox, &nats.url(), &key, "20s");
+    let server = start_server(&sandbox, &url, &key, "20s");
+    wait_stderr(&server, "waiting for NATS at", Duration::from_secs(20));
+
+    let _nats = Nats::start_at(port);
+    wait_stderr(process, "ready", Duration::from_secs(30));
     let base = listen_address(&server);
     let token = sandbox.run([
         "token",
