@@ -988,6 +988,21 @@ fn a_cold_fleet_pull_through_a_cache_costs_the_origin_what_one_pull_does() {
     }
 }
 
+/// Posts a pull of `image` to `target` from a thread; `None` when the request failed.
+fn pull_in_background(fleet: &Fleet, target: &str, image: &str) -> thread::JoinHandle<Option<(u16, Value)>> {
+    let url = format!("{}/node/{target}/container/docker/pull", fleet.base);
+    let (token, body) = (fleet.writer(), json!({ "image": image }).to_string());
+    thread::spawn(move || {
+        let resp = http_client()
+            .post(url)
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .ok()?;
+        Some((resp.status().as_u16(), json_body(resp)))
+    })
+}
+
 /// An agent killed while it fetches a blob for the fleet holds that blob's claim; the other
 /// agents wait for it only until the claim, no longer refreshed, expires (10 s), then one of
 /// them takes it over and both complete.
@@ -1003,16 +1018,7 @@ fn a_claim_held_by_a_killed_agent_stops_blocking_when_it_expires() {
     let mut fleet = Fleet::start(three_agents(), "60s", Some(&cached.mirror_config()));
     let reference = cached.reference("fleet/slow");
 
-    let first = {
-        let (base, token, reference) = (fleet.base.clone(), fleet.writer(), reference.clone());
-        thread::spawn(move || {
-            let _ = http_client()
-                .post(format!("{base}/node/node-a/container/docker/pull"))
-                .bearer_auth(token)
-                .body(json!({ "image": reference }).to_string())
-                .send();
-        })
-    };
+    let first = pull_in_background(&fleet, "node-a", &reference);
     // node-a holds the layer's claim once its fetch reached the origin.
     let deadline = Instant::now() + Duration::from_secs(20);
     while origin_gets(&cached.counter, &layer) == 0 {
@@ -1023,21 +1029,10 @@ fn a_claim_held_by_a_killed_agent_stops_blocking_when_it_expires() {
     let started = Instant::now();
     let others: Vec<_> = ["node-b", "node-c"]
         .into_iter()
-        .map(|host| {
-            let (base, token, reference) = (fleet.base.clone(), fleet.writer(), reference.clone());
-            thread::spawn(move || {
-                let resp = http_client()
-                    .post(format!("{base}/node/{host}/container/docker/pull"))
-                    .bearer_auth(token)
-                    .body(json!({ "image": reference }).to_string())
-                    .send()
-                    .expect("POST");
-                (resp.status().as_u16(), json_body(resp))
-            })
-        })
+        .map(|host| pull_in_background(&fleet, host, &reference))
         .collect();
     for handle in others {
-        let (status, body) = handle.join().unwrap();
+        let (status, body) = handle.join().unwrap().expect("POST");
         assert_eq!(status, 202, "{body}");
         assert_ok(&results(&body)[0], &image, "v1", true);
     }
@@ -1053,6 +1048,21 @@ fn a_claim_held_by_a_killed_agent_stops_blocking_when_it_expires() {
     for agent in &fleet.agents[1..] {
         agent.assert_store_ok();
     }
+}
+
+/// A token of `role` signed with `key`, from `rpull token` in `sandbox`.
+fn mint_token(sandbox: &Rpull, key: &std::path::Path, role: &str) -> String {
+    let out = sandbox.run([
+        "token",
+        "--signing-key-file",
+        key.to_str().unwrap(),
+        "--sub",
+        "t",
+        "--role",
+        role,
+    ]);
+    out.assert_success();
+    out.stdout.trim().to_string()
 }
 
 #[test]
@@ -1078,19 +1088,7 @@ fn standalone_serve_pulls_on_its_own_node() {
         "group=web.dev",
     ]);
     let base = listen_address(&server);
-    let token = sandbox
-        .run([
-            "token",
-            "--signing-key-file",
-            key.to_str().unwrap(),
-            "--sub",
-            "t",
-            "--role",
-            "admin",
-        ])
-        .stdout
-        .trim()
-        .to_string();
+    let token = mint_token(&sandbox, &key, "admin");
     let client = http_client();
     let post = |target: &str| {
         let resp = client
@@ -1150,19 +1148,10 @@ fn an_agent_and_the_server_started_before_nats_wait_for_it_and_a_job_completes()
     let _nats = Nats::start_at(port);
     wait_stderr(process, "ready", Duration::from_secs(30));
     let base = listen_address(&server);
-    let token = sandbox.run([
-        "token",
-        "--signing-key-file",
-        key.to_str().unwrap(),
-        "--sub",
-        "t",
-        "--role",
-        "write",
-    ]);
-    token.assert_success();
+    let token = mint_token(&sandbox, &key, "write");
     let resp = http_client()
         .post(format!("{base}/node/early/container/docker/pull"))
-        .bearer_auth(token.stdout.trim())
+        .bearer_auth(token)
         .body(json!({ "image": registry.image_ref("fleet/early", "v1") }).to_string())
         .send()
         .unwrap();
