@@ -4,7 +4,7 @@ an origin registry and a pull-through cache (registry proxy mode) in front of it
 
 Prints, from one run: the `_all` pull of a fresh image to the three agents through the cache
 against three sequential `rpull pull`s from the origin (wall time ratio), the bytes of layer
-blobs the origin served for the `_all` pull (as a multiple of the image), and the API round
+blobs the origin served for the `_all` pull (as a multiple of the image, and its GETs), and the API round
 trip of an `_all` job for an image every agent has (median of --jobs). Standard library only.
 
     bench/fleet.py --rpull target/release/rpull [--size-mb 500] [--jobs 20]
@@ -110,13 +110,15 @@ def push_image(port, repo, tag, size_mb, seed):
     return layer, len(gz)
 
 
-def origin_blob_bytes(log_path, digest):
-    total = 0
+def origin_blob_cost(log_path, digest):
+    """The GETs of the blob the origin's access log shows, and their body bytes."""
+    gets, total = 0, 0
     for line in open(log_path):
-        m = re.search(r'"GET /v2/[^ ]*/blobs/' + re.escape(digest) + r' HTTP/1.1" 200 (\d+)', line)
+        m = re.search(r'"GET /v2/[^ ]*/blobs/' + re.escape(digest) + r' HTTP/1.1" 20[06] (\d+)', line)
         if m:
+            gets += 1
             total += int(m.group(1))
-    return total
+    return gets, total
 
 
 def main():
@@ -183,7 +185,9 @@ def main():
         started = time.time()
         job(f"127.0.0.1:{oport}/bench/fleet:v1")
         fleet = time.time() - started
-        served = origin_blob_bytes(olog, fleet_layer)
+        # The cache finishes storing what it fetched.
+        time.sleep(1)
+        gets, served = origin_blob_cost(olog, fleet_layer)
         times = []
         for _ in range(args.jobs):
             t = time.time()
@@ -191,7 +195,8 @@ def main():
             times.append(time.time() - t)
         print(f"three sequential rpull pull from the origin: {cli:.2f} s")
         print(f"_all to three agents through the cache:       {fleet:.2f} s ({fleet / cli:.2f}x)")
-        print(f"origin layer bytes for the _all pull:         {served} ({served / layer_size:.2f}x the layer)")
+        print(f"origin layer bytes for the _all pull:         {served} ({served / layer_size:.2f}x the layer, "
+              f"{gets} GETs)")
         print(f"_all round trip, up-to-date image, 3 agents:  median {statistics.median(times) * 1000:.1f} ms "
               f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}, {args.jobs} jobs)")
     finally:

@@ -42,6 +42,9 @@ pub struct PullRequest {
     pub all_tags: bool,
     /// Where credentials come from; `None` pulls anonymously.
     pub credentials: Option<CredentialLookup>,
+    /// Coordinates blob fetches from mirrors with other nodes (the fleet agent's); `None`
+    /// fetches alone.
+    pub blob_gate: Option<Arc<dyn crate::pull::gate::BlobGate>>,
 }
 
 /// How [`Engine::remove`] removes (docker's `ImageDelete` options).
@@ -132,6 +135,7 @@ impl Engine {
             request.credentials.clone(),
         );
         opts.download_slots = self.download_slots.clone();
+        opts.blob_gate = request.blob_gate.clone();
         Puller::new(self.store.clone(), opts, reporter, cancel)
     }
 

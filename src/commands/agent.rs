@@ -40,6 +40,7 @@ pub async fn run(args: AgentArgs, root: Option<PathBuf>) -> ExitCode {
         Some(node.credentials),
         cancel,
         move |event| match event {
+            AgentEvent::Waiting(why) => eprintln!("rpull agent {log_host}: {why}"),
             AgentEvent::Ready => eprintln!("rpull agent {log_host}: ready"),
             AgentEvent::Answered {
                 job_id,

@@ -184,6 +184,7 @@ pub async fn run(args: PullArgs, root: Option<PathBuf>) -> ExitCode {
         platform,
         all_tags: args.all_tags,
         credentials: Some(credentials),
+        ..Default::default()
     };
     let result = engine
         .pull(&name, &request, reporter.clone(), cancel.clone())

@@ -304,6 +304,7 @@ async fn run_pull(
         platform: None,
         all_tags: false,
         credentials: Some(chain.into_lookup()),
+        ..Default::default()
     };
     let watchdog = Arc::new(Watchdog::new());
     let pull = engine.pull_image(&reference, &request, watchdog.clone(), cancel.clone());

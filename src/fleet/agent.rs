@@ -4,7 +4,9 @@
 //! `_all`, every prefix of its labels), and shares one durable consumer for `_any` with every
 //! other agent, so that exactly one of them takes each `_any` job. A job's ID arrives on the
 //! stream; the job itself is read from the jobs bucket, pulled with the node's engine, and
-//! answered in the responses bucket, then acknowledged. While a pull runs the agent tells
+//! answered in the responses bucket, then acknowledged. Its fetches from mirrors are
+//! coordinated with the other agents' through the blob claims ([`super::claims`]), so that a
+//! shared pull-through cache fetches each blob from its origin once. While a pull runs the agent tells
 //! JetStream it is still working; a job whose deadline has passed is acknowledged unanswered
 //! (nobody waits for it any more). Consumers are re-created after NATS restarts, and a
 //! heartbeat in the agent registry tells the server whom to wait for.
@@ -21,10 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::now;
 use super::bus::{agent_key, job_key, response_key, AgentInfo, Bus, BusError, HEARTBEAT_INTERVAL};
+use super::claims::NatsGate;
 use super::job::{run_pull, Job, JobReporter, PullResult};
 use super::target::{agent_subjects, host_token, Label};
 use crate::credentials::CredentialLookup;
 use crate::engine::Engine;
+use crate::pull::gate::BlobGate;
 
 /// How long JetStream waits for an acknowledgement before it redelivers.
 pub const ACK_WAIT: Duration = Duration::from_secs(10);
@@ -45,6 +49,8 @@ pub struct AgentConfig {
 /// What the agent tells its caller (who logs it).
 #[derive(Debug, Clone)]
 pub enum AgentEvent {
+    /// NATS does not answer yet (said once; the agent keeps trying).
+    Waiting(String),
     /// Connected, consumers and heartbeat in place.
     Ready,
     /// A job was answered.
@@ -81,10 +87,11 @@ pub async fn run(
 ) -> Result<(), BusError> {
     let client_name = format!("rpull-agent-{}", config.hostname);
     let bus = tokio::select! {
-        bus = Bus::connect(nats_url, &client_name) => bus?,
+        bus = Bus::connect(nats_url, &client_name, |why| events(AgentEvent::Waiting(why))) => bus?,
         _ = cancel.cancelled() => return Ok(()),
     };
     let events = Arc::new(events);
+    let gate: Arc<dyn BlobGate> = Arc::new(NatsGate::new(bus.claims.clone(), &config.hostname));
     let info = AgentInfo {
         hostname: config.hostname.clone(),
         labels: config.labels.clone(),
@@ -157,16 +164,19 @@ pub async fn run(
                 break;
             }
         };
-        let (bus, engine, credentials, cancel, events, hostname) = (
+        let (bus, node, cancel, events) = (
             bus.clone(),
-            engine.clone(),
-            credentials.clone(),
+            NodePull {
+                engine: engine.clone(),
+                hostname: config.hostname.clone(),
+                credentials: credentials.clone(),
+                gate: Arc::clone(&gate),
+            },
             cancel.clone(),
             Arc::clone(&events),
-            config.hostname.clone(),
         );
         running.spawn(async move {
-            handle(&bus, &engine, &hostname, credentials, message, cancel, &*events).await;
+            handle(&bus, &node, message, cancel, &*events).await;
             drop(permit);
         });
         while running.try_join_next().is_some() {}
@@ -252,12 +262,18 @@ async fn consume(
     }
 }
 
+/// What a job's pull runs with on this node.
+struct NodePull {
+    engine: Engine,
+    hostname: String,
+    credentials: Option<CredentialLookup>,
+    gate: Arc<dyn BlobGate>,
+}
+
 /// Runs one job and acknowledges it (not when cancelled: then it is redelivered).
 async fn handle(
     bus: &Bus,
-    engine: &Engine,
-    hostname: &str,
-    credentials: Option<CredentialLookup>,
+    node: &NodePull,
     message: Message,
     cancel: CancellationToken,
     events: &(impl Fn(AgentEvent) + Send + Sync),
@@ -293,11 +309,13 @@ async fn handle(
         }
     };
     let reporter = Arc::new(JobReporter::default());
+    let hostname = node.hostname.as_str();
     let pull = run_pull(
-        engine,
+        &node.engine,
         hostname,
         &job.image,
-        credentials,
+        node.credentials.clone(),
+        Some(Arc::clone(&node.gate)),
         Arc::clone(&reporter),
         cancel,
     );

@@ -1,8 +1,11 @@
 //! The JetStream layout the server and the agents share, set up idempotently by whichever
 //! starts first: the `JOBS` stream (subjects `jobs.>`, a job's ID per message), and the
 //! key-value buckets `job-queue` (`jobs.<id>`: the job), `job-responses`
-//! (`responses.<id>.<host>`: one agent's answer) and `agent-registry` (`agents.<host>`: each
-//! agent's heartbeat, expiring when it stops beating).
+//! (`responses.<id>.<host>`: one agent's answer), `agent-registry` (`agents.<host>`: each
+//! agent's heartbeat, expiring when it stops beating) and `blob-claims` (`claims.<mirror>.<blob>`:
+//! which agent fetches a blob into a shared cache, see [`super::claims`]).
+//!
+//! Start order does not matter: a process started before NATS waits for it, retrying.
 
 use std::time::Duration;
 
@@ -25,6 +28,12 @@ pub const JOB_TTL: Duration = Duration::from_secs(3600);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a heartbeat lives: an agent silent for longer is no longer waited for.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(30);
+/// The bucket of blob claims.
+pub const CLAIMS_BUCKET: &str = "blob-claims";
+/// How long a claim (and a `done`) is kept at most.
+pub const CLAIMS_KEEP: Duration = Duration::from_secs(600);
+/// The longest pause between two attempts to reach NATS at start.
+const SETUP_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Why NATS could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -88,12 +97,16 @@ pub struct Bus {
     pub responses: kv::Store,
     /// `agent-registry`.
     pub agents: kv::Store,
+    /// `blob-claims`.
+    pub claims: kv::Store,
 }
 
 impl Bus {
-    /// Connects to `url` (retrying until the server is up, and reconnecting for ever after),
-    /// and creates what is missing.
-    pub async fn connect(url: &str, name: &str) -> Result<Bus, BusError> {
+    /// Connects to `url` and creates what is missing, retrying with backoff until NATS
+    /// answers (and reconnecting for ever after); `waiting` is told once, with the URL
+    /// without credentials, when the first attempt fails. It fails only for a URL that
+    /// cannot be used at all; the caller cancels it by dropping it.
+    pub async fn connect(url: &str, name: &str, waiting: impl Fn(String)) -> Result<Bus, BusError> {
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
@@ -102,10 +115,28 @@ impl Bus {
             .connect(url)
             .await
             .map_err(|e| BusError::Connect {
-                url: url.to_string(),
+                url: redact_url(url),
                 message: e.to_string(),
             })?;
         let js = jetstream::new(client);
+        let mut pause = Duration::from_millis(200);
+        let mut told = false;
+        loop {
+            match Bus::set_up(&js).await {
+                Ok(bus) => return Ok(bus),
+                Err(e) => {
+                    if !std::mem::replace(&mut told, true) {
+                        waiting(format!("waiting for NATS at {} ({e})", redact_url(url)));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(SETUP_RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// The stream and buckets, created when missing.
+    async fn set_up(js: &jetstream::Context) -> Result<Bus, BusError> {
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: JOBS_STREAM.to_string(),
@@ -116,17 +147,35 @@ impl Bus {
             })
             .await
             .map_err(|e| BusError::JetStream(format!("stream {JOBS_STREAM}: {e}")))?;
-        let jobs = bucket(&js, JOBS_BUCKET, JOB_TTL, 1).await?;
-        let responses = bucket(&js, RESPONSES_BUCKET, JOB_TTL, 1).await?;
-        let agents = bucket(&js, AGENTS_BUCKET, HEARTBEAT_TTL, 1).await?;
+        let jobs = bucket(js, JOBS_BUCKET, JOB_TTL, 1).await?;
+        let responses = bucket(js, RESPONSES_BUCKET, JOB_TTL, 1).await?;
+        let agents = bucket(js, AGENTS_BUCKET, HEARTBEAT_TTL, 1).await?;
+        let claims = bucket(js, CLAIMS_BUCKET, CLAIMS_KEEP, 1).await?;
         Ok(Bus {
-            js,
+            js: js.clone(),
             stream,
             jobs,
             responses,
             agents,
+            claims,
         })
     }
+}
+
+/// `url` (one or several, comma-separated) without the `user:password@` of each.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (scheme, rest) = one.split_once("://").map_or(("", one), |(s, r)| (s, r));
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            if scheme.is_empty() {
+                rest.to_string()
+            } else {
+                format!("{scheme}://{rest}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Opens bucket `name`, creating it when missing (two processes racing both end with it).
@@ -176,5 +225,16 @@ mod tests {
         assert_eq!(agent_key("n1.lan"), "agents.n1_lan");
         assert_eq!(job_key("u"), "jobs.u");
         assert_eq!(response_key("u", "n1.lan"), "responses.u.n1_lan");
+    }
+
+    #[test]
+    fn shown_urls_carry_no_credentials() {
+        assert_eq!(redact_url("nats://u:secret@h:4222"), "nats://h:4222");
+        assert_eq!(redact_url("tok@h:4222"), "h:4222");
+        assert_eq!(
+            redact_url("nats://a:b@h1:4222,nats://h2:4222"),
+            "nats://h1:4222,nats://h2:4222"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 }

@@ -232,6 +232,7 @@ async fn run_local(
             &node.hostname,
             &image,
             node.credentials.clone(),
+            None,
             Arc::new(JobReporter::default()),
             node.cancel.clone(),
         )

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::credentials::CredentialLookup;
 use crate::engine::{Engine, PullRequest};
 use crate::progress::{Event, LayerStatus, Reporter};
+use crate::pull::gate::BlobGate;
 use crate::reference::Reference;
 
 /// What an agent said when it did not answer in time.
@@ -127,13 +128,15 @@ impl Reporter for JobReporter {
 }
 
 /// Pulls `image` with `engine` as `rpull pull` would (default tag, the node's credentials),
-/// and says what happened as `hostname`'s result. `None` when the pull was cancelled: a
+/// its fetches from mirrors coordinated through `gate` when there is one, and says what
+/// happened as `hostname`'s result. `None` when the pull was cancelled: a
 /// cancelled job has no answer.
 pub async fn run_pull(
     engine: &Engine,
     hostname: &str,
     image: &str,
     credentials: Option<CredentialLookup>,
+    gate: Option<Arc<dyn BlobGate>>,
     reporter: Arc<JobReporter>,
     cancel: CancellationToken,
 ) -> Option<PullResult> {
@@ -145,6 +148,7 @@ pub async fn run_pull(
         platform: None,
         all_tags: false,
         credentials,
+        blob_gate: gate,
     };
     match engine
         .pull_image(&reference, &request, reporter, cancel.clone())

@@ -7,6 +7,7 @@
 //! * [`job`]: the job and result types, and the pull a job runs on a node;
 //! * [`auth`]: HS256 bearer tokens, roles and permissions;
 //! * [`bus`]: the stream and buckets, created by whoever starts first;
+//! * [`claims`]: the agents' blob claims, so a shared cache fetches each blob once;
 //! * [`agent`]: the consumers and the job loop of `rpull agent`;
 //! * [`dispatch`]: running a job for the API, over NATS or on the server's own node;
 //! * [`http`]: the API's routes and error bodies;
@@ -16,6 +17,7 @@
 pub mod agent;
 pub mod auth;
 pub mod bus;
+pub mod claims;
 pub mod dispatch;
 pub mod http;
 pub mod job;

@@ -56,7 +56,13 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let key = SigningKey::read(&options.signing_key_file)?;
     let backend = match &options.nats {
-        Some(url) => Backend::Nats(Box::new(Bus::connect(url, "rpull-serve").await?)),
+        Some(url) => {
+            let bus = tokio::select! {
+                bus = Bus::connect(url, "rpull-serve", &log) => bus?,
+                _ = cancel.cancelled() => return Ok(()),
+            };
+            Backend::Nats(Box::new(bus))
+        }
         None => {
             let node = node().map_err(|e| ServeError::Serve(std::io::Error::other(e)))?;
             if let Some(warning) = &node.warning {

@@ -19,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::extract::{extract, max_layer_bytes, StreamExtractor};
+use super::gate::Gated;
 use super::{OrderedCompletion, PullError, RetryPolicy, PROGRESS_STEP};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
@@ -57,6 +58,8 @@ pub(super) struct LayerTask {
     pub(super) ranges: RangeSettings,
     /// Open blob connections of the pull (every request holds one while it reads).
     pub(super) connections: Arc<Semaphore>,
+    /// The coordination of fetches from a mirror with other pullers, if any.
+    pub(super) gate: Option<Gated>,
 }
 
 /// How a ranged download ended when it did not complete the blob.
@@ -173,12 +176,38 @@ impl LayerTask {
         }
     }
 
+    /// Downloads the blob as [`Self::fetch_blob`] does, once the gate (if any) lets this
+    /// pull fetch it: at once when it is the first, else after another node fetched it into
+    /// the mirror. A claim held is released when the fetch fails.
+    async fn download(
+        &self,
+        id: &str,
+        desc: &Descriptor,
+        tee: &mut Option<StreamExtractor>,
+    ) -> Result<(), PullError> {
+        let held = match &self.gate {
+            Some(gate) => gate.claim(&desc.digest, &self.cancel).await?,
+            None => None,
+        };
+        let started = std::time::Instant::now();
+        self.fetch_blob(id, desc, tee).await?;
+        Gated::fetched(
+            held,
+            &self.registry,
+            &self.repo,
+            &desc.digest,
+            desc.size,
+            started.elapsed(),
+        );
+        Ok(())
+    }
+
     /// Downloads the blob into `ingest/` through the store's [`Ingest`] writer (which resumes
     /// a partial file and verifies size and digest before it commits), retrying transient
     /// failures with docker's countdown.
     /// `tee` follows the ingest file as it grows; it is dropped (aborting it) whenever the
     /// file can no longer be the blob from byte 0.
-    async fn download(
+    async fn fetch_blob(
         &self,
         id: &str,
         desc: &Descriptor,

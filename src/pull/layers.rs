@@ -36,6 +36,7 @@ impl Puller {
         reference: &Reference,
         image: &ImageManifest,
         config: &ImageConfig,
+        gate: Option<&Gated>,
     ) -> Result<bool, PullError> {
         struct Job {
             order: usize,
@@ -119,6 +120,7 @@ impl Puller {
                 retired: std::sync::Mutex::new(Vec::new()),
                 ranges: self.opts.ranges.clone(),
                 connections: self.connections.clone(),
+                gate: gate.cloned(),
             };
             set.spawn(async move { ctx.run(job.order, job.desc, job.diff_id, slot).await });
         }

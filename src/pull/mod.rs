@@ -26,6 +26,7 @@ use crate::unpack::UnpackError;
 mod error;
 mod extract;
 mod fetch;
+pub mod gate;
 mod layers;
 mod resolve;
 
@@ -34,6 +35,7 @@ use layers::OrderedCompletion;
 use resolve::ensure_supported;
 
 use fetch::{LayerTask, Slot};
+use gate::{BlobGate, Gated};
 
 /// Bytes between two progress events of a download or an extraction.
 const PROGRESS_STEP: u64 = 512 * 1024;
@@ -70,6 +72,9 @@ pub struct PullOptions {
     /// Open blob connections shared with other pulls; `None`: this pull's own
     /// `ranges.max_connections`.
     pub connection_slots: Option<Arc<Semaphore>>,
+    /// Coordinates the blob fetches from mirrors with other pullers ([`gate`]); `None`: this
+    /// pull fetches alone.
+    pub blob_gate: Option<Arc<dyn BlobGate>>,
 }
 
 impl Default for PullOptions {
@@ -87,6 +92,7 @@ impl Default for PullOptions {
             download_slots: None,
             ranges: crate::settings::RangeSettings::default(),
             connection_slots: None,
+            blob_gate: None,
         }
     }
 }
@@ -113,7 +119,16 @@ impl PullOptions {
             download_slots: None,
             ranges: settings.ranges.clone(),
             connection_slots: None,
+            blob_gate: None,
         }
+    }
+}
+
+/// A URL's `host[:port]`.
+fn url_host(url: &url::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (h, _) => h.unwrap_or_default().to_string(),
     }
 }
 
@@ -222,11 +237,7 @@ impl Puller {
         if let Some(r) = self.registries.lock().expect("lock").get(&key) {
             return Ok(r.clone());
         }
-        let host = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (h, _) => h.unwrap_or_default().to_string(),
-        };
-        let credential = self.credential(&host)?;
+        let credential = self.credential(&url_host(url))?;
         let r = Arc::new(Registry::mirror(url, credential, &self.opts.registry)?);
         self.registries.lock().expect("lock").insert(key, r.clone());
         Ok(r)
@@ -343,8 +354,15 @@ impl Puller {
         // `Pulling from` is said once, whichever endpoint ends up serving the image.
         let announced = std::sync::atomic::AtomicBool::new(false);
         for mirror in self.mirrors_for(reference) {
+            let gate = self.opts.blob_gate.clone().map(|gate| Gated {
+                gate,
+                endpoint: url_host(mirror),
+            });
             let attempt = match self.mirror_registry(mirror) {
-                Ok(registry) => self.pull_image_from(&registry, reference, &announced).await,
+                Ok(registry) => {
+                    self.pull_image_from(&registry, reference, &announced, gate.as_ref())
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match attempt {
@@ -358,7 +376,7 @@ impl Puller {
             }
         }
         let registry = self.registry_for(reference)?;
-        self.pull_image_from(&registry, reference, &announced).await
+        self.pull_image_from(&registry, reference, &announced, None).await
     }
 
     async fn pull_image_from(
@@ -366,6 +384,7 @@ impl Puller {
         registry: &Arc<Registry>,
         reference: &Reference,
         announced: &std::sync::atomic::AtomicBool,
+        gate: Option<&Gated>,
     ) -> Result<Outcome, PullError> {
         let registry = registry.clone();
         let (top_digest, top_bytes, top_ct) = self.resolve(&registry, reference).await?;
@@ -421,7 +440,9 @@ impl Puller {
         for layer in &image.layers {
             ensure_supported(&layer.digest)?;
         }
-        let config_bytes = self.fetch_config(&registry, reference, &image.config).await?;
+        let config_bytes = self
+            .fetch_config(&registry, reference, &image.config, gate)
+            .await?;
         let config = ImageConfig::parse(&config_bytes, image.layers.len())?;
         for diff_id in config.diff_ids() {
             ensure_supported(diff_id)?;
@@ -448,7 +469,8 @@ impl Puller {
         let downloaded = if image_present {
             false
         } else {
-            self.fetch_layers(&registry, reference, &image, &config).await?
+            self.fetch_layers(&registry, reference, &image, &config, gate)
+                .await?
         };
 
         self.store.write_blob(&image.config.digest, &config_bytes)?;

@@ -89,11 +89,14 @@ impl Puller {
         Ok((fetched.digest, fetched.bytes, fetched.content_type))
     }
 
+    /// The image config: from the store when present, else fetched (through the gate, if
+    /// any) and verified.
     pub(super) async fn fetch_config(
         &self,
-        registry: &Registry,
+        registry: &Arc<Registry>,
         reference: &Reference,
         desc: &Descriptor,
+        gate: Option<&Gated>,
     ) -> Result<Vec<u8>, PullError> {
         // The cap applies before anything is read, whether the blob is stored or not.
         let limit = manifest::MAX_CONFIG_BYTES;
@@ -103,6 +106,31 @@ impl Puller {
                 return Ok(b);
             }
         }
+        let held = match gate {
+            Some(gate) => gate.claim(&desc.digest, &self.cancel).await?,
+            None => None,
+        };
+        let started = std::time::Instant::now();
+        let bytes = self.fetch_config_from(registry, reference, desc, limit).await?;
+        Gated::fetched(
+            held,
+            registry,
+            reference.path(),
+            &desc.digest,
+            desc.size,
+            started.elapsed(),
+        );
+        Ok(bytes)
+    }
+
+    /// Fetches the config blob, retrying transient failures, and verifies it.
+    async fn fetch_config_from(
+        &self,
+        registry: &Registry,
+        reference: &Reference,
+        desc: &Descriptor,
+        limit: usize,
+    ) -> Result<Vec<u8>, PullError> {
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -47,6 +47,12 @@ struct Agent {
 
 impl Agent {
     fn start(&mut self, nats: &str) {
+        self.launch(nats);
+        wait_stderr(self.process.as_ref().unwrap(), "ready", Duration::from_secs(20));
+    }
+
+    /// Starts the agent without waiting for it to be ready.
+    fn launch(&mut self, nats: &str) {
         let mut args: Vec<String> = vec![
             "agent".into(),
             "--nats".into(),
@@ -62,9 +68,7 @@ impl Agent {
             args.push("--config".into());
             args.push(config.display().to_string());
         }
-        let process = self.sandbox.spawn(&args);
-        wait_stderr(&process, "ready", Duration::from_secs(20));
-        self.process = Some(process);
+        self.process = Some(self.sandbox.spawn(&args));
     }
 
     /// SIGKILL: no goodbye, the heartbeat stays until it expires.
@@ -879,68 +883,186 @@ fn origin_gets(counter: &FaultProxy, blob: &str) -> usize {
         .count()
 }
 
-/// Registry 2.8's proxy mode (distribution's `proxyblobstore`) answers a blob it lacks by
-/// streaming it from the origin while a second fetch from the origin stores it, and streams
-/// blobs requested while that store is still running from the origin again. So the first
-/// pull of a blob through it costs the origin two fetches, more when several nodes ask at
-/// the same instant; once it is stored, the origin never serves it again. The test pulls on
-/// one node, then on all three, and checks the `_all` pull costs the origin nothing.
-#[test]
-fn behind_a_pull_through_cache_the_fleet_costs_the_origin_nothing_after_the_first_pull() {
-    let origin = Registry::start();
-    let counter = FaultProxy::start(&origin.host());
-    let image = push_sized(&origin, "fleet/big", "v1", 2 << 20, 8);
-    let cache = Registry::start_with(|c| {
-        c.extra_yaml = format!("proxy:\n  remoteurl: http://{}\n", counter.host());
-    });
-    // The agents pull the origin's name; their config sends them to the cache first.
-    let config = json!({ "mirrors": { counter.host(): [cache.url()] } });
-    let fleet = Fleet::start(three_agents(), "30s", Some(&config));
-    let reference = format!("{}/fleet/big:v1", counter.host());
+/// What the origin served for `blob`: its GETs and their body bytes.
+fn origin_cost(counter: &FaultProxy, blob: &str) -> (usize, u64) {
+    (
+        origin_gets(counter, blob),
+        counter.body_bytes_sent(&format!("/blobs/{blob}")),
+    )
+}
 
+/// An origin registry, a counting proxy in front of it, and a pull-through cache (the
+/// registry in proxy mode) of the proxy.
+struct CachedOrigin {
+    origin: Registry,
+    counter: FaultProxy,
+    cache: Registry,
+}
+
+impl CachedOrigin {
+    fn start() -> CachedOrigin {
+        let origin = Registry::start();
+        let counter = FaultProxy::start(&origin.host());
+        let cache = Registry::start_with(|c| {
+            c.extra_yaml = format!("proxy:\n  remoteurl: http://{}\n", counter.host());
+        });
+        CachedOrigin {
+            origin,
+            counter,
+            cache,
+        }
+    }
+
+    /// The config sending pulls of the origin's names to the cache first.
+    fn mirror_config(&self) -> Value {
+        json!({ "mirrors": { self.counter.host(): [self.cache.url()] } })
+    }
+
+    fn reference(&self, repo: &str) -> String {
+        format!("{}/{repo}:v1", self.counter.host())
+    }
+}
+
+/// Registry 2.8's proxy mode (distribution's `registry/proxy/proxyblobstore.go`, `ServeBlob`)
+/// answers a blob it lacks by streaming it from the origin while a goroutine fetches it from
+/// the origin again to store it, and streams every request that comes before that store is
+/// committed from the origin too. So one cold pull costs the origin two fetches of each blob,
+/// and three agents asking at once cost three or more. The agents' blob claims let one agent
+/// fetch each blob while the others wait until the cache serves it from its storage: the cold
+/// `_all` pull must cost the origin no more than one cold pull (measured on a second
+/// origin/cache pair with the CLI, which fetches alone).
+#[test]
+fn a_cold_fleet_pull_through_a_cache_costs_the_origin_what_one_pull_does() {
+    let single = CachedOrigin::start();
+    let fleet_side = CachedOrigin::start();
+    let image = push_sized(&single.origin, "fleet/big", "v1", 2 << 20, 8);
+    let same = push_sized(&fleet_side.origin, "fleet/big", "v1", 2 << 20, 8);
+    assert_eq!(image.config_digest, same.config_digest);
     let mut blobs = image.layer_digests.clone();
     blobs.push(image.config_digest.clone());
-    let (status, body) = fleet.pull("node-a", &reference);
-    assert_eq!(status, 202, "{body}");
-    assert_ok(&results(&body)[0], &image, "v1", true);
-    let layer = &image.layer_digests[0];
-    let warm_bytes = counter.body_bytes_sent(&format!("/blobs/{layer}"));
-    let warm: Vec<usize> = blobs.iter().map(|b| origin_gets(&counter, b)).collect();
-    for (blob, gets) in blobs.iter().zip(&warm) {
-        assert!(
-            (1..=2).contains(gets),
-            "origin GETs of {blob} for one pull: {gets}"
-        );
-    }
-    // Let the cache finish storing what it fetched.
-    thread::sleep(Duration::from_millis(300));
-    let (status, body) = fleet.pull("_all", &reference);
+
+    let cli = rpull();
+    let cli_config = cli.home().join("mirror.json");
+    fs::write(&cli_config, single.mirror_config().to_string()).unwrap();
+    cli.run([
+        "pull",
+        "--config",
+        cli_config.to_str().unwrap(),
+        &single.reference("fleet/big"),
+    ])
+    .assert_success();
+
+    let fleet = Fleet::start(three_agents(), "30s", Some(&fleet_side.mirror_config()));
+    let (status, body) = fleet.pull("_all", &fleet_side.reference("fleet/big"));
     assert_eq!(status, 202, "{body}");
     let r = results(&body);
-    assert_ok(&r[0], &image, "v1", false);
-    assert_ok(&r[1], &image, "v1", true);
-    assert_ok(&r[2], &image, "v1", true);
+    assert_eq!(r.len(), 3, "{body}");
+    for result in &r {
+        assert_ok(result, &image, "v1", true);
+    }
+    // Both caches finish storing what they fetched.
+    thread::sleep(Duration::from_millis(500));
 
-    for (blob, gets) in blobs.iter().zip(&warm) {
-        assert_eq!(
-            origin_gets(&counter, blob),
-            *gets,
-            "origin GETs of {blob} after the _all pull"
+    let layer = &image.layer_digests[0];
+    let stored = fs::metadata(single.origin.blob_path(layer)).unwrap().len();
+    for blob in &blobs {
+        let one = origin_cost(&single.counter, blob);
+        let all = origin_cost(&fleet_side.counter, blob);
+        eprintln!(
+            "origin cost of {blob}: one cold pull {} GETs, {} bytes; cold _all on three agents {} GETs, {} bytes",
+            one.0, one.1, all.0, all.1
+        );
+        assert!((1..=2).contains(&one.0), "one cold pull: {one:?} for {blob}");
+        assert!(
+            all.0 <= one.0 && all.1 <= one.1,
+            "the cold _all pull cost the origin {all:?} for {blob}, one pull {one:?}"
         );
     }
-    let served = counter.body_bytes_sent(&format!("/blobs/{layer}"));
-    assert_eq!(
-        served, warm_bytes,
-        "origin bytes of the layer after the _all pull"
-    );
-    let stored = fs::metadata(origin.blob_path(layer)).unwrap().len();
     eprintln!(
-        "origin layer bytes for four pulls on three nodes through the cache: {served} ({:.1}x the layer)",
-        served as f64 / stored as f64
+        "origin layer bytes: one cold pull {:.2}x the layer, cold _all on three agents {:.2}x",
+        origin_cost(&single.counter, layer).1 as f64 / stored as f64,
+        origin_cost(&fleet_side.counter, layer).1 as f64 / stored as f64
     );
     for agent in &fleet.agents {
         agent.assert_store_ok();
     }
+}
+
+/// Posts a pull of `image` to `target` from a thread; `None` when the request failed.
+fn pull_in_background(fleet: &Fleet, target: &str, image: &str) -> thread::JoinHandle<Option<(u16, Value)>> {
+    let url = format!("{}/node/{target}/container/docker/pull", fleet.base);
+    let (token, body) = (fleet.writer(), json!({ "image": image }).to_string());
+    thread::spawn(move || {
+        let resp = http_client()
+            .post(url)
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .ok()?;
+        Some((resp.status().as_u16(), json_body(resp)))
+    })
+}
+
+/// An agent killed while it fetches a blob for the fleet holds that blob's claim; the other
+/// agents wait for it only until the claim, no longer refreshed, expires (10 s), then one of
+/// them takes it over and both complete.
+#[test]
+fn a_claim_held_by_a_killed_agent_stops_blocking_when_it_expires() {
+    let cached = CachedOrigin::start();
+    let image = push_sized(&cached.origin, "fleet/slow", "v1", 2 << 20, 21);
+    let layer = image.layer_digests[0].clone();
+    // The layer comes from the origin at 256 KiB/s: about 8 s a fetch.
+    cached
+        .counter
+        .add_rule(Rule::new(&format!("/blobs/{layer}"), Fault::Throttle(256 << 10)).method("GET"));
+    let mut fleet = Fleet::start(three_agents(), "60s", Some(&cached.mirror_config()));
+    let reference = cached.reference("fleet/slow");
+
+    let first = pull_in_background(&fleet, "node-a", &reference);
+    // node-a holds the layer's claim once its fetch reached the origin.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while origin_gets(&cached.counter, &layer) == 0 {
+        assert!(Instant::now() < deadline, "node-a never fetched the layer");
+        thread::sleep(Duration::from_millis(20));
+    }
+    fleet.agent("node-a").kill();
+    let started = Instant::now();
+    let others: Vec<_> = ["node-b", "node-c"]
+        .into_iter()
+        .map(|host| pull_in_background(&fleet, host, &reference))
+        .collect();
+    for handle in others {
+        let (status, body) = handle.join().unwrap().expect("POST");
+        assert_eq!(status, 202, "{body}");
+        assert_ok(&results(&body)[0], &image, "v1", true);
+    }
+    let took = started.elapsed();
+    // They waited for the dead holder's claim to expire, and no longer than that and a fetch.
+    assert!(
+        took >= Duration::from_secs(8) && took < Duration::from_secs(45),
+        "node-b and node-c took {took:?}"
+    );
+    eprintln!("node-b and node-c answered {took:?} after node-a was killed");
+    // node-a's own request waits for its job timeout; the test does not.
+    drop(first);
+    for agent in &fleet.agents[1..] {
+        agent.assert_store_ok();
+    }
+}
+
+/// A token of `role` signed with `key`, from `rpull token` in `sandbox`.
+fn mint_token(sandbox: &Rpull, key: &std::path::Path, role: &str) -> String {
+    let out = sandbox.run([
+        "token",
+        "--signing-key-file",
+        key.to_str().unwrap(),
+        "--sub",
+        "t",
+        "--role",
+        role,
+    ]);
+    out.assert_success();
+    out.stdout.trim().to_string()
 }
 
 #[test]
@@ -966,19 +1088,7 @@ fn standalone_serve_pulls_on_its_own_node() {
         "group=web.dev",
     ]);
     let base = listen_address(&server);
-    let token = sandbox
-        .run([
-            "token",
-            "--signing-key-file",
-            key.to_str().unwrap(),
-            "--sub",
-            "t",
-            "--role",
-            "admin",
-        ])
-        .stdout
-        .trim()
-        .to_string();
+    let token = mint_token(&sandbox, &key, "admin");
     let client = http_client();
     let post = |target: &str| {
         let resp = client
@@ -1003,4 +1113,51 @@ fn standalone_serve_pulls_on_its_own_node() {
     }
     let out = sandbox.run(["check"]);
     assert!(out.success(), "{out:?}");
+}
+
+/// Start order does not matter: an agent and `rpull serve` started before nats-server wait for
+/// it (saying so once), and once it is up on that port the agent gets ready, the server
+/// listens, and a job is answered.
+#[test]
+fn an_agent_and_the_server_started_before_nats_wait_for_it_and_a_job_completes() {
+    let registry = Registry::start();
+    let image = registry.push_small_image("fleet/early", "v1", 31);
+    let port = crate::support::registry::free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut agent = Agent {
+        name: "early".to_string(),
+        labels: Vec::new(),
+        config: None,
+        sandbox: rpull(),
+        process: None,
+    };
+    agent.launch(&url);
+    let process = agent.process.as_ref().unwrap();
+    wait_stderr(process, "waiting for NATS at", Duration::from_secs(20));
+    thread::sleep(Duration::from_secs(2));
+    let err = process.stderr_so_far();
+    assert_eq!(err.matches("waiting for NATS").count(), 1, "{err}");
+    assert!(!err.contains("ready"), "{err}");
+    let key_dir = crate::support::temp_dir("rpull-fleet-key-");
+    let key = key_dir.path().join("k");
+    fs::write(&key, "early").unwrap();
+    let sandbox = rpull();
+    let server = start_server(&sandbox, &url, &key, "20s");
+    wait_stderr(&server, "waiting for NATS at", Duration::from_secs(20));
+
+    let _nats = Nats::start_at(port);
+    wait_stderr(process, "ready", Duration::from_secs(30));
+    let base = listen_address(&server);
+    let token = mint_token(&sandbox, &key, "write");
+    let resp = http_client()
+        .post(format!("{base}/node/early/container/docker/pull"))
+        .bearer_auth(token)
+        .body(json!({ "image": registry.image_ref("fleet/early", "v1") }).to_string())
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = json_body(resp);
+    assert_eq!(status, 202, "{body}");
+    assert_ok(&results(&body)[0], &image, "v1", true);
+    agent.assert_store_ok();
 }

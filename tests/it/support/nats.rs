@@ -51,6 +51,20 @@ impl Nats {
         panic!("nats-server would not start; last log:\n{last}");
     }
 
+    /// Starts a server on `port` (a test that started its clients first picked it).
+    pub fn start_at(port: u16) -> Nats {
+        let mut nats = Nats {
+            child: None,
+            binary: resolve_binary(),
+            port,
+            dir: super::temp_dir("rpull-nats-"),
+        };
+        if let Err(log) = nats.launch() {
+            panic!("nats-server would not start on port {port}:\n{log}");
+        }
+        nats
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("nats.log")
     }
