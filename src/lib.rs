@@ -2,7 +2,7 @@
 //! drives the same way (the `rpull` binary's commands, the CRI image service, the fleet agent).
 //!
 //! The layers, from the front ends down:
-//! * [`engine`]: the operations (pull, list, remove, collect, check) over one store and one
+//! * [`engine`]: the operations (pull, list, inspect, remove, collect, save, rootfs, check) over one store and one
 //!   [`settings::Settings`] value built from flags, [`config`] and the environment;
 //! * [`pull`]: orchestration of one pull (resolve, download, verify, unpack, record), reporting
 //!   [`progress::Event`]s to a [`progress::Reporter`] that decides how they look;
