@@ -343,17 +343,6 @@ fn setup() -> (Backend, FaultProxy) {
     (backend, proxy)
 }
 
-fn status_fault(code: u16, headers: &[(&str, &str)], body: &str) -> Fault {
-    Fault::Status {
-        code,
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_string(),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Tests.
 
@@ -556,8 +545,8 @@ fn stall_after_closes_when_the_stall_ends() {
 #[test]
 fn status_faults_answer_without_forwarding() {
     let (backend, proxy) = setup();
-    proxy.add_rule(Rule::new("/blob", status_fault(500, &[], "boom")).times(1));
-    proxy.add_rule(Rule::new("/blob", status_fault(429, &[("Retry-After", "2")], "slow down")).times(2));
+    proxy.add_rule(Rule::new("/blob", Fault::status(500, &[], "boom")).times(1));
+    proxy.add_rule(Rule::new("/blob", Fault::status(429, &[("Retry-After", "2")], "slow down")).times(2));
     let mut client = Client::connect(&proxy.host());
 
     let resp = client.get("/blob");
@@ -626,7 +615,7 @@ fn ignore_range_returns_the_whole_body() {
 #[test]
 fn times_limits_how_often_a_rule_applies() {
     let (_backend, proxy) = setup();
-    proxy.add_rule(Rule::new("/blob", status_fault(500, &[], "once")).times(1));
+    proxy.add_rule(Rule::new("/blob", Fault::status(500, &[], "once")).times(1));
     let mut client = Client::connect(&proxy.host());
     assert_eq!(client.get("/blob").status, 500);
     assert_eq!(client.get("/blob").status, 200);
@@ -638,7 +627,7 @@ fn times_limits_how_often_a_rule_applies() {
 #[test]
 fn method_filter_only_matches_that_method() {
     let (_backend, proxy) = setup();
-    proxy.add_rule(Rule::new("/blob", status_fault(503, &[], "")).method("head"));
+    proxy.add_rule(Rule::new("/blob", Fault::status(503, &[], "")).method("head"));
     let mut client = Client::connect(&proxy.host());
     assert_eq!(client.request("HEAD", "/blob", &[]).unwrap().status, 503);
     assert_eq!(client.get("/blob").status, 200);

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::support::fault_proxy::{assert_no_authorization, Fault, FaultProxy, Rule};
 use crate::support::pki::Pki;
 use crate::support::setups::token_registry;
 use crate::support::token_server::TokenServer;
@@ -634,14 +634,7 @@ fn an_invalid_json_manifest_is_refused() {
     let x = proxied("hostile/r-json", 17);
     x.proxy.add_rule(Rule::new(
         "/manifests/",
-        Fault::Status {
-            code: 200,
-            headers: vec![(
-                "Content-Type".into(),
-                "application/vnd.oci.image.manifest.v1+json".into(),
-            )],
-            body: "{\"schemaVersion\": 2, \"layers\": [".into(),
-        },
+        Fault::oci_manifest("{\"schemaVersion\": 2, \"layers\": ["),
     ));
     x.pull(":v1").assert_refused("invalid manifest");
 }
@@ -652,11 +645,7 @@ fn a_redirect_loop_is_refused() {
     let path = format!("/v2/hostile/r-loop/blobs/sha256:{}", x.layer());
     x.proxy.add_rule(Rule::new(
         x.layer(),
-        Fault::Status {
-            code: 307,
-            headers: vec![("Location".into(), path)],
-            body: String::new(),
-        },
+        Fault::status(307, &[("Location", &path)], ""),
     ));
     x.pull(":v1").assert_refused("redirect");
 }
@@ -798,13 +787,7 @@ fn credentials_never_reach_another_port_of_the_same_host() {
     // The registry as `<ip>` (port 80), redirecting blobs to another port of the same host.
     let front = FaultProxy::start_at(&format!("{ip}:80"), &registry.host());
     let other_port = FaultProxy::start_at(&format!("{ip}:0"), &registry.host());
-    front.add_rule(
-        Rule::new(
-            "/blobs/",
-            Fault::RedirectTo(format!("http://{}", other_port.host())),
-        )
-        .method("GET"),
-    );
+    front.redirect_blob_gets(format!("http://{}", other_port.host()));
     let sandbox = rpull();
     sandbox.write_docker_config(
         &serde_json::json!({"auths": {ip.clone(): {"username": "u", "password": "TopSecret"}}}),
@@ -820,15 +803,12 @@ fn credentials_never_reach_another_port_of_the_same_host() {
                 || q.path.contains(&pushed.config_digest[7..])),
         "the blob requests were redirected: {at_other:?}\n{out}"
     );
-    assert!(
-        at_other.iter().all(|q| q.authorization.is_none()),
-        "Authorization crossed to another port: {at_other:?}"
-    );
+    assert_no_authorization(&at_other, "to another port");
     assert!(
         front
-            .requests()
+            .requests_to("/manifests/")
             .iter()
-            .any(|q| q.path.contains("/manifests/") && q.authorization.is_some()),
+            .any(|q| q.authorization.is_some()),
         "the registry itself gets the token"
     );
     assert!(
@@ -861,11 +841,11 @@ fn a_large_ping_answer_is_not_read() {
     proxy.add_rule(
         Rule::new(
             "/v2/",
-            Fault::Status {
-                code: 200,
-                headers: vec![("Content-Type".into(), "text/html".into())],
-                body: "<p>welcome</p>".repeat(20_000),
-            },
+            Fault::status(
+                200,
+                &[("Content-Type", "text/html")],
+                &"<p>welcome</p>".repeat(20_000),
+            ),
         )
         .method("GET")
         .times(1),
@@ -914,12 +894,11 @@ fn terminal_control_sequences_from_a_registry_are_stripped() {
     let x = proxied("hostile/ansi", 47);
     x.proxy.add_rule(Rule::new(
         "/manifests/",
-        Fault::Status {
-            code: 404,
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            body: r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"\u001b]0;pwned\u0007\u001b[2J\u001b[31mgone\u009b0m\r"}]}"#
-                .into(),
-        },
+        Fault::status(
+            404,
+            &[("Content-Type", "application/json")],
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"\u001b]0;pwned\u0007\u001b[2J\u001b[31mgone\u009b0m\r"}]}"#,
+        ),
     ));
     let p = x.pull(":v1");
     p.assert_refused("manifest unknown: gone");
@@ -981,14 +960,7 @@ fn a_config_of_the_wrong_size_is_refused() {
     let proxy = FaultProxy::start(&registry().host());
     proxy.add_rule(Rule::new(
         "/manifests/v3",
-        Fault::Status {
-            code: 200,
-            headers: vec![(
-                "Content-Type".into(),
-                "application/vnd.oci.image.manifest.v1+json".into(),
-            )],
-            body: manifest.to_string(),
-        },
+        Fault::oci_manifest(&manifest.to_string()),
     ));
     let out = p.sandbox.run([
         "--format",
@@ -1113,17 +1085,17 @@ fn an_endless_tag_list_is_cut_at_its_total_bound() {
     assert!(body.len() > (1 << 20) - 100_000, "{}", body.len());
     x.proxy.add_rule(Rule::new(
         "/tags/list",
-        Fault::Status {
-            code: 200,
-            headers: vec![
-                ("Content-Type".into(), "application/json".into()),
+        Fault::status(
+            200,
+            &[
+                ("Content-Type", "application/json"),
                 (
-                    "Link".into(),
-                    format!("</v2/{}/tags/list?n=40000&last=x>; rel=\"next\"", x.pushed.repo),
+                    "Link",
+                    &format!("</v2/{}/tags/list?n=40000&last=x>; rel=\"next\"", x.pushed.repo),
                 ),
             ],
-            body,
-        },
+            &body,
+        ),
     ));
     let p = x.pull_args(&["-a"], "");
     p.assert_refused(&format!(
@@ -1298,14 +1270,7 @@ fn sha512_digests_are_refused_before_anything_is_fetched() {
     manifest["layers"][0]["digest"] = sha512.clone().into();
     x.proxy.add_rule(Rule::new(
         "/manifests/v2",
-        Fault::Status {
-            code: 200,
-            headers: vec![(
-                "Content-Type".into(),
-                "application/vnd.oci.image.manifest.v1+json".into(),
-            )],
-            body: manifest.to_string(),
-        },
+        Fault::oci_manifest(&manifest.to_string()),
     ));
     x.pull(":v2")
         .assert_refused(&format!("{sha512}: unsupported digest algorithm"));

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::support::fault_proxy::{assert_no_authorization, FaultProxy, RequestLog};
 use crate::support::pki::{base64, Pki};
 use crate::support::setups::token_registry;
 use crate::support::token_server::TokenServer;
@@ -121,12 +121,7 @@ fn basic_auth_behind_tls_with_a_certs_d_ca() {
     // Wrong password: the registry's UNAUTHORIZED, rendered as docker renders it.
     r.write_docker_config(&json!({"auths": {&host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
     let out = r.run([&image]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        "unauthorized: authentication required",
-        "{out}"
-    );
+    out.assert_error("unauthorized: authentication required");
 
     r.write_docker_config(&auth_config(&host));
     let out = r.run([&image]);
@@ -152,14 +147,9 @@ fn tls_is_verified_unless_the_registry_is_insecure() {
 
     // The CA is unknown: a TLS error, exit 1, nothing pulled.
     let out = r.run([&image]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        format!(
+    out.assert_error(format!(
             "Get \"https://{host}/v2/\": tls: failed to verify certificate: x509: certificate signed by unknown authority"
-        ),
-        "{out}"
-    );
+        ));
     // --insecure-registry: unverified TLS is allowed for that host.
     r.run(["--insecure-registry", &host, &image]).assert_success();
 
@@ -196,12 +186,7 @@ fn client_certificate_from_certs_d() {
     std::fs::write(broken.path().join(&host).join("client.key"), &pki.client_key_pem).unwrap();
     let r = verifying_sandbox(broken.path());
     let out = r.run([&image]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        "missing client certificate client.cert for key client.key",
-        "{out}"
-    );
+    out.assert_error("missing client certificate client.cert for key client.key");
 }
 
 #[test]
@@ -228,15 +213,10 @@ fn token_auth_anonymous_and_denied_like_docker_hub() {
     assert_eq!(reqs.len(), 1, "tokens are cached per scope: {reqs:?}");
 
     let out = r.run([registry.image_ref("private/app", "v1")]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        format!(
+    out.assert_error(format!(
             "pull access denied for {}/private/app, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
             registry.host()
-        ),
-        "{out}"
-    );
+        ));
 }
 
 #[test]
@@ -265,12 +245,7 @@ fn token_auth_with_password_and_with_identity_token() {
     let bad = rpull();
     bad.write_docker_config(&json!({"auths": {registry.host(): {"username": USER, "password": "nope"}}}));
     let out = bad.run([&image]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        "unauthorized: incorrect username or password",
-        "{out}"
-    );
+    out.assert_error("unauthorized: incorrect username or password");
 
     // identitytoken: OAuth refresh-token POST, as docker does after `docker login`.
     let r = rpull();
@@ -306,12 +281,7 @@ fn credential_helper_failures_name_the_helper() {
     let r = rpull();
     r.write_docker_config(&json!({"credsStore": "nope-not-installed"}));
     let out = r.run([registry.image_ref("app", "v1")]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        "error getting credentials - err: exec: \"docker-credential-nope-not-installed\": executable file not found in $PATH, out: ``",
-        "{out}"
-    );
+    out.assert_error("error getting credentials - err: exec: \"docker-credential-nope-not-installed\": executable file not found in $PATH, out: ``");
 
     // A helper that fails: its exit and output, as docker shows them.
     let bin = temp_dir("rpull-helper-bin-");
@@ -329,122 +299,105 @@ fn credential_helper_failures_name_the_helper() {
     );
     r.write_docker_config(&json!({"credHelpers": {registry.host(): "broken"}}));
     let out = r.run([registry.image_ref("app", "v1")]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        "error getting credentials - err: exit status 3, out: `keyring locked`",
-        "{out}"
-    );
+    out.assert_error("error getting credentials - err: exit status 3, out: `keyring locked`");
+}
+
+/// A token-auth registry behind a proxy (`front`) that redirects every blob GET to a "CDN"
+/// under another host name: a second, open registry with the same blobs behind a logging
+/// proxy (`cdn`), reached as `localhost:<port>`. Keep it alive while the proxies are used.
+struct BehindACdn {
+    _pki: Pki,
+    _tokens: TokenServer,
+    _registry: Registry,
+    _cdn_registry: Registry,
+    cdn: FaultProxy,
+    front: FaultProxy,
+    pushed: PushedImage,
+    /// A sandbox holding [`USER`]'s credentials for `front`.
+    sandbox: Rpull,
+}
+
+/// `push` pushes the same image (under `repo`) to the registry and to the CDN's.
+fn behind_a_cdn(repo: &str, push: impl Fn(&Registry) -> PushedImage) -> BehindACdn {
+    let pki = Pki::new();
+    let tokens = TokenServer::start(&pki);
+    tokens.user(USER, PASSWORD);
+    let registry = token_registry(&pki, &tokens, &[repo]);
+    let pushed = push(&registry);
+    let cdn_registry = Registry::start();
+    push(&cdn_registry);
+    let cdn = FaultProxy::start(&cdn_registry.host());
+    let cdn_port = cdn.host().rsplit(':').next().unwrap().to_string();
+    let front = FaultProxy::start(&registry.host());
+    front.redirect_blob_gets(format!("http://localhost:{cdn_port}"));
+    let sandbox = rpull();
+    sandbox.write_docker_config(&auth_config(&front.host()));
+    BehindACdn {
+        _pki: pki,
+        _tokens: tokens,
+        _registry: registry,
+        _cdn_registry: cdn_registry,
+        cdn,
+        front,
+        pushed,
+        sandbox,
+    }
 }
 
 #[test]
 fn a_blob_redirect_to_another_host_carries_no_authorization() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.user(USER, PASSWORD);
-    let registry = token_registry(&pki, &tokens, &["private/app"]);
-    let pushed = registry.push_small_image("private/app", "v1", 9);
-    // The "CDN": a second server (an open registry with the same blobs, behind a logging
-    // proxy), reached under another host name.
-    let cdn_registry = Registry::start();
-    cdn_registry.push_small_image("private/app", "v1", 9);
-    let cdn = FaultProxy::start(&cdn_registry.host());
-    let cdn_port = cdn.host().rsplit(':').next().unwrap().to_string();
-    let front = FaultProxy::start(&registry.host());
-    front.add_rule(
-        Rule::new(
-            "/blobs/",
-            Fault::RedirectTo(format!("http://localhost:{cdn_port}")),
-        )
-        .method("GET"),
-    );
-
-    let r = rpull();
-    r.write_docker_config(&auth_config(&front.host()));
-    let out = r.run([format!("{}/private/app:v1", front.host())]);
+    let c = behind_a_cdn("private/app", |registry| {
+        registry.push_small_image("private/app", "v1", 9)
+    });
+    let out = c.sandbox.run([format!("{}/private/app:v1", c.front.host())]);
     out.assert_success();
     assert_no_secret(&out, PASSWORD);
-    let at_cdn = cdn.requests();
+    let at_cdn = c.cdn.requests();
     assert!(
-        at_cdn.iter().any(|q| q.path.contains(&pushed.layer_digests[0])),
+        at_cdn.iter().any(|q| q.path.contains(&c.pushed.layer_digests[0])),
         "the layer came from the CDN: {at_cdn:?}"
     );
+    assert_no_authorization(&at_cdn, "hosts");
     assert!(
-        at_cdn.iter().all(|q| q.authorization.is_none()),
-        "Authorization crossed hosts: {at_cdn:?}"
-    );
-    assert!(
-        front
-            .requests()
+        c.front
+            .requests_to("/manifests/")
             .iter()
-            .filter(|q| q.path.contains("/manifests/"))
-            .all(|q| q
-                .authorization
-                .as_deref()
-                .is_some_and(|a| a.starts_with("Bearer "))),
+            .all(RequestLog::has_bearer_token),
         "the registry itself gets the token"
     );
 }
 
 #[test]
 fn each_range_of_a_large_blob_is_redirected_to_the_cdn_without_authorization() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.user(USER, PASSWORD);
-    let registry = token_registry(&pki, &tokens, &["private/big"]);
     let image = Image::new(
         Platform::host(),
         vec![Layer::random("big.bin", 1_500_000, 21, Compression::Gzip)],
     );
-    let pushed = registry.push_image("private/big", "v1", &image, ManifestFormat::Oci);
-    let cdn_registry = Registry::start();
-    cdn_registry.push_image("private/big", "v1", &image, ManifestFormat::Oci);
-    let cdn = FaultProxy::start(&cdn_registry.host());
-    let cdn_port = cdn.host().rsplit(':').next().unwrap().to_string();
-    let front = FaultProxy::start(&registry.host());
-    front.add_rule(
-        Rule::new(
-            "/blobs/",
-            Fault::RedirectTo(format!("http://localhost:{cdn_port}")),
-        )
-        .method("GET"),
-    );
-
-    let r = rpull();
-    r.write_docker_config(&auth_config(&front.host()));
-    let out = r.run([
+    let c = behind_a_cdn("private/big", |registry| {
+        registry.push_image("private/big", "v1", &image, ManifestFormat::Oci)
+    });
+    let out = c.sandbox.run([
         "pull",
         "--parallel-download-threshold",
         "512KiB",
         "--parallel-chunk-size",
         "256KiB",
-        &format!("{}/private/big:v1", front.host()),
+        &format!("{}/private/big:v1", c.front.host()),
     ]);
     out.assert_success();
     assert_no_secret(&out, PASSWORD);
-    let layer = &pushed.layer_digests[0];
-    let at_front: Vec<_> = front
-        .requests()
-        .into_iter()
-        .filter(|q| q.path.contains(layer.as_str()))
-        .collect();
+    let layer = &c.pushed.layer_digests[0];
+    let at_front = c.front.requests_to(layer);
     assert!(at_front.len() >= 6, "one redirect per range: {at_front:?}");
     assert!(
         at_front.iter().all(|q| q.range.is_some() && q.status == 307),
         "{at_front:?}"
     );
     assert!(
-        at_front.iter().all(|q| q
-            .authorization
-            .as_deref()
-            .is_some_and(|a| a.starts_with("Bearer "))),
+        at_front.iter().all(RequestLog::has_bearer_token),
         "the registry itself gets the token: {at_front:?}"
     );
-    let at_cdn: Vec<_> = cdn
-        .requests()
-        .into_iter()
-        .filter(|q| q.path.contains(layer.as_str()))
-        .collect();
+    let at_cdn = c.cdn.requests_to(layer);
     assert_eq!(
         at_cdn.len(),
         at_front.len(),
@@ -454,11 +407,8 @@ fn each_range_of_a_large_blob_is_redirected_to_the_cdn_without_authorization() {
         at_cdn.iter().all(|q| q.range.is_some() && q.status == 206),
         "{at_cdn:?}"
     );
-    assert!(
-        cdn.requests().iter().all(|q| q.authorization.is_none()),
-        "Authorization crossed hosts: {at_cdn:?}"
-    );
-    let out = r.run(["check"]);
+    assert_no_authorization(&c.cdn.requests(), "hosts");
+    let out = c.sandbox.run(["check"]);
     assert!(out.success(), "{out}");
 }
 
