@@ -65,6 +65,26 @@ fn layer_path(root: &Path, diff_id: &str) -> PathBuf {
     root.join("layers/sha256").join(hex_of(diff_id))
 }
 
+/// What the store holds of the one-layer `image`: its manifest, config and layer blobs and its
+/// unpacked layer.
+fn stored_files(root: &Path, image: &PushedImage) -> [PathBuf; 4] {
+    [
+        blob_path(root, &image.manifest_digest),
+        blob_path(root, &image.config_digest),
+        blob_path(root, &image.layer_digests[0]),
+        layer_path(root, &image.diff_ids[0]),
+    ]
+}
+
+/// The lines `rmi` begins with when it removes `image`, docker's order: `Untagged:` for each of
+/// `tags`, then for its digest reference in `repo`, then `Deleted:` its ID.
+fn removal_head(tags: &[&str], repo: &str, image: &PushedImage) -> Vec<String> {
+    let mut lines: Vec<String> = tags.iter().map(|t| format!("Untagged: {t}")).collect();
+    lines.push(format!("Untagged: {repo}@{}", image.manifest_digest));
+    lines.push(format!("Deleted: {}", image.config_digest));
+    lines
+}
+
 /// Renders `rows` the way Go's tabwriter does for docker (cells padded to the column's widest
 /// cell plus 3, at least 10 wide; the last column unpadded): an independent check of rpull's.
 fn tabwrite(rows: &[Vec<String>]) -> Vec<String> {
@@ -325,18 +345,8 @@ fn rmi_untags_refuses_shared_ids_and_frees_space() {
     for r in [&a1, &a2, &bl] {
         pull(&sandbox, r);
     }
-    let a_files = [
-        blob_path(root, &a.manifest_digest),
-        blob_path(root, &a.config_digest),
-        blob_path(root, &a.layer_digests[0]),
-        layer_path(root, &a.diff_ids[0]),
-    ];
-    let b_files = [
-        blob_path(root, &b.manifest_digest),
-        blob_path(root, &b.config_digest),
-        blob_path(root, &b.layer_digests[0]),
-        layer_path(root, &b.diff_ids[0]),
-    ];
+    let a_files = stored_files(root, &a);
+    let b_files = stored_files(root, &b);
     assert!(a_files.iter().chain(&b_files).all(|p| p.exists()));
 
     // An ID two tags share is refused without -f, with docker's text.
@@ -368,15 +378,7 @@ fn rmi_untags_refuses_shared_ids_and_frees_space() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
         lines[..3],
-        [
-            format!("Untagged: {a2}"),
-            format!(
-                "Untagged: {}@{}",
-                repo_name(&registry, "bench/a"),
-                a.manifest_digest
-            ),
-            format!("Deleted: {}", a.config_digest),
-        ],
+        removal_head(&[&a2], &repo_name(&registry, "bench/a"), &a),
         "{out}"
     );
     let mut rest: Vec<&str> = lines[3..].to_vec();
@@ -405,31 +407,16 @@ fn rmi_untags_refuses_shared_ids_and_frees_space() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
         lines[..4],
-        [
-            format!("Untagged: {a1}"),
-            format!("Untagged: {a2}"),
-            format!(
-                "Untagged: {}@{}",
-                repo_name(&registry, "bench/a"),
-                a.manifest_digest
-            ),
-            format!("Deleted: {}", a.config_digest),
-        ],
+        removal_head(&[&a1, &a2], &repo_name(&registry, "bench/a"), &a),
         "{out}"
     );
     assert!(a_files.iter().all(|p| !p.exists()));
 
     // --no-prune only edits the index; prune frees the space afterwards.
     let out = sandbox.run(["rmi", "--no-prune", &bl]);
-    out.assert_success().assert_stdout_lines(&[
-        &format!("Untagged: {bl}"),
-        &format!(
-            "Untagged: {}@{}",
-            repo_name(&registry, "bench/b"),
-            b.manifest_digest
-        ),
-        &format!("Deleted: {}", b.config_digest),
-    ]);
+    let head = removal_head(&[&bl], &repo_name(&registry, "bench/b"), &b);
+    out.assert_success()
+        .assert_stdout_lines(&head.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(b_files.iter().all(|p| p.exists()));
     let reclaimed: u64 = b_files
         .iter()

@@ -25,9 +25,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LOCATION};
-use reqwest::{StatusCode, Url};
+use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -311,21 +311,19 @@ impl Registry {
 
     /// `GET <url><path>` with optional `Accept` values.
     pub fn get(&self, path: &str, accept: &[&str]) -> Response {
-        let mut req = self.client.get(format!("{}{path}", self.url()));
-        if !accept.is_empty() {
-            req = req.header(ACCEPT, accept.join(", "));
-        }
-        req.send().unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        self.send(Method::GET, &format!("{}{path}", self.url()), |req| {
+            if accept.is_empty() {
+                req
+            } else {
+                req.header(ACCEPT, accept.join(", "))
+            }
+        })
     }
 
     /// Does `repo` link the blob `digest`?
     pub fn blob_exists(&self, repo: &str, digest: &str) -> bool {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.url());
-        let resp = self
-            .client
-            .head(&url)
-            .send()
-            .unwrap_or_else(|e| panic!("HEAD {url}: {e}"));
+        let resp = self.send(Method::HEAD, &url, |req| req);
         match resp.status() {
             StatusCode::OK => true,
             StatusCode::NOT_FOUND => false,
@@ -340,17 +338,13 @@ impl Registry {
             return digest;
         }
         let start = format!("{}/v2/{repo}/blobs/uploads/", self.url());
-        let resp = self
-            .client
-            .post(&start)
-            .send()
-            .unwrap_or_else(|e| panic!("POST {start}: {e}"));
+        let resp = self.send(Method::POST, &start, |req| req);
         let resp = expect_status(resp, StatusCode::ACCEPTED, &format!("POST {start}"));
         let location = header_str(resp.headers(), LOCATION.as_str())
             .unwrap_or_else(|| panic!("POST {start}: 202 without Location"));
         let put_url = upload_url(&start, &location, &digest);
         self.put_content(
-            put_url,
+            put_url.as_str(),
             "application/octet-stream",
             bytes,
             &digest,
@@ -364,9 +358,8 @@ impl Registry {
     pub fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> String {
         let digest = sha256_digest(bytes);
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.url());
-        let url = Url::parse(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
         self.put_content(
-            url,
+            &url,
             media_type,
             bytes,
             &digest,
@@ -377,14 +370,10 @@ impl Registry {
 
     /// PUTs `bytes` as `content_type` to `url`; panics unless the registry answers 201 with
     /// `digest` as its `Docker-Content-Digest`. `what` names the content in messages.
-    fn put_content(&self, url: Url, content_type: &str, bytes: &[u8], digest: &str, what: &str) {
-        let resp = self
-            .client
-            .put(url.clone())
-            .header(CONTENT_TYPE, content_type)
-            .body(bytes.to_vec())
-            .send()
-            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+    fn put_content(&self, url: &str, content_type: &str, bytes: &[u8], digest: &str, what: &str) {
+        let resp = self.send(Method::PUT, url, |req| {
+            req.header(CONTENT_TYPE, content_type).body(bytes.to_vec())
+        });
         let resp = expect_status(resp, StatusCode::CREATED, &format!("PUT {what}"));
         let reported = header_str(resp.headers(), "docker-content-digest");
         assert_eq!(reported.as_deref(), Some(digest), "registry digest for {what}");
@@ -564,12 +553,21 @@ impl Registry {
 
     fn delete(&self, path: &str) {
         let url = format!("{}{path}", self.url());
-        let resp = self
-            .client
-            .delete(&url)
-            .send()
-            .unwrap_or_else(|e| panic!("DELETE {url}: {e}"));
+        let resp = self.send(Method::DELETE, &url, |req| req);
         expect_status(resp, StatusCode::ACCEPTED, &format!("DELETE {path}"));
+    }
+
+    /// Sends `method url`, with what `build` adds (headers, a body); panics if it cannot be
+    /// sent.
+    fn send(
+        &self,
+        method: Method,
+        url: &str,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Response {
+        build(self.client.request(method.clone(), url))
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
     }
 
     /// Panics unless the registry process is still running.
