@@ -181,6 +181,20 @@ fn assert_go_units_size(shown: &str, bytes: u64) {
     assert!(relative < 5e-4, "{shown:?} is not {bytes} bytes");
 }
 
+/// Pushes `a` as `bench/a:v1` and `bench/a:v2` (OCI) and `b` as `bench/b:latest` in
+/// `b_format`: one image under two tags, and another.
+fn push_a_twice_and_b(
+    registry: &Registry,
+    a: &Image,
+    b: &Image,
+    b_format: ManifestFormat,
+) -> (PushedImage, PushedImage) {
+    let pushed_a = registry.push_image("bench/a", "v1", a, ManifestFormat::Oci);
+    registry.push_image("bench/a", "v2", a, ManifestFormat::Oci);
+    let pushed_b = registry.push_image("bench/b", "latest", b, b_format);
+    (pushed_a, pushed_b)
+}
+
 fn pull(sandbox: &Rpull, reference: &str) {
     sandbox.run(["pull", "-q", reference]).assert_success();
 }
@@ -191,9 +205,12 @@ fn pull(sandbox: &Rpull, reference: &str) {
 #[test]
 fn images_lists_pulled_images_like_docker() {
     let registry = Registry::start();
-    let a = registry.push_image("bench/a", "v1", &small_image(1500, 1), ManifestFormat::Oci);
-    registry.push_image("bench/a", "v2", &small_image(1500, 1), ManifestFormat::Oci);
-    let b = registry.push_image("bench/b", "latest", &small_image(640, 2), ManifestFormat::Docker);
+    let (a, b) = push_a_twice_and_b(
+        &registry,
+        &small_image(1500, 1),
+        &small_image(640, 2),
+        ManifestFormat::Docker,
+    );
     let sandbox = rpull();
 
     // An empty store: just the header.
@@ -322,8 +339,7 @@ fn images_lists_pulled_images_like_docker() {
 
     // A bad pattern is an error.
     let out = sandbox.run(["images", "["]);
-    out.assert_code(1);
-    assert!(out.stderr.contains("syntax error in pattern"), "{out}");
+    out.assert_failed_with("syntax error in pattern");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,9 +348,12 @@ fn images_lists_pulled_images_like_docker() {
 #[test]
 fn rmi_untags_refuses_shared_ids_and_frees_space() {
     let registry = Registry::start();
-    let a = registry.push_image("bench/a", "v1", &small_image(3000, 11), ManifestFormat::Oci);
-    registry.push_image("bench/a", "v2", &small_image(3000, 11), ManifestFormat::Oci);
-    let b = registry.push_image("bench/b", "latest", &small_image(2000, 12), ManifestFormat::Oci);
+    let (a, b) = push_a_twice_and_b(
+        &registry,
+        &small_image(3000, 11),
+        &small_image(2000, 12),
+        ManifestFormat::Oci,
+    );
     let sandbox = rpull();
     let root = sandbox.root();
     let (a1, a2, bl) = (
@@ -492,11 +511,7 @@ fn prune_removes_partial_downloads_and_orphans_but_not_images() {
     // SAFETY: flock on a descriptor we own.
     assert_eq!(unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_SH) }, 0);
     let out = sandbox.run(["prune"]);
-    out.assert_code(1);
-    assert!(
-        out.stderr.contains("another rpull command is using the store"),
-        "{out}"
-    );
+    out.assert_failed_with("another rpull command is using the store");
     assert!(blob_path(root, &orphan_digest).exists() && partial.exists());
     drop(guard);
 
@@ -903,8 +918,7 @@ fn rootfs_applies_whiteouts_opaque_dirs_and_replacements() {
 
     // The destination must be empty, and the image must exist.
     let out = sandbox.run(["rootfs", &reference, dest.to_str().unwrap()]);
-    out.assert_code(1);
-    assert!(out.stderr.contains("must be an empty directory"), "{out}");
+    out.assert_failed_with("must be an empty directory");
     let out = sandbox.run(["rootfs", "nope", sandbox.home().join("x").to_str().unwrap()]);
     out.assert_code(1)
         .assert_stderr_lines(&["Error response from daemon: No such image: nope:latest"]);
@@ -991,8 +1005,7 @@ fn an_image_named_like_a_subcommand_is_still_pullable() {
     // End to end: `rpull pull images` is a pull (it fails on the network), not a usage error.
     let sandbox = rpull();
     let out = sandbox.run(["pull", "127.0.0.1:1/images"]);
-    out.assert_code(1);
-    assert!(out.stderr.contains("127.0.0.1:1"), "{out}");
+    out.assert_failed_with("127.0.0.1:1");
     assert!(!out.stderr.contains("Usage"), "{out}");
 }
 

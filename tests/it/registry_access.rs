@@ -8,8 +8,7 @@ use std::path::Path;
 
 use crate::support::fault_proxy::{assert_no_authorization, FaultProxy, RequestLog};
 use crate::support::pki::{base64, Pki};
-use crate::support::setups::token_registry;
-use crate::support::token_server::TokenServer;
+use crate::support::setups::{token_auth, TokenAuth};
 use crate::support::*;
 use serde_json::json;
 
@@ -52,8 +51,8 @@ fn tls_image(repo: &str, seed: u64, client_auth: bool) -> TlsImage {
 
 /// An htpasswd registry behind TLS holding `<repo>:v1`, and a certs.d that trusts its CA.
 struct TrustedImage {
-    pki: Pki,
-    registry: Registry,
+    _pki: Pki,
+    _registry: Registry,
     host: String,
     certs: tempfile::TempDir,
     image: String,
@@ -69,8 +68,8 @@ fn trusted_image(repo: &str, seed: u64) -> TrustedImage {
     let certs = temp_dir("rpull-certs-d-");
     pki.write_certs_d(certs.path(), &host, false);
     TrustedImage {
-        pki,
-        registry,
+        _pki: pki,
+        _registry: registry,
         host,
         certs,
         image,
@@ -101,13 +100,10 @@ fn assert_no_secret(out: &RpullOutput, secret: &str) {
 
 #[test]
 fn basic_auth_behind_tls_with_a_certs_d_ca() {
+    let t = trusted_image("team/app", 1);
     let TrustedImage {
-        pki: _pki,
-        registry: _registry,
-        host,
-        certs,
-        image,
-    } = trusted_image("team/app", 1);
+        host, certs, image, ..
+    } = &t;
 
     let r = verifying_sandbox(certs.path());
     // No credentials: docker's text, exit 1.
@@ -119,7 +115,7 @@ fn basic_auth_behind_tls_with_a_certs_d_ca() {
     );
 
     // Wrong password: the registry's UNAUTHORIZED, rendered as docker renders it.
-    r.write_docker_config(&json!({"auths": {&host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
+    r.write_docker_config(&json!({"auths": {host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
     let out = r.run([&image]);
     out.assert_error("unauthorized: authentication required");
 
@@ -136,12 +132,8 @@ fn basic_auth_behind_tls_with_a_certs_d_ca() {
 
 #[test]
 fn tls_is_verified_unless_the_registry_is_insecure() {
-    let TlsImage {
-        pki: _pki,
-        registry: _registry,
-        host,
-        image,
-    } = tls_image("app", 2, false);
+    let t = tls_image("app", 2, false);
+    let TlsImage { host, image, .. } = &t;
     let empty = temp_dir("rpull-certs-d-");
     let r = signed_in_sandbox(empty.path(), &host);
 
@@ -163,12 +155,8 @@ fn tls_is_verified_unless_the_registry_is_insecure() {
 
 #[test]
 fn client_certificate_from_certs_d() {
-    let TlsImage {
-        pki,
-        registry: _registry,
-        host,
-        image,
-    } = tls_image("app", 3, true);
+    let t = tls_image("app", 3, true);
+    let TlsImage { pki, host, image, .. } = &t;
 
     let ca_only = temp_dir("rpull-certs-d-");
     pki.write_certs_d(ca_only.path(), &host, false);
@@ -191,10 +179,10 @@ fn client_certificate_from_certs_d() {
 
 #[test]
 fn token_auth_anonymous_and_denied_like_docker_hub() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.public("pub/app");
-    let registry = token_registry(&pki, &tokens, &["pub/app", "private/app"]);
+    let auth = token_auth(&["pub/app", "private/app"], |t| {
+        t.public("pub/app");
+    });
+    let TokenAuth { tokens, registry, .. } = &auth;
     registry.push_small_image("pub/app", "v1", 4);
     registry.push_small_image("private/app", "v1", 5);
 
@@ -221,10 +209,10 @@ fn token_auth_anonymous_and_denied_like_docker_hub() {
 
 #[test]
 fn token_auth_with_password_and_with_identity_token() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.user(USER, PASSWORD).refresh_token("refresh-xyz", USER);
-    let registry = token_registry(&pki, &tokens, &["private/app"]);
+    let auth = token_auth(&["private/app"], |t| {
+        t.user(USER, PASSWORD).refresh_token("refresh-xyz", USER);
+    });
+    let TokenAuth { tokens, registry, .. } = &auth;
     registry.push_small_image("private/app", "v1", 6);
     let image = registry.image_ref("private/app", "v1");
 
@@ -263,10 +251,10 @@ fn token_auth_with_password_and_with_identity_token() {
 
 #[test]
 fn an_expired_token_is_refreshed_on_401() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.public("app");
-    let registry = token_registry(&pki, &tokens, &["app"]);
+    let auth = token_auth(&["app"], |t| {
+        t.public("app");
+    });
+    let TokenAuth { tokens, registry, .. } = &auth;
     registry.push_small_image("app", "v1", 7);
     tokens.expire_next(1);
     let out = rpull().run([registry.image_ref("app", "v1")]);
@@ -306,9 +294,7 @@ fn credential_helper_failures_name_the_helper() {
 /// under another host name: a second, open registry with the same blobs behind a logging
 /// proxy (`cdn`), reached as `localhost:<port>`. Keep it alive while the proxies are used.
 struct BehindACdn {
-    _pki: Pki,
-    _tokens: TokenServer,
-    _registry: Registry,
+    _auth: TokenAuth,
     _cdn_registry: Registry,
     cdn: FaultProxy,
     front: FaultProxy,
@@ -319,23 +305,20 @@ struct BehindACdn {
 
 /// `push` pushes the same image (under `repo`) to the registry and to the CDN's.
 fn behind_a_cdn(repo: &str, push: impl Fn(&Registry) -> PushedImage) -> BehindACdn {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.user(USER, PASSWORD);
-    let registry = token_registry(&pki, &tokens, &[repo]);
-    let pushed = push(&registry);
+    let auth = token_auth(&[repo], |t| {
+        t.user(USER, PASSWORD);
+    });
+    let pushed = push(&auth.registry);
     let cdn_registry = Registry::start();
     push(&cdn_registry);
     let cdn = FaultProxy::start(&cdn_registry.host());
     let cdn_port = cdn.host().rsplit(':').next().unwrap().to_string();
-    let front = FaultProxy::start(&registry.host());
+    let front = FaultProxy::start(&auth.registry.host());
     front.redirect_blob_gets(format!("http://localhost:{cdn_port}"));
     let sandbox = rpull();
     sandbox.write_docker_config(&auth_config(&front.host()));
     BehindACdn {
-        _pki: pki,
-        _tokens: tokens,
-        _registry: registry,
+        _auth: auth,
         _cdn_registry: cdn_registry,
         cdn,
         front,
@@ -433,13 +416,10 @@ fn an_unparsable_docker_config_is_a_warning_and_the_pull_goes_on() {
 
 #[test]
 fn credentials_from_a_helper_and_from_docker_auth_config() {
+    let t = trusted_image("app", 16);
     let TrustedImage {
-        pki: _pki,
-        registry: _registry,
-        host,
-        certs,
-        image,
-    } = trusted_image("app", 16);
+        host, certs, image, ..
+    } = &t;
 
     // credHelpers: `docker-credential-<name> get` with the registry key on stdin.
     let bin = temp_dir("rpull-helper-bin-");
@@ -463,7 +443,7 @@ fn credentials_from_a_helper_and_from_docker_auth_config() {
             std::env::var("PATH").unwrap_or_default()
         ),
     );
-    r.write_docker_config(&json!({"credsStore": "nope-not-installed", "credHelpers": {&host: "testvault"}}));
+    r.write_docker_config(&json!({"credsStore": "nope-not-installed", "credHelpers": {host: "testvault"}}));
     let out = r.run([&image]);
     out.assert_success();
     assert_no_secret(&out, PASSWORD);
@@ -472,18 +452,14 @@ fn credentials_from_a_helper_and_from_docker_auth_config() {
     // DOCKER_AUTH_CONFIG comes before the file.
     let mut r = verifying_sandbox(certs.path());
     r.env("DOCKER_AUTH_CONFIG", auth_config(&host).to_string());
-    r.write_docker_config(&json!({"auths": {&host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
+    r.write_docker_config(&json!({"auths": {host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
     r.run([&image]).assert_success();
 }
 
 #[test]
 fn cert_dir_gives_this_pull_its_ca_and_client_certificate() {
-    let TlsImage {
-        pki,
-        registry: _registry,
-        host,
-        image,
-    } = tls_image("app", 4, true);
+    let t = tls_image("app", 4, true);
+    let TlsImage { pki, host, image, .. } = &t;
     // certs.d is empty: without --cert-dir the CA is unknown.
     let empty = temp_dir("rpull-certs-d-");
     let r = signed_in_sandbox(empty.path(), &host);
@@ -503,13 +479,8 @@ fn cert_dir_gives_this_pull_its_ca_and_client_certificate() {
 /// and the config file's `insecure-registries` (it used the built-in defaults and ignored both).
 #[test]
 fn login_uses_the_settings_a_pull_uses() {
-    let TrustedImage {
-        pki: _pki,
-        registry: _registry,
-        host,
-        certs,
-        image: _image,
-    } = trusted_image("team/login", 9);
+    let t = trusted_image("team/login", 9);
+    let TrustedImage { host, certs, .. } = &t;
     let login = ["login", "-u", USER, "-p", PASSWORD, host.as_str()];
 
     // certs.d trusts the registry's CA: verified TLS succeeds.

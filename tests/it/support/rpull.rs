@@ -394,6 +394,16 @@ impl RpullOutput {
         self
     }
 
+    /// Panics unless it exited 1 with `needle` somewhere in stderr.
+    pub fn assert_failed_with(&self, needle: &str) -> &RpullOutput {
+        self.assert_code(1);
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?} in stderr\n{self}"
+        );
+        self
+    }
+
     /// Panics unless stdout is exactly `expected`, line by line (see [`assert_lines`]).
     pub fn assert_stdout_lines(&self, expected: &[&str]) -> &RpullOutput {
         assert_lines(&self.stdout, expected);

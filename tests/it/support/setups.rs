@@ -2,7 +2,7 @@
 //!
 //! * [`htpasswd_registry`]: basic auth behind TLS (registry access, CRI credentials);
 //! * [`token_registry`]: token auth against a [`TokenServer`] of ours (registry access,
-//!   hostile token services, CRI credentials);
+//!   hostile token services, CRI credentials); [`token_auth`] starts the three together;
 //! * [`proxied_image`]: an image on a fresh registry behind a fault proxy (ranges,
 //!   reliability, retries);
 //! * [`slow_image`]: a 2 MB one-layer image whose blobs the fault proxy throttles, so a pull
@@ -98,6 +98,27 @@ pub fn proxied_image(repo: &str, layers: Vec<Layer>) -> ProxiedImage {
         proxy,
         pushed,
         reference,
+    }
+}
+
+/// A [`token_registry`] with its token service and PKI; keep it alive while it is used.
+pub struct TokenAuth {
+    pub pki: Pki,
+    pub tokens: TokenServer,
+    pub registry: Registry,
+}
+
+/// Starts a token service (its users and public repositories set by `configure`) and a
+/// [`token_registry`] trusting it, the harness allowed to push to `repos`.
+pub fn token_auth(repos: &[&str], configure: impl FnOnce(&TokenServer)) -> TokenAuth {
+    let pki = Pki::new();
+    let tokens = TokenServer::start(&pki);
+    configure(&tokens);
+    let registry = token_registry(&pki, &tokens, repos);
+    TokenAuth {
+        pki,
+        tokens,
+        registry,
     }
 }
 
