@@ -135,6 +135,19 @@ fn assert_escape_refused(repo: &str, build: impl FnOnce(&Outside) -> LayerBuilde
     o.assert_untouched();
 }
 
+/// One `#[test]` per case `name: repo, needle, |o| layer`, each calling
+/// [`assert_escape_refused`].
+macro_rules! escape_refused_tests {
+    ($($name:ident: $repo:literal, $needle:literal, |$o:ident| $build:expr;)+) => {
+        $(
+            #[test]
+            fn $name() {
+                assert_escape_refused($repo, |$o| $build, $needle);
+            }
+        )+
+    };
+}
+
 /// Pulls the layer `build` aims at a fresh [`Outside`]: it succeeds and nothing is written
 /// outside. Returns the pull, the layer's root directory and the [`Outside`].
 fn pull_contained(repo: &str, build: impl FnOnce(&Outside) -> LayerBuilder) -> (Pulled, PathBuf, Outside) {
@@ -146,6 +159,15 @@ fn pull_contained(repo: &str, build: impl FnOnce(&Outside) -> LayerBuilder) -> (
     o.assert_untouched();
     let root = p.layer_root(&diff);
     (p, root, o)
+}
+
+/// Pulls a layer with one entry at the absolute path of `leaf` in a fresh [`Outside`]: it
+/// succeeds and nothing is written outside. Returns the pull and where the entry landed, inside
+/// the layer's own directory (docker's rule: a leading `/` names the layer's root).
+fn pull_an_absolute_entry(repo: &str, leaf: &str, data: &[u8]) -> (Pulled, PathBuf) {
+    let (p, root, o) = pull_contained(repo, |o| LayerBuilder::new().raw_file(o.absolute(leaf), data));
+    let inside = root.join(o.absolute(leaf).trim_start_matches('/'));
+    (p, inside)
 }
 
 /// Pushes `layers` as `<repo>:v1` and pulls it with `RPULL_MAX_LAYER_BYTES=1000000`.
@@ -160,50 +182,40 @@ fn pull_with_a_layer_bound(repo: &str, layers: Vec<Layer>) -> Pulled {
 
 // ---- hostile layers ----
 
-#[test]
-fn path_traversal_is_refused() {
-    assert_escape_refused(
-        "hostile/traversal",
-        |o| LayerBuilder::new().raw_file(o.traversal("pwned"), b"x"),
-        "invalid entry name",
-    );
+// Each case is a test of its own: the layer built by the closure, aimed at a fresh
+// [`Outside`], is refused with the message given and nothing is written outside.
+escape_refused_tests! {
+    path_traversal_is_refused: "hostile/traversal", "invalid entry name",
+        |o| LayerBuilder::new().raw_file(o.traversal("pwned"), b"x");
+    writing_through_a_symlink_in_the_same_layer_is_refused: "hostile/symlink", "is a symlink",
+        |o| LayerBuilder::new()
+            .symlink("evil", &o.absolute(""))
+            .raw_file("evil/pwned", b"x");
+    a_relative_symlink_climbing_out_is_refused_as_a_parent: "hostile/symlink-rel", "is a symlink",
+        |o| LayerBuilder::new()
+            .symlink("evil", &o.traversal(""))
+            .raw_file("evil/pwned", b"x");
+    a_hardlink_climbing_out_is_refused: "hostile/hardlink", "invalid hardlink target",
+        |o| LayerBuilder::new().raw_hardlink("link", o.traversal("victim"));
+    a_hardlink_through_a_symlink_is_refused: "hostile/hardlink-sym", "symlink",
+        |o| LayerBuilder::new()
+            .symlink("evil", &o.absolute(""))
+            .raw_hardlink("link", "evil/victim");
+    a_duplicate_replacing_a_directory_with_a_symlink_cannot_escape: "hostile/dup-dir", "symlink",
+        |o| LayerBuilder::new()
+            .dir("d", 0o755)
+            .symlink("d", &o.absolute(""))
+            .raw_file("d/pwned", b"x");
+    a_whiteout_outside_the_layer_is_refused: "hostile/whiteout", "invalid entry name",
+        |o| LayerBuilder::new().raw_file(o.traversal(".wh.victim"), b"");
 }
 
 #[test]
 fn absolute_paths_stay_inside_the_layer() {
     // docker's rule: a leading `/` names the layer's root, not the host's.
-    let (p, root, o) = pull_contained("hostile/absolute", |o| {
-        LayerBuilder::new().raw_file(o.absolute("pwned"), b"x")
-    });
-    let inside = root.join(o.absolute("pwned").trim_start_matches('/'));
+    let (p, inside) = pull_an_absolute_entry("hostile/absolute", "pwned", b"x");
     assert_eq!(fs::read(inside).unwrap(), b"x");
     p.assert_store_intact();
-}
-
-#[test]
-fn writing_through_a_symlink_in_the_same_layer_is_refused() {
-    assert_escape_refused(
-        "hostile/symlink",
-        |o| {
-            LayerBuilder::new()
-                .symlink("evil", &o.absolute(""))
-                .raw_file("evil/pwned", b"x")
-        },
-        "is a symlink",
-    );
-}
-
-#[test]
-fn a_relative_symlink_climbing_out_is_refused_as_a_parent() {
-    assert_escape_refused(
-        "hostile/symlink-rel",
-        |o| {
-            LayerBuilder::new()
-                .symlink("evil", &o.traversal(""))
-                .raw_file("evil/pwned", b"x")
-        },
-        "is a symlink",
-    );
 }
 
 #[test]
@@ -252,15 +264,6 @@ fn a_symlink_planted_by_an_earlier_layer_without_a_parent_entry() {
 }
 
 #[test]
-fn a_hardlink_climbing_out_is_refused() {
-    assert_escape_refused(
-        "hostile/hardlink",
-        |o| LayerBuilder::new().raw_hardlink("link", o.traversal("victim")),
-        "invalid hardlink target",
-    );
-}
-
-#[test]
 fn a_hardlink_to_an_absolute_host_path_links_nothing_outside() {
     // An absolute target names the image's root: a file of a lower layer, never the host's.
     // Nothing is created at the link path; layer.json records it for the merge.
@@ -274,19 +277,6 @@ fn a_hardlink_to_an_absolute_host_path_links_nothing_outside() {
         "{meta}"
     );
     p.assert_store_intact();
-}
-
-#[test]
-fn a_hardlink_through_a_symlink_is_refused() {
-    assert_escape_refused(
-        "hostile/hardlink-sym",
-        |o| {
-            LayerBuilder::new()
-                .symlink("evil", &o.absolute(""))
-                .raw_hardlink("link", "evil/victim")
-        },
-        "symlink",
-    );
 }
 
 #[test]
@@ -508,34 +498,8 @@ fn duplicate_entries_keep_the_last_one() {
 }
 
 #[test]
-fn a_duplicate_replacing_a_directory_with_a_symlink_cannot_escape() {
-    assert_escape_refused(
-        "hostile/dup-dir",
-        |o| {
-            LayerBuilder::new()
-                .dir("d", 0o755)
-                .symlink("d", &o.absolute(""))
-                .raw_file("d/pwned", b"x")
-        },
-        "symlink",
-    );
-}
-
-#[test]
-fn a_whiteout_outside_the_layer_is_refused() {
-    assert_escape_refused(
-        "hostile/whiteout",
-        |o| LayerBuilder::new().raw_file(o.traversal(".wh.victim"), b""),
-        "invalid entry name",
-    );
-}
-
-#[test]
 fn an_absolute_whiteout_stays_a_marker_inside_the_layer() {
-    let (p, root, o) = pull_contained("hostile/whiteout-abs", |o| {
-        LayerBuilder::new().raw_file(o.absolute(".wh.victim"), b"")
-    });
-    let marker = root.join(o.absolute(".wh.victim").trim_start_matches('/'));
+    let (p, marker) = pull_an_absolute_entry("hostile/whiteout-abs", ".wh.victim", b"");
     assert!(
         fs::symlink_metadata(marker).is_ok(),
         "the whiteout is kept as a marker"

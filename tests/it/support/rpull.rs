@@ -107,6 +107,23 @@ impl Rpull {
         self.root().join("layers/sha256").join(hex_part(diff_id))
     }
 
+    /// The store's `index.json`; panics if there is none.
+    pub fn index_json(&self) -> serde_json::Value {
+        let path = self.root().join("index.json");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The `index.json` entry recorded for the reference `name`, if there is one.
+    pub fn ref_entry(&self, name: &str) -> Option<serde_json::Value> {
+        self.index_json()["manifests"]
+            .as_array()
+            .expect("index.json has a manifests array")
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+            .cloned()
+    }
+
     /// `HOME` for the runs.
     pub fn home(&self) -> &Path {
         self.home.path()
