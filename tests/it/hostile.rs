@@ -538,21 +538,24 @@ impl Proxied {
     fn layer(&self) -> &str {
         &self.pushed.layer_digests[0][7..]
     }
+
+    /// Applies `fault` to every GET of the layer's blob.
+    fn fault_layer_gets(&self, fault: Fault) {
+        self.proxy.add_rule(Rule::get(self.layer(), fault));
+    }
 }
 
 #[test]
 fn a_blob_not_matching_its_digest_is_refused() {
     let x = proxied("hostile/r-flip", 11);
-    x.proxy
-        .add_rule(Rule::new(x.layer(), Fault::FlipByte(5000)).method("GET"));
+    x.fault_layer_gets(Fault::FlipByte(5000));
     x.pull(":v1").assert_refused("verification failed");
 }
 
 #[test]
 fn a_manifest_not_matching_its_digest_is_refused() {
     let x = proxied("hostile/r-manifest", 12);
-    x.proxy
-        .add_rule(Rule::new("/manifests/", Fault::FlipByte(20)).method("GET"));
+    x.proxy.add_rule(Rule::get("/manifests/", Fault::FlipByte(20)));
     let digest = x.pushed.manifest_digest.clone();
     x.pull(&format!("@{digest}")).assert_refused("digest");
 }
@@ -560,16 +563,14 @@ fn a_manifest_not_matching_its_digest_is_refused() {
 #[test]
 fn a_blob_longer_than_declared_is_refused() {
     let x = proxied("hostile/r-long", 13);
-    x.proxy
-        .add_rule(Rule::new(x.layer(), Fault::AppendBytes(100)).method("GET"));
+    x.fault_layer_gets(Fault::AppendBytes(100));
     x.pull(":v1").assert_refused("longer than");
 }
 
 #[test]
 fn a_blob_shorter_than_declared_is_refused() {
     let x = proxied("hostile/r-short", 14);
-    x.proxy
-        .add_rule(Rule::new(x.layer(), Fault::DropAfter(10_000)).method("GET"));
+    x.fault_layer_gets(Fault::DropAfter(10_000));
     let p = x.pull(":v1");
     assert!(p.out.stderr.contains("blob"), "{}", p.out.stderr);
     p.assert_refused("");
@@ -578,8 +579,7 @@ fn a_blob_shorter_than_declared_is_refused() {
 #[test]
 fn an_endless_blob_is_cut_at_its_declared_size() {
     let x = proxied("hostile/r-endless", 15);
-    x.proxy
-        .add_rule(Rule::new(x.layer(), Fault::AppendBytes(1 << 40)).method("GET"));
+    x.fault_layer_gets(Fault::AppendBytes(1 << 40));
     x.pull(":v1").assert_refused("longer than");
 }
 
@@ -800,7 +800,7 @@ fn a_large_ping_answer_is_not_read() {
     registry.push_small_image("hostile/big-ping", "v1", 45);
     let proxy = FaultProxy::start(&registry.host());
     proxy.add_rule(
-        Rule::new(
+        Rule::get(
             "/v2/",
             Fault::status(
                 200,
@@ -808,7 +808,6 @@ fn a_large_ping_answer_is_not_read() {
                 &"<p>welcome</p>".repeat(20_000),
             ),
         )
-        .method("GET")
         .times(1),
     );
     let sandbox = rpull();

@@ -103,6 +103,17 @@ impl Setup {
     }
 }
 
+/// A fresh [`setup`] whose layer GETs get `fault` (the first `times` of them; all: `None`),
+/// pulled with [`RANGE_FLAGS`]: the pull succeeds. Returns the setup, the sandbox and the output.
+fn pull_with_a_fault(repo: &str, fault: Fault, times: Option<u32>) -> (Setup, Rpull, RpullOutput) {
+    let s = setup(repo);
+    s.image.fault_layer(fault, times);
+    let sandbox = rpull();
+    let out = s.pull(&sandbox, &[]);
+    out.assert_success();
+    (s, sandbox, out)
+}
+
 /// `bytes=a-b` as `(a, b + 1)`.
 fn range_of(r: &RequestLog) -> Option<(u64, u64)> {
     let (a, b) = r.range.as_deref()?.strip_prefix("bytes=")?.split_once('-')?;
@@ -197,11 +208,7 @@ fn the_config_file_sets_ranged_downloads_and_one_connection_turns_them_off() {
 
 #[test]
 fn a_server_ignoring_range_falls_back_to_one_stream() {
-    let s = setup("ranges/ignored");
-    s.image.fault_layer(Fault::IgnoreRange, None);
-    let sandbox = rpull();
-    let out = s.pull(&sandbox, &[]);
-    out.assert_success();
+    let (s, sandbox, out) = pull_with_a_fault("ranges/ignored", Fault::IgnoreRange, None);
     let gets = s.gets();
     // The first range alone probes the server: no other connection starts.
     assert_eq!(gets.len(), 2, "{gets:#?}");
@@ -214,11 +221,7 @@ fn a_server_ignoring_range_falls_back_to_one_stream() {
 
 #[test]
 fn a_wrong_content_range_falls_back_and_is_never_committed() {
-    let s = setup("ranges/wrong");
-    s.image.fault_layer(Fault::WrongContentRange, None);
-    let sandbox = rpull();
-    let out = s.pull(&sandbox, &[]);
-    out.assert_success();
+    let (s, sandbox, _out) = pull_with_a_fault("ranges/wrong", Fault::WrongContentRange, None);
     let gets = s.gets();
     assert_eq!(gets.len(), 2, "{gets:#?}");
     assert_eq!(gets[0].status, 206);
@@ -228,11 +231,7 @@ fn a_wrong_content_range_falls_back_and_is_never_committed() {
 
 #[test]
 fn a_range_cut_midway_is_asked_for_again_from_where_it_stopped() {
-    let s = setup("ranges/cut");
-    s.image.fault_layer(Fault::DropAfter(100_000), Some(1));
-    let sandbox = rpull();
-    let out = s.pull(&sandbox, &[]);
-    out.assert_success();
+    let (s, sandbox, out) = pull_with_a_fault("ranges/cut", Fault::DropAfter(100_000), Some(1));
     assert!(!out.stdout.contains("Retrying"), "silent: {out}");
     let gets = s.gets();
     assert_eq!(range_of(&gets[0]), Some((0, CHUNK)));
