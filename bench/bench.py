@@ -202,6 +202,16 @@ def build_image(cache, kind, raw_total, parts, small_part, comps):
 # The registry
 
 
+def stop_group(proc):
+    """Sends SIGTERM to the process group `proc` leads (started with start_new_session) and
+    waits for `proc`."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -293,11 +303,7 @@ http:
         assert st == 201, f"PUT manifest: {st}"
 
     def stop(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        stop_group(self.proc)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,11 +468,7 @@ class Shaper:
             return sum(int(l) for l in f if l.strip())
 
     def stop(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        stop_group(self.proc)
 
 
 def fs_type(path):

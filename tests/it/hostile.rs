@@ -218,49 +218,42 @@ fn absolute_paths_stay_inside_the_layer() {
     p.assert_store_intact();
 }
 
-#[test]
-fn a_symlink_planted_by_an_earlier_layer_cannot_redirect_a_later_one() {
-    // Each layer unpacks into its own directory: layer 2's `evil/` is a plain directory.
+/// Layer 1 plants a symlink `evil` to a fresh [`Outside`]; layer 2 is `second`, which writes
+/// `evil/victim`. Each layer unpacks into its own directory, so layer 2 never writes through the
+/// symlink: the pull succeeds, nothing is written outside, and layer 2's `evil/victim` holds what
+/// it wrote. Returns the pull and the two layers' directories.
+fn pull_over_a_planted_symlink(repo: &str, second: LayerBuilder) -> (Pulled, PathBuf, PathBuf) {
     let o = Outside::new();
     let l1 = LayerBuilder::new()
         .symlink("evil", &o.absolute(""))
         .build(Compression::Gzip);
-    let l2 = LayerBuilder::new()
-        .dir("evil", 0o755)
+    let l2 = second
         .raw_file("evil/victim", b"overwritten")
         .build(Compression::Gzip);
     let (d1, d2) = (l1.diff_id.clone(), l2.diff_id.clone());
-    let p = pull_image("hostile/planted", vec![l1, l2]);
+    let p = pull_image(repo, vec![l1, l2]);
     p.out.assert_success();
     o.assert_untouched();
-    assert!(fs::symlink_metadata(p.layer_root(&d1).join("evil"))
+    let (root1, root2) = (p.layer_root(&d1), p.layer_root(&d2));
+    assert_eq!(fs::read(root2.join("evil/victim")).unwrap(), b"overwritten");
+    (p, root1, root2)
+}
+
+#[test]
+fn a_symlink_planted_by_an_earlier_layer_cannot_redirect_a_later_one() {
+    // Layer 2's `evil/` is a plain directory.
+    let (p, root1, _) =
+        pull_over_a_planted_symlink("hostile/planted", LayerBuilder::new().dir("evil", 0o755));
+    assert!(fs::symlink_metadata(root1.join("evil"))
         .unwrap()
         .file_type()
         .is_symlink());
-    assert_eq!(
-        fs::read(p.layer_root(&d2).join("evil/victim")).unwrap(),
-        b"overwritten"
-    );
     p.assert_store_intact();
 }
 
 #[test]
 fn a_symlink_planted_by_an_earlier_layer_without_a_parent_entry() {
-    let o = Outside::new();
-    let l1 = LayerBuilder::new()
-        .symlink("evil", &o.absolute(""))
-        .build(Compression::Gzip);
-    let l2 = LayerBuilder::new()
-        .raw_file("evil/victim", b"overwritten")
-        .build(Compression::Gzip);
-    let d2 = l2.diff_id.clone();
-    let p = pull_image("hostile/planted2", vec![l1, l2]);
-    p.out.assert_success();
-    o.assert_untouched();
-    assert_eq!(
-        fs::read(p.layer_root(&d2).join("evil/victim")).unwrap(),
-        b"overwritten"
-    );
+    pull_over_a_planted_symlink("hostile/planted2", LayerBuilder::new());
 }
 
 #[test]
