@@ -345,10 +345,10 @@ fn host_platform_is_the_default_and_attestations_are_skipped() {
         .iter()
         .find(|i| i.platform.architecture == host.architecture)
         .unwrap();
-    let entry = sandbox
-        .ref_entry(&registry.image_ref("bench/multi", "latest"))
-        .unwrap();
-    assert_eq!(entry["digest"], want.manifest_digest.as_str());
+    sandbox.assert_recorded(
+        &registry.image_ref("bench/multi", "latest"),
+        &want.manifest_digest,
+    );
 }
 
 #[test]
@@ -515,10 +515,7 @@ fn zstd_plain_and_docker_layers_with_links_and_whiteouts() {
     );
     let out = sandbox.run([registry.image_ref("bench/docker", "v1")]);
     out.assert_success();
-    let entry = sandbox
-        .ref_entry(&registry.image_ref("bench/docker", "v1"))
-        .unwrap();
-    assert_eq!(entry["digest"], docker.manifest_digest.as_str());
+    sandbox.assert_recorded(&registry.image_ref("bench/docker", "v1"), &docker.manifest_digest);
 }
 
 #[test]

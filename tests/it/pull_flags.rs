@@ -85,21 +85,18 @@ fn os_arch_variant_pick_from_an_index() {
     sandbox
         .run(["--os", "linux", "--arch", "arm64", "-q", &reference])
         .assert_success();
-    let entry = sandbox.ref_entry(&reference).unwrap();
-    assert_eq!(entry["digest"], index.images[1].manifest_digest.as_str());
+    sandbox.assert_recorded(&reference, &index.images[1].manifest_digest);
 
     sandbox
         .run(["pull", "--arch", "arm", "--variant", "v6", "-q", &reference])
         .assert_success();
-    let entry = sandbox.ref_entry(&reference).unwrap();
-    assert_eq!(entry["digest"], index.images[2].manifest_digest.as_str());
+    sandbox.assert_recorded(&reference, &index.images[2].manifest_digest);
 
     // --arch alone keeps the host's OS.
     sandbox
         .run(["--arch", "amd64", "-q", &reference])
         .assert_success();
-    let entry = sandbox.ref_entry(&reference).unwrap();
-    assert_eq!(entry["digest"], index.images[0].manifest_digest.as_str());
+    sandbox.assert_recorded(&reference, &index.images[0].manifest_digest);
 
     // An architecture the index lacks fails like --platform does.
     sandbox
@@ -130,8 +127,7 @@ fn os_arch_variant_conflict_with_platform() {
     sandbox
         .run(["--arch", "arm", "--variant", "v7", "-q", &reference])
         .assert_success();
-    let entry = sandbox.ref_entry(&reference).unwrap();
-    assert_eq!(entry["digest"], index.images[3].manifest_digest.as_str());
+    sandbox.assert_recorded(&reference, &index.images[3].manifest_digest);
 }
 
 #[test]

@@ -124,6 +124,14 @@ impl Rpull {
             .cloned()
     }
 
+    /// Panics unless `index.json` records the reference `name` as the manifest `digest`.
+    pub fn assert_recorded(&self, name: &str, digest: &str) {
+        let entry = self
+            .ref_entry(name)
+            .unwrap_or_else(|| panic!("{name} is not in index.json: {}", self.index_json()));
+        assert_eq!(entry["digest"], digest, "the manifest recorded for {name}");
+    }
+
     /// `HOME` for the runs.
     pub fn home(&self) -> &Path {
         self.home.path()
