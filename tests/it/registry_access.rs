@@ -119,7 +119,7 @@ fn basic_auth_behind_tls_with_a_certs_d_ca() {
     let out = r.run([&image]);
     out.assert_error("unauthorized: authentication required");
 
-    r.write_docker_config(&auth_config(&host));
+    r.write_docker_config(&auth_config(host));
     let out = r.run([&image]);
     out.assert_success();
     assert!(
@@ -135,7 +135,7 @@ fn tls_is_verified_unless_the_registry_is_insecure() {
     let t = tls_image("app", 2, false);
     let TlsImage { host, image, .. } = &t;
     let empty = temp_dir("rpull-certs-d-");
-    let r = signed_in_sandbox(empty.path(), &host);
+    let r = signed_in_sandbox(empty.path(), host);
 
     // The CA is unknown: a TLS error, exit 1, nothing pulled.
     let out = r.run([&image]);
@@ -143,10 +143,10 @@ fn tls_is_verified_unless_the_registry_is_insecure() {
             "Get \"https://{host}/v2/\": tls: failed to verify certificate: x509: certificate signed by unknown authority"
         ));
     // --insecure-registry: unverified TLS is allowed for that host.
-    r.run(["--insecure-registry", &host, &image]).assert_success();
+    r.run(["--insecure-registry", host, image]).assert_success();
 
     // The config file's insecure-registries work the same.
-    let r2 = signed_in_sandbox(empty.path(), &host);
+    let r2 = signed_in_sandbox(empty.path(), host);
     let cfg = r2.home().join("rpull.json");
     std::fs::write(&cfg, json!({"insecure-registries": [&host]}).to_string()).unwrap();
     r2.run([Path::new("--config"), &cfg, Path::new(&image)])
@@ -159,19 +159,19 @@ fn client_certificate_from_certs_d() {
     let TlsImage { pki, host, image, .. } = &t;
 
     let ca_only = temp_dir("rpull-certs-d-");
-    pki.write_certs_d(ca_only.path(), &host, false);
-    let r = signed_in_sandbox(ca_only.path(), &host);
+    pki.write_certs_d(ca_only.path(), host, false);
+    let r = signed_in_sandbox(ca_only.path(), host);
     r.run([&image]).assert_code(1);
 
     let with_client = temp_dir("rpull-certs-d-");
-    pki.write_certs_d(with_client.path(), &host, true);
-    let r = signed_in_sandbox(with_client.path(), &host);
+    pki.write_certs_d(with_client.path(), host, true);
+    let r = signed_in_sandbox(with_client.path(), host);
     r.run([&image]).assert_success();
 
     // A key without its certificate: docker's message.
     let broken = temp_dir("rpull-certs-d-");
-    std::fs::create_dir_all(broken.path().join(&host)).unwrap();
-    std::fs::write(broken.path().join(&host).join("client.key"), &pki.client_key_pem).unwrap();
+    std::fs::create_dir_all(broken.path().join(host)).unwrap();
+    std::fs::write(broken.path().join(host).join("client.key"), &pki.client_key_pem).unwrap();
     let r = verifying_sandbox(broken.path());
     let out = r.run([&image]);
     out.assert_error("missing client certificate client.cert for key client.key");
@@ -451,7 +451,7 @@ fn credentials_from_a_helper_and_from_docker_auth_config() {
 
     // DOCKER_AUTH_CONFIG comes before the file.
     let mut r = verifying_sandbox(certs.path());
-    r.env("DOCKER_AUTH_CONFIG", auth_config(&host).to_string());
+    r.env("DOCKER_AUTH_CONFIG", auth_config(host).to_string());
     r.write_docker_config(&json!({"auths": {host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
     r.run([&image]).assert_success();
 }
@@ -462,16 +462,16 @@ fn cert_dir_gives_this_pull_its_ca_and_client_certificate() {
     let TlsImage { pki, host, image, .. } = &t;
     // certs.d is empty: without --cert-dir the CA is unknown.
     let empty = temp_dir("rpull-certs-d-");
-    let r = signed_in_sandbox(empty.path(), &host);
+    let r = signed_in_sandbox(empty.path(), host);
     r.run([&image]).assert_code(1);
     // podman's --cert-dir names the directory holding the CA and the client pair directly.
     let certs = temp_dir("rpull-cert-dir-");
-    pki.write_certs_d(certs.path(), &host, true);
-    let dir = certs.path().join(&host);
+    pki.write_certs_d(certs.path(), host, true);
+    let dir = certs.path().join(host);
     r.run([Path::new("--cert-dir"), &dir, Path::new(&image)])
         .assert_success();
     // It applies to that pull only.
-    let r2 = signed_in_sandbox(empty.path(), &host);
+    let r2 = signed_in_sandbox(empty.path(), host);
     r2.run([&image]).assert_code(1);
 }
 

@@ -1,4 +1,5 @@
-//! Child processes tethered to the test binary.
+//! Child processes tethered to the test binary, and [`find_binary`], which finds the servers'
+//! binaries (the registry's, nats-server's).
 //!
 //! Owners kill their children on `Drop`, which covers normal ends and panics. [`spawn_tethered`]
 //! also covers the test binary being killed outright (a CI timeout, `kill -9`): on Linux the

@@ -1,4 +1,4 @@
-//! Registries and images that more than one test binary sets up the same way.
+//! Registries and images that more than one test module sets up the same way.
 //!
 //! * [`htpasswd_registry`]: basic auth behind TLS (registry access, CRI credentials);
 //! * [`token_registry`]: token auth against a [`TokenServer`] of ours (registry access,
