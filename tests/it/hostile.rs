@@ -517,6 +517,27 @@ fn proxied(repo: &str, seed: u64) -> Proxied {
     }
 }
 
+/// Pushes `<repo>:v1` (layer seed `seed`) behind a fault proxy with the rule `rule` makes, and
+/// pulls it: refused with `needle`.
+fn assert_answer_refused(repo: &str, seed: u64, rule: impl FnOnce(&Proxied) -> Rule, needle: &str) {
+    let x = proxied(repo, seed);
+    x.proxy.add_rule(rule(&x));
+    x.pull(":v1").assert_refused(needle);
+}
+
+/// One `#[test]` per case `name: repo, seed, needle, |x| rule`, each calling
+/// [`assert_answer_refused`].
+macro_rules! answer_refused_tests {
+    ($($name:ident: $repo:literal, $seed:literal, $needle:literal, |$x:ident| $rule:expr;)+) => {
+        $(
+            #[test]
+            fn $name() {
+                assert_answer_refused($repo, $seed, |$x| $rule, $needle);
+            }
+        )+
+    };
+}
+
 impl Proxied {
     fn pull(&self, reference: &str) -> Pulled {
         self.pull_args(&["--retry-delay", "10ms"], reference)
@@ -538,11 +559,22 @@ impl Proxied {
     }
 }
 
-#[test]
-fn a_blob_not_matching_its_digest_is_refused() {
-    let x = proxied("hostile/r-flip", 11);
-    x.fault_layer_gets(Fault::FlipByte(5000));
-    x.pull(":v1").assert_refused("verification failed");
+// Each case is a test of its own: `<repo>:v1` behind a fault proxy with the rule the closure
+// makes, pulled: refused with the message given.
+answer_refused_tests! {
+    a_blob_not_matching_its_digest_is_refused: "hostile/r-flip", 11, "verification failed",
+        |x| Rule::get(x.layer(), Fault::FlipByte(5000));
+    a_blob_longer_than_declared_is_refused: "hostile/r-long", 13, "longer than",
+        |x| Rule::get(x.layer(), Fault::AppendBytes(100));
+    an_endless_blob_is_cut_at_its_declared_size: "hostile/r-endless", 15, "longer than",
+        |x| Rule::get(x.layer(), Fault::AppendBytes(1 << 40));
+    an_endless_manifest_is_refused: "hostile/r-endless-manifest", 16, "larger than",
+        |_x| Rule::new("/manifests/", Fault::AppendBytes(1 << 40));
+    an_invalid_json_manifest_is_refused: "hostile/r-json", 17, "invalid manifest",
+        |_x| Rule::new(
+            "/manifests/",
+            Fault::oci_manifest("{\"schemaVersion\": 2, \"layers\": ["),
+        );
 }
 
 #[test]
@@ -554,44 +586,12 @@ fn a_manifest_not_matching_its_digest_is_refused() {
 }
 
 #[test]
-fn a_blob_longer_than_declared_is_refused() {
-    let x = proxied("hostile/r-long", 13);
-    x.fault_layer_gets(Fault::AppendBytes(100));
-    x.pull(":v1").assert_refused("longer than");
-}
-
-#[test]
 fn a_blob_shorter_than_declared_is_refused() {
     let x = proxied("hostile/r-short", 14);
     x.fault_layer_gets(Fault::DropAfter(10_000));
     let p = x.pull(":v1");
     assert!(p.out.stderr.contains("blob"), "{}", p.out.stderr);
     p.assert_refused("");
-}
-
-#[test]
-fn an_endless_blob_is_cut_at_its_declared_size() {
-    let x = proxied("hostile/r-endless", 15);
-    x.fault_layer_gets(Fault::AppendBytes(1 << 40));
-    x.pull(":v1").assert_refused("longer than");
-}
-
-#[test]
-fn an_endless_manifest_is_refused() {
-    let x = proxied("hostile/r-endless-manifest", 16);
-    x.proxy
-        .add_rule(Rule::new("/manifests/", Fault::AppendBytes(1 << 40)));
-    x.pull(":v1").assert_refused("larger than");
-}
-
-#[test]
-fn an_invalid_json_manifest_is_refused() {
-    let x = proxied("hostile/r-json", 17);
-    x.proxy.add_rule(Rule::new(
-        "/manifests/",
-        Fault::oci_manifest("{\"schemaVersion\": 2, \"layers\": ["),
-    ));
-    x.pull(":v1").assert_refused("invalid manifest");
 }
 
 #[test]
