@@ -143,12 +143,7 @@ async fn list(client: &mut Client, filter: Option<&str>) -> Vec<::rpull::cri::ap
 
 /// GET requests for blobs the proxy has seen.
 fn blob_gets(proxy: &FaultProxy) -> Vec<String> {
-    proxy
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
-        .map(|r| r.path)
-        .collect()
+    proxy.gets("/blobs/").into_iter().map(|r| r.path).collect()
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::support::fault_proxy::{assert_no_authorization, Fault, FaultProxy, Rule};
-use crate::support::setups::{token_auth, TokenAuth};
+use crate::support::setups::{public_token_image, token_auth, TokenAuth};
 use crate::support::*;
 use tempfile::TempDir;
 
@@ -698,11 +698,8 @@ fn save_never_replaces_a_special_file() {
 
 #[test]
 fn a_token_lifetime_past_any_clock_is_clamped() {
-    let auth = token_auth(&["hostile/token-life"], |t| {
-        t.public("hostile/token-life");
-    });
+    let auth = public_token_image("hostile/token-life", 42);
     let TokenAuth { tokens, registry, .. } = &auth;
-    registry.push_small_image("hostile/token-life", "v1", 42);
     for huge in [1u64 << 63, u64::MAX] {
         tokens.expires_in(huge);
         let sandbox = rpull();
@@ -985,12 +982,7 @@ fn a_nested_index_is_refused() {
         outer.digest, inner.digest
     ));
     // One level is read, not more: the inner index is the last manifest fetched.
-    let gets: Vec<String> = proxy
-        .requests()
-        .into_iter()
-        .filter(|q| q.method == "GET" && q.path.contains("/manifests/"))
-        .map(|q| q.path)
-        .collect();
+    let gets: Vec<String> = proxy.gets("/manifests/").into_iter().map(|q| q.path).collect();
     assert!(
         gets.iter().all(|g| !g.contains(&image.manifest_digest)),
         "{gets:?}"

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::support::fault_proxy::{assert_no_authorization, FaultProxy, RequestLog};
 use crate::support::pki::{base64, Pki};
-use crate::support::setups::{token_auth, TokenAuth};
+use crate::support::setups::{public_token_image, token_auth, TokenAuth};
 use crate::support::*;
 use serde_json::json;
 
@@ -251,11 +251,8 @@ fn token_auth_with_password_and_with_identity_token() {
 
 #[test]
 fn an_expired_token_is_refreshed_on_401() {
-    let auth = token_auth(&["app"], |t| {
-        t.public("app");
-    });
+    let auth = public_token_image("app", 7);
     let TokenAuth { tokens, registry, .. } = &auth;
-    registry.push_small_image("app", "v1", 7);
     tokens.expire_next(1);
     let out = rpull().run([registry.image_ref("app", "v1")]);
     out.assert_success();

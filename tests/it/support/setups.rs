@@ -122,6 +122,16 @@ pub fn token_auth(repos: &[&str], configure: impl FnOnce(&TokenServer)) -> Token
     }
 }
 
+/// A [`token_auth`] registry whose `repo` is public (an anonymous pull gets a token for it),
+/// holding a small image (seed `seed`) as `<repo>:v1`.
+pub fn public_token_image(repo: &str, seed: u64) -> TokenAuth {
+    let auth = token_auth(&[repo], |tokens| {
+        tokens.public(repo);
+    });
+    auth.registry.push_small_image(repo, "v1", seed);
+    auth
+}
+
 /// The size of [`slow_image`]'s one layer.
 pub const SLOW_LAYER_BYTES: usize = 2_000_000;
 
