@@ -94,29 +94,34 @@ def build_layer(paths, out_dir, name, comps):
         ["tar", "-C", "/", "-cf", "-", "--no-recursion", "--ignore-failed-read", "--warning=none",
          "-T", lst],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    procs = {}
-    for c in comps:
-        cmd = ["gzip", "-6", "-n"] if c == "gzip" else ["zstd", "-3", "-q", "-T1"]
-        fout = open(os.path.join(out_dir, f"{name}.{c}"), "wb")
-        procs[c] = (subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=fout), fout)
+    paths = {c: os.path.join(out_dir, f"{name}.{c}") for c in comps}
+    compressors = {"gzip": ["gzip", "-6", "-n"], "zstd": ["zstd", "-3", "-q", "-T1"]}
+    diff_id = compress_tar(tar, {paths[c]: compressors[c] for c in comps})
+    os.unlink(lst)
+    return {c: (path, file_digest(path), os.path.getsize(path)) for c, path in paths.items()}, diff_id
+
+
+def compress_tar(tar, outputs):
+    """Feeds the tar stream of the process `tar` to one compressor per output ({path: argv}),
+    in one pass, and waits for them all. Returns the tar's digest (the layer's diff_id)."""
+    procs = []
+    for path, cmd in outputs.items():
+        fout = open(path, "wb")
+        procs.append((subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=fout), fout))
     h = hashlib.sha256()
     while True:
         b = tar.stdout.read(CHUNK)
         if not b:
             break
         h.update(b)
-        for p, _ in procs.values():
+        for p, _ in procs:
             p.stdin.write(b)
     tar.wait()
-    res = {}
-    for c, (p, fout) in procs.items():
+    for p, fout in procs:
         p.stdin.close()
         p.wait()
         fout.close()
-        path = os.path.join(out_dir, f"{name}.{c}")
-        res[c] = (path, file_digest(path), os.path.getsize(path))
-    os.unlink(lst)
-    return res, "sha256:" + h.hexdigest()
+    return "sha256:" + h.hexdigest()
 
 
 def file_digest(path):
@@ -134,6 +139,18 @@ MEDIA = {
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
     "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
 }
+
+
+def image_meta(layers, run_config, history):
+    """An image of `layers` ({path, digest, size, diff_id}) for linux/amd64 with the container
+    config `run_config` and one history entry per layer: {layers, config (the JSON text)}."""
+    config = {
+        "architecture": "amd64", "os": "linux",
+        "config": run_config,
+        "rootfs": {"type": "layers", "diff_ids": [l["diff_id"] for l in layers]},
+        "history": [{"created_by": h} for h in history],
+    }
+    return {"layers": layers, "config": json.dumps(config, sort_keys=True)}
 
 
 def build_image(cache, kind, raw_total, parts, small_part, comps):
@@ -174,13 +191,8 @@ def build_image(cache, kind, raw_total, parts, small_part, comps):
     for c in comps:
         lays = [{"path": r[0][c][0], "digest": r[0][c][1], "size": r[0][c][2], "diff_id": r[1]}
                 for r in results]
-        config = {
-            "architecture": "amd64", "os": "linux",
-            "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["/bin/sh"]},
-            "rootfs": {"type": "layers", "diff_ids": [l["diff_id"] for l in lays]},
-            "history": [{"created_by": f"bench layer {i}"} for i in range(len(lays))],
-        }
-        meta[c] = {"layers": lays, "config": json.dumps(config, sort_keys=True)}
+        meta[c] = image_meta(lays, {"Env": ["PATH=/usr/bin"], "Cmd": ["/bin/sh"]},
+                             [f"bench layer {i}" for i in range(len(lays))])
     with open(meta_path, "w") as f:
         json.dump(meta, f)
     return meta
@@ -188,6 +200,16 @@ def build_image(cache, kind, raw_total, parts, small_part, comps):
 
 # ----------------------------------------------------------------------------------------------
 # The registry
+
+
+def stop_group(proc):
+    """Sends SIGTERM to the process group `proc` leads (started with start_new_session) and
+    waits for `proc`."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def free_port():
@@ -281,11 +303,7 @@ http:
         assert st == 201, f"PUT manifest: {st}"
 
     def stop(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        stop_group(self.proc)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,25 +439,11 @@ def build_far_image(cache, mb):
     tar = subprocess.Popen(["tar", "-C", os.path.join(d, "tree"), "-cf", "-", "data"],
                            stdout=subprocess.PIPE)
     path = os.path.join(d, "layer0.gzip")
-    with open(path, "wb") as fout:
-        gz = subprocess.Popen(["gzip", "-1", "-n"], stdin=subprocess.PIPE, stdout=fout)
-        h = hashlib.sha256()
-        while True:
-            b = tar.stdout.read(CHUNK)
-            if not b:
-                break
-            h.update(b)
-            gz.stdin.write(b)
-        tar.wait()
-        gz.stdin.close()
-        gz.wait()
+    diff_id = compress_tar(tar, {path: ["gzip", "-1", "-n"]})
     shutil.rmtree(os.path.join(d, "tree"))
     lay = {"path": path, "digest": file_digest(path), "size": os.path.getsize(path),
-           "diff_id": "sha256:" + h.hexdigest()}
-    config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
-              "rootfs": {"type": "layers", "diff_ids": [lay["diff_id"]]},
-              "history": [{"created_by": "bench far layer"}]}
-    meta = {"layers": [lay], "config": json.dumps(config, sort_keys=True)}
+           "diff_id": diff_id}
+    meta = image_meta([lay], {"Cmd": ["/bin/sh"]}, ["bench far layer"])
     with open(meta_path, "w") as f:
         json.dump(meta, f)
     return meta
@@ -464,11 +468,7 @@ class Shaper:
             return sum(int(l) for l in f if l.strip())
 
     def stop(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        stop_group(self.proc)
 
 
 def fs_type(path):

@@ -13,10 +13,7 @@ fn interrupted_pull(signal: libc::c_int, expected_code: i32) {
     running.wait_for_stdout("Pulling fs layer", Duration::from_secs(30));
     // Let some bytes arrive, then stop it.
     let layer = &pushed.layer_digests[0];
-    let partial = sandbox
-        .root()
-        .join("ingest")
-        .join(format!("sha256-{}.partial", &layer[7..]));
+    let partial = sandbox.partial_path(layer);
     let deadline = Instant::now() + Duration::from_secs(20);
     while fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 200_000 {
         assert!(Instant::now() < deadline, "download never started");

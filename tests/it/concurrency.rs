@@ -61,7 +61,7 @@ fn four_processes_pulling_overlapping_images_into_one_store() {
     );
     let proxy = FaultProxy::start(&registry.host());
     // Slow enough that the four runs overlap for the whole download.
-    proxy.add_rule(Rule::new("/blobs/", Fault::Throttle(800_000)).method("GET"));
+    proxy.add_rule(Rule::get("/blobs/", Fault::Throttle(800_000)));
     let refs = [
         format!("{}/conc/a:v1", proxy.host()),
         format!("{}/conc/b:v1", proxy.host()),

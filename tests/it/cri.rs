@@ -143,12 +143,7 @@ async fn list(client: &mut Client, filter: Option<&str>) -> Vec<::rpull::cri::ap
 
 /// GET requests for blobs the proxy has seen.
 fn blob_gets(proxy: &FaultProxy) -> Vec<String> {
-    proxy
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
-        .map(|r| r.path)
-        .collect()
+    proxy.gets("/blobs/").into_iter().map(|r| r.path).collect()
 }
 
 #[test]
@@ -370,7 +365,7 @@ fn ten_concurrent_pulls_share_one_download_per_blob() {
         .collect();
     let proxy = FaultProxy::start(&registry.host());
     // Slow enough that the five calls for one image overlap.
-    proxy.add_rule(Rule::new("/blobs/", Fault::Throttle(2_000_000)).method("GET"));
+    proxy.add_rule(Rule::get("/blobs/", Fault::Throttle(2_000_000)));
     let host = proxy.host();
     let sandbox = rpull();
     let service = Service::start(&sandbox, &[]);
@@ -413,13 +408,6 @@ fn ten_concurrent_pulls_share_one_download_per_blob() {
     }
     sandbox.assert_store_intact("");
     service.stop();
-}
-
-fn partial_path(sandbox: &Rpull, digest: &str) -> PathBuf {
-    sandbox
-        .root()
-        .join("ingest")
-        .join(format!("sha256-{}.partial", &digest["sha256:".len()..]))
 }
 
 /// Waits until the partial download of `digest` has at least `bytes`.
@@ -470,7 +458,7 @@ fn client_cancel_and_deadline_stop_the_pull_and_the_next_one_resumes() {
     let sandbox = rpull();
     let service = Service::start(&sandbox, &[]);
     let layer = pushed.layer_digests[0].clone();
-    let partial = partial_path(&sandbox, &layer);
+    let partial = sandbox.partial_path(&layer);
     let rt = runtime();
     rt.block_on(async {
         let mut c = connect(&service.socket).await;
@@ -522,7 +510,10 @@ fn a_stalled_registry_trips_the_progress_timeout() {
     let pushed = registry.push_layers("stall/app", "v1", vec![layer]);
     let proxy = FaultProxy::start(&registry.host());
     let layer = pushed.layer_digests[0].clone();
-    proxy.add_rule(Rule::new(&layer, Fault::StallAfter(100_000, Duration::from_secs(60))).method("GET"));
+    proxy.add_rule(Rule::get(
+        &layer,
+        Fault::StallAfter(100_000, Duration::from_secs(60)),
+    ));
     let image = format!("{}/stall/app:v1", proxy.host());
     let sandbox = rpull();
     let service = Service::start(&sandbox, &["--progress-timeout", "1s"]);
@@ -599,7 +590,7 @@ fn sigkill_mid_pull_then_restart_and_the_socket_rules() {
     let (_registry, proxy, pushed, image) = setups::slow_image();
     let sandbox = rpull();
     let mut service = Service::start(&sandbox, &[]);
-    let partial = partial_path(&sandbox, &pushed.layer_digests[0]);
+    let partial = sandbox.partial_path(&pushed.layer_digests[0]);
     let image2 = image.clone();
 
     // A second service on a live socket refuses and leaves it alone.
@@ -647,7 +638,7 @@ fn sigterm_cancels_running_pulls_and_removes_the_socket() {
     let (_registry, _proxy, pushed, image) = setups::slow_image();
     let sandbox = rpull();
     let mut service = Service::start(&sandbox, &[]);
-    let partial = partial_path(&sandbox, &pushed.layer_digests[0]);
+    let partial = sandbox.partial_path(&pushed.layer_digests[0]);
     let rt = runtime();
     let err = rt.block_on(async {
         let mut c = connect(&service.socket).await;

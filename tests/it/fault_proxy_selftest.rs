@@ -343,15 +343,14 @@ fn setup() -> (Backend, FaultProxy) {
     (backend, proxy)
 }
 
-fn status_fault(code: u16, headers: &[(&str, &str)], body: &str) -> Fault {
-    Fault::Status {
-        code,
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_string(),
+/// [`setup`] with `rules` on the proxy, and a client connected to it.
+fn connected<const N: usize>(rules: [Rule; N]) -> (Backend, FaultProxy, Client) {
+    let (backend, proxy) = setup();
+    for rule in rules {
+        proxy.add_rule(rule);
     }
+    let client = Client::connect(&proxy.host());
+    (backend, proxy, client)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -359,8 +358,7 @@ fn status_fault(code: u16, headers: &[(&str, &str)], body: &str) -> Fault {
 
 #[test]
 fn forwards_get_and_head_byte_exact_over_one_keep_alive_connection() {
-    let (backend, proxy) = setup();
-    let mut client = Client::connect(&proxy.host());
+    let (backend, _proxy, mut client) = connected([]);
 
     let resp = client.get("/blob");
     assert_eq!(resp.status, 200);
@@ -404,8 +402,7 @@ fn forwards_get_and_head_byte_exact_over_one_keep_alive_connection() {
 
 #[test]
 fn forwards_request_bodies() {
-    let (_backend, proxy) = setup();
-    let mut client = Client::connect(&proxy.host());
+    let (_backend, _proxy, mut client) = connected([]);
     let resp = client
         .request_with_body("POST", "/echo", &[], b"hello, registry")
         .unwrap();
@@ -443,8 +440,7 @@ fn serves_concurrent_connections() {
 
 #[test]
 fn passes_ranges_through() {
-    let (_backend, proxy) = setup();
-    let mut client = Client::connect(&proxy.host());
+    let (_backend, proxy, mut client) = connected([]);
     let resp = client
         .request("GET", "/blob", &[("Range", "bytes=1000-")])
         .unwrap();
@@ -459,8 +455,7 @@ fn passes_ranges_through() {
 
 #[test]
 fn passes_chunked_and_read_to_eof_bodies_through() {
-    let (_backend, proxy) = setup();
-    let mut client = Client::connect(&proxy.host());
+    let (_backend, proxy, mut client) = connected([]);
     let resp = client.get("/chunked");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
@@ -480,9 +475,7 @@ fn passes_chunked_and_read_to_eof_bodies_through() {
 
 #[test]
 fn drop_after_truncates_and_closes() {
-    let (_backend, proxy) = setup();
-    proxy.add_rule(Rule::new("/blob", Fault::DropAfter(5000)));
-    let mut client = Client::connect(&proxy.host());
+    let (_backend, proxy, mut client) = connected([Rule::new("/blob", Fault::DropAfter(5000))]);
     let resp = client.get("/blob");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("content-length"), Some(BLOB_LEN.to_string().as_str()));
@@ -512,12 +505,10 @@ fn drop_after_truncates_and_closes() {
 
 #[test]
 fn stall_after_stalls_until_the_client_times_out() {
-    let (_backend, proxy) = setup();
-    proxy.add_rule(Rule::new(
+    let (_backend, proxy, mut client) = connected([Rule::new(
         "/blob",
         Fault::StallAfter(2000, Duration::from_secs(30)),
-    ));
-    let mut client = Client::connect(&proxy.host());
+    )]);
     client
         .out
         .set_read_timeout(Some(Duration::from_millis(300)))
@@ -540,12 +531,10 @@ fn stall_after_stalls_until_the_client_times_out() {
 
 #[test]
 fn stall_after_closes_when_the_stall_ends() {
-    let (_backend, proxy) = setup();
-    proxy.add_rule(Rule::new(
+    let (_backend, _proxy, mut client) = connected([Rule::new(
         "/blob",
         Fault::StallAfter(100, Duration::from_millis(200)),
-    ));
-    let mut client = Client::connect(&proxy.host());
+    )]);
     let started = Instant::now();
     let resp = client.get("/blob");
     assert_eq!(resp.body_error, Some(io::ErrorKind::UnexpectedEof));
@@ -555,10 +544,10 @@ fn stall_after_closes_when_the_stall_ends() {
 
 #[test]
 fn status_faults_answer_without_forwarding() {
-    let (backend, proxy) = setup();
-    proxy.add_rule(Rule::new("/blob", status_fault(500, &[], "boom")).times(1));
-    proxy.add_rule(Rule::new("/blob", status_fault(429, &[("Retry-After", "2")], "slow down")).times(2));
-    let mut client = Client::connect(&proxy.host());
+    let (backend, _proxy, mut client) = connected([
+        Rule::new("/blob", Fault::status(500, &[], "boom")).times(1),
+        Rule::new("/blob", Fault::status(429, &[("Retry-After", "2")], "slow down")).times(2),
+    ]);
 
     let resp = client.get("/blob");
     assert_eq!((resp.status, resp.body.as_slice()), (500, &b"boom"[..]));
@@ -605,9 +594,7 @@ fn flip_byte_changes_exactly_one_byte() {
 
 #[test]
 fn ignore_range_returns_the_whole_body() {
-    let (backend, proxy) = setup();
-    proxy.add_rule(Rule::new("/blob", Fault::IgnoreRange));
-    let mut client = Client::connect(&proxy.host());
+    let (backend, proxy, mut client) = connected([Rule::new("/blob", Fault::IgnoreRange)]);
     let resp = client
         .request("GET", "/blob", &[("Range", "bytes=1000-"), ("If-Range", "\"x\"")])
         .unwrap();
@@ -625,9 +612,8 @@ fn ignore_range_returns_the_whole_body() {
 
 #[test]
 fn times_limits_how_often_a_rule_applies() {
-    let (_backend, proxy) = setup();
-    proxy.add_rule(Rule::new("/blob", status_fault(500, &[], "once")).times(1));
-    let mut client = Client::connect(&proxy.host());
+    let (_backend, proxy, mut client) =
+        connected([Rule::new("/blob", Fault::status(500, &[], "once")).times(1)]);
     assert_eq!(client.get("/blob").status, 500);
     assert_eq!(client.get("/blob").status, 200);
     assert_eq!(client.get("/blob").status, 200);
@@ -637,18 +623,15 @@ fn times_limits_how_often_a_rule_applies() {
 
 #[test]
 fn method_filter_only_matches_that_method() {
-    let (_backend, proxy) = setup();
-    proxy.add_rule(Rule::new("/blob", status_fault(503, &[], "")).method("head"));
-    let mut client = Client::connect(&proxy.host());
+    let (_backend, _proxy, mut client) =
+        connected([Rule::new("/blob", Fault::status(503, &[], "")).method("head")]);
     assert_eq!(client.request("HEAD", "/blob", &[]).unwrap().status, 503);
     assert_eq!(client.get("/blob").status, 200);
 }
 
 #[test]
 fn throttle_slows_the_body() {
-    let (_backend, proxy) = setup();
-    proxy.add_rule(Rule::new("/blob", Fault::Throttle(200_000)));
-    let mut client = Client::connect(&proxy.host());
+    let (_backend, _proxy, mut client) = connected([Rule::new("/blob", Fault::Throttle(200_000))]);
     let from = BLOB_LEN - 100_000;
     let range = format!("bytes={from}-");
     let started = Instant::now();
@@ -662,10 +645,10 @@ fn throttle_slows_the_body() {
 
 #[test]
 fn append_bytes_lengthens_the_body() {
-    let (_backend, proxy) = setup();
-    proxy.add_rule(Rule::new("/blob", Fault::AppendBytes(10)));
-    proxy.add_rule(Rule::new("/chunked", Fault::AppendBytes(70_000)));
-    let mut client = Client::connect(&proxy.host());
+    let (_backend, proxy, mut client) = connected([
+        Rule::new("/blob", Fault::AppendBytes(10)),
+        Rule::new("/chunked", Fault::AppendBytes(70_000)),
+    ]);
 
     let resp = client.get("/blob");
     assert_eq!(
@@ -693,8 +676,7 @@ fn append_bytes_lengthens_the_body() {
 
 #[test]
 fn redirects_pass_through_unchanged() {
-    let (backend, proxy) = setup();
-    let mut client = Client::connect(&proxy.host());
+    let (backend, _proxy, mut client) = connected([]);
     let resp = client.get("/redirect");
     assert_eq!(resp.status, 307);
     assert_eq!(
@@ -707,9 +689,7 @@ fn redirects_pass_through_unchanged() {
 
 #[test]
 fn logs_requests_and_counts_body_bytes() {
-    let (_backend, proxy) = setup();
-    proxy.add_rule(Rule::new("/blob", Fault::DropAfter(4096)).times(1));
-    let mut client = Client::connect(&proxy.host());
+    let (_backend, proxy, mut client) = connected([Rule::new("/blob", Fault::DropAfter(4096)).times(1)]);
     assert_eq!(client.get("/blob").body.len(), 4096);
     let mut client = Client::connect(&proxy.host());
     let resp = client

@@ -8,10 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
-use crate::support::pki::Pki;
-use crate::support::setups::token_registry;
-use crate::support::token_server::TokenServer;
+use crate::support::fault_proxy::{assert_no_authorization, Fault, FaultProxy, Rule};
+use crate::support::setups::{public_token_image, token_auth, TokenAuth};
 use crate::support::*;
 use tempfile::TempDir;
 
@@ -137,6 +135,19 @@ fn assert_escape_refused(repo: &str, build: impl FnOnce(&Outside) -> LayerBuilde
     o.assert_untouched();
 }
 
+/// One `#[test]` per case `name: repo, needle, |o| layer`, each calling
+/// [`assert_escape_refused`].
+macro_rules! escape_refused_tests {
+    ($($name:ident: $repo:literal, $needle:literal, |$o:ident| $build:expr;)+) => {
+        $(
+            #[test]
+            fn $name() {
+                assert_escape_refused($repo, |$o| $build, $needle);
+            }
+        )+
+    };
+}
+
 /// Pulls the layer `build` aims at a fresh [`Outside`]: it succeeds and nothing is written
 /// outside. Returns the pull, the layer's root directory and the [`Outside`].
 fn pull_contained(repo: &str, build: impl FnOnce(&Outside) -> LayerBuilder) -> (Pulled, PathBuf, Outside) {
@@ -148,6 +159,15 @@ fn pull_contained(repo: &str, build: impl FnOnce(&Outside) -> LayerBuilder) -> (
     o.assert_untouched();
     let root = p.layer_root(&diff);
     (p, root, o)
+}
+
+/// Pulls a layer with one entry at the absolute path of `leaf` in a fresh [`Outside`]: it
+/// succeeds and nothing is written outside. Returns the pull and where the entry landed, inside
+/// the layer's own directory (docker's rule: a leading `/` names the layer's root).
+fn pull_an_absolute_entry(repo: &str, leaf: &str, data: &[u8]) -> (Pulled, PathBuf) {
+    let (p, root, o) = pull_contained(repo, |o| LayerBuilder::new().raw_file(o.absolute(leaf), data));
+    let inside = root.join(o.absolute(leaf).trim_start_matches('/'));
+    (p, inside)
 }
 
 /// Pushes `layers` as `<repo>:v1` and pulls it with `RPULL_MAX_LAYER_BYTES=1000000`.
@@ -162,104 +182,78 @@ fn pull_with_a_layer_bound(repo: &str, layers: Vec<Layer>) -> Pulled {
 
 // ---- hostile layers ----
 
-#[test]
-fn path_traversal_is_refused() {
-    assert_escape_refused(
-        "hostile/traversal",
-        |o| LayerBuilder::new().raw_file(o.traversal("pwned"), b"x"),
-        "invalid entry name",
-    );
+// Each case is a test of its own: the layer built by the closure, aimed at a fresh
+// [`Outside`], is refused with the message given and nothing is written outside.
+escape_refused_tests! {
+    path_traversal_is_refused: "hostile/traversal", "invalid entry name",
+        |o| LayerBuilder::new().raw_file(o.traversal("pwned"), b"x");
+    writing_through_a_symlink_in_the_same_layer_is_refused: "hostile/symlink", "is a symlink",
+        |o| LayerBuilder::new()
+            .symlink("evil", &o.absolute(""))
+            .raw_file("evil/pwned", b"x");
+    a_relative_symlink_climbing_out_is_refused_as_a_parent: "hostile/symlink-rel", "is a symlink",
+        |o| LayerBuilder::new()
+            .symlink("evil", &o.traversal(""))
+            .raw_file("evil/pwned", b"x");
+    a_hardlink_climbing_out_is_refused: "hostile/hardlink", "invalid hardlink target",
+        |o| LayerBuilder::new().raw_hardlink("link", o.traversal("victim"));
+    a_hardlink_through_a_symlink_is_refused: "hostile/hardlink-sym", "symlink",
+        |o| LayerBuilder::new()
+            .symlink("evil", &o.absolute(""))
+            .raw_hardlink("link", "evil/victim");
+    a_duplicate_replacing_a_directory_with_a_symlink_cannot_escape: "hostile/dup-dir", "symlink",
+        |o| LayerBuilder::new()
+            .dir("d", 0o755)
+            .symlink("d", &o.absolute(""))
+            .raw_file("d/pwned", b"x");
+    a_whiteout_outside_the_layer_is_refused: "hostile/whiteout", "invalid entry name",
+        |o| LayerBuilder::new().raw_file(o.traversal(".wh.victim"), b"");
 }
 
 #[test]
 fn absolute_paths_stay_inside_the_layer() {
     // docker's rule: a leading `/` names the layer's root, not the host's.
-    let (p, root, o) = pull_contained("hostile/absolute", |o| {
-        LayerBuilder::new().raw_file(o.absolute("pwned"), b"x")
-    });
-    let inside = root.join(o.absolute("pwned").trim_start_matches('/'));
+    let (p, inside) = pull_an_absolute_entry("hostile/absolute", "pwned", b"x");
     assert_eq!(fs::read(inside).unwrap(), b"x");
     p.assert_store_intact();
 }
 
-#[test]
-fn writing_through_a_symlink_in_the_same_layer_is_refused() {
-    assert_escape_refused(
-        "hostile/symlink",
-        |o| {
-            LayerBuilder::new()
-                .symlink("evil", &o.absolute(""))
-                .raw_file("evil/pwned", b"x")
-        },
-        "is a symlink",
-    );
-}
-
-#[test]
-fn a_relative_symlink_climbing_out_is_refused_as_a_parent() {
-    assert_escape_refused(
-        "hostile/symlink-rel",
-        |o| {
-            LayerBuilder::new()
-                .symlink("evil", &o.traversal(""))
-                .raw_file("evil/pwned", b"x")
-        },
-        "is a symlink",
-    );
-}
-
-#[test]
-fn a_symlink_planted_by_an_earlier_layer_cannot_redirect_a_later_one() {
-    // Each layer unpacks into its own directory: layer 2's `evil/` is a plain directory.
+/// Layer 1 plants a symlink `evil` to a fresh [`Outside`]; layer 2 is `second`, which writes
+/// `evil/victim`. Each layer unpacks into its own directory, so layer 2 never writes through the
+/// symlink: the pull succeeds, nothing is written outside, and layer 2's `evil/victim` holds what
+/// it wrote. Returns the pull and the two layers' directories.
+fn pull_over_a_planted_symlink(repo: &str, second: LayerBuilder) -> (Pulled, PathBuf, PathBuf) {
     let o = Outside::new();
     let l1 = LayerBuilder::new()
         .symlink("evil", &o.absolute(""))
         .build(Compression::Gzip);
-    let l2 = LayerBuilder::new()
-        .dir("evil", 0o755)
+    let l2 = second
         .raw_file("evil/victim", b"overwritten")
         .build(Compression::Gzip);
     let (d1, d2) = (l1.diff_id.clone(), l2.diff_id.clone());
-    let p = pull_image("hostile/planted", vec![l1, l2]);
+    let p = pull_image(repo, vec![l1, l2]);
     p.out.assert_success();
     o.assert_untouched();
-    assert!(fs::symlink_metadata(p.layer_root(&d1).join("evil"))
+    let (root1, root2) = (p.layer_root(&d1), p.layer_root(&d2));
+    assert_eq!(fs::read(root2.join("evil/victim")).unwrap(), b"overwritten");
+    (p, root1, root2)
+}
+
+#[test]
+fn a_symlink_planted_by_an_earlier_layer_cannot_redirect_a_later_one() {
+    // Layer 2's `evil/` is a plain directory.
+    let (p, root1, _) =
+        pull_over_a_planted_symlink("hostile/planted", LayerBuilder::new().dir("evil", 0o755));
+    assert!(fs::symlink_metadata(root1.join("evil"))
         .unwrap()
         .file_type()
         .is_symlink());
-    assert_eq!(
-        fs::read(p.layer_root(&d2).join("evil/victim")).unwrap(),
-        b"overwritten"
-    );
     p.assert_store_intact();
 }
 
 #[test]
 fn a_symlink_planted_by_an_earlier_layer_without_a_parent_entry() {
-    let o = Outside::new();
-    let l1 = LayerBuilder::new()
-        .symlink("evil", &o.absolute(""))
-        .build(Compression::Gzip);
-    let l2 = LayerBuilder::new()
-        .raw_file("evil/victim", b"overwritten")
-        .build(Compression::Gzip);
-    let d2 = l2.diff_id.clone();
-    let p = pull_image("hostile/planted2", vec![l1, l2]);
-    p.out.assert_success();
-    o.assert_untouched();
-    assert_eq!(
-        fs::read(p.layer_root(&d2).join("evil/victim")).unwrap(),
-        b"overwritten"
-    );
-}
-
-#[test]
-fn a_hardlink_climbing_out_is_refused() {
-    assert_escape_refused(
-        "hostile/hardlink",
-        |o| LayerBuilder::new().raw_hardlink("link", o.traversal("victim")),
-        "invalid hardlink target",
-    );
+    pull_over_a_planted_symlink("hostile/planted2", LayerBuilder::new());
 }
 
 #[test]
@@ -276,19 +270,6 @@ fn a_hardlink_to_an_absolute_host_path_links_nothing_outside() {
         "{meta}"
     );
     p.assert_store_intact();
-}
-
-#[test]
-fn a_hardlink_through_a_symlink_is_refused() {
-    assert_escape_refused(
-        "hostile/hardlink-sym",
-        |o| {
-            LayerBuilder::new()
-                .symlink("evil", &o.absolute(""))
-                .raw_hardlink("link", "evil/victim")
-        },
-        "symlink",
-    );
 }
 
 #[test]
@@ -510,34 +491,8 @@ fn duplicate_entries_keep_the_last_one() {
 }
 
 #[test]
-fn a_duplicate_replacing_a_directory_with_a_symlink_cannot_escape() {
-    assert_escape_refused(
-        "hostile/dup-dir",
-        |o| {
-            LayerBuilder::new()
-                .dir("d", 0o755)
-                .symlink("d", &o.absolute(""))
-                .raw_file("d/pwned", b"x")
-        },
-        "symlink",
-    );
-}
-
-#[test]
-fn a_whiteout_outside_the_layer_is_refused() {
-    assert_escape_refused(
-        "hostile/whiteout",
-        |o| LayerBuilder::new().raw_file(o.traversal(".wh.victim"), b""),
-        "invalid entry name",
-    );
-}
-
-#[test]
 fn an_absolute_whiteout_stays_a_marker_inside_the_layer() {
-    let (p, root, o) = pull_contained("hostile/whiteout-abs", |o| {
-        LayerBuilder::new().raw_file(o.absolute(".wh.victim"), b"")
-    });
-    let marker = root.join(o.absolute(".wh.victim").trim_start_matches('/'));
+    let (p, marker) = pull_an_absolute_entry("hostile/whiteout-abs", ".wh.victim", b"");
     assert!(
         fs::symlink_metadata(marker).is_ok(),
         "the whiteout is kept as a marker"
@@ -562,6 +517,27 @@ fn proxied(repo: &str, seed: u64) -> Proxied {
     }
 }
 
+/// Pushes `<repo>:v1` (layer seed `seed`) behind a fault proxy with the rule `rule` makes, and
+/// pulls it: refused with `needle`.
+fn assert_answer_refused(repo: &str, seed: u64, rule: impl FnOnce(&Proxied) -> Rule, needle: &str) {
+    let x = proxied(repo, seed);
+    x.proxy.add_rule(rule(&x));
+    x.pull(":v1").assert_refused(needle);
+}
+
+/// One `#[test]` per case `name: repo, seed, needle, |x| rule`, each calling
+/// [`assert_answer_refused`].
+macro_rules! answer_refused_tests {
+    ($($name:ident: $repo:literal, $seed:literal, $needle:literal, |$x:ident| $rule:expr;)+) => {
+        $(
+            #[test]
+            fn $name() {
+                assert_answer_refused($repo, $seed, |$x| $rule, $needle);
+            }
+        )+
+    };
+}
+
 impl Proxied {
     fn pull(&self, reference: &str) -> Pulled {
         self.pull_args(&["--retry-delay", "10ms"], reference)
@@ -576,74 +552,46 @@ impl Proxied {
     fn layer(&self) -> &str {
         &self.pushed.layer_digests[0][7..]
     }
+
+    /// Applies `fault` to every GET of the layer's blob.
+    fn fault_layer_gets(&self, fault: Fault) {
+        self.proxy.add_rule(Rule::get(self.layer(), fault));
+    }
 }
 
-#[test]
-fn a_blob_not_matching_its_digest_is_refused() {
-    let x = proxied("hostile/r-flip", 11);
-    x.proxy
-        .add_rule(Rule::new(x.layer(), Fault::FlipByte(5000)).method("GET"));
-    x.pull(":v1").assert_refused("verification failed");
+// Each case is a test of its own: `<repo>:v1` behind a fault proxy with the rule the closure
+// makes, pulled: refused with the message given.
+answer_refused_tests! {
+    a_blob_not_matching_its_digest_is_refused: "hostile/r-flip", 11, "verification failed",
+        |x| Rule::get(x.layer(), Fault::FlipByte(5000));
+    a_blob_longer_than_declared_is_refused: "hostile/r-long", 13, "longer than",
+        |x| Rule::get(x.layer(), Fault::AppendBytes(100));
+    an_endless_blob_is_cut_at_its_declared_size: "hostile/r-endless", 15, "longer than",
+        |x| Rule::get(x.layer(), Fault::AppendBytes(1 << 40));
+    an_endless_manifest_is_refused: "hostile/r-endless-manifest", 16, "larger than",
+        |_x| Rule::new("/manifests/", Fault::AppendBytes(1 << 40));
+    an_invalid_json_manifest_is_refused: "hostile/r-json", 17, "invalid manifest",
+        |_x| Rule::new(
+            "/manifests/",
+            Fault::oci_manifest("{\"schemaVersion\": 2, \"layers\": ["),
+        );
 }
 
 #[test]
 fn a_manifest_not_matching_its_digest_is_refused() {
     let x = proxied("hostile/r-manifest", 12);
-    x.proxy
-        .add_rule(Rule::new("/manifests/", Fault::FlipByte(20)).method("GET"));
+    x.proxy.add_rule(Rule::get("/manifests/", Fault::FlipByte(20)));
     let digest = x.pushed.manifest_digest.clone();
     x.pull(&format!("@{digest}")).assert_refused("digest");
 }
 
 #[test]
-fn a_blob_longer_than_declared_is_refused() {
-    let x = proxied("hostile/r-long", 13);
-    x.proxy
-        .add_rule(Rule::new(x.layer(), Fault::AppendBytes(100)).method("GET"));
-    x.pull(":v1").assert_refused("longer than");
-}
-
-#[test]
 fn a_blob_shorter_than_declared_is_refused() {
     let x = proxied("hostile/r-short", 14);
-    x.proxy
-        .add_rule(Rule::new(x.layer(), Fault::DropAfter(10_000)).method("GET"));
+    x.fault_layer_gets(Fault::DropAfter(10_000));
     let p = x.pull(":v1");
     assert!(p.out.stderr.contains("blob"), "{}", p.out.stderr);
     p.assert_refused("");
-}
-
-#[test]
-fn an_endless_blob_is_cut_at_its_declared_size() {
-    let x = proxied("hostile/r-endless", 15);
-    x.proxy
-        .add_rule(Rule::new(x.layer(), Fault::AppendBytes(1 << 40)).method("GET"));
-    x.pull(":v1").assert_refused("longer than");
-}
-
-#[test]
-fn an_endless_manifest_is_refused() {
-    let x = proxied("hostile/r-endless-manifest", 16);
-    x.proxy
-        .add_rule(Rule::new("/manifests/", Fault::AppendBytes(1 << 40)));
-    x.pull(":v1").assert_refused("larger than");
-}
-
-#[test]
-fn an_invalid_json_manifest_is_refused() {
-    let x = proxied("hostile/r-json", 17);
-    x.proxy.add_rule(Rule::new(
-        "/manifests/",
-        Fault::Status {
-            code: 200,
-            headers: vec![(
-                "Content-Type".into(),
-                "application/vnd.oci.image.manifest.v1+json".into(),
-            )],
-            body: "{\"schemaVersion\": 2, \"layers\": [".into(),
-        },
-    ));
-    x.pull(":v1").assert_refused("invalid manifest");
 }
 
 #[test]
@@ -652,11 +600,7 @@ fn a_redirect_loop_is_refused() {
     let path = format!("/v2/hostile/r-loop/blobs/sha256:{}", x.layer());
     x.proxy.add_rule(Rule::new(
         x.layer(),
-        Fault::Status {
-            code: 307,
-            headers: vec![("Location".into(), path)],
-            body: String::new(),
-        },
+        Fault::status(307, &[("Location", &path)], ""),
     ));
     x.pull(":v1").assert_refused("redirect");
 }
@@ -726,8 +670,7 @@ fn save_never_replaces_a_special_file() {
     // A socket is refused and stays.
     let _listener = std::os::unix::net::UnixListener::bind(at("sock")).unwrap();
     let out = save(&at("sock"));
-    out.assert_code(1);
-    assert!(out.stderr.contains("got a socket"), "{out}");
+    out.assert_failed_with("got a socket");
     assert!(fs::symlink_metadata(at("sock")).unwrap().file_type().is_socket());
 
     // A FIFO is written through: the reader gets the archive, the FIFO stays.
@@ -755,11 +698,8 @@ fn save_never_replaces_a_special_file() {
 
 #[test]
 fn a_token_lifetime_past_any_clock_is_clamped() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.public("hostile/token-life");
-    let registry = token_registry(&pki, &tokens, &["hostile/token-life"]);
-    registry.push_small_image("hostile/token-life", "v1", 42);
+    let auth = public_token_image("hostile/token-life", 42);
+    let TokenAuth { tokens, registry, .. } = &auth;
     for huge in [1u64 << 63, u64::MAX] {
         tokens.expires_in(huge);
         let sandbox = rpull();
@@ -789,22 +729,16 @@ fn assert_root(why: &str) {
 #[test]
 fn credentials_never_reach_another_port_of_the_same_host() {
     assert_root("serves a registry on port 80 (a name without a port)");
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.user("u", "TopSecret");
-    let registry = token_registry(&pki, &tokens, &["hostile/origin"]);
+    let auth = token_auth(&["hostile/origin"], |t| {
+        t.user("u", "TopSecret");
+    });
+    let TokenAuth { registry, .. } = &auth;
     let pushed = registry.push_small_image("hostile/origin", "v1", 43);
     let ip = own_loopback(1);
     // The registry as `<ip>` (port 80), redirecting blobs to another port of the same host.
     let front = FaultProxy::start_at(&format!("{ip}:80"), &registry.host());
     let other_port = FaultProxy::start_at(&format!("{ip}:0"), &registry.host());
-    front.add_rule(
-        Rule::new(
-            "/blobs/",
-            Fault::RedirectTo(format!("http://{}", other_port.host())),
-        )
-        .method("GET"),
-    );
+    front.redirect_blob_gets(format!("http://{}", other_port.host()));
     let sandbox = rpull();
     sandbox.write_docker_config(
         &serde_json::json!({"auths": {ip.clone(): {"username": "u", "password": "TopSecret"}}}),
@@ -820,15 +754,12 @@ fn credentials_never_reach_another_port_of_the_same_host() {
                 || q.path.contains(&pushed.config_digest[7..])),
         "the blob requests were redirected: {at_other:?}\n{out}"
     );
-    assert!(
-        at_other.iter().all(|q| q.authorization.is_none()),
-        "Authorization crossed to another port: {at_other:?}"
-    );
+    assert_no_authorization(&at_other, "to another port");
     assert!(
         front
-            .requests()
+            .requests_to("/manifests/")
             .iter()
-            .any(|q| q.path.contains("/manifests/") && q.authorization.is_some()),
+            .any(|q| q.authorization.is_some()),
         "the registry itself gets the token"
     );
     assert!(
@@ -859,15 +790,14 @@ fn a_large_ping_answer_is_not_read() {
     registry.push_small_image("hostile/big-ping", "v1", 45);
     let proxy = FaultProxy::start(&registry.host());
     proxy.add_rule(
-        Rule::new(
+        Rule::get(
             "/v2/",
-            Fault::Status {
-                code: 200,
-                headers: vec![("Content-Type".into(), "text/html".into())],
-                body: "<p>welcome</p>".repeat(20_000),
-            },
+            Fault::status(
+                200,
+                &[("Content-Type", "text/html")],
+                &"<p>welcome</p>".repeat(20_000),
+            ),
         )
-        .method("GET")
         .times(1),
     );
     let sandbox = rpull();
@@ -886,10 +816,10 @@ fn a_large_ping_answer_is_not_read() {
 
 #[test]
 fn a_token_service_echoing_the_password_gets_it_scrubbed() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.user("u", "the-real-one").echo_authorization();
-    let registry = token_registry(&pki, &tokens, &["hostile/echo"]);
+    let auth = token_auth(&["hostile/echo"], |t| {
+        t.user("u", "the-real-one").echo_authorization();
+    });
+    let TokenAuth { tokens, registry, .. } = &auth;
     registry.push_small_image("hostile/echo", "v1", 46);
     let image = registry.image_ref("hostile/echo", "v1");
     let sandbox = rpull();
@@ -914,12 +844,11 @@ fn terminal_control_sequences_from_a_registry_are_stripped() {
     let x = proxied("hostile/ansi", 47);
     x.proxy.add_rule(Rule::new(
         "/manifests/",
-        Fault::Status {
-            code: 404,
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            body: r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"\u001b]0;pwned\u0007\u001b[2J\u001b[31mgone\u009b0m\r"}]}"#
-                .into(),
-        },
+        Fault::status(
+            404,
+            &[("Content-Type", "application/json")],
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"\u001b]0;pwned\u0007\u001b[2J\u001b[31mgone\u009b0m\r"}]}"#,
+        ),
     ));
     let p = x.pull(":v1");
     p.assert_refused("manifest unknown: gone");
@@ -981,14 +910,7 @@ fn a_config_of_the_wrong_size_is_refused() {
     let proxy = FaultProxy::start(&registry().host());
     proxy.add_rule(Rule::new(
         "/manifests/v3",
-        Fault::Status {
-            code: 200,
-            headers: vec![(
-                "Content-Type".into(),
-                "application/vnd.oci.image.manifest.v1+json".into(),
-            )],
-            body: manifest.to_string(),
-        },
+        Fault::oci_manifest(&manifest.to_string()),
     ));
     let out = p.sandbox.run([
         "--format",
@@ -1029,11 +951,7 @@ fn caps_apply_to_blobs_already_in_the_store() {
         )],
     );
     let out = sandbox.run([registry().digest_ref("hostile/stored-cap", &digest)]);
-    out.assert_code(1);
-    assert!(
-        out.stderr.contains(&format!("manifest too large: {size} bytes")),
-        "{out}"
-    );
+    out.assert_failed_with(&format!("manifest too large: {size} bytes"));
     let check = sandbox.run(["check"]);
     assert!(check.success(), "{check}");
 }
@@ -1064,12 +982,7 @@ fn a_nested_index_is_refused() {
         outer.digest, inner.digest
     ));
     // One level is read, not more: the inner index is the last manifest fetched.
-    let gets: Vec<String> = proxy
-        .requests()
-        .into_iter()
-        .filter(|q| q.method == "GET" && q.path.contains("/manifests/"))
-        .map(|q| q.path)
-        .collect();
+    let gets: Vec<String> = proxy.gets("/manifests/").into_iter().map(|q| q.path).collect();
     assert!(
         gets.iter().all(|g| !g.contains(&image.manifest_digest)),
         "{gets:?}"
@@ -1113,17 +1026,17 @@ fn an_endless_tag_list_is_cut_at_its_total_bound() {
     assert!(body.len() > (1 << 20) - 100_000, "{}", body.len());
     x.proxy.add_rule(Rule::new(
         "/tags/list",
-        Fault::Status {
-            code: 200,
-            headers: vec![
-                ("Content-Type".into(), "application/json".into()),
+        Fault::status(
+            200,
+            &[
+                ("Content-Type", "application/json"),
                 (
-                    "Link".into(),
-                    format!("</v2/{}/tags/list?n=40000&last=x>; rel=\"next\"", x.pushed.repo),
+                    "Link",
+                    &format!("</v2/{}/tags/list?n=40000&last=x>; rel=\"next\"", x.pushed.repo),
                 ),
             ],
-            body,
-        },
+            &body,
+        ),
     ));
     let p = x.pull_args(&["-a"], "");
     p.assert_refused(&format!(
@@ -1298,14 +1211,7 @@ fn sha512_digests_are_refused_before_anything_is_fetched() {
     manifest["layers"][0]["digest"] = sha512.clone().into();
     x.proxy.add_rule(Rule::new(
         "/manifests/v2",
-        Fault::Status {
-            code: 200,
-            headers: vec![(
-                "Content-Type".into(),
-                "application/vnd.oci.image.manifest.v1+json".into(),
-            )],
-            body: manifest.to_string(),
-        },
+        Fault::oci_manifest(&manifest.to_string()),
     ));
     x.pull(":v2")
         .assert_refused(&format!("{sha512}: unsupported digest algorithm"));

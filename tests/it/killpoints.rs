@@ -109,8 +109,7 @@ impl Setup {
         self.proxy.clear_rules();
         if on {
             let rate = if ranged { RANGED_THROTTLE } else { THROTTLE };
-            self.proxy
-                .add_rule(Rule::new("/blobs/", Fault::Throttle(rate)).method("GET"));
+            self.proxy.add_rule(Rule::get("/blobs/", Fault::Throttle(rate)));
         }
     }
 }

@@ -190,8 +190,7 @@ fn wrong_password_is_refused_and_nothing_is_saved() {
         &["login", "-u", "mallory", "--password-stdin", &host],
         "x\n",
     );
-    out.assert_code(1);
-    assert!(out.stderr.contains("401 Unauthorized"), "{}", out.stderr);
+    out.assert_failed_with("401 Unauthorized");
     assert!(!config_path(&sandbox).exists());
 }
 
@@ -206,12 +205,7 @@ fn login_then_pull_then_logout_then_pull_is_refused() {
 
     // Anonymous first: refused.
     let anonymous = sandbox.run(["-q", &reference]);
-    anonymous.assert_code(1);
-    assert!(
-        anonymous.stderr.contains("no basic auth credentials"),
-        "{}",
-        anonymous.stderr
-    );
+    anonymous.assert_failed_with("no basic auth credentials");
 
     let login = run_with_stdin(
         &sandbox,
@@ -246,12 +240,7 @@ fn login_then_pull_then_logout_then_pull_is_refused() {
     assert_eq!(read_config(&sandbox), json!({"auths": {}}));
 
     let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
-    refused.assert_code(1);
-    assert!(
-        refused.stderr.contains("no basic auth credentials"),
-        "{}",
-        refused.stderr
-    );
+    refused.assert_failed_with("no basic auth credentials");
 
     let again = sandbox.run(["logout", &format!("https://{host}/v2/")]);
     again
@@ -439,13 +428,11 @@ fn creds_flag_with_an_empty_config() {
 
     let wrong =
         rpull_with_root(&sandbox).run(["--creds", &format!("{USER}:nope-{PASSWORD}"), "-q", &reference]);
-    wrong.assert_code(1);
-    assert!(wrong.stderr.contains("unauthorized"), "{}", wrong.stderr);
+    wrong.assert_failed_with("unauthorized");
 
     // No password and no terminal to ask on.
     let no_tty = sandbox.run(["--creds", USER, "-q", &reference]);
-    no_tty.assert_code(1);
-    assert!(no_tty.stderr.contains("not a terminal"), "{}", no_tty.stderr);
+    no_tty.assert_failed_with("not a terminal");
     sandbox
         .run(["--creds", &format!(":{PASSWORD}"), &reference])
         .assert_code(1)
@@ -699,12 +686,7 @@ fn token_auth_login_pull_logout() {
 
     // Anonymous: the token service hands out a token without access.
     let anonymous = sandbox.run(["-q", &reference]);
-    anonymous.assert_code(1);
-    assert!(
-        anonymous.stderr.contains("pull access denied"),
-        "{}",
-        anonymous.stderr
-    );
+    anonymous.assert_failed_with("pull access denied");
 
     let wrong = run_with_stdin(
         &sandbox,
@@ -748,12 +730,7 @@ fn token_auth_login_pull_logout() {
         .assert_success()
         .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
     let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
-    refused.assert_code(1);
-    assert!(
-        refused.stderr.contains("pull access denied"),
-        "{}",
-        refused.stderr
-    );
+    refused.assert_failed_with("pull access denied");
 
     // --creds gets a token for this call only.
     let creds = rpull_with_root(&sandbox).run(["--creds", &format!("{USER}:{PASSWORD}"), "-q", &reference]);

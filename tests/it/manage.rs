@@ -65,6 +65,26 @@ fn layer_path(root: &Path, diff_id: &str) -> PathBuf {
     root.join("layers/sha256").join(hex_of(diff_id))
 }
 
+/// What the store holds of the one-layer `image`: its manifest, config and layer blobs and its
+/// unpacked layer.
+fn stored_files(root: &Path, image: &PushedImage) -> [PathBuf; 4] {
+    [
+        blob_path(root, &image.manifest_digest),
+        blob_path(root, &image.config_digest),
+        blob_path(root, &image.layer_digests[0]),
+        layer_path(root, &image.diff_ids[0]),
+    ]
+}
+
+/// The lines `rmi` begins with when it removes `image`, docker's order: `Untagged:` for each of
+/// `tags`, then for its digest reference in `repo`, then `Deleted:` its ID.
+fn removal_head(tags: &[&str], repo: &str, image: &PushedImage) -> Vec<String> {
+    let mut lines: Vec<String> = tags.iter().map(|t| format!("Untagged: {t}")).collect();
+    lines.push(format!("Untagged: {repo}@{}", image.manifest_digest));
+    lines.push(format!("Deleted: {}", image.config_digest));
+    lines
+}
+
 /// Renders `rows` the way Go's tabwriter does for docker (cells padded to the column's widest
 /// cell plus 3, at least 10 wide; the last column unpadded): an independent check of rpull's.
 fn tabwrite(rows: &[Vec<String>]) -> Vec<String> {
@@ -161,6 +181,20 @@ fn assert_go_units_size(shown: &str, bytes: u64) {
     assert!(relative < 5e-4, "{shown:?} is not {bytes} bytes");
 }
 
+/// Pushes `a` as `bench/a:v1` and `bench/a:v2` (OCI) and `b` as `bench/b:latest` in
+/// `b_format`: one image under two tags, and another.
+fn push_a_twice_and_b(
+    registry: &Registry,
+    a: &Image,
+    b: &Image,
+    b_format: ManifestFormat,
+) -> (PushedImage, PushedImage) {
+    let pushed_a = registry.push_image("bench/a", "v1", a, ManifestFormat::Oci);
+    registry.push_image("bench/a", "v2", a, ManifestFormat::Oci);
+    let pushed_b = registry.push_image("bench/b", "latest", b, b_format);
+    (pushed_a, pushed_b)
+}
+
 fn pull(sandbox: &Rpull, reference: &str) {
     sandbox.run(["pull", "-q", reference]).assert_success();
 }
@@ -171,9 +205,12 @@ fn pull(sandbox: &Rpull, reference: &str) {
 #[test]
 fn images_lists_pulled_images_like_docker() {
     let registry = Registry::start();
-    let a = registry.push_image("bench/a", "v1", &small_image(1500, 1), ManifestFormat::Oci);
-    registry.push_image("bench/a", "v2", &small_image(1500, 1), ManifestFormat::Oci);
-    let b = registry.push_image("bench/b", "latest", &small_image(640, 2), ManifestFormat::Docker);
+    let (a, b) = push_a_twice_and_b(
+        &registry,
+        &small_image(1500, 1),
+        &small_image(640, 2),
+        ManifestFormat::Docker,
+    );
     let sandbox = rpull();
 
     // An empty store: just the header.
@@ -302,8 +339,7 @@ fn images_lists_pulled_images_like_docker() {
 
     // A bad pattern is an error.
     let out = sandbox.run(["images", "["]);
-    out.assert_code(1);
-    assert!(out.stderr.contains("syntax error in pattern"), "{out}");
+    out.assert_failed_with("syntax error in pattern");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,9 +348,12 @@ fn images_lists_pulled_images_like_docker() {
 #[test]
 fn rmi_untags_refuses_shared_ids_and_frees_space() {
     let registry = Registry::start();
-    let a = registry.push_image("bench/a", "v1", &small_image(3000, 11), ManifestFormat::Oci);
-    registry.push_image("bench/a", "v2", &small_image(3000, 11), ManifestFormat::Oci);
-    let b = registry.push_image("bench/b", "latest", &small_image(2000, 12), ManifestFormat::Oci);
+    let (a, b) = push_a_twice_and_b(
+        &registry,
+        &small_image(3000, 11),
+        &small_image(2000, 12),
+        ManifestFormat::Oci,
+    );
     let sandbox = rpull();
     let root = sandbox.root();
     let (a1, a2, bl) = (
@@ -325,18 +364,8 @@ fn rmi_untags_refuses_shared_ids_and_frees_space() {
     for r in [&a1, &a2, &bl] {
         pull(&sandbox, r);
     }
-    let a_files = [
-        blob_path(root, &a.manifest_digest),
-        blob_path(root, &a.config_digest),
-        blob_path(root, &a.layer_digests[0]),
-        layer_path(root, &a.diff_ids[0]),
-    ];
-    let b_files = [
-        blob_path(root, &b.manifest_digest),
-        blob_path(root, &b.config_digest),
-        blob_path(root, &b.layer_digests[0]),
-        layer_path(root, &b.diff_ids[0]),
-    ];
+    let a_files = stored_files(root, &a);
+    let b_files = stored_files(root, &b);
     assert!(a_files.iter().chain(&b_files).all(|p| p.exists()));
 
     // An ID two tags share is refused without -f, with docker's text.
@@ -368,15 +397,7 @@ fn rmi_untags_refuses_shared_ids_and_frees_space() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
         lines[..3],
-        [
-            format!("Untagged: {a2}"),
-            format!(
-                "Untagged: {}@{}",
-                repo_name(&registry, "bench/a"),
-                a.manifest_digest
-            ),
-            format!("Deleted: {}", a.config_digest),
-        ],
+        removal_head(&[&a2], &repo_name(&registry, "bench/a"), &a),
         "{out}"
     );
     let mut rest: Vec<&str> = lines[3..].to_vec();
@@ -405,31 +426,16 @@ fn rmi_untags_refuses_shared_ids_and_frees_space() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
         lines[..4],
-        [
-            format!("Untagged: {a1}"),
-            format!("Untagged: {a2}"),
-            format!(
-                "Untagged: {}@{}",
-                repo_name(&registry, "bench/a"),
-                a.manifest_digest
-            ),
-            format!("Deleted: {}", a.config_digest),
-        ],
+        removal_head(&[&a1, &a2], &repo_name(&registry, "bench/a"), &a),
         "{out}"
     );
     assert!(a_files.iter().all(|p| !p.exists()));
 
     // --no-prune only edits the index; prune frees the space afterwards.
     let out = sandbox.run(["rmi", "--no-prune", &bl]);
-    out.assert_success().assert_stdout_lines(&[
-        &format!("Untagged: {bl}"),
-        &format!(
-            "Untagged: {}@{}",
-            repo_name(&registry, "bench/b"),
-            b.manifest_digest
-        ),
-        &format!("Deleted: {}", b.config_digest),
-    ]);
+    let head = removal_head(&[&bl], &repo_name(&registry, "bench/b"), &b);
+    out.assert_success()
+        .assert_stdout_lines(&head.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(b_files.iter().all(|p| p.exists()));
     let reclaimed: u64 = b_files
         .iter()
@@ -505,11 +511,7 @@ fn prune_removes_partial_downloads_and_orphans_but_not_images() {
     // SAFETY: flock on a descriptor we own.
     assert_eq!(unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_SH) }, 0);
     let out = sandbox.run(["prune"]);
-    out.assert_code(1);
-    assert!(
-        out.stderr.contains("another rpull command is using the store"),
-        "{out}"
-    );
+    out.assert_failed_with("another rpull command is using the store");
     assert!(blob_path(root, &orphan_digest).exists() && partial.exists());
     drop(guard);
 
@@ -916,8 +918,7 @@ fn rootfs_applies_whiteouts_opaque_dirs_and_replacements() {
 
     // The destination must be empty, and the image must exist.
     let out = sandbox.run(["rootfs", &reference, dest.to_str().unwrap()]);
-    out.assert_code(1);
-    assert!(out.stderr.contains("must be an empty directory"), "{out}");
+    out.assert_failed_with("must be an empty directory");
     let out = sandbox.run(["rootfs", "nope", sandbox.home().join("x").to_str().unwrap()]);
     out.assert_code(1)
         .assert_stderr_lines(&["Error response from daemon: No such image: nope:latest"]);
@@ -1004,8 +1005,7 @@ fn an_image_named_like_a_subcommand_is_still_pullable() {
     // End to end: `rpull pull images` is a pull (it fails on the network), not a usage error.
     let sandbox = rpull();
     let out = sandbox.run(["pull", "127.0.0.1:1/images"]);
-    out.assert_code(1);
-    assert!(out.stderr.contains("127.0.0.1:1"), "{out}");
+    out.assert_failed_with("127.0.0.1:1");
     assert!(!out.stderr.contains("Usage"), "{out}");
 }
 

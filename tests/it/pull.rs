@@ -2,7 +2,6 @@
 //! output compared line for line to docker's (see ../shared/docs/captures/).
 
 use std::fs;
-use std::path::Path;
 
 use crate::support::*;
 use serde_json::Value;
@@ -15,20 +14,6 @@ fn three_layer_image(registry: &Registry, repo: &str, tag: &str) -> PushedImage 
 
 fn short(digest: &str) -> &str {
     &digest["sha256:".len().."sha256:".len() + 12]
-}
-
-fn index_json(root: &Path) -> Value {
-    serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap()
-}
-
-/// The index.json entry named `name`.
-fn ref_entry(root: &Path, name: &str) -> Option<Value> {
-    index_json(root)["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
-        .cloned()
 }
 
 /// Lines of `out` for one layer id, in order.
@@ -90,7 +75,7 @@ fn pulls_a_multi_layer_image_like_docker() {
         fs::read_to_string(root.join("oci-layout")).unwrap(),
         r#"{"imageLayoutVersion":"1.0.0"}"#
     );
-    let entry = ref_entry(root, &reference).expect("index.json entry");
+    let entry = sandbox.ref_entry(&reference).expect("index.json entry");
     assert_eq!(entry["digest"], pushed.manifest_digest.as_str());
     assert_eq!(entry["mediaType"], "application/vnd.oci.image.manifest.v1+json");
     for d in pushed
@@ -225,7 +210,7 @@ fn pulls_by_digest_and_by_tag_and_digest() {
         &format!("Status: Image is up to date for {by_digest}"),
         &tag_and_digest,
     ]);
-    assert!(ref_entry(sandbox.root(), &by_digest).is_some());
+    assert!(sandbox.ref_entry(&by_digest).is_some());
 }
 
 #[test]
@@ -249,10 +234,7 @@ fn missing_tag_and_missing_repository() {
         "{}",
         out.stderr
     );
-    assert_eq!(
-        index_json(sandbox.root())["manifests"].as_array().unwrap().len(),
-        0
-    );
+    assert_eq!(sandbox.index_json()["manifests"].as_array().unwrap().len(), 0);
 }
 
 #[test]
@@ -301,17 +283,7 @@ fn connection_refused_reads_like_docker() {
 }
 
 fn multi_platform(registry: &Registry, repo: &str, tag: &str, format: ManifestFormat) -> PushedIndex {
-    let images: Vec<Image> = ["linux/amd64", "linux/arm64", "linux/arm/v7"]
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let layer = LayerBuilder::new()
-                .file("platform", p.as_bytes(), 0o644)
-                .random_file("x", 1000, i as u64)
-                .build(Compression::Gzip);
-            Image::new(Platform::parse(p), vec![layer])
-        })
-        .collect();
+    let images = Image::per_platform(&["linux/amd64", "linux/arm64", "linux/arm/v7"], 1000, 0);
     registry.push_multi_platform(repo, tag, format, &images, format == ManifestFormat::Oci)
 }
 
@@ -335,7 +307,7 @@ fn picks_the_platform_from_an_index() {
         &format!("Status: Downloaded newer image for {reference}"),
         &reference,
     ]);
-    let entry = ref_entry(sandbox.root(), &reference).unwrap();
+    let entry = sandbox.ref_entry(&reference).unwrap();
     assert_eq!(entry["digest"], arm.manifest_digest.as_str());
     assert_eq!(entry["platform"]["architecture"], "arm64");
     // The index blob itself is kept, so other tools can resolve the reference's digest.
@@ -350,7 +322,7 @@ fn picks_the_platform_from_an_index() {
     sandbox2.env("DOCKER_DEFAULT_PLATFORM", "linux/arm/v7");
     sandbox2.run([&reference]).assert_success();
     assert_eq!(
-        ref_entry(sandbox2.root(), &reference).unwrap()["digest"],
+        sandbox2.ref_entry(&reference).unwrap()["digest"],
         index.images[2].manifest_digest.as_str()
     );
 
@@ -373,8 +345,10 @@ fn host_platform_is_the_default_and_attestations_are_skipped() {
         .iter()
         .find(|i| i.platform.architecture == host.architecture)
         .unwrap();
-    let entry = ref_entry(sandbox.root(), &registry.image_ref("bench/multi", "latest")).unwrap();
-    assert_eq!(entry["digest"], want.manifest_digest.as_str());
+    sandbox.assert_recorded(
+        &registry.image_ref("bench/multi", "latest"),
+        &want.manifest_digest,
+    );
 }
 
 #[test]
@@ -388,7 +362,7 @@ fn docker_manifest_list_with_arm_variant_fallback() {
     sandbox
         .run(["--platform", "linux/arm/v7", &reference])
         .assert_success();
-    let entry = ref_entry(sandbox.root(), &reference).unwrap();
+    let entry = sandbox.ref_entry(&reference).unwrap();
     assert_eq!(entry["digest"], index.images[2].manifest_digest.as_str());
     assert_eq!(
         entry["mediaType"],
@@ -463,7 +437,7 @@ fn all_tags_pulls_every_tag() {
     assert_eq!(lines[n - 1], name);
     assert_eq!(out.stdout.matches("Digest: ").count(), 12);
     for tag in &tags {
-        assert!(ref_entry(sandbox.root(), &format!("{name}:{tag}")).is_some());
+        assert!(sandbox.ref_entry(&format!("{name}:{tag}")).is_some());
     }
     let again = sandbox.run(["-a", &name]);
     again.assert_success();
@@ -541,8 +515,7 @@ fn zstd_plain_and_docker_layers_with_links_and_whiteouts() {
     );
     let out = sandbox.run([registry.image_ref("bench/docker", "v1")]);
     out.assert_success();
-    let entry = ref_entry(sandbox.root(), &registry.image_ref("bench/docker", "v1")).unwrap();
-    assert_eq!(entry["digest"], docker.manifest_digest.as_str());
+    sandbox.assert_recorded(&registry.image_ref("bench/docker", "v1"), &docker.manifest_digest);
 }
 
 #[test]
@@ -594,7 +567,9 @@ fn hostile_layer_is_refused_and_store_stays_clean() {
         fs::read_dir(sandbox.root().join("layers/tmp")).unwrap().count(),
         0
     );
-    assert!(ref_entry(sandbox.root(), &registry.image_ref("bench/evil", "v1")).is_none());
+    assert!(sandbox
+        .ref_entry(&registry.image_ref("bench/evil", "v1"))
+        .is_none());
 }
 
 #[test]

@@ -8,7 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::fault_proxy::{Fault, FaultProxy, RequestLog, Rule};
+use crate::support::fault_proxy::{Fault, RequestLog};
+use crate::support::setups::{proxied_image, ProxiedImage};
 use crate::support::*;
 
 const LAYER_BYTES: usize = 3_000_000;
@@ -28,34 +29,19 @@ const RANGE_FLAGS: [&str; 6] = [
 ];
 
 struct Setup {
-    _registry: Registry,
-    proxy: FaultProxy,
+    image: ProxiedImage,
     layer: Layer,
-    reference: String,
 }
 
 fn setup(repo: &str) -> Setup {
-    let registry = Registry::start();
     // Random content: the gzip blob is about as large as the file.
     let layer = LayerBuilder::new()
         .dir("data", 0o755)
         .random_file("data/big.bin", LAYER_BYTES, 15)
         .file("data/last.txt", b"the end\n", 0o644)
         .build(Compression::Gzip);
-    registry.push_image(
-        repo,
-        "v1",
-        &Image::new(Platform::host(), vec![layer.clone()]),
-        ManifestFormat::Oci,
-    );
-    let proxy = FaultProxy::start(&registry.host());
-    let reference = format!("{}/{repo}:v1", proxy.host());
-    Setup {
-        _registry: registry,
-        proxy,
-        layer,
-        reference,
-    }
+    let image = proxied_image(repo, vec![layer.clone()]);
+    Setup { image, layer }
 }
 
 impl Setup {
@@ -64,40 +50,43 @@ impl Setup {
     }
 
     fn gets(&self) -> Vec<RequestLog> {
-        self.proxy
-            .requests()
-            .into_iter()
-            .filter(|r| r.method == "GET" && r.path.ends_with(&self.layer.digest))
-            .collect()
+        self.image.layer_gets()
     }
 
-    fn pull(&self, sandbox: &Rpull, extra: &[&str]) -> RpullOutput {
+    /// `pull`, [`RANGE_FLAGS`], `extra`, the reference.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec!["pull".into()];
         args.extend(RANGE_FLAGS.iter().map(|s| s.to_string()));
         args.extend(extra.iter().map(|s| s.to_string()));
-        args.push(self.reference.clone());
-        sandbox.run(args)
+        args.push(self.image.reference.clone());
+        args
+    }
+
+    fn pull(&self, sandbox: &Rpull, extra: &[&str]) -> RpullOutput {
+        sandbox.run(self.args(extra))
+    }
+
+    /// What the layer's `layer.json` says it was unpacked from (`stream` or `blob`).
+    fn unpacked_from(&self, sandbox: &Rpull) -> String {
+        let marker = sandbox.layer_dir(&self.layer.diff_id).join("layer.json");
+        let marker: serde_json::Value = serde_json::from_slice(&fs::read(marker).unwrap()).unwrap();
+        marker["unpackedFrom"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no unpackedFrom: {marker}"))
+            .to_string()
     }
 
     fn partial(&self, sandbox: &Rpull) -> PathBuf {
-        sandbox
-            .root()
-            .join("ingest")
-            .join(format!("sha256-{}.partial", &self.layer.digest[7..]))
+        sandbox.partial_path(&self.layer.digest)
     }
 
     /// The blob is stored with the right bytes, the layer is unpacked (`from` the stream or the
     /// blob), and `rpull check` passes.
     fn assert_stored(&self, sandbox: &Rpull, from: &str) {
-        let blob = sandbox.root().join("blobs/sha256").join(&self.layer.digest[7..]);
+        let blob = sandbox.blob_path(&self.layer.digest);
         assert_eq!(sha256_digest(&fs::read(blob).unwrap()), self.layer.digest);
-        let dir = sandbox
-            .root()
-            .join("layers/sha256")
-            .join(&self.layer.diff_id[7..]);
-        let marker: serde_json::Value =
-            serde_json::from_slice(&fs::read(dir.join("layer.json")).unwrap()).unwrap();
-        assert_eq!(marker["unpackedFrom"], from, "{marker}");
+        assert_eq!(self.unpacked_from(sandbox), from, "how the layer was unpacked");
+        let dir = sandbox.layer_dir(&self.layer.diff_id);
         assert_eq!(fs::read(dir.join("rootfs/data/last.txt")).unwrap(), b"the end\n");
         assert_eq!(
             fs::metadata(dir.join("rootfs/data/big.bin")).unwrap().len(),
@@ -107,15 +96,22 @@ impl Setup {
     }
 
     fn assert_nothing_committed(&self, sandbox: &Rpull) {
-        let blob = sandbox.root().join("blobs/sha256").join(&self.layer.digest[7..]);
+        let blob = sandbox.blob_path(&self.layer.digest);
         assert!(!blob.exists(), "a blob was committed");
-        assert!(!sandbox
-            .root()
-            .join("layers/sha256")
-            .join(&self.layer.diff_id[7..])
-            .exists());
+        assert!(!sandbox.layer_dir(&self.layer.diff_id).exists());
         sandbox.assert_store_intact("");
     }
+}
+
+/// A fresh [`setup`] whose layer GETs get `fault` (the first `times` of them; all: `None`),
+/// pulled with [`RANGE_FLAGS`]: the pull succeeds. Returns the setup, the sandbox and the output.
+fn pull_with_a_fault(repo: &str, fault: Fault, times: Option<u32>) -> (Setup, Rpull, RpullOutput) {
+    let s = setup(repo);
+    s.image.fault_layer(fault, times);
+    let sandbox = rpull();
+    let out = s.pull(&sandbox, &[]);
+    out.assert_success();
+    (s, sandbox, out)
 }
 
 /// `bytes=a-b` as `(a, b + 1)`.
@@ -145,8 +141,7 @@ fn sidecar_ranges(partial: &Path) -> Vec<(u64, u64)> {
 fn a_large_blob_comes_as_concurrent_ranges_and_is_unpacked_as_it_streams() {
     let s = setup("ranges/plain");
     // Slow enough that the ranges overlap in time.
-    s.proxy
-        .add_rule(Rule::new(&s.layer.digest, Fault::Throttle(3_000_000)).method("GET"));
+    s.image.fault_layer(Fault::Throttle(3_000_000), None);
     let sandbox = rpull();
     let out = s.pull(&sandbox, &[]);
     out.assert_success();
@@ -165,12 +160,12 @@ fn a_large_blob_comes_as_concurrent_ranges_and_is_unpacked_as_it_streams() {
     }
     assert_eq!(at, s.size());
     assert!(gets.iter().all(|r| r.status == 206), "{gets:#?}");
-    let peak = s.proxy.max_concurrent(&s.layer.digest);
+    let peak = s.image.proxy.max_concurrent(&s.layer.digest);
     assert!(
         (2..=CONNECTIONS as usize).contains(&peak),
         "{peak} ranges at once, expected 2..=4"
     );
-    assert_eq!(s.proxy.body_bytes_sent(&s.layer.digest), s.size());
+    assert_eq!(s.image.proxy.body_bytes_sent(&s.layer.digest), s.size());
     s.assert_stored(&sandbox, "stream");
 }
 
@@ -187,13 +182,13 @@ fn the_config_file_sets_ranged_downloads_and_one_connection_turns_them_off() {
     .unwrap();
     let config = config.to_str().unwrap().to_string();
     sandbox
-        .run(["pull", "--config", &config, &s.reference])
+        .run(["pull", "--config", &config, &s.image.reference])
         .assert_success();
     let gets = s.gets();
     assert_eq!(gets.len() as u64, s.size().div_ceil(524_288), "{gets:#?}");
     assert!(gets.iter().all(|r| range_of(r).is_some()), "{gets:#?}");
     // max-connections caps the connections of the pull, whatever the per-blob count.
-    assert!(s.proxy.max_concurrent(&s.layer.digest) <= 2);
+    assert!(s.image.proxy.max_concurrent(&s.layer.digest) <= 2);
     s.assert_stored(&sandbox, "stream");
 
     let again = rpull();
@@ -204,7 +199,7 @@ fn the_config_file_sets_ranged_downloads_and_one_connection_turns_them_off() {
             &config,
             "--connections-per-blob",
             "1",
-            &s.reference,
+            &s.image.reference,
         ])
         .assert_success();
     let last = s.gets().pop().unwrap();
@@ -213,12 +208,7 @@ fn the_config_file_sets_ranged_downloads_and_one_connection_turns_them_off() {
 
 #[test]
 fn a_server_ignoring_range_falls_back_to_one_stream() {
-    let s = setup("ranges/ignored");
-    s.proxy
-        .add_rule(Rule::new(&s.layer.digest, Fault::IgnoreRange).method("GET"));
-    let sandbox = rpull();
-    let out = s.pull(&sandbox, &[]);
-    out.assert_success();
+    let (s, sandbox, out) = pull_with_a_fault("ranges/ignored", Fault::IgnoreRange, None);
     let gets = s.gets();
     // The first range alone probes the server: no other connection starts.
     assert_eq!(gets.len(), 2, "{gets:#?}");
@@ -231,12 +221,7 @@ fn a_server_ignoring_range_falls_back_to_one_stream() {
 
 #[test]
 fn a_wrong_content_range_falls_back_and_is_never_committed() {
-    let s = setup("ranges/wrong");
-    s.proxy
-        .add_rule(Rule::new(&s.layer.digest, Fault::WrongContentRange).method("GET"));
-    let sandbox = rpull();
-    let out = s.pull(&sandbox, &[]);
-    out.assert_success();
+    let (s, sandbox, _out) = pull_with_a_fault("ranges/wrong", Fault::WrongContentRange, None);
     let gets = s.gets();
     assert_eq!(gets.len(), 2, "{gets:#?}");
     assert_eq!(gets[0].status, 206);
@@ -246,15 +231,7 @@ fn a_wrong_content_range_falls_back_and_is_never_committed() {
 
 #[test]
 fn a_range_cut_midway_is_asked_for_again_from_where_it_stopped() {
-    let s = setup("ranges/cut");
-    s.proxy.add_rule(
-        Rule::new(&s.layer.digest, Fault::DropAfter(100_000))
-            .method("GET")
-            .times(1),
-    );
-    let sandbox = rpull();
-    let out = s.pull(&sandbox, &[]);
-    out.assert_success();
+    let (s, sandbox, out) = pull_with_a_fault("ranges/cut", Fault::DropAfter(100_000), Some(1));
     assert!(!out.stdout.contains("Retrying"), "silent: {out}");
     let gets = s.gets();
     assert_eq!(range_of(&gets[0]), Some((0, CHUNK)));
@@ -263,15 +240,14 @@ fn a_range_cut_midway_is_asked_for_again_from_where_it_stopped() {
         "the cut range resumed at its cut: {gets:#?}"
     );
     assert!(gets.iter().all(|r| r.range.is_some()), "no fallback: {gets:#?}");
-    assert!(s.proxy.body_bytes_sent(&s.layer.digest) <= s.size() + PROXY_BUF);
+    assert!(s.image.proxy.body_bytes_sent(&s.layer.digest) <= s.size() + PROXY_BUF);
     s.assert_stored(&sandbox, "stream");
 }
 
 #[test]
 fn ranges_that_are_always_cut_fail_clearly_and_commit_nothing() {
     let s = setup("ranges/broken");
-    s.proxy
-        .add_rule(Rule::new(&s.layer.digest, Fault::DropAfter(50_000)).method("GET"));
+    s.image.fault_layer(Fault::DropAfter(50_000), None);
     let sandbox = rpull();
     let out = s.pull(&sandbox, &["--retry", "1", "--retry-delay", "10ms"]);
     out.assert_code(1);
@@ -290,13 +266,9 @@ fn ranges_that_are_always_cut_fail_clearly_and_commit_nothing() {
 #[test]
 fn sigkill_with_ranges_in_flight_then_a_rerun_fetches_only_the_missing_ranges() {
     let s = setup("ranges/kill");
-    s.proxy
-        .add_rule(Rule::new(&s.layer.digest, Fault::Throttle(400_000)).method("GET"));
+    s.image.fault_layer(Fault::Throttle(400_000), None);
     let sandbox = rpull();
-    let mut args: Vec<String> = vec!["pull".into()];
-    args.extend(RANGE_FLAGS.iter().map(|s| s.to_string()));
-    args.push(s.reference.clone());
-    let mut running = sandbox.spawn(args);
+    let mut running = sandbox.spawn(s.args(&[]));
     let partial = s.partial(&sandbox);
     let deadline = Instant::now() + Duration::from_secs(30);
     // Some ranges complete (not necessarily from byte 0), others in flight.
@@ -319,9 +291,9 @@ fn sigkill_with_ranges_in_flight_then_a_rerun_fetches_only_the_missing_ranges() 
         std::thread::sleep(Duration::from_millis(10));
     }
     let first_run = s.gets().len();
-    let first_bytes = s.proxy.body_bytes_sent(&s.layer.digest);
+    let first_bytes = s.image.proxy.body_bytes_sent(&s.layer.digest);
 
-    s.proxy.clear_rules();
+    s.image.proxy.clear_rules();
     s.pull(&sandbox, &[]).assert_success();
     let rerun = &s.gets()[first_run..];
     for r in rerun {
@@ -331,7 +303,7 @@ fn sigkill_with_ranges_in_flight_then_a_rerun_fetches_only_the_missing_ranges() 
             "{a}-{b} was already complete: {kept:?}"
         );
     }
-    let total = s.proxy.body_bytes_sent(&s.layer.digest);
+    let total = s.image.proxy.body_bytes_sent(&s.layer.digest);
     assert_eq!(
         total - first_bytes,
         s.size() - kept_bytes,
@@ -345,9 +317,6 @@ fn sigkill_with_ranges_in_flight_then_a_rerun_fetches_only_the_missing_ranges() 
     );
     // The head was not kept by the first run when ranges completed out of order, so the
     // layer may be unpacked from the stored blob; either way it is intact.
-    let dir = sandbox.root().join("layers/sha256").join(&s.layer.diff_id[7..]);
-    let marker: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.join("layer.json")).unwrap()).unwrap();
-    let from = marker["unpackedFrom"].as_str().unwrap().to_string();
+    let from = s.unpacked_from(&sandbox);
     s.assert_stored(&sandbox, &from);
 }

@@ -6,10 +6,9 @@
 
 use std::path::Path;
 
-use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::support::fault_proxy::{assert_no_authorization, FaultProxy, RequestLog};
 use crate::support::pki::{base64, Pki};
-use crate::support::setups::token_registry;
-use crate::support::token_server::TokenServer;
+use crate::support::setups::{public_token_image, token_auth, TokenAuth};
 use crate::support::*;
 use serde_json::json;
 
@@ -52,8 +51,8 @@ fn tls_image(repo: &str, seed: u64, client_auth: bool) -> TlsImage {
 
 /// An htpasswd registry behind TLS holding `<repo>:v1`, and a certs.d that trusts its CA.
 struct TrustedImage {
-    pki: Pki,
-    registry: Registry,
+    _pki: Pki,
+    _registry: Registry,
     host: String,
     certs: tempfile::TempDir,
     image: String,
@@ -69,8 +68,8 @@ fn trusted_image(repo: &str, seed: u64) -> TrustedImage {
     let certs = temp_dir("rpull-certs-d-");
     pki.write_certs_d(certs.path(), &host, false);
     TrustedImage {
-        pki,
-        registry,
+        _pki: pki,
+        _registry: registry,
         host,
         certs,
         image,
@@ -101,13 +100,10 @@ fn assert_no_secret(out: &RpullOutput, secret: &str) {
 
 #[test]
 fn basic_auth_behind_tls_with_a_certs_d_ca() {
+    let t = trusted_image("team/app", 1);
     let TrustedImage {
-        pki: _pki,
-        registry: _registry,
-        host,
-        certs,
-        image,
-    } = trusted_image("team/app", 1);
+        host, certs, image, ..
+    } = &t;
 
     let r = verifying_sandbox(certs.path());
     // No credentials: docker's text, exit 1.
@@ -119,16 +115,11 @@ fn basic_auth_behind_tls_with_a_certs_d_ca() {
     );
 
     // Wrong password: the registry's UNAUTHORIZED, rendered as docker renders it.
-    r.write_docker_config(&json!({"auths": {&host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
+    r.write_docker_config(&json!({"auths": {host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
     let out = r.run([&image]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        "unauthorized: authentication required",
-        "{out}"
-    );
+    out.assert_error("unauthorized: authentication required");
 
-    r.write_docker_config(&auth_config(&host));
+    r.write_docker_config(&auth_config(host));
     let out = r.run([&image]);
     out.assert_success();
     assert!(
@@ -141,30 +132,21 @@ fn basic_auth_behind_tls_with_a_certs_d_ca() {
 
 #[test]
 fn tls_is_verified_unless_the_registry_is_insecure() {
-    let TlsImage {
-        pki: _pki,
-        registry: _registry,
-        host,
-        image,
-    } = tls_image("app", 2, false);
+    let t = tls_image("app", 2, false);
+    let TlsImage { host, image, .. } = &t;
     let empty = temp_dir("rpull-certs-d-");
-    let r = signed_in_sandbox(empty.path(), &host);
+    let r = signed_in_sandbox(empty.path(), host);
 
     // The CA is unknown: a TLS error, exit 1, nothing pulled.
     let out = r.run([&image]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        format!(
+    out.assert_error(format!(
             "Get \"https://{host}/v2/\": tls: failed to verify certificate: x509: certificate signed by unknown authority"
-        ),
-        "{out}"
-    );
+        ));
     // --insecure-registry: unverified TLS is allowed for that host.
-    r.run(["--insecure-registry", &host, &image]).assert_success();
+    r.run(["--insecure-registry", host, image]).assert_success();
 
     // The config file's insecure-registries work the same.
-    let r2 = signed_in_sandbox(empty.path(), &host);
+    let r2 = signed_in_sandbox(empty.path(), host);
     let cfg = r2.home().join("rpull.json");
     std::fs::write(&cfg, json!({"insecure-registries": [&host]}).to_string()).unwrap();
     r2.run([Path::new("--config"), &cfg, Path::new(&image)])
@@ -173,43 +155,34 @@ fn tls_is_verified_unless_the_registry_is_insecure() {
 
 #[test]
 fn client_certificate_from_certs_d() {
-    let TlsImage {
-        pki,
-        registry: _registry,
-        host,
-        image,
-    } = tls_image("app", 3, true);
+    let t = tls_image("app", 3, true);
+    let TlsImage { pki, host, image, .. } = &t;
 
     let ca_only = temp_dir("rpull-certs-d-");
-    pki.write_certs_d(ca_only.path(), &host, false);
-    let r = signed_in_sandbox(ca_only.path(), &host);
+    pki.write_certs_d(ca_only.path(), host, false);
+    let r = signed_in_sandbox(ca_only.path(), host);
     r.run([&image]).assert_code(1);
 
     let with_client = temp_dir("rpull-certs-d-");
-    pki.write_certs_d(with_client.path(), &host, true);
-    let r = signed_in_sandbox(with_client.path(), &host);
+    pki.write_certs_d(with_client.path(), host, true);
+    let r = signed_in_sandbox(with_client.path(), host);
     r.run([&image]).assert_success();
 
     // A key without its certificate: docker's message.
     let broken = temp_dir("rpull-certs-d-");
-    std::fs::create_dir_all(broken.path().join(&host)).unwrap();
-    std::fs::write(broken.path().join(&host).join("client.key"), &pki.client_key_pem).unwrap();
+    std::fs::create_dir_all(broken.path().join(host)).unwrap();
+    std::fs::write(broken.path().join(host).join("client.key"), &pki.client_key_pem).unwrap();
     let r = verifying_sandbox(broken.path());
     let out = r.run([&image]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        "missing client certificate client.cert for key client.key",
-        "{out}"
-    );
+    out.assert_error("missing client certificate client.cert for key client.key");
 }
 
 #[test]
 fn token_auth_anonymous_and_denied_like_docker_hub() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.public("pub/app");
-    let registry = token_registry(&pki, &tokens, &["pub/app", "private/app"]);
+    let auth = token_auth(&["pub/app", "private/app"], |t| {
+        t.public("pub/app");
+    });
+    let TokenAuth { tokens, registry, .. } = &auth;
     registry.push_small_image("pub/app", "v1", 4);
     registry.push_small_image("private/app", "v1", 5);
 
@@ -228,23 +201,18 @@ fn token_auth_anonymous_and_denied_like_docker_hub() {
     assert_eq!(reqs.len(), 1, "tokens are cached per scope: {reqs:?}");
 
     let out = r.run([registry.image_ref("private/app", "v1")]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        format!(
+    out.assert_error(format!(
             "pull access denied for {}/private/app, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
             registry.host()
-        ),
-        "{out}"
-    );
+        ));
 }
 
 #[test]
 fn token_auth_with_password_and_with_identity_token() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.user(USER, PASSWORD).refresh_token("refresh-xyz", USER);
-    let registry = token_registry(&pki, &tokens, &["private/app"]);
+    let auth = token_auth(&["private/app"], |t| {
+        t.user(USER, PASSWORD).refresh_token("refresh-xyz", USER);
+    });
+    let TokenAuth { tokens, registry, .. } = &auth;
     registry.push_small_image("private/app", "v1", 6);
     let image = registry.image_ref("private/app", "v1");
 
@@ -265,12 +233,7 @@ fn token_auth_with_password_and_with_identity_token() {
     let bad = rpull();
     bad.write_docker_config(&json!({"auths": {registry.host(): {"username": USER, "password": "nope"}}}));
     let out = bad.run([&image]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        "unauthorized: incorrect username or password",
-        "{out}"
-    );
+    out.assert_error("unauthorized: incorrect username or password");
 
     // identitytoken: OAuth refresh-token POST, as docker does after `docker login`.
     let r = rpull();
@@ -288,11 +251,8 @@ fn token_auth_with_password_and_with_identity_token() {
 
 #[test]
 fn an_expired_token_is_refreshed_on_401() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.public("app");
-    let registry = token_registry(&pki, &tokens, &["app"]);
-    registry.push_small_image("app", "v1", 7);
+    let auth = public_token_image("app", 7);
+    let TokenAuth { tokens, registry, .. } = &auth;
     tokens.expire_next(1);
     let out = rpull().run([registry.image_ref("app", "v1")]);
     out.assert_success();
@@ -306,12 +266,7 @@ fn credential_helper_failures_name_the_helper() {
     let r = rpull();
     r.write_docker_config(&json!({"credsStore": "nope-not-installed"}));
     let out = r.run([registry.image_ref("app", "v1")]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        "error getting credentials - err: exec: \"docker-credential-nope-not-installed\": executable file not found in $PATH, out: ``",
-        "{out}"
-    );
+    out.assert_error("error getting credentials - err: exec: \"docker-credential-nope-not-installed\": executable file not found in $PATH, out: ``");
 
     // A helper that fails: its exit and output, as docker shows them.
     let bin = temp_dir("rpull-helper-bin-");
@@ -329,122 +284,100 @@ fn credential_helper_failures_name_the_helper() {
     );
     r.write_docker_config(&json!({"credHelpers": {registry.host(): "broken"}}));
     let out = r.run([registry.image_ref("app", "v1")]);
-    out.assert_code(1);
-    assert_eq!(
-        out.stderr.trim_end(),
-        "error getting credentials - err: exit status 3, out: `keyring locked`",
-        "{out}"
-    );
+    out.assert_error("error getting credentials - err: exit status 3, out: `keyring locked`");
+}
+
+/// A token-auth registry behind a proxy (`front`) that redirects every blob GET to a "CDN"
+/// under another host name: a second, open registry with the same blobs behind a logging
+/// proxy (`cdn`), reached as `localhost:<port>`. Keep it alive while the proxies are used.
+struct BehindACdn {
+    _auth: TokenAuth,
+    _cdn_registry: Registry,
+    cdn: FaultProxy,
+    front: FaultProxy,
+    pushed: PushedImage,
+    /// A sandbox holding [`USER`]'s credentials for `front`.
+    sandbox: Rpull,
+}
+
+/// `push` pushes the same image (under `repo`) to the registry and to the CDN's.
+fn behind_a_cdn(repo: &str, push: impl Fn(&Registry) -> PushedImage) -> BehindACdn {
+    let auth = token_auth(&[repo], |t| {
+        t.user(USER, PASSWORD);
+    });
+    let pushed = push(&auth.registry);
+    let cdn_registry = Registry::start();
+    push(&cdn_registry);
+    let cdn = FaultProxy::start(&cdn_registry.host());
+    let cdn_port = cdn.host().rsplit(':').next().unwrap().to_string();
+    let front = FaultProxy::start(&auth.registry.host());
+    front.redirect_blob_gets(format!("http://localhost:{cdn_port}"));
+    let sandbox = rpull();
+    sandbox.write_docker_config(&auth_config(&front.host()));
+    BehindACdn {
+        _auth: auth,
+        _cdn_registry: cdn_registry,
+        cdn,
+        front,
+        pushed,
+        sandbox,
+    }
 }
 
 #[test]
 fn a_blob_redirect_to_another_host_carries_no_authorization() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.user(USER, PASSWORD);
-    let registry = token_registry(&pki, &tokens, &["private/app"]);
-    let pushed = registry.push_small_image("private/app", "v1", 9);
-    // The "CDN": a second server (an open registry with the same blobs, behind a logging
-    // proxy), reached under another host name.
-    let cdn_registry = Registry::start();
-    cdn_registry.push_small_image("private/app", "v1", 9);
-    let cdn = FaultProxy::start(&cdn_registry.host());
-    let cdn_port = cdn.host().rsplit(':').next().unwrap().to_string();
-    let front = FaultProxy::start(&registry.host());
-    front.add_rule(
-        Rule::new(
-            "/blobs/",
-            Fault::RedirectTo(format!("http://localhost:{cdn_port}")),
-        )
-        .method("GET"),
-    );
-
-    let r = rpull();
-    r.write_docker_config(&auth_config(&front.host()));
-    let out = r.run([format!("{}/private/app:v1", front.host())]);
+    let c = behind_a_cdn("private/app", |registry| {
+        registry.push_small_image("private/app", "v1", 9)
+    });
+    let out = c.sandbox.run([format!("{}/private/app:v1", c.front.host())]);
     out.assert_success();
     assert_no_secret(&out, PASSWORD);
-    let at_cdn = cdn.requests();
+    let at_cdn = c.cdn.requests();
     assert!(
-        at_cdn.iter().any(|q| q.path.contains(&pushed.layer_digests[0])),
+        at_cdn.iter().any(|q| q.path.contains(&c.pushed.layer_digests[0])),
         "the layer came from the CDN: {at_cdn:?}"
     );
+    assert_no_authorization(&at_cdn, "hosts");
     assert!(
-        at_cdn.iter().all(|q| q.authorization.is_none()),
-        "Authorization crossed hosts: {at_cdn:?}"
-    );
-    assert!(
-        front
-            .requests()
+        c.front
+            .requests_to("/manifests/")
             .iter()
-            .filter(|q| q.path.contains("/manifests/"))
-            .all(|q| q
-                .authorization
-                .as_deref()
-                .is_some_and(|a| a.starts_with("Bearer "))),
+            .all(RequestLog::has_bearer_token),
         "the registry itself gets the token"
     );
 }
 
 #[test]
 fn each_range_of_a_large_blob_is_redirected_to_the_cdn_without_authorization() {
-    let pki = Pki::new();
-    let tokens = TokenServer::start(&pki);
-    tokens.user(USER, PASSWORD);
-    let registry = token_registry(&pki, &tokens, &["private/big"]);
     let image = Image::new(
         Platform::host(),
         vec![Layer::random("big.bin", 1_500_000, 21, Compression::Gzip)],
     );
-    let pushed = registry.push_image("private/big", "v1", &image, ManifestFormat::Oci);
-    let cdn_registry = Registry::start();
-    cdn_registry.push_image("private/big", "v1", &image, ManifestFormat::Oci);
-    let cdn = FaultProxy::start(&cdn_registry.host());
-    let cdn_port = cdn.host().rsplit(':').next().unwrap().to_string();
-    let front = FaultProxy::start(&registry.host());
-    front.add_rule(
-        Rule::new(
-            "/blobs/",
-            Fault::RedirectTo(format!("http://localhost:{cdn_port}")),
-        )
-        .method("GET"),
-    );
-
-    let r = rpull();
-    r.write_docker_config(&auth_config(&front.host()));
-    let out = r.run([
+    let c = behind_a_cdn("private/big", |registry| {
+        registry.push_image("private/big", "v1", &image, ManifestFormat::Oci)
+    });
+    let out = c.sandbox.run([
         "pull",
         "--parallel-download-threshold",
         "512KiB",
         "--parallel-chunk-size",
         "256KiB",
-        &format!("{}/private/big:v1", front.host()),
+        &format!("{}/private/big:v1", c.front.host()),
     ]);
     out.assert_success();
     assert_no_secret(&out, PASSWORD);
-    let layer = &pushed.layer_digests[0];
-    let at_front: Vec<_> = front
-        .requests()
-        .into_iter()
-        .filter(|q| q.path.contains(layer.as_str()))
-        .collect();
+    let layer = &c.pushed.layer_digests[0];
+    let at_front = c.front.requests_to(layer);
     assert!(at_front.len() >= 6, "one redirect per range: {at_front:?}");
     assert!(
         at_front.iter().all(|q| q.range.is_some() && q.status == 307),
         "{at_front:?}"
     );
     assert!(
-        at_front.iter().all(|q| q
-            .authorization
-            .as_deref()
-            .is_some_and(|a| a.starts_with("Bearer "))),
+        at_front.iter().all(RequestLog::has_bearer_token),
         "the registry itself gets the token: {at_front:?}"
     );
-    let at_cdn: Vec<_> = cdn
-        .requests()
-        .into_iter()
-        .filter(|q| q.path.contains(layer.as_str()))
-        .collect();
+    let at_cdn = c.cdn.requests_to(layer);
     assert_eq!(
         at_cdn.len(),
         at_front.len(),
@@ -454,11 +387,8 @@ fn each_range_of_a_large_blob_is_redirected_to_the_cdn_without_authorization() {
         at_cdn.iter().all(|q| q.range.is_some() && q.status == 206),
         "{at_cdn:?}"
     );
-    assert!(
-        cdn.requests().iter().all(|q| q.authorization.is_none()),
-        "Authorization crossed hosts: {at_cdn:?}"
-    );
-    let out = r.run(["check"]);
+    assert_no_authorization(&c.cdn.requests(), "hosts");
+    let out = c.sandbox.run(["check"]);
     assert!(out.success(), "{out}");
 }
 
@@ -483,13 +413,10 @@ fn an_unparsable_docker_config_is_a_warning_and_the_pull_goes_on() {
 
 #[test]
 fn credentials_from_a_helper_and_from_docker_auth_config() {
+    let t = trusted_image("app", 16);
     let TrustedImage {
-        pki: _pki,
-        registry: _registry,
-        host,
-        certs,
-        image,
-    } = trusted_image("app", 16);
+        host, certs, image, ..
+    } = &t;
 
     // credHelpers: `docker-credential-<name> get` with the registry key on stdin.
     let bin = temp_dir("rpull-helper-bin-");
@@ -513,7 +440,7 @@ fn credentials_from_a_helper_and_from_docker_auth_config() {
             std::env::var("PATH").unwrap_or_default()
         ),
     );
-    r.write_docker_config(&json!({"credsStore": "nope-not-installed", "credHelpers": {&host: "testvault"}}));
+    r.write_docker_config(&json!({"credsStore": "nope-not-installed", "credHelpers": {host: "testvault"}}));
     let out = r.run([&image]);
     out.assert_success();
     assert_no_secret(&out, PASSWORD);
@@ -521,31 +448,27 @@ fn credentials_from_a_helper_and_from_docker_auth_config() {
 
     // DOCKER_AUTH_CONFIG comes before the file.
     let mut r = verifying_sandbox(certs.path());
-    r.env("DOCKER_AUTH_CONFIG", auth_config(&host).to_string());
-    r.write_docker_config(&json!({"auths": {&host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
+    r.env("DOCKER_AUTH_CONFIG", auth_config(host).to_string());
+    r.write_docker_config(&json!({"auths": {host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
     r.run([&image]).assert_success();
 }
 
 #[test]
 fn cert_dir_gives_this_pull_its_ca_and_client_certificate() {
-    let TlsImage {
-        pki,
-        registry: _registry,
-        host,
-        image,
-    } = tls_image("app", 4, true);
+    let t = tls_image("app", 4, true);
+    let TlsImage { pki, host, image, .. } = &t;
     // certs.d is empty: without --cert-dir the CA is unknown.
     let empty = temp_dir("rpull-certs-d-");
-    let r = signed_in_sandbox(empty.path(), &host);
+    let r = signed_in_sandbox(empty.path(), host);
     r.run([&image]).assert_code(1);
     // podman's --cert-dir names the directory holding the CA and the client pair directly.
     let certs = temp_dir("rpull-cert-dir-");
-    pki.write_certs_d(certs.path(), &host, true);
-    let dir = certs.path().join(&host);
+    pki.write_certs_d(certs.path(), host, true);
+    let dir = certs.path().join(host);
     r.run([Path::new("--cert-dir"), &dir, Path::new(&image)])
         .assert_success();
     // It applies to that pull only.
-    let r2 = signed_in_sandbox(empty.path(), &host);
+    let r2 = signed_in_sandbox(empty.path(), host);
     r2.run([&image]).assert_code(1);
 }
 
@@ -553,13 +476,8 @@ fn cert_dir_gives_this_pull_its_ca_and_client_certificate() {
 /// and the config file's `insecure-registries` (it used the built-in defaults and ignored both).
 #[test]
 fn login_uses_the_settings_a_pull_uses() {
-    let TrustedImage {
-        pki: _pki,
-        registry: _registry,
-        host,
-        certs,
-        image: _image,
-    } = trusted_image("team/login", 9);
+    let t = trusted_image("team/login", 9);
+    let TrustedImage { host, certs, .. } = &t;
     let login = ["login", "-u", USER, "-p", PASSWORD, host.as_str()];
 
     // certs.d trusts the registry's CA: verified TLS succeeds.

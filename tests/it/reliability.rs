@@ -11,49 +11,28 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::support::fault_proxy::{Fault, Rule};
+use crate::support::setups::{proxied_image, ProxiedImage};
 use crate::support::*;
 
 const LAYER_BYTES: usize = 1_500_000;
 /// The proxy's read/write buffer: what may be in flight when a client dies.
 const CHUNK: u64 = 64 * 1024;
 
-struct Setup {
-    _registry: Registry,
-    proxy: FaultProxy,
-    pushed: PushedImage,
-    reference: String,
-}
-
-fn setup(repo: &str) -> Setup {
-    let registry = Registry::start();
-    let layer = Layer::random("big.bin", LAYER_BYTES, 7, Compression::Gzip);
-    let pushed = registry.push_image(
+fn setup(repo: &str) -> ProxiedImage {
+    proxied_image(
         repo,
-        "v1",
-        &Image::new(Platform::host(), vec![layer]),
-        ManifestFormat::Oci,
-    );
-    let proxy = FaultProxy::start(&registry.host());
-    let reference = format!("{}/{repo}:v1", proxy.host());
-    Setup {
-        _registry: registry,
-        proxy,
-        pushed,
-        reference,
-    }
+        vec![Layer::random("big.bin", LAYER_BYTES, 7, Compression::Gzip)],
+    )
 }
 
-impl Setup {
+/// What these tests measure of their image.
+impl ProxiedImage {
     /// The layer blob is in the store with the right content, and `rpull check` passes.
     fn assert_layer_stored(&self, sandbox: &Rpull) {
-        let blob = sandbox.root().join("blobs/sha256").join(&self.layer()[7..]);
+        let blob = sandbox.blob_path(self.layer());
         assert_eq!(sha256_digest(&fs::read(blob).unwrap()), self.layer());
         sandbox.assert_store_intact("");
-    }
-
-    fn layer(&self) -> &str {
-        &self.pushed.layer_digests[0]
     }
 
     fn layer_size(&self) -> u64 {
@@ -66,36 +45,16 @@ impl Setup {
         self.layer_size() + self.pushed.config_bytes.len() as u64
     }
 
-    fn partial(&self, sandbox: &Rpull) -> PathBuf {
-        sandbox
-            .root()
-            .join("ingest")
-            .join(format!("sha256-{}.partial", &self.layer()[7..]))
-    }
-
     fn blob_bytes_served(&self) -> u64 {
-        self.proxy
-            .requests()
-            .iter()
-            .filter(|r| r.path.contains("/blobs/"))
-            .map(|r| r.body_bytes)
-            .sum()
-    }
-
-    fn layer_requests(&self) -> Vec<crate::support::fault_proxy::RequestLog> {
-        self.proxy
-            .requests()
-            .into_iter()
-            .filter(|r| r.method == "GET" && r.path.ends_with(self.layer()))
-            .collect()
+        self.proxy.body_bytes_sent("/blobs/")
     }
 
     /// Starts a throttled pull and stops it with `signal` once `at_least` bytes are on disk.
     fn interrupt(&self, sandbox: &Rpull, signal: libc::c_int, at_least: u64) -> u64 {
         self.proxy
-            .add_rule(Rule::new("/blobs/", Fault::Throttle(600_000)).method("GET"));
+            .add_rule(Rule::get("/blobs/", Fault::Throttle(600_000)));
         let mut running = sandbox.spawn([&self.reference]);
-        let partial = self.partial(sandbox);
+        let partial = sandbox.partial_path(self.layer());
         let deadline = Instant::now() + Duration::from_secs(20);
         while fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < at_least {
             assert!(Instant::now() < deadline, "download never started");
@@ -120,17 +79,13 @@ fn sigkill_then_rerun_fetches_the_image_once() {
     let kept = s.interrupt(&sandbox, libc::SIGKILL, 400_000);
     assert!(kept > 0 && kept < s.layer_size());
     // The partial is identified by its name (digest) and its sidecar (digest and size).
-    let info = sidecar(&s.partial(&sandbox));
+    let info = sidecar(&sandbox.partial_path(s.layer()));
     assert_eq!(info["digest"], s.layer());
     assert_eq!(info["size"], s.layer_size());
     sandbox.assert_store_intact("");
 
     sandbox.run([&s.reference]).assert_success();
-    let ranged: Vec<_> = s
-        .layer_requests()
-        .into_iter()
-        .filter(|r| r.range.is_some())
-        .collect();
+    let ranged: Vec<_> = s.layer_gets().into_iter().filter(|r| r.range.is_some()).collect();
     assert_eq!(ranged.len(), 1, "{:?}", s.proxy.requests());
     let served = s.blob_bytes_served();
     assert!(
@@ -139,8 +94,8 @@ fn sigkill_then_rerun_fetches_the_image_once() {
         "interrupted pull + re-run fetched {served} bytes; the image is {}",
         s.image_size()
     );
-    assert!(!s.partial(&sandbox).exists());
-    assert!(!s.partial(&sandbox).with_extension("json").exists());
+    assert!(!sandbox.partial_path(s.layer()).exists());
+    assert!(!sandbox.partial_path(s.layer()).with_extension("json").exists());
     sandbox.assert_store_intact("");
 }
 
@@ -148,23 +103,19 @@ fn sigkill_then_rerun_fetches_the_image_once() {
 fn dropped_connection_then_rerun_fetches_the_image_once() {
     let s = setup("rel/drop");
     let sandbox = rpull();
-    s.proxy.add_rule(
-        Rule::new(&s.layer()[7..], Fault::DropAfter(600_000))
-            .method("GET")
-            .times(1),
-    );
+    s.fault_layer(Fault::DropAfter(600_000), Some(1));
     // A wait long enough that the run is still counting down when it is stopped.
     let mut running = sandbox.spawn(["--retry-delay", "30s", &s.reference]);
     running.wait_for_stdout("Retrying in", Duration::from_secs(30));
     running.signal(libc::SIGKILL);
     running.wait();
-    let kept = fs::metadata(s.partial(&sandbox)).unwrap().len();
+    let kept = fs::metadata(sandbox.partial_path(s.layer())).unwrap().len();
     assert!(kept > 0 && kept <= 600_000, "kept {kept}");
     sandbox.assert_store_intact("");
 
     let rerun = rpull_in(&sandbox);
     rerun.run([&s.reference]).assert_success();
-    let requests = s.layer_requests();
+    let requests = s.layer_gets();
     assert_eq!(requests.len(), 2, "{requests:?}");
     assert_eq!(
         requests[1].range.as_deref(),
@@ -200,9 +151,9 @@ fn a_server_ignoring_range_means_a_clean_restart() {
     let sandbox = rpull();
     let kept = s.interrupt(&sandbox, libc::SIGINT, 300_000);
     s.proxy.add_rule(Rule::new("/blobs/", Fault::IgnoreRange));
-    let before = s.layer_requests().len();
+    let before = s.layer_gets().len();
     sandbox.run([&s.reference]).assert_success();
-    let after: Vec<_> = s.layer_requests().split_off(before);
+    let after: Vec<_> = s.layer_gets().split_off(before);
     assert_eq!(after.len(), 1, "{after:?}");
     assert!(after[0].range.is_some(), "rpull asked for a range");
     assert_eq!(after[0].status, 200);
@@ -217,17 +168,17 @@ fn a_bad_partial_is_detected_after_resuming_and_fetched_again_from_zero() {
     let sandbox = rpull();
     let kept = s.interrupt(&sandbox, libc::SIGKILL, 300_000);
     // Damage the kept bytes without changing their length: the resumed download cannot match.
-    let partial = s.partial(&sandbox);
+    let partial = sandbox.partial_path(s.layer());
     let mut bytes = fs::read(&partial).unwrap();
     for b in bytes.iter_mut().take(1000) {
         *b ^= 0x5a;
     }
     fs::write(&partial, &bytes).unwrap();
-    let before = s.layer_requests().len();
+    let before = s.layer_gets().len();
     sandbox
         .run(["--retry-delay", "10ms", &s.reference])
         .assert_success();
-    let after: Vec<_> = s.layer_requests().split_off(before);
+    let after: Vec<_> = s.layer_gets().split_off(before);
     assert_eq!(after.len(), 2, "{after:?}");
     assert_eq!(after[0].range.as_deref(), Some(format!("bytes={kept}-").as_str()));
     assert_eq!(after[1].range, None, "the second attempt starts from 0");
@@ -241,12 +192,11 @@ fn check_repair_removes_corrupt_content_and_a_repull_restores_it() {
     let sandbox = rpull();
     sandbox.run([&s.reference]).assert_success();
     sandbox.assert_store_intact("");
-    let blob = sandbox.root().join("blobs/sha256").join(&s.layer()[7..]);
+    let blob = sandbox.blob_path(s.layer());
     let mut bytes = fs::read(&blob).unwrap();
     bytes[10] ^= 1;
     fs::write(&blob, &bytes).unwrap();
-    let diff = &s.pushed.diff_ids[0][7..];
-    let layer_json = sandbox.root().join("layers/sha256").join(diff).join("layer.json");
+    let layer_json = sandbox.layer_dir(&s.pushed.diff_ids[0]).join("layer.json");
     fs::remove_file(&layer_json).unwrap();
 
     let out = sandbox.run(["check"]);
@@ -292,59 +242,44 @@ fn disk_full_is_a_clear_error_and_leaves_nothing_half_written() {
     assert!(status.success(), "mount -t tmpfs failed");
     let _mount = Mount(store.clone());
 
+    // `rpull --root <store> <arg>`: the sandbox's own root is not on the small disk.
+    let run_on_store = |arg: &str| {
+        let mut cmd = sandbox.bare_command();
+        cmd.arg("--root").arg(&store).arg(arg);
+        RunningRpull::start(cmd, Duration::from_secs(60)).wait()
+    };
+    let assert_disk_full = |out: &RpullOutput| {
+        out.assert_code(1);
+        assert!(
+            out.stderr.to_lowercase().contains("no space left on device"),
+            "stderr: {}",
+            out.stderr
+        );
+    };
+    let assert_check_passes = || {
+        let out = run_on_store("check");
+        assert!(
+            out.success(),
+            "check on the full store:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    };
+
     // The layer (1.5 MB) fits, its unpacked copy does not.
-    let mut cmd = sandbox.bare_command();
-    cmd.arg("--root").arg(&store).arg(&s.reference);
-    let out = RunningRpull::start(cmd, Duration::from_secs(60)).wait();
-    out.assert_code(1);
-    assert!(
-        out.stderr.to_lowercase().contains("no space left on device"),
-        "stderr: {}",
-        out.stderr
-    );
+    assert_disk_full(&run_on_store(&s.reference));
     // Nothing half-written is visible: no layer without its marker, the reference not recorded.
     for e in fs::read_dir(store.join("layers/sha256")).unwrap() {
         assert!(e.unwrap().path().join("layer.json").is_file());
     }
     let index = fs::read_to_string(store.join("index.json")).unwrap();
     assert!(!index.contains("rel/full"), "{index}");
-    let mut cmd = sandbox.bare_command();
-    cmd.arg("--root").arg(&store).arg("check");
-    let out = RunningRpull::start(cmd, Duration::from_secs(60)).wait();
-    assert!(
-        out.success(),
-        "check on the full store:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    assert_check_passes();
 
     // A bigger layer than the disk: the download itself fails.
     let big = Layer::random("huge.bin", 3_000_000, 8, Compression::Gzip);
     let reg = Registry::start();
-    reg.push_image(
-        "rel/full2",
-        "v1",
-        &Image::new(Platform::host(), vec![big]),
-        ManifestFormat::Oci,
-    );
-    let mut cmd = sandbox.bare_command();
-    cmd.arg("--root")
-        .arg(&store)
-        .arg(reg.image_ref("rel/full2", "v1"));
-    let out = RunningRpull::start(cmd, Duration::from_secs(60)).wait();
-    out.assert_code(1);
-    assert!(
-        out.stderr.to_lowercase().contains("no space left on device"),
-        "stderr: {}",
-        out.stderr
-    );
-    let mut cmd = sandbox.bare_command();
-    cmd.arg("--root").arg(&store).arg("check");
-    let out = RunningRpull::start(cmd, Duration::from_secs(60)).wait();
-    assert!(
-        out.success(),
-        "check on the full store:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    reg.push_layers("rel/full2", "v1", vec![big]);
+    assert_disk_full(&run_on_store(&reg.image_ref("rel/full2", "v1")));
+    assert_check_passes();
 }

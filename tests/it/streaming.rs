@@ -66,13 +66,9 @@ fn pull_through(fault_after_drop: Option<Fault>) -> (Vec<Option<String>>, Layer,
     );
     let proxy = FaultProxy::start(&registry.host());
     let digest = pushed.layer_digests[0].clone();
-    proxy.add_rule(
-        Rule::new(&digest, Fault::DropAfter(layer.size() / 2))
-            .method("GET")
-            .times(1),
-    );
+    proxy.add_rule(Rule::get(&digest, Fault::DropAfter(layer.size() / 2)).times(1));
     if let Some(f) = fault_after_drop {
-        proxy.add_rule(Rule::new(&digest, f).method("GET").times(1));
+        proxy.add_rule(Rule::get(&digest, f).times(1));
     }
     let sandbox = rpull();
     let out = sandbox.run([format!("{}/stream/cut:v1", proxy.host())]);

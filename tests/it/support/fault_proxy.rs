@@ -78,6 +78,35 @@ pub enum Fault {
     RedirectTo(String),
 }
 
+impl Fault {
+    /// [`Fault::Status`] with `code`, the `headers` and `body`.
+    pub fn status(code: u16, headers: &[(&str, &str)], body: &str) -> Fault {
+        Fault::Status {
+            code,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_string(),
+        }
+    }
+
+    /// A registry's JSON error answer: `code` with `{"errors":[{"code":…,"message":…}]}`.
+    pub fn registry_error(code: u16, error_code: &str, message: &str) -> Fault {
+        let body = serde_json::json!({"errors": [{"code": error_code, "message": message}]});
+        Fault::status(code, &[("Content-Type", "application/json")], &body.to_string())
+    }
+
+    /// A `200` answer serving `body` as an OCI image manifest.
+    pub fn oci_manifest(body: &str) -> Fault {
+        Fault::status(
+            200,
+            &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+            body,
+        )
+    }
+}
+
 /// Applies `fault` to requests whose path contains `path_contains` (and whose method is `method`, if
 /// set). The first matching rule, in the order added, wins.
 #[derive(Clone, Debug)]
@@ -99,6 +128,11 @@ impl Rule {
             fault,
             times: None,
         }
+    }
+
+    /// A rule for GET requests only, applied to every matching one.
+    pub fn get(path_contains: &str, fault: Fault) -> Rule {
+        Rule::new(path_contains, fault).method("GET")
     }
 
     /// Only match requests with this method (compared case-insensitively).
@@ -146,6 +180,24 @@ pub struct RequestLog {
     /// Whether the request came in proxy form (`GET http://host/path`): the proxy also works
     /// as a forward proxy (`HTTP_PROXY`), sending every such request to its backend.
     pub proxied: Option<String>,
+}
+
+impl RequestLog {
+    /// Did it carry `Authorization: Bearer …`?
+    pub fn has_bearer_token(&self) -> bool {
+        self.authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Bearer "))
+    }
+}
+
+/// Panics unless none of `requests` carried an `Authorization` header: credentials crossed
+/// `what` (e.g. "hosts") otherwise.
+pub fn assert_no_authorization(requests: &[RequestLog], what: &str) {
+    assert!(
+        requests.iter().all(|q| q.authorization.is_none()),
+        "Authorization crossed {what}: {requests:?}"
+    );
 }
 
 /// A running proxy; dropping it stops accepting and closes all client connections.
@@ -213,6 +265,30 @@ impl FaultProxy {
     /// Requests seen so far, in arrival order.
     pub fn requests(&self) -> Vec<RequestLog> {
         lock(&self.shared.log).clone()
+    }
+
+    /// Requests whose path contains `needle`, in arrival order.
+    pub fn requests_to(&self, needle: &str) -> Vec<RequestLog> {
+        self.requests_where(|r| r.path.contains(needle))
+    }
+
+    /// GET requests whose path contains `needle`, in arrival order.
+    pub fn gets(&self, needle: &str) -> Vec<RequestLog> {
+        self.requests_where(|r| r.method == "GET" && r.path.contains(needle))
+    }
+
+    fn requests_where(&self, keep: impl Fn(&RequestLog) -> bool) -> Vec<RequestLog> {
+        lock(&self.shared.log)
+            .iter()
+            .filter(|r| keep(r))
+            .cloned()
+            .collect()
+    }
+
+    /// Answers every blob GET with a `307` to the same path at `base_url` (another server
+    /// acting as a CDN, see [`Fault::RedirectTo`]).
+    pub fn redirect_blob_gets(&self, base_url: String) {
+        self.add_rule(Rule::get("/blobs/", Fault::RedirectTo(base_url)));
     }
 
     /// The most requests whose path contains `needle` that were in progress at one instant.

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde_json::{json, Value};
 
-use super::layer::{Compression, Layer};
+use super::layer::{Compression, Layer, LayerBuilder};
 use super::sha256_digest;
 
 /// OCI image manifest.
@@ -192,6 +192,22 @@ impl Image {
             config: json!({}),
             raw_config: None,
         }
+    }
+
+    /// One single-layer image for each of `platforms`: a `platform` file naming it and a file
+    /// `x` of `random_bytes` pseudo-random bytes (seed `seed + i`), so no two share a digest.
+    pub fn per_platform(platforms: &[&str], random_bytes: usize, seed: u64) -> Vec<Image> {
+        platforms
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let layer = LayerBuilder::new()
+                    .file("platform", p.as_bytes(), 0o644)
+                    .random_file("x", random_bytes, seed + i as u64)
+                    .build(Compression::Gzip);
+                Image::new(Platform::parse(p), vec![layer])
+            })
+            .collect()
     }
 
     /// Sets the config's `config` object.

@@ -8,15 +8,16 @@
 //! * [`rpull`] runs the `rpull` binary in a sandbox (fresh store root, `HOME`, `DOCKER_CONFIG`,
 //!   no proxy or platform variables) and captures its output;
 //! * [`setups`] holds registries and images that several test files set up alike (basic auth
-//!   behind TLS, token auth, a throttled image);
+//!   behind TLS, token auth, an image behind a fault proxy, a throttled image);
 //! * [`cri_client`] is a CRI image-service client over a unix socket (shared with the bench);
-//! * [`process`] spawns child processes that die with the test binary, even when it is killed.
+//! * [`process`] spawns child processes that die with the test binary, even when it is killed,
+//!   and finds the server binaries they run.
 //!
 //! Everything here is synchronous and panics with a readable message on failure: a test reads
 //! as a list of steps. Do not use these helpers from inside an async runtime (they use
 //! `reqwest::blocking`).
 
-// Each test file compiles its own copy of this module and uses only part of it.
+// Each test module uses only part of this harness.
 #![allow(dead_code, unused_imports)]
 
 pub mod cri_client;

@@ -1,4 +1,5 @@
-//! Child processes tethered to the test binary.
+//! Child processes tethered to the test binary, and [`find_binary`], which finds the servers'
+//! binaries (the registry's, nats-server's).
 //!
 //! Owners kill their children on `Drop`, which covers normal ends and panics. [`spawn_tethered`]
 //! also covers the test binary being killed outright (a CI timeout, `kill -9`): on Linux the
@@ -8,12 +9,48 @@
 //! child outlives the test that started it only if its owner is kept alive (e.g. in a static).
 
 use std::io;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::thread;
 
 type Request = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Finds a server's binary: `explicit` (a path, and what named it) if given, which must exist;
+/// else `default` if it exists; else `name` on `PATH`. Panics with `missing(path, why)`, the
+/// server's install instructions, when there is none.
+pub fn find_binary(
+    explicit: Option<(PathBuf, &str)>,
+    default: &str,
+    name: &str,
+    missing: impl Fn(&Path, &str) -> String,
+) -> PathBuf {
+    if let Some((path, source)) = explicit {
+        if path.is_file() {
+            return path;
+        }
+        panic!("{}", missing(&path, &format!("not found (from {source})")));
+    }
+    if Path::new(default).is_file() {
+        return PathBuf::from(default);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{}", missing(Path::new(default), "not found, nor on PATH")))
+}
+
+/// The path in the environment variable `var`, unless it is unset or empty, with `var` as
+/// its source (for [`find_binary`]).
+pub fn path_from_env(var: &str) -> Option<(PathBuf, &str)> {
+    std::env::var_os(var)
+        .filter(|p| !p.is_empty())
+        .map(|p| (PathBuf::from(p), var))
+}
 
 /// Spawns `cmd` so that it is killed when the test process dies, however it dies.
 ///

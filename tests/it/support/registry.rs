@@ -25,15 +25,15 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LOCATION};
-use reqwest::{StatusCode, Url};
+use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use tempfile::TempDir;
 
 use super::image::{index_json, to_bytes, Attestation, Image, IndexEntry, ManifestFormat, Platform};
 use super::layer::Layer;
-use super::process::{kill_and_reap, spawn_tethered};
+use super::process::{find_binary, kill_and_reap, path_from_env, spawn_tethered};
 use super::{hex, pseudo_random_bytes, sha256_digest};
 
 /// The environment variable naming the registry binary.
@@ -311,21 +311,19 @@ impl Registry {
 
     /// `GET <url><path>` with optional `Accept` values.
     pub fn get(&self, path: &str, accept: &[&str]) -> Response {
-        let mut req = self.client.get(format!("{}{path}", self.url()));
-        if !accept.is_empty() {
-            req = req.header(ACCEPT, accept.join(", "));
-        }
-        req.send().unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        self.send(Method::GET, &format!("{}{path}", self.url()), |req| {
+            if accept.is_empty() {
+                req
+            } else {
+                req.header(ACCEPT, accept.join(", "))
+            }
+        })
     }
 
     /// Does `repo` link the blob `digest`?
     pub fn blob_exists(&self, repo: &str, digest: &str) -> bool {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.url());
-        let resp = self
-            .client
-            .head(&url)
-            .send()
-            .unwrap_or_else(|e| panic!("HEAD {url}: {e}"));
+        let resp = self.send(Method::HEAD, &url, |req| req);
         match resp.status() {
             StatusCode::OK => true,
             StatusCode::NOT_FOUND => false,
@@ -340,28 +338,17 @@ impl Registry {
             return digest;
         }
         let start = format!("{}/v2/{repo}/blobs/uploads/", self.url());
-        let resp = self
-            .client
-            .post(&start)
-            .send()
-            .unwrap_or_else(|e| panic!("POST {start}: {e}"));
+        let resp = self.send(Method::POST, &start, |req| req);
         let resp = expect_status(resp, StatusCode::ACCEPTED, &format!("POST {start}"));
         let location = header_str(resp.headers(), LOCATION.as_str())
             .unwrap_or_else(|| panic!("POST {start}: 202 without Location"));
         let put_url = upload_url(&start, &location, &digest);
-        let resp = self
-            .client
-            .put(put_url.clone())
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(bytes.to_vec())
-            .send()
-            .unwrap_or_else(|e| panic!("PUT {put_url}: {e}"));
-        let resp = expect_status(resp, StatusCode::CREATED, &format!("PUT blob {digest} to {repo}"));
-        let reported = header_str(resp.headers(), "docker-content-digest");
-        assert_eq!(
-            reported.as_deref(),
-            Some(digest.as_str()),
-            "registry digest for blob pushed to {repo}"
+        self.put_content(
+            put_url.as_str(),
+            "application/octet-stream",
+            bytes,
+            &digest,
+            &format!("blob {digest} to {repo}"),
         );
         digest
     }
@@ -371,25 +358,25 @@ impl Registry {
     pub fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> String {
         let digest = sha256_digest(bytes);
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.url());
-        let resp = self
-            .client
-            .put(&url)
-            .header(CONTENT_TYPE, media_type)
-            .body(bytes.to_vec())
-            .send()
-            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
-        let resp = expect_status(
-            resp,
-            StatusCode::CREATED,
-            &format!("PUT manifest {repo}:{reference}"),
-        );
-        let reported = header_str(resp.headers(), "docker-content-digest");
-        assert_eq!(
-            reported.as_deref(),
-            Some(digest.as_str()),
-            "registry digest for manifest {repo}:{reference}"
+        self.put_content(
+            &url,
+            media_type,
+            bytes,
+            &digest,
+            &format!("manifest {repo}:{reference}"),
         );
         digest
+    }
+
+    /// PUTs `bytes` as `content_type` to `url`; panics unless the registry answers 201 with
+    /// `digest` as its `Docker-Content-Digest`. `what` names the content in messages.
+    fn put_content(&self, url: &str, content_type: &str, bytes: &[u8], digest: &str, what: &str) {
+        let resp = self.send(Method::PUT, url, |req| {
+            req.header(CONTENT_TYPE, content_type).body(bytes.to_vec())
+        });
+        let resp = expect_status(resp, StatusCode::CREATED, &format!("PUT {what}"));
+        let reported = header_str(resp.headers(), "docker-content-digest");
+        assert_eq!(reported.as_deref(), Some(digest), "registry digest for {what}");
     }
 
     /// Pushes the manifest `doc` (serialised with [`to_bytes`]); its media type is read from its
@@ -566,12 +553,21 @@ impl Registry {
 
     fn delete(&self, path: &str) {
         let url = format!("{}{path}", self.url());
-        let resp = self
-            .client
-            .delete(&url)
-            .send()
-            .unwrap_or_else(|e| panic!("DELETE {url}: {e}"));
+        let resp = self.send(Method::DELETE, &url, |req| req);
         expect_status(resp, StatusCode::ACCEPTED, &format!("DELETE {path}"));
+    }
+
+    /// Sends `method url`, with what `build` adds (headers, a body); panics if it cannot be
+    /// sent.
+    fn send(
+        &self,
+        method: Method,
+        url: &str,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Response {
+        build(self.client.request(method.clone(), url))
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
     }
 
     /// Panics unless the registry process is still running.
@@ -706,38 +702,15 @@ fn config_yaml(config: &RegistryConfig, storage: &Path, port: u16, marker: &str)
 /// The binary to run: `explicit`, else `$RPULL_TEST_REGISTRY_BIN`, else the Debian path, else
 /// `docker-registry` on `PATH`. Panics with install instructions if there is none.
 pub fn resolve_binary(explicit: Option<&Path>) -> PathBuf {
-    let (candidate, source) = match (explicit, std::env::var_os(REGISTRY_BIN_ENV)) {
-        (Some(path), _) => (Some(path.to_path_buf()), "RegistryConfig::binary"),
-        (None, Some(path)) if !path.is_empty() => (Some(PathBuf::from(path)), REGISTRY_BIN_ENV),
-        _ => (None, ""),
-    };
-    if let Some(path) = candidate {
-        if path.is_file() {
-            return path;
-        }
-        panic!(
-            "{}",
-            missing_binary_message(&path, &format!("not found (from {source})"))
-        );
-    }
-    if Path::new(DEFAULT_REGISTRY_BIN).is_file() {
-        return PathBuf::from(DEFAULT_REGISTRY_BIN);
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("docker-registry"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .find(|p| p.is_file());
-    on_path.unwrap_or_else(|| {
-        panic!(
-            "{}",
-            missing_binary_message(Path::new(DEFAULT_REGISTRY_BIN), "not found, nor on PATH")
-        )
-    })
+    let explicit = explicit
+        .map(|path| (path.to_path_buf(), "RegistryConfig::binary"))
+        .or_else(|| path_from_env(REGISTRY_BIN_ENV));
+    find_binary(
+        explicit,
+        DEFAULT_REGISTRY_BIN,
+        "docker-registry",
+        missing_binary_message,
+    )
 }
 
 fn missing_binary_message(binary: &Path, why: &str) -> String {

@@ -10,7 +10,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -86,6 +86,50 @@ impl Rpull {
     /// The store root given as `--root`.
     pub fn root(&self) -> &Path {
         self.root.path()
+    }
+
+    /// Where the store keeps the blob `digest` (`sha256:<hex>`).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.root().join("blobs/sha256").join(hex_part(digest))
+    }
+
+    /// Where a download of the blob `digest` is written until it is committed (its sidecar
+    /// is the same path with the extension `json`).
+    pub fn partial_path(&self, digest: &str) -> PathBuf {
+        self.root()
+            .join("ingest")
+            .join(format!("sha256-{}.partial", hex_part(digest)))
+    }
+
+    /// The directory the layer with diff ID `diff_id` is unpacked in (its `rootfs/` and
+    /// `layer.json`).
+    pub fn layer_dir(&self, diff_id: &str) -> PathBuf {
+        self.root().join("layers/sha256").join(hex_part(diff_id))
+    }
+
+    /// The store's `index.json`; panics if there is none.
+    pub fn index_json(&self) -> serde_json::Value {
+        let path = self.root().join("index.json");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The `index.json` entry recorded for the reference `name`, if there is one.
+    pub fn ref_entry(&self, name: &str) -> Option<serde_json::Value> {
+        self.index_json()["manifests"]
+            .as_array()
+            .expect("index.json has a manifests array")
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+            .cloned()
+    }
+
+    /// Panics unless `index.json` records the reference `name` as the manifest `digest`.
+    pub fn assert_recorded(&self, name: &str, digest: &str) {
+        let entry = self
+            .ref_entry(name)
+            .unwrap_or_else(|| panic!("{name} is not in index.json: {}", self.index_json()));
+        assert_eq!(entry["digest"], digest, "the manifest recorded for {name}");
     }
 
     /// `HOME` for the runs.
@@ -368,6 +412,23 @@ impl RpullOutput {
         self
     }
 
+    /// Panics unless it exited 1 with exactly `message` on stderr (a trailing newline aside).
+    pub fn assert_error(&self, message: impl AsRef<str>) -> &RpullOutput {
+        self.assert_code(1);
+        assert_eq!(self.stderr.trim_end(), message.as_ref(), "{self}");
+        self
+    }
+
+    /// Panics unless it exited 1 with `needle` somewhere in stderr.
+    pub fn assert_failed_with(&self, needle: &str) -> &RpullOutput {
+        self.assert_code(1);
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?} in stderr\n{self}"
+        );
+        self
+    }
+
     /// Panics unless stdout is exactly `expected`, line by line (see [`assert_lines`]).
     pub fn assert_stdout_lines(&self, expected: &[&str]) -> &RpullOutput {
         assert_lines(&self.stdout, expected);
@@ -379,6 +440,13 @@ impl RpullOutput {
         assert_lines(&self.stderr, expected);
         self
     }
+}
+
+/// The hex part of a `sha256:<hex>` digest; panics on another algorithm.
+fn hex_part(digest: &str) -> &str {
+    digest
+        .strip_prefix("sha256:")
+        .unwrap_or_else(|| panic!("not a sha256 digest: {digest:?}"))
 }
 
 impl fmt::Display for RpullOutput {
