@@ -186,7 +186,11 @@ impl LayerTask {
         tee: &mut Option<StreamExtractor>,
     ) -> Result<(), PullError> {
         let held = match &self.gate {
-            Some(gate) => gate.claim(&desc.digest, &self.cancel).await?,
+            Some(gate) => {
+                let (repo, digest) = (&self.repo, &desc.digest);
+                gate.claim(&self.registry, repo, digest, desc.size, &self.cancel)
+                    .await?
+            }
             None => None,
         };
         let started = std::time::Instant::now();

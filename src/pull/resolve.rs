@@ -107,7 +107,11 @@ impl Puller {
             }
         }
         let held = match gate {
-            Some(gate) => gate.claim(&desc.digest, &self.cancel).await?,
+            Some(gate) => {
+                let (repo, digest) = (reference.path(), &desc.digest);
+                gate.claim(registry, repo, digest, desc.size, &self.cancel)
+                    .await?
+            }
             None => None,
         };
         let started = std::time::Instant::now();

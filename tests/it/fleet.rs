@@ -928,15 +928,17 @@ impl CachedOrigin {
 /// the origin again to store it, and streams every request that comes before that store is
 /// committed from the origin too. So one cold pull costs the origin two fetches of each blob,
 /// and three agents asking at once cost three or more. The agents' blob claims let one agent
-/// fetch each blob while the others wait until the cache serves it from its storage: the cold
-/// `_all` pull must cost the origin no more than one cold pull (measured on a second
-/// origin/cache pair with the CLI, which fetches alone).
+/// start the cache's store (a one-byte probe dropped at its headers) and wait until the cache
+/// serves the blob from its storage, which all three then fetch: the cold `_all` pull must cost
+/// the origin about one copy of the layer (what the dropped probes' socket buffers held comes
+/// on top), against the two copies one cold CLI pull costs on a second origin/cache pair.
 #[test]
-fn a_cold_fleet_pull_through_a_cache_costs_the_origin_what_one_pull_does() {
+fn a_cold_fleet_pull_through_a_cache_fetches_each_layer_from_the_origin_about_once() {
     let single = CachedOrigin::start();
     let fleet_side = CachedOrigin::start();
-    let image = push_sized(&single.origin, "fleet/big", "v1", 2 << 20, 8);
-    let same = push_sized(&fleet_side.origin, "fleet/big", "v1", 2 << 20, 8);
+    // Large enough that socket buffers are a small part of it, under the ranges threshold.
+    let image = push_sized(&single.origin, "fleet/big", "v1", 24 << 20, 8);
+    let same = push_sized(&fleet_side.origin, "fleet/big", "v1", 24 << 20, 8);
     assert_eq!(image.config_digest, same.config_digest);
     let mut blobs = image.layer_digests.clone();
     blobs.push(image.config_digest.clone());
@@ -974,15 +976,20 @@ fn a_cold_fleet_pull_through_a_cache_costs_the_origin_what_one_pull_does() {
         );
         assert!((1..=2).contains(&one.0), "one cold pull: {one:?} for {blob}");
         assert!(
-            all.0 <= one.0 && all.1 <= one.1,
+            all.1 <= one.1,
             "the cold _all pull cost the origin {all:?} for {blob}, one pull {one:?}"
         );
     }
-    eprintln!(
-        "origin layer bytes: one cold pull {:.2}x the layer, cold _all on three agents {:.2}x",
+    let (one, all) = (
         origin_cost(&single.counter, layer).1 as f64 / stored as f64,
-        origin_cost(&fleet_side.counter, layer).1 as f64 / stored as f64
+        origin_cost(&fleet_side.counter, layer).1 as f64 / stored as f64,
     );
+    eprintln!("origin layer bytes: one cold pull {one:.2}x the layer, cold _all on three agents {all:.2}x");
+    assert!(
+        one >= 1.9,
+        "one cold pull through registry 2.8's cache: {one:.2}x the layer"
+    );
+    assert!(all <= 1.35, "cold _all through the cache: {all:.2}x the layer");
     for agent in &fleet.agents {
         agent.assert_store_ok();
     }
