@@ -5,6 +5,11 @@
 //! large blobs are fetched as concurrent ranges ([`crate::settings::RangeSettings`]), and the key
 //! file signing the fleet API's tokens (`rpull serve`). Command-line flags win over it.
 //!
+//! The file is parsed into a [`Layer`], the settings every source may give, each optional: a
+//! caller's overrides (the command line's flags, a server's request) are a `Layer` too, and
+//! [`Layer::over`] lays one over another with each field's rule (insecure registries add up,
+//! mirror lists replace, a value wins over none).
+//!
 //! ```json
 //! {
 //!   "insecure-registries": ["registry.internal:5000"],
@@ -56,10 +61,11 @@ pub enum ConfigError {
     Insecure(String),
 }
 
-/// The parsed file; every field is optional.
+/// The settings one source gives (the config file, the flags, the environment); every field
+/// is optional, and the config file's keys are these fields in kebab case.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct Config {
+pub struct Layer {
     /// Hosts (`host[:port]`) allowed plain HTTP and unverified TLS.
     pub insecure_registries: Vec<String>,
     /// Mirrors of Docker Hub, tried in order before it.
@@ -82,27 +88,28 @@ pub struct Config {
     pub max_connections: Option<u32>,
 }
 
-impl Config {
-    /// The default location: `<config dir>/rpull/config.json`.
+impl Layer {
+    /// The config file's default location: `<config dir>/rpull/config.json`.
     pub fn default_path() -> Option<PathBuf> {
         dirs::config_dir().map(|d| d.join("rpull").join("config.json"))
     }
 
-    /// Loads `explicit` (which must exist) or, without one, the default file if it exists.
-    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    /// Loads the config file `explicit` (which must exist) or, without one, the default file if
+    /// it exists.
+    pub fn load(explicit: Option<&Path>) -> Result<Layer, ConfigError> {
         let (path, required) = match explicit {
             Some(p) => (p.to_path_buf(), true),
-            None => match Config::default_path() {
+            None => match Layer::default_path() {
                 Some(p) => (p, false),
-                None => return Ok(Config::default()),
+                None => return Ok(Layer::default()),
             },
         };
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !required => return Ok(Config::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !required => return Ok(Layer::default()),
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        let config: Config = serde_json::from_slice(&bytes).map_err(|e| ConfigError::Parse {
+        let config: Layer = serde_json::from_slice(&bytes).map_err(|e| ConfigError::Parse {
             path: path.clone(),
             detail: e.to_string(),
         })?;
@@ -117,6 +124,35 @@ impl Config {
             normalize_insecure(i)?;
         }
         Ok(config)
+    }
+
+    /// `self` laid over `lower`: `self`'s insecure registries come first and `lower`'s are
+    /// kept; `self`'s `registry-mirrors` replace `lower`'s when there are any, and so do its
+    /// `mirrors` of a registry; every other value of `self` wins over `lower`'s.
+    pub fn over(&self, lower: &Layer) -> Layer {
+        let mut mirrors = lower.mirrors.clone();
+        mirrors.extend(self.mirrors.clone());
+        Layer {
+            insecure_registries: [&self.insecure_registries[..], &lower.insecure_registries[..]].concat(),
+            registry_mirrors: if self.registry_mirrors.is_empty() {
+                lower.registry_mirrors.clone()
+            } else {
+                self.registry_mirrors.clone()
+            },
+            mirrors,
+            max_concurrent_downloads: self.max_concurrent_downloads.or(lower.max_concurrent_downloads),
+            certs_d: self.certs_d.clone().or_else(|| lower.certs_d.clone()),
+            signing_key_file: self
+                .signing_key_file
+                .clone()
+                .or_else(|| lower.signing_key_file.clone()),
+            parallel_download_threshold: self
+                .parallel_download_threshold
+                .or(lower.parallel_download_threshold),
+            parallel_chunk_size: self.parallel_chunk_size.or(lower.parallel_chunk_size),
+            connections_per_blob: self.connections_per_blob.or(lower.connections_per_blob),
+            max_connections: self.max_connections.or(lower.max_connections),
+        }
     }
 }
 
@@ -175,16 +211,16 @@ mod tests {
                 "signing-key-file":"/k"}"#,
         )
         .unwrap();
-        let c = Config::load(Some(&p)).unwrap();
+        let c = Layer::load(Some(&p)).unwrap();
         assert_eq!(c.insecure_registries, vec!["r:5000"]);
         assert_eq!(c.max_concurrent_downloads, Some(7));
         assert_eq!(c.mirrors["r:5000"], vec!["http://c:1/"]);
         assert_eq!(c.certs_d.as_deref(), Some(Path::new("/x")));
         assert_eq!(c.signing_key_file.as_deref(), Some(Path::new("/k")));
         std::fs::write(&p, r#"{"bogus":1}"#).unwrap();
-        assert!(matches!(Config::load(Some(&p)), Err(ConfigError::Parse { .. })));
+        assert!(matches!(Layer::load(Some(&p)), Err(ConfigError::Parse { .. })));
         assert!(matches!(
-            Config::load(Some(&dir.path().join("missing.json"))),
+            Layer::load(Some(&dir.path().join("missing.json"))),
             Err(ConfigError::Read { .. })
         ));
     }
@@ -203,5 +239,44 @@ mod tests {
             normalize_insecure("ftp://r").unwrap_err().to_string(),
             "insecure registry ftp://r should not contain '://'"
         );
+    }
+
+    #[test]
+    fn a_layer_over_another_adds_insecure_registries_and_replaces_the_rest() {
+        let lower = Layer {
+            insecure_registries: vec!["low:5000".into()],
+            registry_mirrors: vec!["https://low.example".into()],
+            mirrors: BTreeMap::from([
+                ("a:1".into(), vec!["http://low-a:1".into()]),
+                ("b:1".into(), vec!["http://low-b:1".into()]),
+            ]),
+            max_concurrent_downloads: Some(6),
+            certs_d: Some(PathBuf::from("/low")),
+            parallel_chunk_size: Some(10),
+            ..Layer::default()
+        };
+        let upper = Layer {
+            insecure_registries: vec!["up:5000".into()],
+            mirrors: BTreeMap::from([("b:1".into(), vec!["http://up-b:1".into()])]),
+            max_concurrent_downloads: Some(2),
+            signing_key_file: Some(PathBuf::from("/k")),
+            ..Layer::default()
+        };
+        let merged = upper.over(&lower);
+        assert_eq!(merged.insecure_registries, ["up:5000", "low:5000"]);
+        assert_eq!(merged.registry_mirrors, ["https://low.example"]);
+        assert_eq!(merged.mirrors["a:1"], ["http://low-a:1"]);
+        assert_eq!(merged.mirrors["b:1"], ["http://up-b:1"]);
+        assert_eq!(merged.max_concurrent_downloads, Some(2));
+        assert_eq!(merged.certs_d.as_deref(), Some(Path::new("/low")));
+        assert_eq!(merged.signing_key_file.as_deref(), Some(Path::new("/k")));
+        assert_eq!(merged.parallel_chunk_size, Some(10));
+        assert_eq!(merged.connections_per_blob, None);
+        let mirrors = Layer {
+            registry_mirrors: vec!["https://up.example".into()],
+            ..Layer::default()
+        };
+        assert_eq!(mirrors.over(&lower).registry_mirrors, ["https://up.example"]);
+        assert_eq!(Layer::default().over(&lower), lower);
     }
 }

@@ -239,13 +239,13 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::Layer;
     use crate::images::testutil::{debian_store, DebianStore};
     use crate::settings::Overrides;
 
     fn engine(f: &DebianStore) -> Engine {
         let root = f.store.root().to_path_buf();
-        let settings = Settings::from_parts(root, &Overrides::default(), &Config::default(), &|_| None);
+        let settings = Settings::from_parts(root, &Overrides::default(), &Layer::default(), &|_| None);
         Engine::open(settings.unwrap()).unwrap()
     }
 

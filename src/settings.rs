@@ -3,15 +3,17 @@
 //! turned into the options of a pull or of a registry client. Every environment variable rpull
 //! reads is named in [`env`]; nothing below this module reads the environment for settings.
 //!
-//! The precedence is docker's: an override wins over the config file, which wins over the
-//! defaults; `RPULL_CERTS_D` wins over the config file's `certs-d`.
+//! The precedence is docker's: an override wins over the environment, which wins over the
+//! config file, which wins over the defaults (of the file's settings, the environment gives
+//! `certs-d` as `RPULL_CERTS_D`). Each source is a [`Layer`], laid over the next by
+//! [`Layer::over`].
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, ConfigError, Layer};
 use crate::registry::{ProxySettings, RegistryOptions};
 
 /// How blob downloads are retried.
@@ -106,24 +108,15 @@ pub struct Overrides {
     pub root: Option<PathBuf>,
     /// rpull's config file (`--config`, `RPULL_CONFIG` through clap).
     pub config: Option<PathBuf>,
-    /// `--insecure-registry`, added to the config file's.
-    pub insecure_registries: Vec<String>,
-    /// `--registry-mirror`, replacing the config file's `registry-mirrors` when given.
-    pub registry_mirrors: Vec<String>,
-    /// `--max-concurrent-downloads`.
-    pub max_concurrent_downloads: Option<u32>,
     /// `--retry` / `--retry-delay`.
     pub retry: Option<RetryPolicy>,
     /// The read timeout (`RPULL_READ_TIMEOUT` through clap).
     pub read_timeout: Option<Duration>,
-    /// `--parallel-download-threshold`.
-    pub parallel_download_threshold: Option<u64>,
-    /// `--parallel-chunk-size`.
-    pub parallel_chunk_size: Option<u64>,
-    /// `--connections-per-blob`.
-    pub connections_per_blob: Option<u32>,
-    /// `--max-connections`.
-    pub max_connections: Option<u32>,
+    /// The settings the config file also has, laid over it with [`Layer::over`]:
+    /// `--insecure-registry` (added to the file's), `--registry-mirror` (replacing the file's
+    /// `registry-mirrors`), `--max-concurrent-downloads`, `--parallel-download-threshold`,
+    /// `--parallel-chunk-size`, `--connections-per-blob`, `--max-connections`.
+    pub layer: Layer,
 }
 
 /// Why the settings could not be built.
@@ -167,7 +160,7 @@ impl Settings {
                 .filter(|c| !c.is_empty())
                 .map(PathBuf::from)
         });
-        let file = Config::load(config.as_deref())?;
+        let file = Layer::load(config.as_deref())?;
         let root = overrides
             .root
             .clone()
@@ -180,7 +173,7 @@ impl Settings {
     pub fn from_parts(
         root: PathBuf,
         overrides: &Overrides,
-        file: &Config,
+        file: &Layer,
         env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<Settings, SettingsError> {
         let var = |name: &str| {
@@ -188,17 +181,17 @@ impl Settings {
                 .and_then(|v| v.into_string().ok())
                 .filter(|v| !v.trim().is_empty())
         };
+        let environment = Layer {
+            certs_d: env(env::CERTS_D).filter(|d| !d.is_empty()).map(PathBuf::from),
+            ..Layer::default()
+        };
+        let layer = overrides.layer.over(&environment.over(file));
+
         let mut registry = RegistryOptions::default();
-        for i in overrides
-            .insecure_registries
-            .iter()
-            .chain(&file.insecure_registries)
-        {
+        for i in &layer.insecure_registries {
             registry.insecure_registries.push(config::normalize_insecure(i)?);
         }
-        if let Some(dir) = env(env::CERTS_D).filter(|d| !d.is_empty()) {
-            registry.certs_d = PathBuf::from(dir);
-        } else if let Some(dir) = &file.certs_d {
+        if let Some(dir) = &layer.certs_d {
             registry.certs_d = dir.clone();
         }
         if var(env::NO_LOOPBACK_INSECURE).as_deref() == Some("1") {
@@ -214,37 +207,32 @@ impl Settings {
             no_proxy: proxy_var(env::NO_PROXY),
         };
 
-        let hub_mirrors = if overrides.registry_mirrors.is_empty() {
-            &file.registry_mirrors
-        } else {
-            &overrides.registry_mirrors
-        };
-        let hub_mirrors = hub_mirrors
-            .iter()
-            .map(|m| config::validate_mirror(m))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut mirrors = HashMap::new();
-        for (host, urls) in &file.mirrors {
-            let urls = urls
-                .iter()
+        let urls = |list: &[String]| {
+            list.iter()
                 .map(|m| config::validate_mirror(m))
-                .collect::<Result<Vec<_>, _>>()?;
-            mirrors.insert(host.clone(), urls);
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let hub_mirrors = urls(&layer.registry_mirrors)?;
+        let mut mirrors = HashMap::new();
+        for (host, list) in &layer.mirrors {
+            mirrors.insert(host.clone(), urls(list)?);
         }
-        let max_concurrent_downloads = overrides
-            .max_concurrent_downloads
-            .or(file.max_concurrent_downloads)
-            .map(|n| n.max(1) as usize)
-            .unwrap_or(DEFAULT_MAX_CONCURRENT_DOWNLOADS);
+        let count = |n: Option<u32>, default: usize| n.map_or(default, |n| n.max(1) as usize);
+        let d = RangeSettings::default();
         Ok(Settings {
             root,
             registry,
             hub_mirrors,
             mirrors,
-            max_concurrent_downloads,
+            max_concurrent_downloads: count(layer.max_concurrent_downloads, DEFAULT_MAX_CONCURRENT_DOWNLOADS),
             retry: overrides.retry.clone().unwrap_or_default(),
             max_layer_bytes: var(env::MAX_LAYER_BYTES).and_then(|v| v.trim().parse().ok()),
-            ranges: range_settings(overrides, file),
+            ranges: RangeSettings {
+                threshold: layer.parallel_download_threshold.unwrap_or(d.threshold),
+                chunk_size: layer.parallel_chunk_size.map_or(d.chunk_size, |n| n.max(1)),
+                connections_per_blob: count(layer.connections_per_blob, d.connections_per_blob),
+                max_connections: count(layer.max_connections, d.max_connections),
+            },
         })
     }
 
@@ -266,28 +254,6 @@ impl Settings {
     }
 }
 
-/// The flags over the config file over the defaults.
-fn range_settings(overrides: &Overrides, file: &Config) -> RangeSettings {
-    let d = RangeSettings::default();
-    let count = |o: Option<u32>, f: Option<u32>, d: usize| o.or(f).map_or(d, |n| n.max(1) as usize);
-    RangeSettings {
-        threshold: overrides
-            .parallel_download_threshold
-            .or(file.parallel_download_threshold)
-            .unwrap_or(d.threshold),
-        chunk_size: overrides
-            .parallel_chunk_size
-            .or(file.parallel_chunk_size)
-            .map_or(d.chunk_size, |n| n.max(1)),
-        connections_per_blob: count(
-            overrides.connections_per_blob,
-            file.connections_per_blob,
-            d.connections_per_blob,
-        ),
-        max_connections: count(overrides.max_connections, file.max_connections, d.max_connections),
-    }
-}
-
 /// The store's default place: `rpull` under the user's data dir (e.g. `~/.local/share/rpull`).
 pub fn default_root() -> Option<PathBuf> {
     dirs::data_dir().map(|d| d.join("rpull"))
@@ -297,7 +263,7 @@ pub fn default_root() -> Option<PathBuf> {
 mod tests {
     use super::*;
 
-    fn build(overrides: &Overrides, file: &Config, vars: &[(&str, &str)]) -> Settings {
+    fn build(overrides: &Overrides, file: &Layer, vars: &[(&str, &str)]) -> Settings {
         let vars: HashMap<String, OsString> = vars.iter().map(|(k, v)| (k.to_string(), v.into())).collect();
         Settings::from_parts(PathBuf::from("/store"), overrides, file, &|n| {
             vars.get(n).cloned()
@@ -307,7 +273,7 @@ mod tests {
 
     #[test]
     fn defaults_are_dockers() {
-        let s = build(&Overrides::default(), &Config::default(), &[]);
+        let s = build(&Overrides::default(), &Layer::default(), &[]);
         assert_eq!(s.max_concurrent_downloads, 3);
         assert_eq!(s.retry.attempts, 5);
         assert_eq!(s.registry.certs_d, PathBuf::from("/etc/docker/certs.d"));
@@ -319,7 +285,7 @@ mod tests {
 
     #[test]
     fn range_settings_come_from_flags_over_the_file_over_the_defaults() {
-        let s = build(&Overrides::default(), &Config::default(), &[]);
+        let s = build(&Overrides::default(), &Layer::default(), &[]);
         assert_eq!(
             s.ranges,
             RangeSettings {
@@ -329,16 +295,19 @@ mod tests {
                 max_connections: 12
             }
         );
-        let file = Config {
+        let file = Layer {
             parallel_download_threshold: Some(1000),
             parallel_chunk_size: Some(0),
             connections_per_blob: Some(8),
             max_connections: Some(20),
-            ..Config::default()
+            ..Layer::default()
         };
         let overrides = Overrides {
-            connections_per_blob: Some(2),
-            max_connections: Some(0),
+            layer: Layer {
+                connections_per_blob: Some(2),
+                max_connections: Some(0),
+                ..Layer::default()
+            },
             ..Overrides::default()
         };
         let s = build(&overrides, &file, &[]);
@@ -355,17 +324,20 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_and_add_to_its_lists() {
-        let file = Config {
+        let file = Layer {
             insecure_registries: vec!["file.example:5000".into()],
             registry_mirrors: vec!["https://file-mirror.example".into()],
             max_concurrent_downloads: Some(6),
             certs_d: Some(PathBuf::from("/file/certs.d")),
-            ..Config::default()
+            ..Layer::default()
         };
         let overrides = Overrides {
-            insecure_registries: vec!["flag.example".into()],
-            registry_mirrors: vec!["https://flag-mirror.example".into()],
-            max_concurrent_downloads: Some(2),
+            layer: Layer {
+                insecure_registries: vec!["flag.example".into()],
+                registry_mirrors: vec!["https://flag-mirror.example".into()],
+                max_concurrent_downloads: Some(2),
+                ..Layer::default()
+            },
             ..Overrides::default()
         };
         let s = build(&overrides, &file, &[]);
@@ -384,9 +356,9 @@ mod tests {
 
     #[test]
     fn environment_is_read_here() {
-        let file = Config {
+        let file = Layer {
             certs_d: Some(PathBuf::from("/file/certs.d")),
-            ..Config::default()
+            ..Layer::default()
         };
         let s = build(
             &Overrides::default(),
@@ -413,11 +385,14 @@ mod tests {
     #[test]
     fn bad_entries_are_refused() {
         let overrides = Overrides {
-            insecure_registries: vec!["ftp://x.example".into()],
+            layer: Layer {
+                insecure_registries: vec!["ftp://x.example".into()],
+                ..Layer::default()
+            },
             ..Overrides::default()
         };
         let vars = |_: &str| None;
-        let err = Settings::from_parts(PathBuf::from("/s"), &overrides, &Config::default(), &vars)
+        let err = Settings::from_parts(PathBuf::from("/s"), &overrides, &Layer::default(), &vars)
             .expect_err("refused");
         assert!(err.to_string().contains("should not contain '://'"), "{err}");
     }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
-use rpull::config::Config;
+use rpull::config::Layer;
 use rpull::engine::Engine;
 use rpull::settings::{default_root, Overrides, Settings, SettingsError};
 
@@ -88,7 +88,7 @@ pub fn store_engine(root: Option<&Path>) -> Result<Engine, String> {
         .map(Path::to_path_buf)
         .or_else(default_root)
         .ok_or_else(|| SettingsError::NoRoot.to_string())?;
-    let settings = Settings::from_parts(root, &Overrides::default(), &Config::default(), &|_| None)
+    let settings = Settings::from_parts(root, &Overrides::default(), &Layer::default(), &|_| None)
         .map_err(|e| e.to_string())?;
     Engine::open(settings).map_err(|e| format!("cannot open the image store: {e}"))
 }

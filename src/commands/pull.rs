@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::creds::{credential_lookup, prompt_creds_password};
 use super::{interrupted_exit_code, watch_signals};
 use rpull::cli::{Format, PullArgs};
+use rpull::config::Layer;
 use rpull::engine::{Engine, PullRequest};
 use rpull::platform::Platform;
 use rpull::progress::{self, OutputMode};
@@ -86,18 +87,21 @@ fn settings(args: &PullArgs, root: Option<PathBuf>, target_host: Option<&str>) -
     let overrides = Overrides {
         root,
         config: args.config.clone(),
-        insecure_registries: args.insecure_registries.clone(),
-        registry_mirrors: args.registry_mirrors.clone(),
-        max_concurrent_downloads: args.max_concurrent_downloads,
         retry: Some(RetryPolicy {
             attempts: args.retry + 1,
             delay: args.retry_delay,
         }),
         read_timeout: args.read_timeout,
-        parallel_download_threshold: args.parallel_download_threshold,
-        parallel_chunk_size: args.parallel_chunk_size,
-        connections_per_blob: args.connections_per_blob,
-        max_connections: args.max_connections,
+        layer: Layer {
+            insecure_registries: args.insecure_registries.clone(),
+            registry_mirrors: args.registry_mirrors.clone(),
+            max_concurrent_downloads: args.max_concurrent_downloads,
+            parallel_download_threshold: args.parallel_download_threshold,
+            parallel_chunk_size: args.parallel_chunk_size,
+            connections_per_blob: args.connections_per_blob,
+            max_connections: args.max_connections,
+            ..Layer::default()
+        },
     };
     let mut settings = Settings::load(&overrides).map_err(|e| e.to_string())?;
     if let Some(host) = target_host {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{fail, watch_signals};
 use rpull::cli::{FleetServeArgs, ServeArgs};
-use rpull::config::Config;
+use rpull::config::Layer;
 use rpull::cri;
 use rpull::engine::Engine;
 use rpull::fleet::node::Node;
@@ -127,7 +127,7 @@ async fn run_fleet(
     // The flag, else the config file's `signing-key-file`.
     let signing_key_file = match fleet.signing_key_file {
         Some(f) => f,
-        None => Config::load(config)
+        None => Layer::load(config)
             .map_err(|e| e.to_string())?
             .signing_key_file
             .ok_or("--signing-key-file (or the config file's signing-key-file) is required with --listen")?,

@@ -114,11 +114,12 @@ fn load_cert_dir(dir: &Path) -> Result<HostTls, RegistryError> {
         std::fs::read(dir.join(name))
             .map_err(|e| RegistryError::Certs(format!("reading {}: {e}", dir.join(name).display())))
     };
+    let unusable =
+        |name: &str, e: reqwest::Error| RegistryError::Certs(format!("{}: {e}", dir.join(name).display()));
     for name in &names {
         if name.ends_with(".crt") {
             let pem = read(name)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| RegistryError::Certs(format!("{}: {e}", dir.join(name).display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| unusable(name, e))?;
             out.roots.extend(certs);
         } else if let Some(stem) = name.strip_suffix(".cert") {
             let key = format!("{stem}.key");
@@ -130,8 +131,7 @@ fn load_cert_dir(dir: &Path) -> Result<HostTls, RegistryError> {
             let mut pem = read(name)?;
             pem.push(b'\n');
             pem.extend(read(&key)?);
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| RegistryError::Certs(format!("{}: {e}", dir.join(name).display())))?;
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| unusable(name, e))?;
             out.identity.get_or_insert(id);
         } else if let Some(stem) = name.strip_suffix(".key") {
             let cert = format!("{stem}.cert");
