@@ -282,17 +282,20 @@ fn connection_refused_reads_like_docker() {
         )]);
 }
 
-fn multi_platform(registry: &Registry, repo: &str, tag: &str, format: ManifestFormat) -> PushedIndex {
+/// A registry holding `<repo>:<tag>`, an index (with attestations when `format` is OCI) of
+/// linux/amd64, linux/arm64 and linux/arm/v7 images; the registry, the index and the reference.
+fn multi_platform(repo: &str, tag: &str, format: ManifestFormat) -> (Registry, PushedIndex, String) {
+    let registry = Registry::start();
     let images = Image::per_platform(&["linux/amd64", "linux/arm64", "linux/arm/v7"], 1000, 0);
-    registry.push_multi_platform(repo, tag, format, &images, format == ManifestFormat::Oci)
+    let index = registry.push_multi_platform(repo, tag, format, &images, format == ManifestFormat::Oci);
+    let reference = registry.image_ref(repo, tag);
+    (registry, index, reference)
 }
 
 #[test]
 fn picks_the_platform_from_an_index() {
-    let registry = Registry::start();
-    let index = multi_platform(&registry, "bench/multi", "latest", ManifestFormat::Oci);
+    let (_registry, index, reference) = multi_platform("bench/multi", "latest", ManifestFormat::Oci);
     let sandbox = rpull();
-    let reference = registry.image_ref("bench/multi", "latest");
     let out = sandbox.run(["--platform", "linux/arm64", &reference]);
     out.assert_success();
     let arm = &index.images[1];
@@ -334,8 +337,7 @@ fn picks_the_platform_from_an_index() {
 
 #[test]
 fn host_platform_is_the_default_and_attestations_are_skipped() {
-    let registry = Registry::start();
-    let index = multi_platform(&registry, "bench/multi", "latest", ManifestFormat::Oci);
+    let (registry, index, reference) = multi_platform("bench/multi", "latest", ManifestFormat::Oci);
     let sandbox = rpull();
     let out = sandbox.run([format!("{}/bench/multi", registry.host())]);
     out.assert_success();
@@ -345,18 +347,13 @@ fn host_platform_is_the_default_and_attestations_are_skipped() {
         .iter()
         .find(|i| i.platform.architecture == host.architecture)
         .unwrap();
-    sandbox.assert_recorded(
-        &registry.image_ref("bench/multi", "latest"),
-        &want.manifest_digest,
-    );
+    sandbox.assert_recorded(&reference, &want.manifest_digest);
 }
 
 #[test]
 fn docker_manifest_list_with_arm_variant_fallback() {
-    let registry = Registry::start();
-    let index = multi_platform(&registry, "bench/list", "v2s2-list", ManifestFormat::Docker);
+    let (_registry, index, reference) = multi_platform("bench/list", "v2s2-list", ManifestFormat::Docker);
     let sandbox = rpull();
-    let reference = registry.image_ref("bench/list", "v2s2-list");
     // arm/v6 is not in the list; docker falls back to nothing (v7 does not serve v6) — but
     // arm64 hosts fall back to arm/v7. Ask for arm/v7 explicitly.
     sandbox
