@@ -24,6 +24,13 @@ fn layer_lines<'a>(out: &'a str, id: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The tags an `--all-tags` pull of `repo` announced, in order: its `<tag>: Pulling from <repo>`
+/// lines.
+fn pulled_tags<'a>(out: &'a str, repo: &str) -> Vec<&'a str> {
+    let suffix = format!(": Pulling from {repo}");
+    out.lines().filter_map(|l| l.strip_suffix(&suffix)).collect()
+}
+
 #[test]
 fn pulls_a_multi_layer_image_like_docker() {
     let registry = Registry::start();
@@ -412,11 +419,7 @@ fn all_tags_pulls_every_tag() {
     let name = format!("{}/bench/many", registry.host());
     let out = sandbox.run(["-a", &name]);
     out.assert_success();
-    let pulled: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_suffix(": Pulling from bench/many"))
-        .collect();
+    let pulled = pulled_tags(&out.stdout, "bench/many");
     let mut sorted = pulled.clone();
     sorted.sort();
     assert_eq!(sorted, tags);
@@ -650,11 +653,7 @@ fn all_tags_follows_link_pagination() {
     let name = format!("{}/bench/paged", proxy.host());
     let out = rpull().run(["-a", &name]);
     out.assert_success();
-    let pulled: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_suffix(": Pulling from bench/paged"))
-        .collect();
+    let pulled = pulled_tags(&out.stdout, "bench/paged");
     assert_eq!(pulled, ["t0", "t1", "t2", "t3", "t4", "t5", "t6"]);
     let pages: Vec<String> = proxy
         .requests()
