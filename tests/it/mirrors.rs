@@ -123,11 +123,7 @@ fn registry_mirror_serves_docker_hub_names() {
 fn config_file_sets_concurrency_and_flags_win() {
     let registry = Registry::start();
     let layers: Vec<Layer> = (0..3)
-        .map(|i| {
-            LayerBuilder::new()
-                .random_file(&format!("f{i}"), 20_000, 100 + i)
-                .build(Compression::Gzip)
-        })
+        .map(|i| Layer::random(&format!("f{i}"), 20_000, 100 + i, Compression::Gzip))
         .collect();
     registry.push_layers("three", "x", layers);
     let image = registry.image_ref("three", "x");
@@ -214,11 +210,11 @@ fn falling_back_after_pulling_from_changes_nothing_but_a_note() {
     let direct = rpull().run([&image]);
     direct.assert_success();
 
-        &image,
     let r = rpull();
     let out = pull_with_config(
         &r,
         &json!({"mirrors": {origin.host(): [format!("http://{}", mirror.host())]}}),
+        &image,
     );
     out.assert_success();
     assert_eq!(out.stdout, direct.stdout, "only a note may differ\n{out}");

@@ -162,11 +162,7 @@ fn default_tag_and_pull_subcommand() {
 fn layers_beyond_the_concurrency_limit_wait() {
     let registry = Registry::start();
     let layers: Vec<Layer> = (0..5)
-        .map(|i| {
-            LayerBuilder::new()
-                .random_file(&format!("f{i}"), 50_000, i)
-                .build(Compression::Gzip)
-        })
+        .map(|i| Layer::random(&format!("f{i}"), 50_000, i, Compression::Gzip))
         .collect();
     let pushed = registry.push_layers("bench/five", "x", layers);
     let sandbox = rpull();
