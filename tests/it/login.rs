@@ -325,16 +325,8 @@ case "$1" in
   *) exit 2 ;;
 esac
 "#;
-    let tmp = dir.join(".helper.tmp");
-    fs::write(&tmp, script).unwrap();
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::rename(&tmp, &path).unwrap();
+    write_executable(&path, script);
     path
-}
-
-fn with_helper_path(sandbox: &mut Rpull, dir: &Path) {
-    let path = std::env::var("PATH").unwrap_or_default();
-    sandbox.env("PATH", format!("{}:{path}", dir.display()));
 }
 
 #[test]
@@ -347,7 +339,7 @@ fn credential_helper_stores_and_serves_and_config_holds_no_secret() {
     let helpers = temp_dir("rpull-helper-");
     write_helper(helpers.path(), "rpulltest");
     let mut sandbox = rpull();
-    with_helper_path(&mut sandbox, helpers.path());
+    sandbox.path_first(helpers.path());
     sandbox.write_docker_config(&json!({"credsStore": "rpulltest", "currentContext": "default"}));
 
     let login = run_with_stdin(
@@ -400,7 +392,7 @@ fn cred_helpers_entry_wins_over_the_file() {
     let helpers = temp_dir("rpull-helper-");
     write_helper(helpers.path(), "perhost");
     let mut sandbox = rpull();
-    with_helper_path(&mut sandbox, helpers.path());
+    sandbox.path_first(helpers.path());
     sandbox.write_docker_config(&json!({"credHelpers": {host.clone(): "perhost"}}));
     sandbox
         .run(["login", "-u", USER, "-p", PASSWORD, &host])
