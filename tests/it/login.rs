@@ -148,6 +148,19 @@ fn read_config(sandbox: &Rpull) -> Value {
 }
 
 fn assert_no_secret(outputs: &[&RpullOutput]) {
+/// `rpull login -u <user> --password-stdin <host>` with `input` on stdin.
+fn login_with_stdin(sandbox: &Rpull, user: &str, host: &str, input: &str) -> RpullOutput {
+    run_with_stdin(sandbox, &["login", "-u", user, "--password-stdin", host], input)
+}
+
+/// `rpull logout <host>`, which must remove the stored credentials; its output.
+fn logout(sandbox: &Rpull, host: &str) -> RpullOutput {
+    let out = sandbox.run(["logout", host]);
+    out.assert_success()
+        .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
+    out
+}
+
     for out in outputs {
         assert!(
             !out.stdout.contains(PASSWORD) && !out.stderr.contains(PASSWORD),
@@ -185,11 +198,7 @@ fn wrong_password_is_refused_and_nothing_is_saved() {
     assert!(!out.stderr.contains("wrong-password"));
 
     // An unknown user, through stdin, is refused the same way.
-    let out = run_with_stdin(
-        &sandbox,
-        &["login", "-u", "mallory", "--password-stdin", &host],
-        "x\n",
-    );
+    let out = login_with_stdin(&sandbox, "mallory", &host, "x\n");
     out.assert_failed_with("401 Unauthorized");
     assert!(!config_path(&sandbox).exists());
 }
@@ -233,10 +242,7 @@ fn login_then_pull_then_logout_then_pull_is_refused() {
         .join(&pushed.manifest_digest[7..])
         .is_file());
 
-    let logout = sandbox.run(["logout", &host]);
-    logout
-        .assert_success()
-        .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
+    let logout = logout(&sandbox, &host);
     assert_eq!(read_config(&sandbox), json!({"auths": {}}));
 
     let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
@@ -342,11 +348,7 @@ fn credential_helper_stores_and_serves_and_config_holds_no_secret() {
     sandbox.path_first(helpers.path());
     sandbox.write_docker_config(&json!({"credsStore": "rpulltest", "currentContext": "default"}));
 
-    let login = run_with_stdin(
-        &sandbox,
-        &["login", "-u", USER, "--password-stdin", &host],
-        PASSWORD,
-    );
+    let login = login_with_stdin(&sandbox, USER, &host, PASSWORD);
     login
         .assert_success()
         .assert_stdout_lines(&["Login Succeeded"])
@@ -369,10 +371,7 @@ fn credential_helper_stores_and_serves_and_config_holds_no_secret() {
     let keys = fs::read_to_string(helpers.path().join("keys.log")).unwrap();
     assert!(keys.contains(&format!("get {host}")), "{keys}");
 
-    let logout = sandbox.run(["logout", &host]);
-    logout
-        .assert_success()
-        .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
+    let logout = logout(&sandbox, &host);
     assert!(!helpers.path().join("store.json").exists());
     let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
     refused.assert_code(1);
@@ -680,11 +679,7 @@ fn token_auth_login_pull_logout() {
     let anonymous = sandbox.run(["-q", &reference]);
     anonymous.assert_failed_with("pull access denied");
 
-    let wrong = run_with_stdin(
-        &sandbox,
-        &["login", "-u", USER, "--password-stdin", &host],
-        "nope\n",
-    );
+    let wrong = login_with_stdin(&sandbox, USER, &host, "nope\n");
     wrong
         .assert_code(1)
         .assert_stdout_lines(&[])
@@ -693,11 +688,7 @@ fn token_auth_login_pull_logout() {
         )]);
     assert!(!config_path(&sandbox).exists());
 
-    let login = run_with_stdin(
-        &sandbox,
-        &["login", "-u", USER, "--password-stdin", &host],
-        PASSWORD,
-    );
+    let login = login_with_stdin(&sandbox, USER, &host, PASSWORD);
     login.assert_success().assert_stdout_lines(&["Login Succeeded"]);
     {
         let requests = tr.requests.lock().unwrap();
@@ -717,10 +708,7 @@ fn token_auth_login_pull_logout() {
     let pull = sandbox.run(["-q", &reference]);
     pull.assert_success().assert_stdout_lines(&[&reference]);
 
-    sandbox
-        .run(["logout", &host])
-        .assert_success()
-        .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
+    logout(&sandbox, &host);
     let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
     refused.assert_failed_with("pull access denied");
 
