@@ -21,7 +21,7 @@ const PASSWORD: &str = "s3cret-Pa55word";
 /// A registry behind TLS and htpasswd, with its files.
 mod secure {
     use super::{PASSWORD, USER};
-    use crate::support::{install_crypto_provider, Registry, Scheme};
+    use crate::support::{install_crypto_provider, PushedImage, Registry, Scheme};
     use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
     use std::fs;
     use std::time::Duration;
@@ -43,6 +43,15 @@ mod secure {
     /// Base64 of `user:password`, as config.json's `auth` holds it.
     pub fn auth_field(user: &str, password: &str) -> String {
         basic(user, password)["Basic ".len()..].to_string()
+    }
+
+    /// [`start`], holding `<repo>:v1` (a small image made from `seed`): the registry, the
+    /// image and its reference.
+    pub fn with_image(repo: &str, seed: u64) -> (SecureRegistry, PushedImage, String) {
+        let secure = start();
+        let pushed = secure.registry.push_small_image(repo, "v1", seed);
+        let reference = secure.registry.image_ref(repo, "v1");
+        (secure, pushed, reference)
     }
 
     /// Starts the registry with TLS (a fresh self-signed certificate for 127.0.0.1) and an
@@ -139,15 +148,6 @@ fn run_with_stdin(sandbox: &Rpull, args: &[&str], input: &str) -> RpullOutput {
     }
 }
 
-fn config_path(sandbox: &Rpull) -> PathBuf {
-    sandbox.docker_config_dir().join("config.json")
-}
-
-fn read_config(sandbox: &Rpull) -> Value {
-    serde_json::from_slice(&fs::read(config_path(sandbox)).expect("config.json exists")).unwrap()
-}
-
-fn assert_no_secret(outputs: &[&RpullOutput]) {
 /// `rpull login -u <user> --password-stdin <host>` with `input` on stdin.
 fn login_with_stdin(sandbox: &Rpull, user: &str, host: &str, input: &str) -> RpullOutput {
     run_with_stdin(sandbox, &["login", "-u", user, "--password-stdin", host], input)
@@ -161,6 +161,15 @@ fn logout(sandbox: &Rpull, host: &str) -> RpullOutput {
     out
 }
 
+fn config_path(sandbox: &Rpull) -> PathBuf {
+    sandbox.docker_config_dir().join("config.json")
+}
+
+fn read_config(sandbox: &Rpull) -> Value {
+    serde_json::from_slice(&fs::read(config_path(sandbox)).expect("config.json exists")).unwrap()
+}
+
+fn assert_no_secret(outputs: &[&RpullOutput]) {
     for out in outputs {
         assert!(
             !out.stdout.contains(PASSWORD) && !out.stderr.contains(PASSWORD),
@@ -205,11 +214,9 @@ fn wrong_password_is_refused_and_nothing_is_saved() {
 
 #[test]
 fn login_then_pull_then_logout_then_pull_is_refused() {
-    let secure = secure::start();
+    let (secure, pushed, reference) = secure::with_image("private/app", 11);
     let registry = &secure.registry;
     let host = registry.host();
-    let pushed = registry.push_small_image("private/app", "v1", 11);
-    let reference = registry.image_ref("private/app", "v1");
     let sandbox = rpull();
 
     // Anonymous first: refused.
@@ -337,11 +344,9 @@ esac
 
 #[test]
 fn credential_helper_stores_and_serves_and_config_holds_no_secret() {
-    let secure = secure::start();
+    let (secure, _, reference) = secure::with_image("private/helped", 12);
     let registry = &secure.registry;
     let host = registry.host();
-    registry.push_small_image("private/helped", "v1", 12);
-    let reference = registry.image_ref("private/helped", "v1");
     let helpers = temp_dir("rpull-helper-");
     write_helper(helpers.path(), "rpulltest");
     let mut sandbox = rpull();
@@ -406,10 +411,8 @@ fn cred_helpers_entry_wins_over_the_file() {
 
 #[test]
 fn creds_flag_with_an_empty_config() {
-    let secure = secure::start();
+    let (secure, _, reference) = secure::with_image("private/creds", 13);
     let registry = &secure.registry;
-    registry.push_small_image("private/creds", "v1", 13);
-    let reference = registry.image_ref("private/creds", "v1");
     let sandbox = rpull();
     sandbox.write_docker_config(&json!({}));
 
@@ -441,10 +444,8 @@ fn creds_flag_with_an_empty_config() {
 
 #[test]
 fn authfile_flag_and_registry_auth_file() {
-    let secure = secure::start();
+    let (secure, _, reference) = secure::with_image("private/authfile", 14);
     let registry = &secure.registry;
-    registry.push_small_image("private/authfile", "v1", 14);
-    let reference = registry.image_ref("private/authfile", "v1");
     let files = temp_dir("rpull-authfile-");
     let authfile = files.path().join("auth.json");
     fs::write(
@@ -830,11 +831,9 @@ mod pty {
 
 #[test]
 fn prompts_on_a_terminal_without_echoing_the_password() {
-    let secure = secure::start();
+    let (secure, _, reference) = secure::with_image("private/prompted", 31);
     let registry = &secure.registry;
     let host = registry.host();
-    registry.push_small_image("private/prompted", "v1", 31);
-    let reference = registry.image_ref("private/prompted", "v1");
     let sandbox = rpull();
 
     let mut cmd = sandbox.command();
@@ -887,9 +886,7 @@ fn prompts_on_a_terminal_without_echoing_the_password() {
 
 #[test]
 fn tls_verify_false_accepts_a_self_signed_certificate_for_that_call() {
-    let secure = secure::start();
-    secure.registry.push_small_image("private/selfsigned", "v1", 41);
-    let reference = format!("{}/private/selfsigned:v1", secure.registry.host());
+    let (_secure, _, reference) = secure::with_image("private/selfsigned", 41);
     let creds = format!("{USER}:{PASSWORD}");
     // Loopback is insecure-allowed by default, as in docker; this switch (for tests) makes it
     // a verified-TLS host like any other, so everything stays on 127.0.0.1.
