@@ -44,6 +44,16 @@ fn skopeo_ok(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// `skopeo copy` of `source` into the directory `dest` (skopeo's `dir:` layout).
+fn skopeo_copy_to_dir(source: &str, dest: &Path) {
+    skopeo_ok(&[
+        "--insecure-policy",
+        "copy",
+        source,
+        &format!("dir:{}", dest.display()),
+    ]);
+}
+
 fn skopeo_json(args: &[&str]) -> Value {
     serde_json::from_slice(&skopeo_ok(args)).expect("skopeo printed JSON")
 }
@@ -622,12 +632,7 @@ fn save_writes_archives_skopeo_and_podman_load() {
     );
     // Copying checks every layer against the config's DiffIDs.
     let copied = work.path().join("copied");
-    skopeo_ok(&[
-        "--insecure-policy",
-        "copy",
-        &archive,
-        &format!("dir:{}", copied.display()),
-    ]);
+    skopeo_copy_to_dir(&archive, &copied);
     let m: Value = serde_json::from_slice(&fs::read(copied.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["layers"].as_array().unwrap().len(), 3);
     // The archive's manifest.json names the tag as docker does.
@@ -680,12 +685,7 @@ fn save_writes_archives_skopeo_and_podman_load() {
     let v = skopeo_json(&["inspect", "--config", &oci_ref]);
     assert_eq!(v["rootfs"]["diff_ids"], serde_json::json!(diff_ids));
     let copied = work.path().join("copied-oci");
-    skopeo_ok(&[
-        "--insecure-policy",
-        "copy",
-        &oci_ref,
-        &format!("dir:{}", copied.display()),
-    ]);
+    skopeo_copy_to_dir(&oci_ref, &copied);
     for d in &img.layer_digests {
         assert!(copied.join(hex_of(d)).exists(), "layer {d} copied");
     }
@@ -951,12 +951,7 @@ fn skopeo_reads_the_store_by_full_reference() {
         pushed.config_bytes
     );
     let dest = work.path().join("copy");
-    skopeo_ok(&[
-        "--insecure-policy",
-        "copy",
-        &source,
-        &format!("dir:{}", dest.display()),
-    ]);
+    skopeo_copy_to_dir(&source, &dest);
     assert_eq!(
         fs::read(dest.join("manifest.json")).unwrap(),
         pushed.manifest_bytes
