@@ -410,6 +410,34 @@ fn ten_concurrent_pulls_share_one_download_per_blob() {
     service.stop();
 }
 
+/// [`setups::slow_image`] and a service over a fresh sandbox, with the path of the partial
+/// download of the image's one layer.
+struct SlowService {
+    _registry: Registry,
+    proxy: FaultProxy,
+    pushed: PushedImage,
+    image: String,
+    sandbox: Rpull,
+    service: Service,
+    partial: PathBuf,
+}
+
+fn slow_service() -> SlowService {
+    let (registry, proxy, pushed, image) = setups::slow_image();
+    let sandbox = rpull();
+    let service = Service::start(&sandbox, &[]);
+    let partial = sandbox.partial_path(&pushed.layer_digests[0]);
+    SlowService {
+        _registry: registry,
+        proxy,
+        pushed,
+        image,
+        sandbox,
+        service,
+        partial,
+    }
+}
+
 /// Waits until the partial download of `digest` has at least `bytes`.
 async fn wait_partial(path: &Path, bytes: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -454,35 +482,32 @@ async fn assert_resumes(c: &mut Client, proxy: &FaultProxy, pushed: &PushedImage
 
 #[test]
 fn client_cancel_and_deadline_stop_the_pull_and_the_next_one_resumes() {
-    let (_registry, proxy, pushed, image) = setups::slow_image();
-    let sandbox = rpull();
-    let service = Service::start(&sandbox, &[]);
-    let layer = pushed.layer_digests[0].clone();
-    let partial = sandbox.partial_path(&layer);
+    let s = slow_service();
+    let layer = s.pushed.layer_digests[0].clone();
     let rt = runtime();
     rt.block_on(async {
-        let mut c = connect(&service.socket).await;
+        let mut c = connect(&s.service.socket).await;
         // The client gives up (its call future is dropped: HTTP/2 RST_STREAM).
         {
             let mut c2 = c.clone();
-            let call = pull(&mut c2, &image, None);
+            let call = pull(&mut c2, &s.image, None);
             tokio::select! {
                 r = call => panic!("the pull ended before the cancel: {r:?}"),
-                () = wait_partial(&partial, 200_000) => {}
+                () = wait_partial(&s.partial, 200_000) => {}
             }
         }
-        assert_download_stops(&proxy, &layer).await;
-        assert!(!sandbox.root().join("blobs/sha256").join(&layer[7..]).exists());
+        assert_download_stops(&s.proxy, &layer).await;
+        assert!(!s.sandbox.root().join("blobs/sha256").join(&layer[7..]).exists());
         assert!(
-            status(&mut c, &image, false).await.image.is_none(),
+            status(&mut c, &s.image, false).await.image.is_none(),
             "nothing half-written is visible"
         );
-        let kept = std::fs::metadata(&partial).unwrap().len();
+        let kept = std::fs::metadata(&s.partial).unwrap().len();
         assert!(kept > 0, "the partial download is kept");
 
         // A deadline: DeadlineExceeded at the deadline, and the pull stops.
         let mut req = tonic::Request::new(PullImageRequest {
-            image: spec(&image),
+            image: spec(&s.image),
             ..Default::default()
         });
         req.set_timeout(Duration::from_millis(1500));
@@ -491,16 +516,16 @@ fn client_cancel_and_deadline_stop_the_pull_and_the_next_one_resumes() {
         let took = t.elapsed();
         assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
         assert!(took < Duration::from_millis(2500), "answered after {took:?}");
-        assert_download_stops(&proxy, &layer).await;
+        assert_download_stops(&s.proxy, &layer).await;
         assert!(
-            std::fs::metadata(&partial).unwrap().len() > kept,
+            std::fs::metadata(&s.partial).unwrap().len() > kept,
             "the second pull resumed"
         );
 
-        assert_resumes(&mut c, &proxy, &pushed, &image).await;
+        assert_resumes(&mut c, &s.proxy, &s.pushed, &s.image).await;
     });
-    service.stop();
-    sandbox.assert_store_intact("");
+    s.service.stop();
+    s.sandbox.assert_store_intact("");
 }
 
 #[test]
@@ -587,31 +612,28 @@ fn bad_input_is_invalid_argument_and_does_nothing() {
 
 #[test]
 fn sigkill_mid_pull_then_restart_and_the_socket_rules() {
-    let (_registry, proxy, pushed, image) = setups::slow_image();
-    let sandbox = rpull();
-    let mut service = Service::start(&sandbox, &[]);
-    let partial = sandbox.partial_path(&pushed.layer_digests[0]);
-    let image2 = image.clone();
+    let mut s = slow_service();
+    let image2 = s.image.clone();
 
     // A second service on a live socket refuses and leaves it alone.
-    let second = Service::spawn(&sandbox, &service.socket, &[]).wait();
+    let second = Service::spawn(&s.sandbox, &s.service.socket, &[]).wait();
     assert!(!second.success(), "{second}");
     assert!(second.stderr.contains("in use"), "{second}");
-    assert!(std::os::unix::net::UnixStream::connect(&service.socket).is_ok());
+    assert!(std::os::unix::net::UnixStream::connect(&s.service.socket).is_ok());
 
     let rt = runtime();
     // The call stays in flight (a task of the runtime) while the service is killed.
-    let socket = service.socket.clone();
+    let socket = s.service.socket.clone();
     let call = rt.spawn(async move {
         let mut c = connect(&socket).await;
         pull(&mut c, &image2, None).await
     });
-    rt.block_on(wait_partial(&partial, 200_000));
+    rt.block_on(wait_partial(&s.partial, 200_000));
     assert!(!call.is_finished());
-    service.signal(libc::SIGKILL);
-    let killed = service.running.take().unwrap().wait();
+    s.service.signal(libc::SIGKILL);
+    let killed = s.service.running.take().unwrap().wait();
     assert_eq!(killed.code(), None, "killed by the signal");
-    assert!(service.socket.exists(), "a stale socket file is left");
+    assert!(s.service.socket.exists(), "a stale socket file is left");
     let cut = rt.block_on(call).unwrap().unwrap_err();
     assert!(
         matches!(cut.code(), Code::Unavailable | Code::Unknown | Code::Cancelled),
@@ -619,32 +641,30 @@ fn sigkill_mid_pull_then_restart_and_the_socket_rules() {
     );
 
     // Restart on the same socket: the stale file goes, the store checks out, the pull completes.
-    let socket = service.socket.clone();
-    service.running = Some(Service::spawn(&sandbox, &socket, &[]));
-    service.wait_ready();
-    sandbox.assert_store_intact("");
+    let socket = s.service.socket.clone();
+    s.service.running = Some(Service::spawn(&s.sandbox, &socket, &[]));
+    s.service.wait_ready();
+    s.sandbox.assert_store_intact("");
     rt.block_on(async {
-        let mut c = connect(&service.socket).await;
-        assert_resumes(&mut c, &proxy, &pushed, &image).await;
-        assert!(status(&mut c, &image, false).await.image.is_some());
+        let mut c = connect(&s.service.socket).await;
+        assert_resumes(&mut c, &s.proxy, &s.pushed, &s.image).await;
+        assert!(status(&mut c, &s.image, false).await.image.is_some());
     });
-    let out = service.stop();
+    let out = s.service.stop();
     assert!(!out.stderr.contains("panicked"), "{out}");
-    sandbox.assert_store_intact("");
+    s.sandbox.assert_store_intact("");
 }
 
 #[test]
 fn sigterm_cancels_running_pulls_and_removes_the_socket() {
-    let (_registry, _proxy, pushed, image) = setups::slow_image();
-    let sandbox = rpull();
-    let mut service = Service::start(&sandbox, &[]);
-    let partial = sandbox.partial_path(&pushed.layer_digests[0]);
+    let mut s = slow_service();
+    let image = s.image.clone();
     let rt = runtime();
     let err = rt.block_on(async {
-        let mut c = connect(&service.socket).await;
+        let mut c = connect(&s.service.socket).await;
         let call = tokio::spawn(async move { pull(&mut c, &image, None).await });
-        wait_partial(&partial, 100_000).await;
-        service.signal(libc::SIGTERM);
+        wait_partial(&s.partial, 100_000).await;
+        s.service.signal(libc::SIGTERM);
         let t = Instant::now();
         let r = call.await.unwrap();
         assert!(
@@ -655,11 +675,11 @@ fn sigterm_cancels_running_pulls_and_removes_the_socket() {
         r.unwrap_err()
     });
     assert_eq!(err.code(), Code::Cancelled, "{err:?}");
-    let out = service.running.take().unwrap().wait();
+    let out = s.service.running.take().unwrap().wait();
     out.assert_success();
-    assert!(!service.socket.exists());
+    assert!(!s.service.socket.exists());
     assert!(
-        std::fs::metadata(&partial).unwrap().len() > 0,
+        std::fs::metadata(&s.partial).unwrap().len() > 0,
         "the partial download is kept"
     );
 }

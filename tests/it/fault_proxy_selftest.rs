@@ -503,18 +503,26 @@ fn drop_after_truncates_and_closes() {
     assert_eq!(proxy.body_bytes_sent("/blob"), 5000);
 }
 
-#[test]
-fn stall_after_stalls_until_the_client_times_out() {
-    let (_backend, proxy, mut client) = connected([Rule::new(
-        "/blob",
-        Fault::StallAfter(2000, Duration::from_secs(30)),
-    )]);
-    client
-        .out
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+/// GETs `/blob` through a `StallAfter(after, stall)` rule, the client reading with `timeout`
+/// if given (else [`Client::connect`]'s): the proxy, the response and how long the GET took.
+fn get_stalled(
+    after: u64,
+    stall: Duration,
+    timeout: Option<Duration>,
+) -> (Backend, FaultProxy, Response, Duration) {
+    let (backend, proxy, mut client) = connected([Rule::new("/blob", Fault::StallAfter(after, stall))]);
+    if let Some(timeout) = timeout {
+        client.out.set_read_timeout(Some(timeout)).unwrap();
+    }
     let started = Instant::now();
     let resp = client.get("/blob");
+    (backend, proxy, resp, started.elapsed())
+}
+
+#[test]
+fn stall_after_stalls_until_the_client_times_out() {
+    let (_backend, proxy, resp, took) =
+        get_stalled(2000, Duration::from_secs(30), Some(Duration::from_millis(300)));
     assert_eq!(resp.status, 200);
     assert!(
         matches!(
@@ -525,21 +533,16 @@ fn stall_after_stalls_until_the_client_times_out() {
         resp.body_error
     );
     assert!(resp.body == blob()[..2000], "prefix differs");
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(took >= Duration::from_millis(300));
     assert_eq!(proxy.body_bytes_sent("/blob"), 2000);
 }
 
 #[test]
 fn stall_after_closes_when_the_stall_ends() {
-    let (_backend, _proxy, mut client) = connected([Rule::new(
-        "/blob",
-        Fault::StallAfter(100, Duration::from_millis(200)),
-    )]);
-    let started = Instant::now();
-    let resp = client.get("/blob");
+    let (_backend, _proxy, resp, took) = get_stalled(100, Duration::from_millis(200), None);
     assert_eq!(resp.body_error, Some(io::ErrorKind::UnexpectedEof));
     assert_eq!(resp.body.len(), 100);
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(took >= Duration::from_millis(200));
 }
 
 #[test]

@@ -500,78 +500,85 @@ fn jobs_go_on_after_a_nats_restart_and_outlive_the_server() {
     assert_eq!(job["results"], body["results"], "{job}");
 }
 
+/// `fleet/big:v1`, 4 MiB in one layer, behind a proxy that throttles the layer's first GET to
+/// `rate` bytes a second.
+struct ThrottledImage {
+    _registry: Registry,
+    proxy: FaultProxy,
+    image: PushedImage,
+    layer: String,
+    /// The image through the proxy.
+    reference: String,
+}
+
+impl ThrottledImage {
+    fn push(seed: u64, rate: u64) -> ThrottledImage {
+        let registry = Registry::start();
+        let proxy = FaultProxy::start(&registry.host());
+        let image = push_sized(&registry, "fleet/big", "v1", 4 << 20, seed);
+        let layer = image.layer_digests[0].clone();
+        proxy.add_rule(Rule::new(&format!("/blobs/{layer}"), Fault::Throttle(rate)).times(1));
+        let reference = format!("{}/fleet/big:v1", proxy.host());
+        ThrottledImage {
+            _registry: registry,
+            proxy,
+            image,
+            layer,
+            reference,
+        }
+    }
+
+    /// Waits (10 s at most) until the proxy has sent `bytes` of the layer.
+    fn wait_for_layer_bytes(&self, bytes: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.proxy.body_bytes_sent(&self.layer) < bytes {
+            assert!(Instant::now() < deadline, "the layer download did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 #[test]
 fn an_agent_killed_mid_pull_keeps_a_sound_store_and_completes_the_next_job() {
-    let registry = Registry::start();
-    let proxy = FaultProxy::start(&registry.host());
-    let image = push_sized(&registry, "fleet/big", "v1", 4 << 20, 6);
-    let layer = image.layer_digests[0].clone();
     // About four seconds of download for the layer.
-    proxy.add_rule(Rule::new(&format!("/blobs/{layer}"), Fault::Throttle(1 << 20)).times(1));
-    let reference = format!("{}/fleet/big:v1", proxy.host());
+    let big = ThrottledImage::push(6, 1 << 20);
+    let ThrottledImage {
+        proxy,
+        image,
+        layer,
+        reference,
+        ..
+    } = &big;
     let mut fleet = Fleet::start(three_agents(), "3s", None);
 
-    let base = fleet.base.clone();
-    let token = fleet.writer();
-    let job = {
-        let reference = reference.clone();
-        thread::spawn(move || {
-            http_client()
-                .post(format!("{base}/node/node-a/container/docker/pull"))
-                .bearer_auth(token)
-                .body(json!({ "image": reference }).to_string())
-                .send()
-                .map(|r| r.status().as_u16())
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.body_bytes_sent(&layer) < 512 * 1024 {
-        assert!(Instant::now() < deadline, "the layer download did not start");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let job = pull_in_background(&fleet, "node-a", reference);
+    big.wait_for_layer_bytes(512 * 1024);
     fleet.agent("node-a").kill();
     // Nobody answered the single-host job: 500.
-    assert_eq!(job.join().unwrap().unwrap(), 500);
+    assert_eq!(job.join().unwrap().expect("POST").0, 500);
 
     let agent = fleet.agent("node-a");
     agent.assert_store_ok();
     let nats = fleet.nats.url();
     fleet.agent("node-a").start(&nats);
-    let (status, body) = fleet.pull("node-a", &reference);
+    let (status, body) = fleet.pull("node-a", reference);
     assert_eq!(status, 202, "{body}");
-    assert_ok(&results(&body)[0], &image, "v1", true);
+    assert_ok(&results(&body)[0], image, "v1", true);
     fleet.agent("node-a").assert_store_ok();
     // The interrupted download was resumed, not started over.
     let ranged = proxy
         .requests()
         .iter()
-        .any(|r| r.path.contains(&layer) && r.range.is_some());
+        .any(|r| r.path.contains(layer.as_str()) && r.range.is_some());
     assert!(ranged, "no ranged request for {layer}: {:#?}", proxy.requests());
 }
 
 #[test]
 fn ctrl_c_cancels_a_running_pull_and_the_agent_exits() {
-    let registry = Registry::start();
-    let proxy = FaultProxy::start(&registry.host());
-    let image = push_sized(&registry, "fleet/big", "v1", 4 << 20, 11);
-    let layer = image.layer_digests[0].clone();
-    proxy.add_rule(Rule::new(&format!("/blobs/{layer}"), Fault::Throttle(256 << 10)).times(1));
-    let reference = format!("{}/fleet/big:v1", proxy.host());
+    let big = ThrottledImage::push(11, 256 << 10);
     let mut fleet = Fleet::start(three_agents(), "3s", None);
-    let (base, token) = (fleet.base.clone(), fleet.writer());
-    let job = thread::spawn(move || {
-        http_client()
-            .post(format!("{base}/node/node-b/container/docker/pull"))
-            .bearer_auth(token)
-            .body(json!({ "image": reference }).to_string())
-            .send()
-            .map(|r| r.status().as_u16())
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.body_bytes_sent(&layer) < 256 * 1024 {
-        assert!(Instant::now() < deadline, "the layer download did not start");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let job = pull_in_background(&fleet, "node-b", &big.reference);
+    big.wait_for_layer_bytes(256 * 1024);
     let agent = fleet.agent("node-b");
     let mut process = agent.process.take().unwrap();
     let stopped = Instant::now();
@@ -589,7 +596,7 @@ fn ctrl_c_cancels_a_running_pull_and_the_agent_exits() {
         !out.stderr.contains(" job "),
         "a cancelled job has no answer: {out:?}"
     );
-    assert_eq!(job.join().unwrap().unwrap(), 500);
+    assert_eq!(job.join().unwrap().expect("POST").0, 500);
     agent.assert_store_ok();
     assert!(agent.images().is_empty());
 }

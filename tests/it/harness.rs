@@ -70,6 +70,11 @@ fn top_layer() -> LayerBuilder {
 
 /// Checks a pushed image against the registry: manifest bytes and digest header, config and
 /// every layer blob (digest of the blob, diff_id of its decompressed content).
+/// An image of [`base_layer`] compressed as `base` under [`top_layer`] compressed as `top`.
+fn base_and_top(platform: impl Into<Platform>, base: Compression, top: Compression) -> Image {
+    Image::new(platform, vec![base_layer().build(base), top_layer().build(top)])
+}
+
 fn check_round_trip(registry: &Registry, pushed: &PushedImage, image: &Image, tag: &str) {
     let repo = &pushed.repo;
     let fetched = registry.get_manifest(repo, tag, &[&pushed.media_type]);
@@ -244,14 +249,8 @@ fn parallel_registries_get_distinct_ports() {
 #[test]
 fn oci_gzip_two_layer_image_round_trips() {
     let registry = Registry::start();
-    let image = Image::new(
-        Platform::linux_amd64(),
-        vec![
-            base_layer().build(Compression::Gzip),
-            top_layer().build(Compression::Gzip),
-        ],
-    )
-    .with_config(json!({ "Env": ["PATH=/usr/bin"], "Cmd": ["/usr/bin/tool"] }));
+    let image = base_and_top(Platform::linux_amd64(), Compression::Gzip, Compression::Gzip)
+        .with_config(json!({ "Env": ["PATH=/usr/bin"], "Cmd": ["/usr/bin/tool"] }));
     let pushed = registry.push_image("library/harness", "gzip", &image, ManifestFormat::Oci);
     assert_eq!(pushed.media_type, OCI_MANIFEST);
     assert_eq!(pushed.manifest_digest, image.manifest_digest(ManifestFormat::Oci));
@@ -276,13 +275,7 @@ fn oci_gzip_two_layer_image_round_trips() {
 #[test]
 fn oci_zstd_and_uncompressed_layers_round_trip() {
     let registry = Registry::start();
-    let image = Image::new(
-        "linux/arm64",
-        vec![
-            base_layer().build(Compression::Zstd),
-            top_layer().build(Compression::None),
-        ],
-    );
+    let image = base_and_top("linux/arm64", Compression::Zstd, Compression::None);
     assert_eq!(
         &image.layers[0].blob[..4],
         &[0x28, 0xb5, 0x2f, 0xfd],
@@ -305,13 +298,7 @@ fn oci_zstd_and_uncompressed_layers_round_trip() {
 #[test]
 fn docker_schema2_image_round_trips() {
     let registry = Registry::start();
-    let image = Image::new(
-        "linux/arm/v7",
-        vec![
-            base_layer().build(Compression::Gzip),
-            top_layer().build(Compression::Gzip),
-        ],
-    );
+    let image = base_and_top("linux/arm/v7", Compression::Gzip, Compression::Gzip);
     let pushed = registry.push_image("schema2/img", "v1", &image, ManifestFormat::Docker);
     assert_eq!(pushed.media_type, DOCKER_MANIFEST);
     check_round_trip(&registry, &pushed, &image, "v1");

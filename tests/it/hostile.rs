@@ -517,6 +517,13 @@ fn proxied(repo: &str, seed: u64) -> Proxied {
     }
 }
 
+/// [`proxied`] with `rule` on the proxy.
+fn proxied_with(repo: &str, seed: u64, rule: Rule) -> Proxied {
+    let x = proxied(repo, seed);
+    x.proxy.add_rule(rule);
+    x
+}
+
 /// Pushes `<repo>:v1` (layer seed `seed`) behind a fault proxy with the rule `rule` makes, and
 /// pulls it: refused with `needle`.
 fn assert_answer_refused(repo: &str, seed: u64, rule: impl FnOnce(&Proxied) -> Rule, needle: &str) {
@@ -579,8 +586,11 @@ answer_refused_tests! {
 
 #[test]
 fn a_manifest_not_matching_its_digest_is_refused() {
-    let x = proxied("hostile/r-manifest", 12);
-    x.proxy.add_rule(Rule::get("/manifests/", Fault::FlipByte(20)));
+    let x = proxied_with(
+        "hostile/r-manifest",
+        12,
+        Rule::get("/manifests/", Fault::FlipByte(20)),
+    );
     let digest = x.pushed.manifest_digest.clone();
     x.pull(&format!("@{digest}")).assert_refused("digest");
 }
@@ -841,15 +851,18 @@ fn a_token_service_echoing_the_password_gets_it_scrubbed() {
 
 #[test]
 fn terminal_control_sequences_from_a_registry_are_stripped() {
-    let x = proxied("hostile/ansi", 47);
-    x.proxy.add_rule(Rule::new(
-        "/manifests/",
-        Fault::status(
-            404,
-            &[("Content-Type", "application/json")],
-            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"\u001b]0;pwned\u0007\u001b[2J\u001b[31mgone\u009b0m\r"}]}"#,
+    let x = proxied_with(
+        "hostile/ansi",
+        47,
+        Rule::new(
+            "/manifests/",
+            Fault::status(
+                404,
+                &[("Content-Type", "application/json")],
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"\u001b]0;pwned\u0007\u001b[2J\u001b[31mgone\u009b0m\r"}]}"#,
+            ),
         ),
-    ));
+    );
     let p = x.pull(":v1");
     p.assert_refused("manifest unknown: gone");
     assert!(
@@ -993,11 +1006,14 @@ fn a_nested_index_is_refused() {
 
 #[test]
 fn an_interrupt_while_the_tag_list_stalls_stops_the_pull() {
-    let x = proxied("hostile/tags-stall", 50);
-    x.proxy.add_rule(Rule::new(
-        "/tags/list",
-        Fault::StallAfter(0, std::time::Duration::from_secs(60)),
-    ));
+    let x = proxied_with(
+        "hostile/tags-stall",
+        50,
+        Rule::new(
+            "/tags/list",
+            Fault::StallAfter(0, std::time::Duration::from_secs(60)),
+        ),
+    );
     let sandbox = rpull();
     let mut running = sandbox.spawn(["-a", &format!("{}/{}", x.proxy.host(), x.pushed.repo)]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

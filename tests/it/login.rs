@@ -21,7 +21,7 @@ const PASSWORD: &str = "s3cret-Pa55word";
 /// A registry behind TLS and htpasswd, with its files.
 mod secure {
     use super::{PASSWORD, USER};
-    use crate::support::{install_crypto_provider, Registry, Scheme};
+    use crate::support::{install_crypto_provider, PushedImage, Registry, Scheme};
     use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
     use std::fs;
     use std::time::Duration;
@@ -43,6 +43,15 @@ mod secure {
     /// Base64 of `user:password`, as config.json's `auth` holds it.
     pub fn auth_field(user: &str, password: &str) -> String {
         basic(user, password)["Basic ".len()..].to_string()
+    }
+
+    /// [`start`], holding `<repo>:v1` (a small image made from `seed`): the registry, the
+    /// image and its reference.
+    pub fn with_image(repo: &str, seed: u64) -> (SecureRegistry, PushedImage, String) {
+        let secure = start();
+        let pushed = secure.registry.push_small_image(repo, "v1", seed);
+        let reference = secure.registry.image_ref(repo, "v1");
+        (secure, pushed, reference)
     }
 
     /// Starts the registry with TLS (a fresh self-signed certificate for 127.0.0.1) and an
@@ -139,6 +148,19 @@ fn run_with_stdin(sandbox: &Rpull, args: &[&str], input: &str) -> RpullOutput {
     }
 }
 
+/// `rpull login -u <user> --password-stdin <host>` with `input` on stdin.
+fn login_with_stdin(sandbox: &Rpull, user: &str, host: &str, input: &str) -> RpullOutput {
+    run_with_stdin(sandbox, &["login", "-u", user, "--password-stdin", host], input)
+}
+
+/// `rpull logout <host>`, which must remove the stored credentials; its output.
+fn logout(sandbox: &Rpull, host: &str) -> RpullOutput {
+    let out = sandbox.run(["logout", host]);
+    out.assert_success()
+        .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
+    out
+}
+
 fn config_path(sandbox: &Rpull) -> PathBuf {
     sandbox.docker_config_dir().join("config.json")
 }
@@ -185,22 +207,16 @@ fn wrong_password_is_refused_and_nothing_is_saved() {
     assert!(!out.stderr.contains("wrong-password"));
 
     // An unknown user, through stdin, is refused the same way.
-    let out = run_with_stdin(
-        &sandbox,
-        &["login", "-u", "mallory", "--password-stdin", &host],
-        "x\n",
-    );
+    let out = login_with_stdin(&sandbox, "mallory", &host, "x\n");
     out.assert_failed_with("401 Unauthorized");
     assert!(!config_path(&sandbox).exists());
 }
 
 #[test]
 fn login_then_pull_then_logout_then_pull_is_refused() {
-    let secure = secure::start();
+    let (secure, pushed, reference) = secure::with_image("private/app", 11);
     let registry = &secure.registry;
     let host = registry.host();
-    let pushed = registry.push_small_image("private/app", "v1", 11);
-    let reference = registry.image_ref("private/app", "v1");
     let sandbox = rpull();
 
     // Anonymous first: refused.
@@ -233,10 +249,7 @@ fn login_then_pull_then_logout_then_pull_is_refused() {
         .join(&pushed.manifest_digest[7..])
         .is_file());
 
-    let logout = sandbox.run(["logout", &host]);
-    logout
-        .assert_success()
-        .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
+    let logout = logout(&sandbox, &host);
     assert_eq!(read_config(&sandbox), json!({"auths": {}}));
 
     let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
@@ -325,36 +338,22 @@ case "$1" in
   *) exit 2 ;;
 esac
 "#;
-    let tmp = dir.join(".helper.tmp");
-    fs::write(&tmp, script).unwrap();
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::rename(&tmp, &path).unwrap();
+    write_executable(&path, script);
     path
-}
-
-fn with_helper_path(sandbox: &mut Rpull, dir: &Path) {
-    let path = std::env::var("PATH").unwrap_or_default();
-    sandbox.env("PATH", format!("{}:{path}", dir.display()));
 }
 
 #[test]
 fn credential_helper_stores_and_serves_and_config_holds_no_secret() {
-    let secure = secure::start();
+    let (secure, _, reference) = secure::with_image("private/helped", 12);
     let registry = &secure.registry;
     let host = registry.host();
-    registry.push_small_image("private/helped", "v1", 12);
-    let reference = registry.image_ref("private/helped", "v1");
     let helpers = temp_dir("rpull-helper-");
     write_helper(helpers.path(), "rpulltest");
     let mut sandbox = rpull();
-    with_helper_path(&mut sandbox, helpers.path());
+    sandbox.path_first(helpers.path());
     sandbox.write_docker_config(&json!({"credsStore": "rpulltest", "currentContext": "default"}));
 
-    let login = run_with_stdin(
-        &sandbox,
-        &["login", "-u", USER, "--password-stdin", &host],
-        PASSWORD,
-    );
+    let login = login_with_stdin(&sandbox, USER, &host, PASSWORD);
     login
         .assert_success()
         .assert_stdout_lines(&["Login Succeeded"])
@@ -377,10 +376,7 @@ fn credential_helper_stores_and_serves_and_config_holds_no_secret() {
     let keys = fs::read_to_string(helpers.path().join("keys.log")).unwrap();
     assert!(keys.contains(&format!("get {host}")), "{keys}");
 
-    let logout = sandbox.run(["logout", &host]);
-    logout
-        .assert_success()
-        .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
+    let logout = logout(&sandbox, &host);
     assert!(!helpers.path().join("store.json").exists());
     let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
     refused.assert_code(1);
@@ -400,7 +396,7 @@ fn cred_helpers_entry_wins_over_the_file() {
     let helpers = temp_dir("rpull-helper-");
     write_helper(helpers.path(), "perhost");
     let mut sandbox = rpull();
-    with_helper_path(&mut sandbox, helpers.path());
+    sandbox.path_first(helpers.path());
     sandbox.write_docker_config(&json!({"credHelpers": {host.clone(): "perhost"}}));
     sandbox
         .run(["login", "-u", USER, "-p", PASSWORD, &host])
@@ -415,10 +411,8 @@ fn cred_helpers_entry_wins_over_the_file() {
 
 #[test]
 fn creds_flag_with_an_empty_config() {
-    let secure = secure::start();
+    let (secure, _, reference) = secure::with_image("private/creds", 13);
     let registry = &secure.registry;
-    registry.push_small_image("private/creds", "v1", 13);
-    let reference = registry.image_ref("private/creds", "v1");
     let sandbox = rpull();
     sandbox.write_docker_config(&json!({}));
 
@@ -450,10 +444,8 @@ fn creds_flag_with_an_empty_config() {
 
 #[test]
 fn authfile_flag_and_registry_auth_file() {
-    let secure = secure::start();
+    let (secure, _, reference) = secure::with_image("private/authfile", 14);
     let registry = &secure.registry;
-    registry.push_small_image("private/authfile", "v1", 14);
-    let reference = registry.image_ref("private/authfile", "v1");
     let files = temp_dir("rpull-authfile-");
     let authfile = files.path().join("auth.json");
     fs::write(
@@ -688,11 +680,7 @@ fn token_auth_login_pull_logout() {
     let anonymous = sandbox.run(["-q", &reference]);
     anonymous.assert_failed_with("pull access denied");
 
-    let wrong = run_with_stdin(
-        &sandbox,
-        &["login", "-u", USER, "--password-stdin", &host],
-        "nope\n",
-    );
+    let wrong = login_with_stdin(&sandbox, USER, &host, "nope\n");
     wrong
         .assert_code(1)
         .assert_stdout_lines(&[])
@@ -701,11 +689,7 @@ fn token_auth_login_pull_logout() {
         )]);
     assert!(!config_path(&sandbox).exists());
 
-    let login = run_with_stdin(
-        &sandbox,
-        &["login", "-u", USER, "--password-stdin", &host],
-        PASSWORD,
-    );
+    let login = login_with_stdin(&sandbox, USER, &host, PASSWORD);
     login.assert_success().assert_stdout_lines(&["Login Succeeded"]);
     {
         let requests = tr.requests.lock().unwrap();
@@ -725,10 +709,7 @@ fn token_auth_login_pull_logout() {
     let pull = sandbox.run(["-q", &reference]);
     pull.assert_success().assert_stdout_lines(&[&reference]);
 
-    sandbox
-        .run(["logout", &host])
-        .assert_success()
-        .assert_stdout_lines(&[&format!("Removing login credentials for {host}")]);
+    logout(&sandbox, &host);
     let refused = rpull_with_root(&sandbox).run(["-q", &reference]);
     refused.assert_failed_with("pull access denied");
 
@@ -850,11 +831,9 @@ mod pty {
 
 #[test]
 fn prompts_on_a_terminal_without_echoing_the_password() {
-    let secure = secure::start();
+    let (secure, _, reference) = secure::with_image("private/prompted", 31);
     let registry = &secure.registry;
     let host = registry.host();
-    registry.push_small_image("private/prompted", "v1", 31);
-    let reference = registry.image_ref("private/prompted", "v1");
     let sandbox = rpull();
 
     let mut cmd = sandbox.command();
@@ -907,9 +886,7 @@ fn prompts_on_a_terminal_without_echoing_the_password() {
 
 #[test]
 fn tls_verify_false_accepts_a_self_signed_certificate_for_that_call() {
-    let secure = secure::start();
-    secure.registry.push_small_image("private/selfsigned", "v1", 41);
-    let reference = format!("{}/private/selfsigned:v1", secure.registry.host());
+    let (_secure, _, reference) = secure::with_image("private/selfsigned", 41);
     let creds = format!("{USER}:{PASSWORD}");
     // Loopback is insecure-allowed by default, as in docker; this switch (for tests) makes it
     // a verified-TLS host like any other, so everything stays on 127.0.0.1.

@@ -44,6 +44,16 @@ fn skopeo_ok(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// `skopeo copy` of `source` into the directory `dest` (skopeo's `dir:` layout).
+fn skopeo_copy_to_dir(source: &str, dest: &Path) {
+    skopeo_ok(&[
+        "--insecure-policy",
+        "copy",
+        source,
+        &format!("dir:{}", dest.display()),
+    ]);
+}
+
 fn skopeo_json(args: &[&str]) -> Value {
     serde_json::from_slice(&skopeo_ok(args)).expect("skopeo printed JSON")
 }
@@ -181,18 +191,31 @@ fn assert_go_units_size(shown: &str, bytes: u64) {
     assert!(relative < 5e-4, "{shown:?} is not {bytes} bytes");
 }
 
-/// Pushes `a` as `bench/a:v1` and `bench/a:v2` (OCI) and `b` as `bench/b:latest` in
-/// `b_format`: one image under two tags, and another.
+/// A registry holding `a` as `bench/a:v1` and `bench/a:v2` (OCI) and `b` as `bench/b:latest`
+/// in `b_format`: one image under two tags, and another.
 fn push_a_twice_and_b(
-    registry: &Registry,
     a: &Image,
     b: &Image,
     b_format: ManifestFormat,
-) -> (PushedImage, PushedImage) {
+) -> (Registry, PushedImage, PushedImage) {
+    let registry = Registry::start();
     let pushed_a = registry.push_image("bench/a", "v1", a, ManifestFormat::Oci);
     registry.push_image("bench/a", "v2", a, ManifestFormat::Oci);
     let pushed_b = registry.push_image("bench/b", "latest", b, b_format);
-    (pushed_a, pushed_b)
+    (registry, pushed_a, pushed_b)
+}
+
+/// Pulls what [`push_a_twice_and_b`] pushed, in that order; its three references.
+fn pull_a_twice_and_b(sandbox: &Rpull, registry: &Registry) -> [String; 3] {
+    let refs = [
+        registry.image_ref("bench/a", "v1"),
+        registry.image_ref("bench/a", "v2"),
+        registry.image_ref("bench/b", "latest"),
+    ];
+    for r in &refs {
+        pull(sandbox, r);
+    }
+    refs
 }
 
 fn pull(sandbox: &Rpull, reference: &str) {
@@ -204,9 +227,7 @@ fn pull(sandbox: &Rpull, reference: &str) {
 
 #[test]
 fn images_lists_pulled_images_like_docker() {
-    let registry = Registry::start();
-    let (a, b) = push_a_twice_and_b(
-        &registry,
+    let (registry, a, b) = push_a_twice_and_b(
         &small_image(1500, 1),
         &small_image(640, 2),
         ManifestFormat::Docker,
@@ -219,9 +240,7 @@ fn images_lists_pulled_images_like_docker() {
         .assert_success()
         .assert_stdout_lines(&["REPOSITORY   TAG       IMAGE ID   CREATED   SIZE"]);
 
-    for (repo, tag) in [("bench/a", "v1"), ("bench/a", "v2"), ("bench/b", "latest")] {
-        pull(&sandbox, &registry.image_ref(repo, tag));
-    }
+    pull_a_twice_and_b(&sandbox, &registry);
     let (ra, rb) = (repo_name(&registry, "bench/a"), repo_name(&registry, "bench/b"));
     let created = docker_created_since_fixed();
     // Every image was created at FIXED_CREATED, so they keep the order they were pulled in.
@@ -347,23 +366,14 @@ fn images_lists_pulled_images_like_docker() {
 
 #[test]
 fn rmi_untags_refuses_shared_ids_and_frees_space() {
-    let registry = Registry::start();
-    let (a, b) = push_a_twice_and_b(
-        &registry,
+    let (registry, a, b) = push_a_twice_and_b(
         &small_image(3000, 11),
         &small_image(2000, 12),
         ManifestFormat::Oci,
     );
     let sandbox = rpull();
     let root = sandbox.root();
-    let (a1, a2, bl) = (
-        registry.image_ref("bench/a", "v1"),
-        registry.image_ref("bench/a", "v2"),
-        registry.image_ref("bench/b", "latest"),
-    );
-    for r in [&a1, &a2, &bl] {
-        pull(&sandbox, r);
-    }
+    let [a1, a2, bl] = pull_a_twice_and_b(&sandbox, &registry);
     let a_files = stored_files(root, &a);
     let b_files = stored_files(root, &b);
     assert!(a_files.iter().chain(&b_files).all(|p| p.exists()));
@@ -622,12 +632,7 @@ fn save_writes_archives_skopeo_and_podman_load() {
     );
     // Copying checks every layer against the config's DiffIDs.
     let copied = work.path().join("copied");
-    skopeo_ok(&[
-        "--insecure-policy",
-        "copy",
-        &archive,
-        &format!("dir:{}", copied.display()),
-    ]);
+    skopeo_copy_to_dir(&archive, &copied);
     let m: Value = serde_json::from_slice(&fs::read(copied.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["layers"].as_array().unwrap().len(), 3);
     // The archive's manifest.json names the tag as docker does.
@@ -680,12 +685,7 @@ fn save_writes_archives_skopeo_and_podman_load() {
     let v = skopeo_json(&["inspect", "--config", &oci_ref]);
     assert_eq!(v["rootfs"]["diff_ids"], serde_json::json!(diff_ids));
     let copied = work.path().join("copied-oci");
-    skopeo_ok(&[
-        "--insecure-policy",
-        "copy",
-        &oci_ref,
-        &format!("dir:{}", copied.display()),
-    ]);
+    skopeo_copy_to_dir(&oci_ref, &copied);
     for d in &img.layer_digests {
         assert!(copied.join(hex_of(d)).exists(), "layer {d} copied");
     }
@@ -951,12 +951,7 @@ fn skopeo_reads_the_store_by_full_reference() {
         pushed.config_bytes
     );
     let dest = work.path().join("copy");
-    skopeo_ok(&[
-        "--insecure-policy",
-        "copy",
-        &source,
-        &format!("dir:{}", dest.display()),
-    ]);
+    skopeo_copy_to_dir(&source, &dest);
     assert_eq!(
         fs::read(dest.join("manifest.json")).unwrap(),
         pushed.manifest_bytes

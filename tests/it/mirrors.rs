@@ -3,7 +3,7 @@
 //! back to the origin when a mirror lacks the image or is down, `--registry-mirror` for Docker
 //! Hub names, `HTTP_PROXY` through a forward proxy, and loopback never proxied.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::support::fault_proxy::FaultProxy;
 use crate::support::registry::free_port;
@@ -14,6 +14,12 @@ fn write_config(r: &Rpull, config: &serde_json::Value) -> PathBuf {
     let path = r.home().join("rpull-config.json");
     std::fs::write(&path, config.to_string()).unwrap();
     path
+}
+
+/// `rpull --config <file> <image>`, the file (in the sandbox's home) holding `config`.
+fn pull_with_config(r: &Rpull, config: &serde_json::Value, image: &str) -> RpullOutput {
+    let cfg = write_config(r, config);
+    r.run([Path::new("--config"), cfg.as_path(), Path::new(image)])
 }
 
 fn blob_gets(proxy: &FaultProxy) -> usize {
@@ -36,8 +42,7 @@ fn a_pull_through_cache_mirror_spares_the_origin() {
     let image = format!("{}/team/app:v1", origin_front.host());
 
     let first = rpull();
-    let cfg = write_config(&first, &config);
-    let out = first.run([PathBuf::from("--config"), cfg, PathBuf::from(&image)]);
+    let out = pull_with_config(&first, &config, &image);
     out.assert_success();
     assert!(!out.stderr.contains("falling back"), "{out}");
     assert!(out.stdout.ends_with(&format!("{image}\n")), "{out}");
@@ -65,10 +70,7 @@ fn a_pull_through_cache_mirror_spares_the_origin() {
     }
 
     let second = rpull();
-    let cfg = write_config(&second, &config);
-    second
-        .run([PathBuf::from("--config"), cfg, PathBuf::from(&image)])
-        .assert_success();
+    pull_with_config(&second, &config, &image).assert_success();
     assert_eq!(
         blob_gets(&origin_front),
         blobs_after_first,
@@ -84,15 +86,11 @@ fn a_mirror_without_the_image_or_down_falls_back_to_the_origin_with_a_note() {
     let empty_mirror = Registry::start();
     let dead = format!("http://127.0.0.1:{}", free_port());
     let r = rpull();
-    let cfg = write_config(
+    let out = pull_with_config(
         &r,
         &json!({"mirrors": {origin.host(): [dead, empty_mirror.url()]}}),
+        &origin.image_ref("app", "v1"),
     );
-    let out = r.run([
-        PathBuf::from("--config"),
-        cfg,
-        PathBuf::from(origin.image_ref("app", "v1")),
-    ]);
     out.assert_success();
     let notes: Vec<&str> = out
         .stderr
@@ -116,8 +114,7 @@ fn registry_mirror_serves_docker_hub_names() {
     assert!(out.stderr.is_empty(), "{out}");
 
     // From the config file too; a bad mirror is refused as docker refuses it.
-    let cfg = write_config(&r, &json!({"registry-mirrors": ["ftp://nope"]}));
-    let out = r.run([PathBuf::from("--config"), cfg, PathBuf::from("app:v1")]);
+    let out = pull_with_config(&r, &json!({"registry-mirrors": ["ftp://nope"]}), "app:v1");
     out.assert_code(1);
     assert!(out.stderr.starts_with("invalid mirror \"ftp://nope\""), "{out}");
 }
@@ -126,11 +123,7 @@ fn registry_mirror_serves_docker_hub_names() {
 fn config_file_sets_concurrency_and_flags_win() {
     let registry = Registry::start();
     let layers: Vec<Layer> = (0..3)
-        .map(|i| {
-            LayerBuilder::new()
-                .random_file(&format!("f{i}"), 20_000, 100 + i)
-                .build(Compression::Gzip)
-        })
+        .map(|i| Layer::random(&format!("f{i}"), 20_000, 100 + i, Compression::Gzip))
         .collect();
     registry.push_layers("three", "x", layers);
     let image = registry.image_ref("three", "x");
@@ -218,11 +211,11 @@ fn falling_back_after_pulling_from_changes_nothing_but_a_note() {
     direct.assert_success();
 
     let r = rpull();
-    let cfg = write_config(
+    let out = pull_with_config(
         &r,
         &json!({"mirrors": {origin.host(): [format!("http://{}", mirror.host())]}}),
+        &image,
     );
-    let out = r.run([PathBuf::from("--config"), cfg, PathBuf::from(&image)]);
     out.assert_success();
     assert_eq!(out.stdout, direct.stdout, "only a note may differ\n{out}");
     assert_eq!(out.stderr.lines().count(), 1, "{out}");

@@ -24,6 +24,13 @@ fn layer_lines<'a>(out: &'a str, id: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The tags an `--all-tags` pull of `repo` announced, in order: its `<tag>: Pulling from <repo>`
+/// lines.
+fn pulled_tags<'a>(out: &'a str, repo: &str) -> Vec<&'a str> {
+    let suffix = format!(": Pulling from {repo}");
+    out.lines().filter_map(|l| l.strip_suffix(&suffix)).collect()
+}
+
 #[test]
 fn pulls_a_multi_layer_image_like_docker() {
     let registry = Registry::start();
@@ -155,11 +162,7 @@ fn default_tag_and_pull_subcommand() {
 fn layers_beyond_the_concurrency_limit_wait() {
     let registry = Registry::start();
     let layers: Vec<Layer> = (0..5)
-        .map(|i| {
-            LayerBuilder::new()
-                .random_file(&format!("f{i}"), 50_000, i)
-                .build(Compression::Gzip)
-        })
+        .map(|i| Layer::random(&format!("f{i}"), 50_000, i, Compression::Gzip))
         .collect();
     let pushed = registry.push_layers("bench/five", "x", layers);
     let sandbox = rpull();
@@ -282,17 +285,20 @@ fn connection_refused_reads_like_docker() {
         )]);
 }
 
-fn multi_platform(registry: &Registry, repo: &str, tag: &str, format: ManifestFormat) -> PushedIndex {
+/// A registry holding `<repo>:<tag>`, an index (with attestations when `format` is OCI) of
+/// linux/amd64, linux/arm64 and linux/arm/v7 images; the registry, the index and the reference.
+fn multi_platform(repo: &str, tag: &str, format: ManifestFormat) -> (Registry, PushedIndex, String) {
+    let registry = Registry::start();
     let images = Image::per_platform(&["linux/amd64", "linux/arm64", "linux/arm/v7"], 1000, 0);
-    registry.push_multi_platform(repo, tag, format, &images, format == ManifestFormat::Oci)
+    let index = registry.push_multi_platform(repo, tag, format, &images, format == ManifestFormat::Oci);
+    let reference = registry.image_ref(repo, tag);
+    (registry, index, reference)
 }
 
 #[test]
 fn picks_the_platform_from_an_index() {
-    let registry = Registry::start();
-    let index = multi_platform(&registry, "bench/multi", "latest", ManifestFormat::Oci);
+    let (_registry, index, reference) = multi_platform("bench/multi", "latest", ManifestFormat::Oci);
     let sandbox = rpull();
-    let reference = registry.image_ref("bench/multi", "latest");
     let out = sandbox.run(["--platform", "linux/arm64", &reference]);
     out.assert_success();
     let arm = &index.images[1];
@@ -334,8 +340,7 @@ fn picks_the_platform_from_an_index() {
 
 #[test]
 fn host_platform_is_the_default_and_attestations_are_skipped() {
-    let registry = Registry::start();
-    let index = multi_platform(&registry, "bench/multi", "latest", ManifestFormat::Oci);
+    let (registry, index, reference) = multi_platform("bench/multi", "latest", ManifestFormat::Oci);
     let sandbox = rpull();
     let out = sandbox.run([format!("{}/bench/multi", registry.host())]);
     out.assert_success();
@@ -345,18 +350,13 @@ fn host_platform_is_the_default_and_attestations_are_skipped() {
         .iter()
         .find(|i| i.platform.architecture == host.architecture)
         .unwrap();
-    sandbox.assert_recorded(
-        &registry.image_ref("bench/multi", "latest"),
-        &want.manifest_digest,
-    );
+    sandbox.assert_recorded(&reference, &want.manifest_digest);
 }
 
 #[test]
 fn docker_manifest_list_with_arm_variant_fallback() {
-    let registry = Registry::start();
-    let index = multi_platform(&registry, "bench/list", "v2s2-list", ManifestFormat::Docker);
+    let (_registry, index, reference) = multi_platform("bench/list", "v2s2-list", ManifestFormat::Docker);
     let sandbox = rpull();
-    let reference = registry.image_ref("bench/list", "v2s2-list");
     // arm/v6 is not in the list; docker falls back to nothing (v7 does not serve v6) — but
     // arm64 hosts fall back to arm/v7. Ask for arm/v7 explicitly.
     sandbox
@@ -415,11 +415,7 @@ fn all_tags_pulls_every_tag() {
     let name = format!("{}/bench/many", registry.host());
     let out = sandbox.run(["-a", &name]);
     out.assert_success();
-    let pulled: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_suffix(": Pulling from bench/many"))
-        .collect();
+    let pulled = pulled_tags(&out.stdout, "bench/many");
     let mut sorted = pulled.clone();
     sorted.sort();
     assert_eq!(sorted, tags);
@@ -653,11 +649,7 @@ fn all_tags_follows_link_pagination() {
     let name = format!("{}/bench/paged", proxy.host());
     let out = rpull().run(["-a", &name]);
     out.assert_success();
-    let pulled: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_suffix(": Pulling from bench/paged"))
-        .collect();
+    let pulled = pulled_tags(&out.stdout, "bench/paged");
     assert_eq!(pulled, ["t0", "t1", "t2", "t3", "t4", "t5", "t6"]);
     let pages: Vec<String> = proxy
         .requests()

@@ -21,9 +21,14 @@ fn htpasswd_registry(pki: &Pki, client_auth: bool) -> Registry {
     setups::htpasswd_registry(pki, USER, PASSWORD, client_auth)
 }
 
-/// `auths` entry for `host` with the test user.
+/// `auths` entry for `host` with the test user and `password`.
+fn auths_for(host: &str, password: &str) -> serde_json::Value {
+    json!({"auths": {host: {"auth": base64(format!("{USER}:{password}").as_bytes())}}})
+}
+
+/// `auths` entry for `host` with the test user's password.
 fn auth_config(host: &str) -> serde_json::Value {
-    json!({"auths": {host: {"auth": base64(format!("{USER}:{PASSWORD}").as_bytes())}}})
+    auths_for(host, PASSWORD)
 }
 
 /// An htpasswd registry behind TLS holding `<repo>:v1`; nothing trusts its CA yet.
@@ -76,6 +81,13 @@ fn trusted_image(repo: &str, seed: u64) -> TrustedImage {
     }
 }
 
+impl TrustedImage {
+    /// A [`verifying_sandbox`] whose certs.d trusts the registry's CA.
+    fn sandbox(&self) -> Rpull {
+        verifying_sandbox(self.certs.path())
+    }
+}
+
 /// A sandbox that verifies TLS on loopback and reads `certs.d` from `certs_d`.
 fn verifying_sandbox(certs_d: &Path) -> Rpull {
     let mut r = rpull();
@@ -101,11 +113,9 @@ fn assert_no_secret(out: &RpullOutput, secret: &str) {
 #[test]
 fn basic_auth_behind_tls_with_a_certs_d_ca() {
     let t = trusted_image("team/app", 1);
-    let TrustedImage {
-        host, certs, image, ..
-    } = &t;
+    let (host, image) = (&t.host, &t.image);
 
-    let r = verifying_sandbox(certs.path());
+    let r = t.sandbox();
     // No credentials: docker's text, exit 1.
     let out = r.run([&image]);
     out.assert_code(1);
@@ -115,7 +125,7 @@ fn basic_auth_behind_tls_with_a_certs_d_ca() {
     );
 
     // Wrong password: the registry's UNAUTHORIZED, rendered as docker renders it.
-    r.write_docker_config(&json!({"auths": {host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
+    r.write_docker_config(&auths_for(host, "wrong"));
     let out = r.run([&image]);
     out.assert_error("unauthorized: authentication required");
 
@@ -271,17 +281,9 @@ fn credential_helper_failures_name_the_helper() {
     // A helper that fails: its exit and output, as docker shows them.
     let bin = temp_dir("rpull-helper-bin-");
     let helper = bin.path().join("docker-credential-broken");
-    std::fs::write(&helper, "#!/bin/sh\necho 'keyring locked'\nexit 3\n").unwrap();
-    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_executable(&helper, "#!/bin/sh\necho 'keyring locked'\nexit 3\n");
     let mut r = rpull();
-    r.env(
-        "PATH",
-        format!(
-            "{}:{}",
-            bin.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
-    );
+    r.path_first(bin.path());
     r.write_docker_config(&json!({"credHelpers": {registry.host(): "broken"}}));
     let out = r.run([registry.image_ref("app", "v1")]);
     out.assert_error("error getting credentials - err: exit status 3, out: `keyring locked`");
@@ -414,32 +416,21 @@ fn an_unparsable_docker_config_is_a_warning_and_the_pull_goes_on() {
 #[test]
 fn credentials_from_a_helper_and_from_docker_auth_config() {
     let t = trusted_image("app", 16);
-    let TrustedImage {
-        host, certs, image, ..
-    } = &t;
+    let (host, image) = (&t.host, &t.image);
 
     // credHelpers: `docker-credential-<name> get` with the registry key on stdin.
     let bin = temp_dir("rpull-helper-bin-");
     let asked = bin.path().join("asked");
     let helper = bin.path().join("docker-credential-testvault");
-    std::fs::write(
+    write_executable(
         &helper,
-        format!(
+        &format!(
             "#!/bin/sh\n[ \"$1\" = get ] || exit 9\ncat > '{}'\necho '{{\"ServerURL\":\"{host}\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\n",
             asked.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut r = verifying_sandbox(certs.path());
-    r.env(
-        "PATH",
-        format!(
-            "{}:{}",
-            bin.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
     );
+    let mut r = t.sandbox();
+    r.path_first(bin.path());
     r.write_docker_config(&json!({"credsStore": "nope-not-installed", "credHelpers": {host: "testvault"}}));
     let out = r.run([&image]);
     out.assert_success();
@@ -447,9 +438,9 @@ fn credentials_from_a_helper_and_from_docker_auth_config() {
     assert_eq!(std::fs::read_to_string(&asked).unwrap().trim(), host);
 
     // DOCKER_AUTH_CONFIG comes before the file.
-    let mut r = verifying_sandbox(certs.path());
+    let mut r = t.sandbox();
     r.env("DOCKER_AUTH_CONFIG", auth_config(host).to_string());
-    r.write_docker_config(&json!({"auths": {host: {"auth": base64(format!("{USER}:wrong").as_bytes())}}}));
+    r.write_docker_config(&auths_for(host, "wrong"));
     r.run([&image]).assert_success();
 }
 
@@ -477,11 +468,11 @@ fn cert_dir_gives_this_pull_its_ca_and_client_certificate() {
 #[test]
 fn login_uses_the_settings_a_pull_uses() {
     let t = trusted_image("team/login", 9);
-    let TrustedImage { host, certs, .. } = &t;
+    let host = &t.host;
     let login = ["login", "-u", USER, "-p", PASSWORD, host.as_str()];
 
     // certs.d trusts the registry's CA: verified TLS succeeds.
-    let r = verifying_sandbox(certs.path());
+    let r = t.sandbox();
     let out = r.run(login);
     out.assert_success();
     assert!(out.stdout.contains("Login Succeeded"), "{out}");

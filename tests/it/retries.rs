@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::fault_proxy::{Fault, Rule};
+use crate::support::fault_proxy::{Fault, RequestLog, Rule};
 use crate::support::setups::{proxied_image, ProxiedImage};
 use crate::support::*;
 
@@ -23,6 +23,14 @@ fn assert_layer_intact(r: &Rpull, s: &ProxiedImage) {
     assert_eq!(sha256_digest(&bytes), s.layer());
 }
 
+/// The layer was fetched twice, the second GET asking for its bytes from `offset` on; the GETs.
+fn assert_fetched_again_from(s: &ProxiedImage, offset: u64) -> Vec<RequestLog> {
+    let gets = s.layer_gets();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(gets[1].range, Some(format!("bytes={offset}-")), "{gets:?}");
+    gets
+}
+
 #[test]
 fn a_cut_download_resumes_with_range_after_a_countdown() {
     let s = setup();
@@ -31,10 +39,8 @@ fn a_cut_download_resumes_with_range_after_a_countdown() {
     let out = r.run(["--retry-delay", "1s", &s.reference]);
     out.assert_success();
     assert!(out.stdout.contains("Retrying in 1 second"), "{out}");
-    let gets = s.layer_gets();
-    assert_eq!(gets.len(), 2, "{gets:?}");
+    let gets = assert_fetched_again_from(&s, 100_000);
     assert_eq!(gets[0].range, None);
-    assert_eq!(gets[1].range.as_deref(), Some("bytes=100000-"));
     assert_eq!(gets[1].status, 206);
     assert_layer_intact(&r, &s);
 }
@@ -46,9 +52,7 @@ fn a_server_ignoring_the_range_restarts_the_download_cleanly() {
     s.fault_layer(Fault::IgnoreRange, Some(1));
     let r = rpull();
     r.run(["--retry-delay", "0s", &s.reference]).assert_success();
-    let gets = s.layer_gets();
-    assert_eq!(gets.len(), 2, "{gets:?}");
-    assert_eq!(gets[1].range.as_deref(), Some("bytes=100000-"));
+    let gets = assert_fetched_again_from(&s, 100_000);
     assert_eq!(gets[1].status, 200);
     assert_layer_intact(&r, &s);
 }
@@ -101,9 +105,7 @@ fn a_stalled_download_times_out_and_resumes() {
     let start = Instant::now();
     r.run(["--retry-delay", "0s", &s.reference]).assert_success();
     assert!(start.elapsed() < Duration::from_secs(20));
-    let gets = s.layer_gets();
-    assert_eq!(gets.len(), 2, "{gets:?}");
-    assert_eq!(gets[1].range.as_deref(), Some("bytes=50000-"));
+    assert_fetched_again_from(&s, 50_000);
     assert_layer_intact(&r, &s);
 }
 

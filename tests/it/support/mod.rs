@@ -62,6 +62,16 @@ pub fn temp_dir(prefix: &str) -> TempDir {
         .unwrap_or_else(|e| panic!("creating a temp dir in {}: {e}", temp_root().display()))
 }
 
+/// Writes `script` to `path` as an executable (mode 0755). It is written beside `path` and
+/// renamed into place, so nothing can run it half written ("text file busy").
+pub fn write_executable(path: &Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, script).unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 fn temp_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::process::{kill_and_reap, spawn_tethered};
+use super::process::{find_binary, kill_and_reap, path_from_env, spawn_tethered};
 use super::registry::{free_port, tail};
 
 /// The environment variable naming the server binary.
@@ -137,32 +137,15 @@ impl Drop for Nats {
     }
 }
 
+/// `$RPULL_TEST_NATS_BIN`, else Debian's path, else `nats-server` on `PATH`; panics with
+/// install instructions if there is none.
 fn resolve_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os(NATS_BIN_ENV).filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        if path.is_file() {
-            return path;
-        }
-        panic!(
-            "{}",
-            missing_binary_message(&path, &format!("not found (from {NATS_BIN_ENV})"))
-        );
-    }
-    if Path::new(DEFAULT_NATS_BIN).is_file() {
-        return PathBuf::from(DEFAULT_NATS_BIN);
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("nats-server"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "{}",
-                missing_binary_message(Path::new(DEFAULT_NATS_BIN), "not found, nor on PATH")
-            )
-        })
+    find_binary(
+        path_from_env(NATS_BIN_ENV),
+        DEFAULT_NATS_BIN,
+        "nats-server",
+        missing_binary_message,
+    )
 }
 
 fn missing_binary_message(binary: &Path, why: &str) -> String {

@@ -155,6 +155,12 @@ impl Rpull {
         self
     }
 
+    /// Puts `dir` ahead of the test's own `PATH` (where rpull finds credential helpers).
+    pub fn path_first(&mut self, dir: &Path) -> &mut Rpull {
+        let path = std::env::var("PATH").unwrap_or_default();
+        self.env("PATH", format!("{}:{path}", dir.display()))
+    }
+
     /// Changes the per-run timeout.
     pub fn timeout(&mut self, timeout: Duration) -> &mut Rpull {
         self.timeout = timeout;
