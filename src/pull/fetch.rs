@@ -359,7 +359,10 @@ impl LayerTask {
             set.spawn(worker.run());
         };
         spawn(&mut set);
-        let mut started = false;
+        // The first connection alone until it shows whether more would help (see
+        // `more_connections_help`): `Some(served at, bytes since)` while that is open.
+        let mut probing: Option<(tokio::time::Instant, u64)> = None;
+        let mut started = workers == 1;
         let mut last_report = 0u64;
         self.reporter.report(Event::Progress {
             id: id.to_string(),
@@ -372,12 +375,22 @@ impl LayerTask {
                 m = rx.recv() => m,
                 _ = self.cancel.cancelled() => break Err(RangesEnd::Failed(PullError::Cancelled)),
             };
-            match msg {
-                Some(RangeMsg::Served) if !started => {
+            if let (Some((at, bytes)), Some(RangeMsg::Done(a, b))) = (probing.as_mut(), &msg) {
+                *bytes += b - a;
+                let fast = self.ranges.fast_connection;
+                if let Some(help) = more_connections_help(*bytes, at.elapsed(), fast) {
+                    probing = None;
                     started = true;
-                    for _ in 1..workers {
-                        spawn(&mut set);
+                    if help {
+                        for _ in 1..workers {
+                            spawn(&mut set);
+                        }
                     }
+                }
+            }
+            match msg {
+                Some(RangeMsg::Served) if !started && probing.is_none() => {
+                    probing = Some((tokio::time::Instant::now(), 0));
                 }
                 Some(RangeMsg::Served) => {}
                 Some(RangeMsg::Done(a, b)) => {
@@ -508,6 +521,25 @@ struct RangeWorker {
     tx: tokio::sync::mpsc::UnboundedSender<RangeMsg>,
 }
 
+/// The first connection of a ranged download is judged over its first bytes, or its first
+/// moments, whichever come first...
+const PROBE_BYTES: u64 = 4 << 20;
+const PROBE_TIME: Duration = Duration::from_millis(100);
+
+/// Whether the other connections of a ranged download should open, now that the first,
+/// served `elapsed` ago, has delivered `bytes` (asked at each completed part it reports):
+/// yes when it is slower than `fast` bytes a second; `None` while it is too early to tell
+/// (under [`PROBE_BYTES`] and [`PROBE_TIME`]). On loopback or a fast link one connection
+/// is not what limits the download and more would only add CPU and buffers, so a fast first
+/// connection fetches the other ranges alone, one after another.
+fn more_connections_help(bytes: u64, elapsed: Duration, fast: u64) -> Option<bool> {
+    if bytes >= PROBE_BYTES || elapsed >= PROBE_TIME {
+        Some((bytes as f64) < fast as f64 * elapsed.as_secs_f64())
+    } else {
+        None
+    }
+}
+
 /// Silent re-requests of a range cut short, and retries of a range that failed.
 const RANGE_RESUMES: u32 = 2;
 const RANGE_ATTEMPTS: u32 = 3;
@@ -589,5 +621,27 @@ impl RangeWorker {
             *from = at;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_connections_open_only_for_a_slow_first_connection() {
+        let ms = Duration::from_millis;
+        let fast = 64_000_000;
+        // Too early to tell.
+        assert_eq!(more_connections_help(1 << 20, ms(10), fast), None);
+        // 4 MiB in 20 ms is 210 MB/s: one connection is enough.
+        assert_eq!(more_connections_help(4 << 20, ms(20), fast), Some(false));
+        // 4 MiB in 200 ms is 21 MB/s (a far CDN's one connection): open the others.
+        assert_eq!(more_connections_help(4 << 20, ms(200), fast), Some(true));
+        // 2 MiB when the probe time is up is 21 MB/s; 16 MiB then is 168 MB/s.
+        assert_eq!(more_connections_help(2 << 20, PROBE_TIME, fast), Some(true));
+        assert_eq!(more_connections_help(16 << 20, PROBE_TIME, fast), Some(false));
+        // A lower bar keeps a slower connection alone.
+        assert_eq!(more_connections_help(2 << 20, PROBE_TIME, 1), Some(false));
     }
 }

@@ -169,6 +169,31 @@ fn a_large_blob_comes_as_concurrent_ranges_and_is_unpacked_as_it_streams() {
     s.assert_stored(&sandbox, "stream");
 }
 
+/// A first connection at least as fast as `RPULL_FAST_CONNECTION` (here any connection that
+/// delivers anything) keeps the other ranges to itself: still ranges, one at a time. The slow
+/// side of the same rule is the throttled test above (3 MB/s against the default 64 MB/s).
+#[test]
+fn a_fast_first_connection_fetches_the_other_ranges_alone() {
+    let s = setup("ranges/fast");
+    // Throttled as above, where the ranges overlap: here they must not.
+    s.image.fault_layer(Fault::Throttle(3_000_000), None);
+    let mut sandbox = rpull();
+    sandbox.env("RPULL_FAST_CONNECTION", "1");
+    let out = s.pull(&sandbox, &[]);
+    out.assert_success();
+    let gets = s.gets();
+    assert_eq!(
+        gets.len() as u64,
+        s.size().div_ceil(CHUNK),
+        "one request per range: {gets:#?}"
+    );
+    assert!(gets.iter().all(|r| r.status == 206), "{gets:#?}");
+    let peak = s.image.proxy.max_concurrent(&s.layer.digest);
+    assert_eq!(peak, 1, "ranges at once with a fast first connection");
+    assert_eq!(s.image.proxy.body_bytes_sent(&s.layer.digest), s.size());
+    s.assert_stored(&sandbox, "stream");
+}
+
 #[test]
 fn the_config_file_sets_ranged_downloads_and_one_connection_turns_them_off() {
     let s = setup("ranges/config");
