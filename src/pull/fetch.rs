@@ -375,6 +375,9 @@ impl LayerTask {
                 m = rx.recv() => m,
                 _ = self.cancel.cancelled() => break Err(RangesEnd::Failed(PullError::Cancelled)),
             };
+            // A fast first connection: the rest comes as one stream from the completed prefix
+            // (the ranged machinery would only add requests, CPU and buffers).
+            let mut alone = false;
             if let (Some((at, bytes)), Some(RangeMsg::Done(a, b))) = (probing.as_mut(), &msg) {
                 *bytes += b - a;
                 let fast = self.ranges.fast_connection;
@@ -385,6 +388,8 @@ impl LayerTask {
                         for _ in 1..workers {
                             spawn(&mut set);
                         }
+                    } else {
+                        alone = true;
                     }
                 }
             }
@@ -416,6 +421,9 @@ impl LayerTask {
                 Some(RangeMsg::Failed(e)) => break Err(RangesEnd::Fallback(e.to_string())),
                 Some(RangeMsg::Store(e)) => break Err(RangesEnd::Failed(e.into())),
                 None => break Err(RangesEnd::Fallback("range workers stopped".into())),
+            }
+            if alone {
+                break Err(RangesEnd::Fallback("one connection is fast enough".into()));
             }
         };
         // Every worker is stopped before the file is touched again.
@@ -530,8 +538,8 @@ const PROBE_TIME: Duration = Duration::from_millis(100);
 /// served `elapsed` ago, has delivered `bytes` (asked at each completed part it reports):
 /// yes when it is slower than `fast` bytes a second; `None` while it is too early to tell
 /// (under [`PROBE_BYTES`] and [`PROBE_TIME`]). On loopback or a fast link one connection
-/// is not what limits the download and more would only add CPU and buffers, so a fast first
-/// connection fetches the other ranges alone, one after another.
+/// is not what limits the download and more would only add CPU and buffers, so after a fast
+/// first connection the rest of the blob comes as one stream from the completed prefix.
 fn more_connections_help(bytes: u64, elapsed: Duration, fast: u64) -> Option<bool> {
     if bytes >= PROBE_BYTES || elapsed >= PROBE_TIME {
         Some((bytes as f64) < fast as f64 * elapsed.as_secs_f64())
