@@ -158,6 +158,9 @@ pub struct Settings {
     pub max_layer_bytes: Option<u64>,
     /// How large blobs are fetched in concurrent ranges.
     pub ranges: RangeSettings,
+    /// The key that signs and checks fleet API tokens (`--signing-key-file`, else the config
+    /// file's `signing-key-file`).
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -235,6 +238,7 @@ impl Settings {
             max_concurrent_downloads: count(layer.max_concurrent_downloads, DEFAULT_MAX_CONCURRENT_DOWNLOADS),
             retry: overrides.retry.clone().unwrap_or_default(),
             max_layer_bytes: var(env::MAX_LAYER_BYTES).and_then(|v| v.trim().parse().ok()),
+            signing_key_file: layer.signing_key_file.clone(),
             ranges: RangeSettings {
                 threshold: layer.parallel_download_threshold.unwrap_or(d.threshold),
                 chunk_size: layer.parallel_chunk_size.map_or(d.chunk_size, |n| n.max(1)),

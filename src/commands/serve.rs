@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{fail, watch_signals};
 use rpull::cli::{FleetServeArgs, ServeArgs};
-use rpull::config::Layer;
 use rpull::cri;
 use rpull::engine::Engine;
 use rpull::fleet::node::Node;
@@ -23,12 +22,13 @@ use rpull::settings::{Overrides, Settings};
 pub async fn run(args: ServeArgs, root: Option<PathBuf>) -> ExitCode {
     // Installing the provider only fails when one is already installed, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let overrides = Overrides {
+    let mut overrides = Overrides {
         root,
         config: args.config.clone(),
         read_timeout: args.read_timeout,
         ..Overrides::default()
     };
+    overrides.layer.signing_key_file = args.fleet.signing_key_file.clone();
     let settings = match Settings::load(&overrides) {
         Ok(s) => s,
         Err(e) => return fail(&format!("rpull serve: {e}")),
@@ -56,13 +56,7 @@ pub async fn run(args: ServeArgs, root: Option<PathBuf>) -> ExitCode {
         if args.fleet.listen.is_none() {
             return Ok(());
         }
-        run_fleet(
-            args.fleet.clone(),
-            args.config.as_deref(),
-            engine.clone(),
-            shutdown.clone(),
-        )
-        .await
+        run_fleet(args.fleet.clone(), engine.clone(), shutdown.clone()).await
     };
     // A front end that fails stops the other, so the service never runs half.
     let stop_on_error = |r: Result<(), String>| {
@@ -117,21 +111,14 @@ async fn run_cri(
 }
 
 /// The fleet pull API on `--listen`, routing jobs through NATS or running them on `engine`.
-async fn run_fleet(
-    fleet: FleetServeArgs,
-    config: Option<&std::path::Path>,
-    engine: Engine,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
+async fn run_fleet(fleet: FleetServeArgs, engine: Engine, shutdown: CancellationToken) -> Result<(), String> {
     let listen = fleet.listen.ok_or("--listen is required")?;
-    // The flag, else the config file's `signing-key-file`.
-    let signing_key_file = match fleet.signing_key_file {
-        Some(f) => f,
-        None => Layer::load(config)
-            .map_err(|e| e.to_string())?
-            .signing_key_file
-            .ok_or("--signing-key-file (or the config file's signing-key-file) is required with --listen")?,
-    };
+    // The flag, else the config file's `signing-key-file` (merged by Settings).
+    let signing_key_file = engine
+        .settings()
+        .signing_key_file
+        .clone()
+        .ok_or("--signing-key-file (or the config file's signing-key-file) is required with --listen")?;
     let options = ServeOptions {
         listen,
         nats: fleet.nats,
