@@ -185,25 +185,9 @@ impl LayerTask {
         desc: &Descriptor,
         tee: &mut Option<StreamExtractor>,
     ) -> Result<(), PullError> {
-        let held = match &self.gate {
-            Some(gate) => {
-                let (repo, digest) = (&self.repo, &desc.digest);
-                gate.claim(&self.registry, repo, digest, desc.size, &self.cancel)
-                    .await?
-            }
-            None => None,
-        };
-        let started = std::time::Instant::now();
-        self.fetch_blob(id, desc, tee).await?;
-        Gated::fetched(
-            held,
-            &self.registry,
-            &self.repo,
-            &desc.digest,
-            desc.size,
-            started.elapsed(),
-        );
-        Ok(())
+        let fetch = self.fetch_blob(id, desc, tee);
+        let (gate, repo, digest) = (self.gate.as_ref(), &self.repo, &desc.digest);
+        Gated::around(gate, &self.registry, repo, digest, desc.size, &self.cancel, fetch).await
     }
 
     /// Downloads the blob into `ingest/` through the store's [`Ingest`] writer (which resumes

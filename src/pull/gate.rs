@@ -173,10 +173,33 @@ pub(super) struct Gated {
 }
 
 impl Gated {
+    /// Runs `fetch`, the download of `digest` (`size` bytes) from `registry`, once `gate` (if
+    /// any) lets this pull: at once when it is the first (after warming the mirror), else after
+    /// another node fetched it into the mirror. A held claim is reported fetched afterwards;
+    /// a failed fetch drops it, which releases it.
+    pub(super) async fn around<T>(
+        gate: Option<&Gated>,
+        registry: &Arc<Registry>,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        cancel: &CancellationToken,
+        fetch: impl Future<Output = Result<T, PullError>>,
+    ) -> Result<T, PullError> {
+        let holding = match gate {
+            Some(gate) => gate.claim(registry, repo, digest, size, cancel).await?,
+            None => None,
+        };
+        let started = Instant::now();
+        let value = fetch.await?;
+        Gated::fetched(holding, registry, repo, digest, size, started.elapsed());
+        Ok(value)
+    }
+
     /// Claims `digest`: the held claim when this pull is the first, `None` when it may fetch
     /// now; [`PullError::Cancelled`] when `cancel` fired while waiting.
     /// When this pull is the first, also [`warm`]s the mirror before it fetches.
-    pub(super) async fn claim(
+    async fn claim(
         &self,
         registry: &Registry,
         repo: &str,
@@ -199,7 +222,7 @@ impl Gated {
 
     /// Reports a held claim's blob fetched: at once when the mirror was warmed, else after
     /// settling on `registry` (see [`settle`]) after a fetch that took `took`.
-    pub(super) fn fetched(
+    fn fetched(
         holding: Option<Holding>,
         registry: &Arc<Registry>,
         repo: &str,

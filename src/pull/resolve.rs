@@ -106,25 +106,9 @@ impl Puller {
                 return Ok(b);
             }
         }
-        let held = match gate {
-            Some(gate) => {
-                let (repo, digest) = (reference.path(), &desc.digest);
-                gate.claim(registry, repo, digest, desc.size, &self.cancel)
-                    .await?
-            }
-            None => None,
-        };
-        let started = std::time::Instant::now();
-        let bytes = self.fetch_config_from(registry, reference, desc, limit).await?;
-        Gated::fetched(
-            held,
-            registry,
-            reference.path(),
-            &desc.digest,
-            desc.size,
-            started.elapsed(),
-        );
-        Ok(bytes)
+        let fetch = self.fetch_config_from(registry, reference, desc, limit);
+        let (repo, digest) = (reference.path(), &desc.digest);
+        Gated::around(gate, registry, repo, digest, desc.size, &self.cancel, fetch).await
     }
 
     /// Fetches the config blob, retrying transient failures, and verifies it.
