@@ -7,7 +7,8 @@
 //! (tag v0.36.3, commit 1733b6a9fa123c5887eefa14523c532b12827f73; Apache-2.0, copyright The
 //! Kubernetes Authors). `generated/runtime.v1.rs` is compiled from it by `tests/it/generated.rs`
 //! with protox and tonic-prost-build (no `protoc`); `RPULL_BLESS=1 cargo test --test it generated`
-//! regenerates it.
+//! regenerates it. Only `ImageService` and the messages its methods reach are generated (1.5k
+//! lines instead of 7k with the `RuntimeService` rpull does not serve).
 
 pub mod auth;
 pub mod service;
@@ -113,7 +114,8 @@ pub async fn serve(
     result.map_err(|e| CriError::Serve(e.to_string()))
 }
 
-/// The CRI v1 messages, the service traits and the clients (generic over the transport).
+/// The CRI v1 image service: its messages, its server trait and its client (generic over the
+/// transport).
 #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 pub mod api {
     include!("generated/runtime.v1.rs");

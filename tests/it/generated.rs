@@ -46,11 +46,17 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// The Rust code of the CRI proto: messages, the server traits and the clients (generic over
-/// the transport, so the library needs only tonic's server side).
+/// The Rust code of the CRI proto's image service: its messages, its server trait and its
+/// client (generic over the transport, so the library needs only tonic's server side).
+/// rpull serves `runtime.v1.ImageService` alone, so the proto stays as upstream wrote it and
+/// the generator is given only that service and the types its methods reach.
 fn cri_code() -> Vec<u8> {
     let proto_dir = root().join("src/cri/proto");
-    let fds = protox::compile([proto_dir.join("api.proto")], [&proto_dir]).expect("compile api.proto");
+    let mut fds = protox::compile([proto_dir.join("api.proto")], [&proto_dir]).expect("compile api.proto");
+    let [file] = fds.file.as_mut_slice() else {
+        panic!("api.proto imports nothing, so it compiles to one file")
+    };
+    keep_only_service(file, "ImageService");
     let out = tempfile::tempdir().expect("temp dir");
     tonic_prost_build::configure()
         .build_server(true)
@@ -63,6 +69,103 @@ fn cri_code() -> Vec<u8> {
         .compile_fds(fds)
         .expect("generate the CRI code");
     std::fs::read(out.path().join("runtime.v1.rs")).expect("read the generated code")
+}
+
+/// Drops every service of `file` but `service`, and every top-level message and enum that its
+/// methods do not reach through their fields (nested types go with their message).
+fn keep_only_service(file: &mut protox::prost_reflect::prost_types::FileDescriptorProto, service: &str) {
+    use std::collections::BTreeSet;
+    let package = format!(".{}.", file.package());
+    let top = |type_name: &str| {
+        let local = type_name.strip_prefix(&package).unwrap_or(type_name);
+        local.split('.').next().unwrap_or(local).to_string()
+    };
+    let mut reached = BTreeSet::new();
+    let mut todo: Vec<String> = file
+        .service
+        .iter()
+        .filter(|s| s.name() == service)
+        .flat_map(|s| &s.method)
+        .flat_map(|m| [top(m.input_type()), top(m.output_type())])
+        .collect();
+    while let Some(name) = todo.pop() {
+        if !reached.insert(name.clone()) {
+            continue;
+        }
+        let Some(message) = file.message_type.iter().find(|m| m.name() == name) else {
+            continue;
+        };
+        let mut stack = vec![message];
+        while let Some(m) = stack.pop() {
+            stack.extend(&m.nested_type);
+            todo.extend(
+                m.field
+                    .iter()
+                    .filter(|f| f.type_name.is_some())
+                    .map(|f| top(f.type_name())),
+            );
+        }
+    }
+    // The doc comments are found by their path in the file ([4, message index, …] for
+    // messages, 5 for enums, 6 for services), so the kept ones are renumbered.
+    let kept = |names: Vec<&str>, keep: &dyn Fn(&str) -> bool| -> Vec<Option<i32>> {
+        let mut next = 0;
+        names
+            .into_iter()
+            .map(|n| {
+                keep(n).then(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect()
+    };
+    let messages = kept(file.message_type.iter().map(|m| m.name()).collect(), &|n| {
+        reached.contains(n)
+    });
+    let enums = kept(file.enum_type.iter().map(|e| e.name()).collect(), &|n| {
+        reached.contains(n)
+    });
+    let services = kept(file.service.iter().map(|s| s.name()).collect(), &|n| n == service);
+    if let Some(info) = file.source_code_info.as_mut() {
+        info.location.retain_mut(|loc| {
+            let table = match loc.path.first() {
+                Some(4) => &messages,
+                Some(5) => &enums,
+                Some(6) => &services,
+                _ => return true,
+            };
+            let Some(&Some(new)) = loc.path.get(1).and_then(|&i| table.get(i as usize)) else {
+                return loc.path.len() == 1;
+            };
+            loc.path[1] = new;
+            true
+        });
+    }
+    file.message_type.retain(|m| reached.contains(m.name()));
+    file.enum_type.retain(|e| reached.contains(e.name()));
+    file.service.retain(|s| s.name() == service);
+}
+
+#[test]
+fn keeps_the_image_service_and_what_it_reaches() {
+    let code = String::from_utf8(cri_code()).unwrap();
+    for wanted in [
+        "pub mod image_service_server",
+        "pub mod image_service_client",
+        "pub struct AuthConfig",
+        "pub struct Int64Value",
+        "pub struct ImageSpec",
+    ] {
+        assert!(code.contains(wanted), "{wanted} is missing");
+    }
+    for dropped in [
+        "runtime_service_server",
+        "pub struct ExecRequest",
+        "pub struct ContainerStatus",
+    ] {
+        assert!(!code.contains(dropped), "{dropped} is still generated");
+    }
 }
 
 #[test]
