@@ -2,7 +2,7 @@
 //! `rpull serve --cri-socket PATH`, driven by the same [`Engine`](crate::engine::Engine) as
 //! the CLI.
 //!
-//! `proto/api.proto` is upstream's `k8s.io/cri-api` `pkg/apis/runtime/v1/api.proto`, unchanged,
+//! `third_party/cri-api/api.proto` is upstream's `k8s.io/cri-api` `pkg/apis/runtime/v1/api.proto`, unchanged,
 //! from <https://github.com/kubernetes/cri-api/blob/v0.36.3/pkg/apis/runtime/v1/api.proto>
 //! (tag v0.36.3, commit 1733b6a9fa123c5887eefa14523c532b12827f73; Apache-2.0, copyright The
 //! Kubernetes Authors). `generated/runtime.v1.rs` is compiled from it by `tests/it/generated.rs`

@@ -1,5 +1,5 @@
 //! `man/` and `completions/` are generated from the clap definition in `src/cli.rs`, and
-//! `src/cri/generated/runtime.v1.rs` from the CRI proto `src/cri/proto/api.proto` (with the
+//! `src/cri/generated/runtime.v1.rs` from the CRI proto `third_party/cri-api/api.proto` (with the
 //! pure-Rust compiler protox, so neither the build nor this test needs `protoc`). This test
 //! renders them again and fails when the checked-in files are stale.
 //! Regenerate with `RPULL_BLESS=1 cargo test --test it generated`.
@@ -51,7 +51,7 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
 /// rpull serves `runtime.v1.ImageService` alone, so the proto stays as upstream wrote it and
 /// the generator is given only that service and the types its methods reach.
 fn cri_code() -> Vec<u8> {
-    let proto_dir = root().join("src/cri/proto");
+    let proto_dir = root().join("third_party/cri-api");
     let mut fds = protox::compile([proto_dir.join("api.proto")], [&proto_dir]).expect("compile api.proto");
     let [file] = fds.file.as_mut_slice() else {
         panic!("api.proto imports nothing, so it compiles to one file")
