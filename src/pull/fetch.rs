@@ -129,7 +129,14 @@ impl LayerTask {
         if let Some(permit) = permit {
             let limit = max_layer_bytes(desc.size, self.max_layer_bytes);
             tee = StreamExtractor::start(&self.store, &self.cancel, &diff_id, limit);
-            let downloaded = self.download(&id, &desc, &mut tee).await;
+            // The gate (if any) lets this pull fetch the blob at once when it is the first,
+            // else after another node fetched it into the mirror; a claim held is released
+            // when the fetch fails.
+            let fetch = self.fetch_blob(&id, &desc, &mut tee);
+            let (gate, repo, digest) = (self.gate.as_ref(), &self.repo, &desc.digest);
+            let cancel = &self.cancel;
+            let downloaded =
+                Gated::around(gate, &self.registry, repo, digest, desc.size, cancel, fetch).await;
             if downloaded.is_err() {
                 self.retire(&mut tee);
             }
@@ -174,20 +181,6 @@ impl LayerTask {
             t.abort();
             self.retired.lock().expect("lock").push(t);
         }
-    }
-
-    /// Downloads the blob as [`Self::fetch_blob`] does, once the gate (if any) lets this
-    /// pull fetch it: at once when it is the first, else after another node fetched it into
-    /// the mirror. A claim held is released when the fetch fails.
-    async fn download(
-        &self,
-        id: &str,
-        desc: &Descriptor,
-        tee: &mut Option<StreamExtractor>,
-    ) -> Result<(), PullError> {
-        let fetch = self.fetch_blob(id, desc, tee);
-        let (gate, repo, digest) = (self.gate.as_ref(), &self.repo, &desc.digest);
-        Gated::around(gate, &self.registry, repo, digest, desc.size, &self.cancel, fetch).await
     }
 
     /// Downloads the blob into `ingest/` through the store's [`Ingest`] writer (which resumes

@@ -16,17 +16,14 @@ impl Unpacker<'_> {
         }
     }
 
-    /// Copies the next chunk of `entry`'s data, at most `want` bytes, into `file` and returns
-    /// its length (0 at the end of the data). Every [`CANCEL_POLL_BYTES`] written, counted in
-    /// `since_poll` across calls, `cancelled` is asked.
+    /// Copies the next chunk of `entry`'s data, at most `want` bytes, into `out` and returns
+    /// its length (0 at the end of the data). Every [`CANCEL_POLL_BYTES`] written to `out`,
+    /// its `cancelled` is asked.
     fn copy_chunk<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
-        file: &mut File,
-        full: &Path,
+        out: &mut Output<'_>,
         want: usize,
-        since_poll: &mut u64,
-        cancelled: &dyn Fn() -> bool,
     ) -> Result<usize, UnpackError> {
         let n = loop {
             match entry.read(&mut self.buf[..want]) {
@@ -38,11 +35,13 @@ impl Unpacker<'_> {
         if n == 0 {
             return Ok(0);
         }
-        file.write_all(&self.buf[..n]).map_err(|e| io_error(full, e))?;
-        *since_poll += n as u64;
-        if *since_poll >= CANCEL_POLL_BYTES {
-            *since_poll = 0;
-            if cancelled() {
+        out.file
+            .write_all(&self.buf[..n])
+            .map_err(|e| io_error(out.full, e))?;
+        out.since_poll += n as u64;
+        if out.since_poll >= CANCEL_POLL_BYTES {
+            out.since_poll = 0;
+            if (out.cancelled)() {
                 return Err(UnpackError::Cancelled);
             }
         }
@@ -69,30 +68,32 @@ impl Unpacker<'_> {
         };
         let size = layout.as_ref().map_or(entry.size(), |l| l.size);
         self.check_room_for(size)?;
-        let mut file = self.create_at(rel, full, open_new)?;
+        let mut out = Output {
+            file: self.create_at(rel, full, open_new)?,
+            full,
+            raw_name,
+            since_poll: 0,
+            cancelled,
+        };
         match layout {
-            Some(layout) => self.copy_fragments(entry, &mut file, full, raw_name, layout, cancelled)?,
-            None => self.copy_data(entry, &mut file, full, raw_name, size, cancelled)?,
+            Some(layout) => self.copy_fragments(entry, &mut out, layout)?,
+            None => self.copy_data(entry, &mut out, size)?,
         }
         self.stats.file_bytes += size;
-        self.apply_file_meta(&file, full, meta)
+        self.apply_file_meta(&out.file, full, meta)
     }
 
-    /// Copies all of a plain file's `size` bytes of data into `file`.
+    /// Copies all of a plain file's `size` bytes of data into `out`.
     fn copy_data<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
-        file: &mut File,
-        full: &Path,
-        raw_name: &[u8],
+        out: &mut Output<'_>,
         size: u64,
-        cancelled: &dyn Fn() -> bool,
     ) -> Result<(), UnpackError> {
         let mut written = 0u64;
-        let mut since_poll = 0u64;
         loop {
             let want = self.buf.len();
-            let n = self.copy_chunk(entry, file, full, want, &mut since_poll, cancelled)?;
+            let n = self.copy_chunk(entry, out, want)?;
             if n == 0 {
                 break;
             }
@@ -101,7 +102,7 @@ impl Unpacker<'_> {
         if written != size {
             return Err(UnpackError::TarFormat(format!(
                 "unexpected end of archive in {:?}: expected {size} bytes of data, got {written}",
-                lossy(raw_name)
+                lossy(out.raw_name)
             )));
         }
         Ok(())
@@ -220,26 +221,23 @@ impl Unpacker<'_> {
     fn copy_fragments<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
-        file: &mut File,
-        full: &Path,
-        raw_name: &[u8],
+        out: &mut Output<'_>,
         layout: SparseLayout,
-        cancelled: &dyn Fn() -> bool,
     ) -> Result<(), UnpackError> {
         use std::io::{Seek, SeekFrom};
         let mut consumed = layout.consumed;
-        let mut since_poll = 0u64;
         for &(offset, length) in &layout.map {
-            file.seek(SeekFrom::Start(offset))
-                .map_err(|e| io_error(full, e))?;
+            out.file
+                .seek(SeekFrom::Start(offset))
+                .map_err(|e| io_error(out.full, e))?;
             let mut left = length;
             while left > 0 {
                 let want = left.min(self.buf.len() as u64) as usize;
-                let n = self.copy_chunk(entry, file, full, want, &mut since_poll, cancelled)?;
+                let n = self.copy_chunk(entry, out, want)?;
                 if n == 0 {
                     return Err(UnpackError::TarFormat(format!(
                         "unexpected end of archive in {:?}: its sparse map references missing data",
-                        lossy(raw_name)
+                        lossy(out.raw_name)
                     )));
                 }
                 left -= n as u64;
@@ -248,10 +246,20 @@ impl Unpacker<'_> {
         }
         if consumed != layout.stored {
             // Go's errUnrefData: stored bytes no fragment accounts for.
-            return Err(bad_sparse(raw_name, "it contains unreferenced data"));
+            return Err(bad_sparse(out.raw_name, "it contains unreferenced data"));
         }
-        file.set_len(layout.size).map_err(|e| io_error(full, e))
+        out.file.set_len(layout.size).map_err(|e| io_error(out.full, e))
     }
+}
+
+/// The file an entry's data is being written to: its path and the entry's raw name for
+/// errors, and how much was written since `cancelled` was last asked.
+struct Output<'a> {
+    file: File,
+    full: &'a Path,
+    raw_name: &'a [u8],
+    since_poll: u64,
+    cancelled: &'a dyn Fn() -> bool,
 }
 
 /// Docker's error for a PAX sparse file whose map or data is wrong.
