@@ -536,319 +536,62 @@ mod tests {
         let s64_full = format!("docker.io/library/{s64}");
         let local = "127.0.0.1:5000/bench/debian:bookworm";
         let busybox_latest = Str("docker.io/library/busybox:latest");
-        assert_parses(&[
+        #[rustfmt::skip]
+        let rows: &[(&str, Parser, &str, &[Want])] = &[
             ("row01 busybox", DockerRef, "busybox", &[busybox_latest]),
-            (
-                "row01 busybox",
-                Normalized,
-                "busybox",
-                &[NameOnly(true), Str("docker.io/library/busybox")],
-            ),
-            (
-                "row02 busybox:latest",
-                Normalized,
-                "busybox:latest",
-                &[busybox_latest],
-            ),
-            (
-                "row03 library/busybox",
-                DockerRef,
-                "library/busybox",
-                &[busybox_latest],
-            ),
-            (
-                "row04 docker.io/busybox",
-                DockerRef,
-                "docker.io/busybox",
-                &[busybox_latest],
-            ),
-            (
-                "row05 docker.io/library/busybox",
-                DockerRef,
-                "docker.io/library/busybox",
-                &[busybox_latest],
-            ),
-            (
-                "row07 gcr.io's library is not rewritten",
-                DockerRef,
-                "gcr.io/library/busybox",
-                &[
-                    Str("gcr.io/library/busybox:latest"),
-                    FamiliarStr("gcr.io/library/busybox:latest"),
-                ],
-            ),
+            ("row01 busybox", Normalized, "busybox", &[NameOnly(true), Str("docker.io/library/busybox")]),
+            ("row02 busybox:latest", Normalized, "busybox:latest", &[busybox_latest]),
+            ("row03 library/busybox", DockerRef, "library/busybox", &[busybox_latest]),
+            ("row04 docker.io/busybox", DockerRef, "docker.io/busybox", &[busybox_latest]),
+            ("row05 docker.io/library/busybox", DockerRef, "docker.io/library/busybox", &[busybox_latest]),
+            ("row07 gcr.io's library is not rewritten", DockerRef, "gcr.io/library/busybox", &[Str("gcr.io/library/busybox:latest"), FamiliarStr("gcr.io/library/busybox:latest")]),
             // docker pull's own parser keeps both tag and digest, ParseDockerRef drops the tag.
-            (
-                "row08 tag and digest",
-                Normalized,
-                &busybox_tag_digest,
-                &[Str(&busybox_tag_digest)],
-            ),
-            (
-                "row08 tag and digest",
-                DockerRef,
-                &busybox_tag_digest,
-                &[Str(&busybox_digest)],
-            ),
-            (
-                "row09 tag and digest kept",
-                Normalized,
-                &row09,
-                &[Str(&row09_full), FamiliarStr(&row09), Tag(Some("latest"))],
-            ),
+            ("row08 tag and digest", Normalized, &busybox_tag_digest, &[Str(&busybox_tag_digest)]),
+            ("row08 tag and digest", DockerRef, &busybox_tag_digest, &[Str(&busybox_digest)]),
+            ("row09 tag and digest kept", Normalized, &row09, &[Str(&row09_full), FamiliarStr(&row09), Tag(Some("latest"))]),
             // Listed under ParseAnyReference; rpull has no ParseAnyReference, and normalized
             // parsing gives the same name.
-            (
-                "row10 two-component hub name",
-                Normalized,
-                "dmcgowan/myapp",
-                &[Str("docker.io/dmcgowan/myapp"), Familiar("dmcgowan/myapp")],
-            ),
-            (
-                "row11 legacy index domain",
-                Normalized,
-                "index.docker.io/library/ubuntu-12.04-base",
-                &[
-                    Str("docker.io/library/ubuntu-12.04-base"),
-                    Familiar("ubuntu-12.04-base"),
-                ],
-            ),
-            (
-                "row12 nested library path keeps its prefix",
-                Normalized,
-                "docker.io/library/foo/bar",
-                &[Path("library/foo/bar"), Familiar("library/foo/bar")],
-            ),
-            (
-                "row13 an underscore is not a domain",
-                Normalized,
-                "test_com/foo",
-                &[
-                    Domain("docker.io"),
-                    Path("test_com/foo"),
-                    Familiar("test_com/foo"),
-                ],
-            ),
-            (
-                "row14 domain with port",
-                Normalized,
-                "test.com:8080/foo",
-                &[
-                    Domain("test.com:8080"),
-                    Path("foo"),
-                    Familiar("test.com:8080/foo"),
-                ],
-            ),
-            (
-                "row15 dash domain with port",
-                Normalized,
-                "test-com:8080/foo",
-                &[Domain("test-com:8080"), Path("foo")],
-            ),
-            (
-                "row16 punycode domain",
-                Normalized,
-                "xn--n3h.com:18080/foo",
-                &[Domain("xn--n3h.com:18080"), Path("foo")],
-            ),
-            (
-                "row17 localhost",
-                Normalized,
-                "localhost/fooo/bar",
-                &[
-                    Domain("localhost"),
-                    Path("fooo/bar"),
-                    Str("localhost/fooo/bar"),
-                    Familiar("localhost/fooo/bar"),
-                ],
-            ),
-            (
-                "row18 an upper-case first element is a domain",
-                Normalized,
-                "LOCALDOMAIN/fooo",
-                &[Domain("LOCALDOMAIN"), Path("fooo")],
-            ),
-            (
-                "row19 mixed-case domain",
-                Normalized,
-                "Foo/bar",
-                &[Domain("Foo"), Path("bar"), Str("Foo/bar")],
-            ),
-            (
-                "row20 IPv4 with port",
-                Normalized,
-                "127.0.0.1:8000/private/moonbase",
-                &[Domain("127.0.0.1:8000"), Path("private/moonbase")],
-            ),
-            (
-                "row21 IPv6 with port",
-                Normalized,
-                "[fc00::1]:5000/docker/docker",
-                &[
-                    Domain("[fc00::1]:5000"),
-                    Path("docker/docker"),
-                    Host("[fc00::1]:5000"),
-                ],
-            ),
-            (
-                "row22 a bare IP is a hub name",
-                Normalized,
-                "192.168.0.1",
-                &[Str("docker.io/library/192.168.0.1")],
-            ),
-            (
-                "row22 a bare IP is a hub name",
-                Normalized,
-                "192.168.0.1:80",
-                &[Name("docker.io/library/192.168.0.1"), Tag(Some("80"))],
-            ),
-            (
-                "row23 plain host:port is name and tag",
-                Plain,
-                "test.com:5000",
-                &[Domain(""), Name("test.com"), Tag(Some("5000"))],
-            ),
-            (
-                "row24 plain domain and numeric tag",
-                Plain,
-                "192.168.1.1:5000/repo:5050",
-                &[Domain("192.168.1.1:5000"), Path("repo"), Tag(Some("5050"))],
-            ),
-            (
-                "row25 plain underscore name with tag",
-                Plain,
-                "foo_bar.com:8080",
-                &[Domain(""), Name("foo_bar.com"), Tag(Some("8080"))],
-            ),
-            (
-                "row26 plain dotted path and tag",
-                Plain,
-                "b.gcr.io/test.example.com/my-app:test.example.com",
-                &[
-                    Domain("b.gcr.io"),
-                    Path("test.example.com/my-app"),
-                    Tag(Some("test.example.com")),
-                ],
-            ),
-            (
-                "row27 plain IPv6, tag and digest",
-                Plain,
-                &row27,
-                &[
-                    Domain("[2001:db8::1]:5000"),
-                    Path("repo"),
-                    Tag(Some("tag")),
-                    DigestIs(&f64),
-                ],
-            ),
-            (
-                "row28 plain upper-case tag",
-                Plain,
-                "lowercase:Uppercase",
-                &[Name("lowercase"), Tag(Some("Uppercase"))],
-            ),
-            (
-                "row29 hex path after a domain",
-                Normalized,
-                &hex_path,
-                &[Path(&hex_library)],
-            ),
-            (
-                "row31 63 hex digits are a name",
-                Normalized,
-                h63,
-                &[Str(&h63_full)],
-            ),
-            (
-                "row37 good separators",
-                Normalized,
-                "docker---rules/docker",
-                &[Domain("docker.io"), Path("docker---rules/docker")],
-            ),
-            (
-                "row37 good separators",
-                Normalized,
-                "dock__er/docker",
-                &[Domain("docker.io"), Path("dock__er/docker")],
-            ),
-            (
-                "row37 good separators",
-                Normalized,
-                "d/docker",
-                &[Domain("docker.io"), Path("d/docker")],
-            ),
-            (
-                "row37 good separators",
-                Normalized,
-                "jess/t",
-                &[Domain("docker.io"), Path("jess/t")],
-            ),
-            (
-                "row45 the length limit counts the path only",
-                Plain,
-                &row45,
-                &[Domain("example.com"), Path(&a255)],
-            ),
+            ("row10 two-component hub name", Normalized, "dmcgowan/myapp", &[Str("docker.io/dmcgowan/myapp"), Familiar("dmcgowan/myapp")]),
+            ("row11 legacy index domain", Normalized, "index.docker.io/library/ubuntu-12.04-base", &[Str("docker.io/library/ubuntu-12.04-base"), Familiar("ubuntu-12.04-base")]),
+            ("row12 nested library path keeps its prefix", Normalized, "docker.io/library/foo/bar", &[Path("library/foo/bar"), Familiar("library/foo/bar")]),
+            ("row13 an underscore is not a domain", Normalized, "test_com/foo", &[Domain("docker.io"), Path("test_com/foo"), Familiar("test_com/foo")]),
+            ("row14 domain with port", Normalized, "test.com:8080/foo", &[Domain("test.com:8080"), Path("foo"), Familiar("test.com:8080/foo")]),
+            ("row15 dash domain with port", Normalized, "test-com:8080/foo", &[Domain("test-com:8080"), Path("foo")]),
+            ("row16 punycode domain", Normalized, "xn--n3h.com:18080/foo", &[Domain("xn--n3h.com:18080"), Path("foo")]),
+            ("row17 localhost", Normalized, "localhost/fooo/bar", &[Domain("localhost"), Path("fooo/bar"), Str("localhost/fooo/bar"), Familiar("localhost/fooo/bar")]),
+            ("row18 an upper-case first element is a domain", Normalized, "LOCALDOMAIN/fooo", &[Domain("LOCALDOMAIN"), Path("fooo")]),
+            ("row19 mixed-case domain", Normalized, "Foo/bar", &[Domain("Foo"), Path("bar"), Str("Foo/bar")]),
+            ("row20 IPv4 with port", Normalized, "127.0.0.1:8000/private/moonbase", &[Domain("127.0.0.1:8000"), Path("private/moonbase")]),
+            ("row21 IPv6 with port", Normalized, "[fc00::1]:5000/docker/docker", &[Domain("[fc00::1]:5000"), Path("docker/docker"), Host("[fc00::1]:5000")]),
+            ("row22 a bare IP is a hub name", Normalized, "192.168.0.1", &[Str("docker.io/library/192.168.0.1")]),
+            ("row22 a bare IP is a hub name", Normalized, "192.168.0.1:80", &[Name("docker.io/library/192.168.0.1"), Tag(Some("80"))]),
+            ("row23 plain host:port is name and tag", Plain, "test.com:5000", &[Domain(""), Name("test.com"), Tag(Some("5000"))]),
+            ("row24 plain domain and numeric tag", Plain, "192.168.1.1:5000/repo:5050", &[Domain("192.168.1.1:5000"), Path("repo"), Tag(Some("5050"))]),
+            ("row25 plain underscore name with tag", Plain, "foo_bar.com:8080", &[Domain(""), Name("foo_bar.com"), Tag(Some("8080"))]),
+            ("row26 plain dotted path and tag", Plain, "b.gcr.io/test.example.com/my-app:test.example.com", &[Domain("b.gcr.io"), Path("test.example.com/my-app"), Tag(Some("test.example.com"))]),
+            ("row27 plain IPv6, tag and digest", Plain, &row27, &[Domain("[2001:db8::1]:5000"), Path("repo"), Tag(Some("tag")), DigestIs(&f64)]),
+            ("row28 plain upper-case tag", Plain, "lowercase:Uppercase", &[Name("lowercase"), Tag(Some("Uppercase"))]),
+            ("row29 hex path after a domain", Normalized, &hex_path, &[Path(&hex_library)]),
+            ("row31 63 hex digits are a name", Normalized, h63, &[Str(&h63_full)]),
+            ("row37 good separators", Normalized, "docker---rules/docker", &[Domain("docker.io"), Path("docker---rules/docker")]),
+            ("row37 good separators", Normalized, "dock__er/docker", &[Domain("docker.io"), Path("dock__er/docker")]),
+            ("row37 good separators", Normalized, "d/docker", &[Domain("docker.io"), Path("d/docker")]),
+            ("row37 good separators", Normalized, "jess/t", &[Domain("docker.io"), Path("jess/t")]),
+            ("row45 the length limit counts the path only", Plain, &row45, &[Domain("example.com"), Path(&a255)]),
             ("row47 64 non-hex characters", Normalized, s64, &[Str(&s64_full)]),
-            (
-                "a local registry",
-                Normalized,
-                local,
-                &[
-                    FamiliarStr(local),
-                    Str(local),
-                    Host("127.0.0.1:5000"),
-                    CredentialKey("127.0.0.1:5000"),
-                    DockerHub(false),
-                    Familiar("127.0.0.1:5000/bench/debian"),
-                ],
-            ),
-            (
-                "localhost with port",
-                Normalized,
-                "localhost:5000/x",
-                &[Domain("localhost:5000"), Path("x")],
-            ),
-            (
-                "bare localhost:port is a hub name and tag",
-                Normalized,
-                "localhost:5000",
-                &[Name("docker.io/library/localhost"), Tag(Some("5000"))],
-            ),
-            (
-                "a hub organisation",
-                Normalized,
-                "myorg/app",
-                &[Familiar("myorg/app")],
-            ),
-            (
-                "plain parsing prefers a domain",
-                Plain,
-                "library/busybox",
-                &[Domain("library"), Path("busybox")],
-            ),
-            (
-                "plain parsing prefers a domain",
-                Plain,
-                "foo/foo_bar.com:8080",
-                &[Domain("foo"), Path("foo_bar.com"), Tag(Some("8080"))],
-            ),
+            ("a local registry", Normalized, local, &[FamiliarStr(local), Str(local), Host("127.0.0.1:5000"), CredentialKey("127.0.0.1:5000"), DockerHub(false), Familiar("127.0.0.1:5000/bench/debian")]),
+            ("localhost with port", Normalized, "localhost:5000/x", &[Domain("localhost:5000"), Path("x")]),
+            ("bare localhost:port is a hub name and tag", Normalized, "localhost:5000", &[Name("docker.io/library/localhost"), Tag(Some("5000"))]),
+            ("a hub organisation", Normalized, "myorg/app", &[Familiar("myorg/app")]),
+            ("plain parsing prefers a domain", Plain, "library/busybox", &[Domain("library"), Path("busybox")]),
+            ("plain parsing prefers a domain", Plain, "foo/foo_bar.com:8080", &[Domain("foo"), Path("foo_bar.com"), Tag(Some("8080"))]),
             // A domain-less plain reference has no Docker Hub mapping.
-            (
-                "plain parsing without a domain",
-                Plain,
-                "busybox",
-                &[Domain(""), Familiar("busybox"), Str("busybox")],
-            ),
+            ("plain parsing without a domain", Plain, "busybox", &[Domain(""), Familiar("busybox"), Str("busybox")]),
             // "a_b.c" looks like a domain to the splitter (it has a dot) but the grammar refuses
             // it as one, so the whole string parses as a domain-less path, exactly as in Go.
-            (
-                "a normalized domain can still be empty",
-                Normalized,
-                "a_b.c/foo",
-                &[Domain(""), Path("a_b.c/foo"), Str("a_b.c/foo")],
-            ),
-        ]);
+            ("a normalized domain can still be empty", Normalized, "a_b.c/foo", &[Domain(""), Path("a_b.c/foo"), Str("a_b.c/foo")]),
+        ];
+        assert_parses(rows);
     }
 
     /// The refusals of docker's and containerd's reference tests, then rpull's own.
@@ -862,138 +605,32 @@ mod tests {
         let unknown_algorithm = format!("validname@invaliddigest:{}", "f".repeat(64));
         let too_long = format!("domain/{}:tag", "a".repeat(256));
         let upper_hex = format!("repo@sha256:{}", "F".repeat(64));
-        assert_refuses(&[
+        #[rustfmt::skip]
+        let rows: &[(&str, Parser, &[&str], &str)] = &[
             // ParseAnyReference would read this as an image ID (sha256:…); rpull has no
             // ParseAnyReference, so only the normalized parser's refusal is tested.
             ("row30 bare hex is refused", Normalized, &[HEX64], &hex_refused),
-            (
-                "row32 upper-case path",
-                Normalized,
-                &["docker/Docker", "docker.io/docker/Docker"],
-                "invalid reference format: repository name (docker/Docker) must be lowercase",
-            ),
-            (
-                "row33 upper-case name with tag",
-                Plain,
-                &["Uppercase:tag"],
-                "repository name must be lowercase",
-            ),
-            (
-                "row33 upper-case name with tag",
-                Normalized,
-                &["Uppercase:tag"],
-                "invalid reference format: repository name (library/Uppercase) must be lowercase",
-            ),
-            (
-                "row34 plain upper-case path component",
-                Plain,
-                &["test:5000/Uppercase/lowercase:tag"],
-                "repository name must be lowercase",
-            ),
-            (
-                "row35 bad leading or trailing separators",
-                Normalized,
-                &[
-                    "-docker",
-                    "-docker/docker",
-                    "docker-/docker",
-                    "_docker/_docker",
-                    "____/____",
-                ],
-                FORMAT,
-            ),
-            (
-                "row36 bad separators",
-                Normalized,
-                &[
-                    "docker///docker",
-                    "docker/",
-                    "dock..er/docker",
-                    "dock_.er/docker",
-                    "dock-.er/docker",
-                ],
-                FORMAT,
-            ),
-            (
-                "row38 a URL is refused",
-                Normalized,
-                &["https://github.com/docker/docker"],
-                FORMAT,
-            ),
-            (
-                "row39 bad IPv6 forms",
-                Normalized,
-                &[
-                    "[fc00::1]",
-                    "[fc00::1]:5000",
-                    "fc00::1:5000/debian",
-                    "[fe80::1%eth0]:5000/debian",
-                    "[2001:db8:3:4::192.0.2.33]:5000/debian",
-                ],
-                FORMAT,
-            ),
-            (
-                "row40 plain empty",
-                Plain,
-                &[""],
-                "repository name must have at least one component",
-            ),
-            (
-                "row41 plain missing name",
-                Plain,
-                &[":justtag", &digest_only],
-                FORMAT,
-            ),
-            (
-                "row42 plain short digest",
-                Plain,
-                &[&short_digest],
-                "invalid checksum digest length",
-            ),
-            (
-                "row43 plain unknown digest algorithm",
-                Plain,
-                &[&unknown_algorithm],
-                "unsupported digest algorithm",
-            ),
-            (
-                "row44 plain path too long",
-                Plain,
-                &[&too_long],
-                "repository name must not be more than 255 characters",
-            ),
+            ("row32 upper-case path", Normalized, &["docker/Docker", "docker.io/docker/Docker"], "invalid reference format: repository name (docker/Docker) must be lowercase"),
+            ("row33 upper-case name with tag", Plain, &["Uppercase:tag"], "repository name must be lowercase"),
+            ("row33 upper-case name with tag", Normalized, &["Uppercase:tag"], "invalid reference format: repository name (library/Uppercase) must be lowercase"),
+            ("row34 plain upper-case path component", Plain, &["test:5000/Uppercase/lowercase:tag"], "repository name must be lowercase"),
+            ("row35 bad leading or trailing separators", Normalized, &["-docker", "-docker/docker", "docker-/docker", "_docker/_docker", "____/____"], FORMAT),
+            ("row36 bad separators", Normalized, &["docker///docker", "docker/", "dock..er/docker", "dock_.er/docker", "dock-.er/docker"], FORMAT),
+            ("row38 a URL is refused", Normalized, &["https://github.com/docker/docker"], FORMAT),
+            ("row39 bad IPv6 forms", Normalized, &["[fc00::1]", "[fc00::1]:5000", "fc00::1:5000/debian", "[fe80::1%eth0]:5000/debian", "[2001:db8:3:4::192.0.2.33]:5000/debian"], FORMAT),
+            ("row40 plain empty", Plain, &[""], "repository name must have at least one component"),
+            ("row41 plain missing name", Plain, &[":justtag", &digest_only], FORMAT),
+            ("row42 plain short digest", Plain, &[&short_digest], "invalid checksum digest length"),
+            ("row43 plain unknown digest algorithm", Plain, &[&unknown_algorithm], "unsupported digest algorithm"),
+            ("row44 plain path too long", Plain, &[&too_long], "repository name must not be more than 255 characters"),
             ("row46 plain bad characters", Plain, &["aa/asdf$$^/aa"], FORMAT),
-            (
-                "a digest below 32 hex digits fails the grammar",
-                Plain,
-                &["repo@sha256:abc"],
-                FORMAT,
-            ),
-            (
-                "a digest below 32 hex digits fails the grammar",
-                Normalized,
-                &["repo@sha256:abc"],
-                FORMAT,
-            ),
-            (
-                "upper-case hex gets go-digest's text",
-                Plain,
-                &[&upper_hex],
-                "invalid checksum digest format",
-            ),
-            (
-                "an upper-case repository (docker's capture)",
-                Normalized,
-                &["127.0.0.1:5000/Bench/UPPER:x"],
-                "invalid reference format: repository name (Bench/UPPER) must be lowercase",
-            ),
-            (
-                "bad tag characters (docker's capture)",
-                Normalized,
-                &["127.0.0.1:5000/bench/debian:bad!tag"],
-                FORMAT,
-            ),
-        ]);
+            ("a digest below 32 hex digits fails the grammar", Plain, &["repo@sha256:abc"], FORMAT),
+            ("a digest below 32 hex digits fails the grammar", Normalized, &["repo@sha256:abc"], FORMAT),
+            ("upper-case hex gets go-digest's text", Plain, &[&upper_hex], "invalid checksum digest format"),
+            ("an upper-case repository (docker's capture)", Normalized, &["127.0.0.1:5000/Bench/UPPER:x"], "invalid reference format: repository name (Bench/UPPER) must be lowercase"),
+            ("bad tag characters (docker's capture)", Normalized, &["127.0.0.1:5000/bench/debian:bad!tag"], FORMAT),
+        ];
+        assert_refuses(rows);
     }
 
     #[test]
