@@ -780,79 +780,38 @@ mod tests {
         }
     }
 
+    /// containerd's normalization (`platforms.Normalize` and its tests), one table: each
+    /// row is a result and the `os/arch[/variant]` inputs that normalize to it (`linux/arm/`
+    /// has an empty variant). A failure names the input.
     #[test]
-    fn normalize_amd64_names() {
-        let amd64 = ("linux", "amd64", None);
-        assert_normalized(&[
-            (("linux", "x86_64", None), amd64),
-            (("linux", "x86-64", None), amd64),
-            (("linux", "amd64", None), amd64),
-            (("linux", "X86_64", None), amd64),
-            (("linux", "AMD64", None), amd64),
-            (("linux", "amd64", Some("v1")), amd64),
-            (("linux", "x86_64", Some("V3")), ("linux", "amd64", Some("v3"))),
-        ]);
-    }
-
-    #[test]
-    fn normalize_i386() {
-        assert_normalized(&[
-            (("linux", "i386", None), ("linux", "386", None)),
-            (("linux", "386", None), ("linux", "386", None)),
-        ]);
-    }
-
-    #[test]
-    fn normalize_arm64_names_and_variants() {
-        let arm64 = ("linux", "arm64", None);
-        let v9 = ("linux", "arm64", Some("v9"));
-        assert_normalized(&[
-            (("linux", "aarch64", None), arm64),
-            (("linux", "arm64", None), arm64),
-            (("linux", "AArch64", None), arm64),
-            (("linux", "arm64", Some("8")), arm64),
-            (("linux", "arm64", Some("v8")), arm64),
-            (("linux", "arm64", Some("v8.0")), arm64),
-            (("linux", "arm64", Some("V8")), arm64),
-            (("linux", "aarch64", Some("9")), v9),
-            (("linux", "aarch64", Some("9.0")), v9),
-            (("linux", "aarch64", Some("v9.0")), v9),
-            (("linux", "arm64", Some("v8.2")), ("linux", "arm64", Some("v8.2"))),
-        ]);
-    }
-
-    #[test]
-    fn normalize_armhf_armel() {
-        let v7 = ("linux", "arm", Some("v7"));
-        assert_normalized(&[
-            (("linux", "armhf", None), v7),
-            (("linux", "armhf", Some("v5")), v7),
-            (("linux", "armel", None), ("linux", "arm", Some("v6"))),
-        ]);
-    }
-
-    #[test]
-    fn normalize_arm_variants() {
-        let v7 = ("linux", "arm", Some("v7"));
-        assert_normalized(&[
-            (("linux", "arm", None), v7),
-            (("linux", "arm", Some("")), v7),
-            (("linux", "arm", Some("7")), v7),
-            (("linux", "ARM", Some("5")), ("linux", "arm", Some("v5"))),
-            (("linux", "ARM", Some("6")), ("linux", "arm", Some("v6"))),
-            (("linux", "ARM", Some("8")), ("linux", "arm", Some("v8"))),
-            (("linux", "ARM", Some("v6")), ("linux", "arm", Some("v6"))),
-            (("linux", "ARM", Some("V5")), ("linux", "arm", Some("v5"))),
-        ]);
-    }
-
-    #[test]
-    fn normalize_os_names() {
-        assert_normalized(&[
-            (("macos", "arm64", None), ("darwin", "arm64", None)),
-            (("Linux", "s390x", None), ("linux", "s390x", None)),
-            (("unknown", "unknown", None), ("unknown", "unknown", None)),
-        ]);
+    fn normalizes_as_containerd_does() {
+        let spec = |s: &'static str| {
+            let mut parts = s.splitn(3, '/');
+            let (os, arch) = (parts.next().unwrap(), parts.next().unwrap());
+            (os, arch, parts.next())
+        };
+        #[rustfmt::skip]
+        let rows: &[(&str, &[&str])] = &[
+            ("linux/amd64", &["linux/x86_64", "linux/x86-64", "linux/amd64", "linux/X86_64", "linux/AMD64", "linux/amd64/v1"]),
+            ("linux/amd64/v3", &["linux/x86_64/V3"]),
+            ("linux/386", &["linux/i386", "linux/386"]),
+            ("linux/arm64", &["linux/aarch64", "linux/arm64", "linux/AArch64", "linux/arm64/8", "linux/arm64/v8", "linux/arm64/v8.0", "linux/arm64/V8"]),
+            ("linux/arm64/v9", &["linux/aarch64/9", "linux/aarch64/9.0", "linux/aarch64/v9.0"]),
+            ("linux/arm64/v8.2", &["linux/arm64/v8.2"]),
+            ("linux/arm/v7", &["linux/armhf", "linux/armhf/v5", "linux/arm", "linux/arm/", "linux/arm/7"]),
+            ("linux/arm/v6", &["linux/armel", "linux/ARM/6", "linux/ARM/v6"]),
+            ("linux/arm/v5", &["linux/ARM/5", "linux/ARM/V5"]),
+            ("linux/arm/v8", &["linux/ARM/8"]),
+            ("darwin/arm64", &["macos/arm64"]),
+            ("linux/s390x", &["Linux/s390x"]),
+            ("unknown/unknown", &["unknown/unknown"]),
+        ];
+        let cases: Vec<(Spec, Spec)> = rows
+            .iter()
+            .flat_map(|(want, inputs)| inputs.iter().map(|i| (spec(i), spec(want))))
+            .collect();
+        assert_eq!(cases.len(), 34);
+        assert_normalized(&cases);
         assert_eq!(Platform::normalize("", "amd64", None).os, go_os());
     }
 
