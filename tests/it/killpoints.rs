@@ -226,22 +226,21 @@ fn kill_points(signal: libc::c_int, salt: u64, ranged: bool) {
     drop(s.proxy);
 }
 
-#[test]
-fn sigkill_at_random_points_leaves_an_intact_store() {
-    kill_points(libc::SIGKILL, 1, false);
+/// One test per signal and download mode, each with its own seed for the kill points.
+macro_rules! kill_point_tests {
+    ($($name:ident: $signal:ident, $seed:literal, ranged: $ranged:literal;)+) => {
+        $(
+            #[test]
+            fn $name() {
+                kill_points(libc::$signal, $seed, $ranged);
+            }
+        )+
+    };
 }
 
-#[test]
-fn sigint_at_random_points_leaves_an_intact_store() {
-    kill_points(libc::SIGINT, 2, false);
-}
-
-#[test]
-fn sigkill_with_ranges_in_flight_leaves_an_intact_store() {
-    kill_points(libc::SIGKILL, 3, true);
-}
-
-#[test]
-fn sigint_with_ranges_in_flight_leaves_an_intact_store() {
-    kill_points(libc::SIGINT, 4, true);
+kill_point_tests! {
+    sigkill_at_random_points_leaves_an_intact_store: SIGKILL, 1, ranged: false;
+    sigint_at_random_points_leaves_an_intact_store: SIGINT, 2, ranged: false;
+    sigkill_with_ranges_in_flight_leaves_an_intact_store: SIGKILL, 3, ranged: true;
+    sigint_with_ranges_in_flight_leaves_an_intact_store: SIGINT, 4, ranged: true;
 }
