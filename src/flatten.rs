@@ -533,18 +533,21 @@ mod tests {
         let outside2 = outside.clone();
 
         let base = Layer::new(&store, "base", move |r| {
-            fs::create_dir_all(r.join("srv/app")).unwrap();
-            fs::write(r.join("srv/app/keep.txt"), b"keep").unwrap();
+            put(
+                r,
+                &[
+                    ("srv/app/keep.txt", "keep"),
+                    ("srv/app/gone.txt", "gone"),
+                    ("srv/swap/inner.txt", "inner"),
+                    ("srv/opq/old.txt", "old"),
+                    ("srv/base/data/part0000.dat", "data"),
+                    ("srv/ro/f", "f"),
+                    ("shadow", "secret"),
+                ],
+            );
             fs::set_permissions(r.join("srv/app/keep.txt"), fs::Permissions::from_mode(0o640)).unwrap();
             set_mtime(&r.join("srv/app/keep.txt"), 1_700_000_000);
-            fs::write(r.join("srv/app/gone.txt"), b"gone").unwrap();
-            fs::create_dir_all(r.join("srv/swap")).unwrap();
-            fs::write(r.join("srv/swap/inner.txt"), b"inner").unwrap();
-            fs::create_dir_all(r.join("srv/opq")).unwrap();
-            fs::write(r.join("srv/opq/old.txt"), b"old").unwrap();
-            fs::create_dir_all(r.join("srv/base/data")).unwrap();
             fs::create_dir_all(r.join("srv/base/links")).unwrap();
-            fs::write(r.join("srv/base/data/part0000.dat"), b"data").unwrap();
             fs::hard_link(
                 r.join("srv/base/data/part0000.dat"),
                 r.join("srv/base/links/hard0.dat"),
@@ -554,30 +557,31 @@ mod tests {
             symlink(&outside2, r.join("escape")).unwrap();
             symlink(&outside2, r.join("escape2")).unwrap();
             set_mtime(&r.join("escape"), 1_600_000_000);
-            fs::create_dir_all(r.join("srv/ro")).unwrap();
-            fs::write(r.join("srv/ro/f"), b"f").unwrap();
             fs::set_permissions(r.join("srv/ro"), fs::Permissions::from_mode(0o555)).unwrap();
-            fs::write(r.join("shadow"), b"secret").unwrap();
             fs::set_permissions(r.join("shadow"), fs::Permissions::from_mode(0o000)).unwrap();
         });
         let middle = Layer::new(&store, "middle", |r| {
-            fs::create_dir_all(r.join("srv/app")).unwrap();
-            fs::write(r.join("srv/app/.wh.gone.txt"), b"").unwrap();
-            fs::write(r.join("srv/swap"), b"now a file").unwrap();
-            // A whiteout "inside" a symlink to the outside must not touch the outside.
-            fs::create_dir_all(r.join("escape2")).unwrap();
-            fs::write(r.join("escape2/.wh.victim"), b"").unwrap();
+            put(
+                r,
+                &[
+                    ("srv/app/.wh.gone.txt", ""),
+                    ("srv/swap", "now a file"),
+                    // A whiteout "inside" a symlink to the outside must not touch the outside.
+                    ("escape2/.wh.victim", ""),
+                ],
+            )
         });
         let top = Layer::new(&store, "top", |r| {
-            fs::create_dir_all(r.join("srv/opq")).unwrap();
-            fs::write(r.join("srv/opq/.wh..wh..opq"), b"").unwrap();
-            fs::write(r.join("srv/opq/new.txt"), b"new").unwrap();
-            fs::create_dir_all(r.join("srv/app")).unwrap();
-            fs::write(r.join("srv/app/gone.txt"), b"back").unwrap();
-            fs::create_dir_all(r.join("escape")).unwrap();
-            fs::write(r.join("escape/evil.txt"), b"evil").unwrap();
-            fs::create_dir_all(r.join("srv/ro")).unwrap();
-            fs::write(r.join("srv/ro/g"), b"g").unwrap();
+            put(
+                r,
+                &[
+                    ("srv/opq/.wh..wh..opq", ""),
+                    ("srv/opq/new.txt", "new"),
+                    ("srv/app/gone.txt", "back"),
+                    ("escape/evil.txt", "evil"),
+                    ("srv/ro/g", "g"),
+                ],
+            );
             fs::set_permissions(r.join("srv/ro"), fs::Permissions::from_mode(0o555)).unwrap();
         });
         write_layer_json(

@@ -32,6 +32,15 @@ impl Layer {
     }
 }
 
+/// Writes each `(path, content)` under `root`, creating the parent directories.
+pub fn put(root: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+}
+
 /// (Re)writes a layer's `layer.json`.
 pub fn write_layer_json(store: &Store, diff_id: &Digest, blob: &Digest, external: &[(&str, &str)]) {
     let meta = serde_json::json!({
