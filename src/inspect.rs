@@ -185,14 +185,12 @@ fn from_rows<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::testutil::{add_image, entry, temp_store, Layer};
+    use crate::images::testutil::{add_image, entry, put, temp_store, Layer};
 
     #[test]
     fn finds_by_reference_id_and_prefix() {
         let (_dir, store) = temp_store();
-        let layer = Layer::new(&store, "a", |root| {
-            std::fs::write(root.join("f"), b"hello").unwrap()
-        });
+        let layer = Layer::new(&store, "a", |root| put(root, &[("f", "hello")]));
         let (manifest, size, id) = add_image(&store, &[&layer], "2024-01-01T00:00:00Z", "one");
         let resolved = Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap();
         store
