@@ -199,18 +199,14 @@ pub fn normalize_insecure(raw: &str) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testfs::temp_file;
 
     #[test]
     fn parses_every_key_and_refuses_unknown_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.json");
-        std::fs::write(
-            &p,
-            r#"{"insecure-registries":["r:5000"],"registry-mirrors":["https://m.example"],
-                "mirrors":{"r:5000":["http://c:1/"]},"max-concurrent-downloads":7,"certs-d":"/x",
-                "signing-key-file":"/k"}"#,
-        )
-        .unwrap();
+        let every_key = r#"{"insecure-registries":["r:5000"],"registry-mirrors":["https://m.example"],
+            "mirrors":{"r:5000":["http://c:1/"]},"max-concurrent-downloads":7,"certs-d":"/x",
+            "signing-key-file":"/k"}"#;
+        let (dir, p) = temp_file("c.json", every_key);
         let c = Layer::load(Some(&p)).unwrap();
         assert_eq!(c.insecure_registries, vec!["r:5000"]);
         assert_eq!(c.max_concurrent_downloads, Some(7));

@@ -42,4 +42,6 @@ pub mod registry;
 pub mod scrub;
 pub mod settings;
 pub mod store;
+#[cfg(test)]
+mod testfs;
 pub mod unpack;

@@ -155,14 +155,12 @@ mod tests {
 
     #[test]
     fn creds_win_for_their_registry_only() {
+        // base64("file:secret")
+        let auths =
+            r#"{"auths":{"a.example":{"auth":"ZmlsZTpzZWNyZXQ="},"b.example":{"auth":"ZmlsZTpzZWNyZXQ="}}}"#;
         let dir = tempfile::tempdir().unwrap();
         let auth = dir.path().join("auth.json");
-        // base64("file:secret")
-        std::fs::write(
-            &auth,
-            r#"{"auths":{"a.example":{"auth":"ZmlsZTpzZWNyZXQ="},"b.example":{"auth":"ZmlsZTpzZWNyZXQ="}}}"#,
-        )
-        .unwrap();
+        std::fs::write(&auth, auths).unwrap();
         let mut never = |_: &str| -> Result<String, String> { panic!("no prompt expected") };
         let lookup = credential_lookup(Some("me:pw"), Some(&auth), "a.example", &mut never).unwrap();
         assert_eq!(

@@ -657,9 +657,7 @@ mod tests {
 
     /// A config file with `json` in a fresh directory, helpers searched only in that directory.
     fn config(json: &str) -> (TempDir, DockerConfig) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.json");
-        fs::write(&path, json).unwrap();
+        let (dir, path) = crate::testfs::temp_file("config.json", json);
         let config = DockerConfig::load(&path).unwrap().with_helper_path(dir.path());
         (dir, config)
     }

@@ -11,6 +11,7 @@ use crate::manifest::media_type;
 use crate::store::{RefEntry, Store, CONTAINERD_NAME, REF_NAME, RESOLVED_DIGEST};
 
 pub(crate) use crate::store::temp_store;
+pub(crate) use crate::testfs::put;
 
 /// One layer to put in the store: a compressed blob and an unpacked directory.
 pub struct Layer {
@@ -29,15 +30,6 @@ impl Layer {
         fill(&dir.join("rootfs"));
         write_layer_json(store, &diff_id, &Digest::sha256_of(&blob), &[]);
         Layer { blob, diff_id }
-    }
-}
-
-/// Writes each `(path, content)` under `root`, creating the parent directories.
-pub fn put(root: &Path, files: &[(&str, &str)]) {
-    for (path, content) in files {
-        let path = root.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
     }
 }
 

@@ -220,19 +220,18 @@ pub(crate) fn tls_text(err: &rustls::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testfs::temp_file;
 
     #[test]
     fn certs_d_pairs_must_be_complete() {
-        let dir = tempfile::tempdir().unwrap();
-        let host = dir.path().join("r.example:5000");
-        std::fs::create_dir(&host).unwrap();
+        let (dir, cert) = temp_file("r.example:5000/client.cert", "x");
         assert!(load_cert_dir(&dir.path().join("other:1"))
             .unwrap()
             .roots
             .is_empty());
-        std::fs::write(host.join("client.cert"), "x").unwrap();
+        let host = cert.parent().unwrap();
         assert_eq!(
-            load_cert_dir(&host).err().unwrap().to_string(),
+            load_cert_dir(host).err().unwrap().to_string(),
             "missing key client.key for client certificate client.cert. CA certificates must use the extension .crt"
         );
     }
