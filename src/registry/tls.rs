@@ -117,32 +117,39 @@ fn load_cert_dir(dir: &Path) -> Result<HostTls, RegistryError> {
     let unusable =
         |name: &str, e: reqwest::Error| RegistryError::Certs(format!("{}: {e}", dir.join(name).display()));
     for name in &names {
+        if let Some(e) = unpaired(&names, name) {
+            return Err(e);
+        }
         if name.ends_with(".crt") {
             let pem = read(name)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| unusable(name, e))?;
             out.roots.extend(certs);
         } else if let Some(stem) = name.strip_suffix(".cert") {
-            let key = format!("{stem}.key");
-            if !names.contains(&key) {
-                return Err(RegistryError::Certs(format!(
-                    "missing key {key} for client certificate {name}. CA certificates must use the extension .crt"
-                )));
-            }
             let mut pem = read(name)?;
             pem.push(b'\n');
-            pem.extend(read(&key)?);
+            pem.extend(read(&format!("{stem}.key"))?);
             let id = reqwest::Identity::from_pem(&pem).map_err(|e| unusable(name, e))?;
             out.identity.get_or_insert(id);
-        } else if let Some(stem) = name.strip_suffix(".key") {
-            let cert = format!("{stem}.cert");
-            if !names.contains(&cert) {
-                return Err(RegistryError::Certs(format!(
-                    "missing client certificate {cert} for key {name}"
-                )));
-            }
         }
     }
     Ok(out)
+}
+
+/// Docker's error for a client certificate `<name>.cert` without its `<name>.key` among
+/// `names`, or a key without its certificate.
+fn unpaired(names: &[String], name: &str) -> Option<RegistryError> {
+    let (partner, text) = if let Some(stem) = name.strip_suffix(".cert") {
+        let key = format!("{stem}.key");
+        let text = format!(
+            "missing key {key} for client certificate {name}. CA certificates must use the extension .crt"
+        );
+        (key, text)
+    } else {
+        let cert = format!("{}.cert", name.strip_suffix(".key")?);
+        let text = format!("missing client certificate {cert} for key {name}");
+        (cert, text)
+    };
+    (!names.contains(&partner)).then_some(RegistryError::Certs(text))
 }
 
 /// The proxies of `settings`, as Go's `ProxyFromEnvironment` applies them: loopback
@@ -234,5 +241,13 @@ mod tests {
             load_cert_dir(host).err().unwrap().to_string(),
             "missing key client.key for client certificate client.cert. CA certificates must use the extension .crt"
         );
+        let (_dir, key) = temp_file("r.example:5000/client.key", "x");
+        assert_eq!(
+            load_cert_dir(key.parent().unwrap()).err().unwrap().to_string(),
+            "missing client certificate client.cert for key client.key"
+        );
+        // Docker ignores what AppendCertsFromPEM finds no certificate in.
+        let (_dir, ca) = temp_file("r.example:5000/ca.crt", "not a certificate");
+        assert!(load_cert_dir(ca.parent().unwrap()).unwrap().roots.is_empty());
     }
 }
