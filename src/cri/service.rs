@@ -502,8 +502,7 @@ impl ImageService for CriService {
         &self,
         request: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
-        let request = request.into_inner();
-        let image = image_of(request.image.as_ref())?.to_string();
+        let image = image_of(request.get_ref().image.as_ref())?.to_string();
         self.blocking(move |engine| {
             let Some(d) = engine.inspect(&image).map_err(inspect_status)? else {
                 return Ok(());
