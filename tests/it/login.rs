@@ -215,8 +215,7 @@ fn wrong_password_is_refused_and_nothing_is_saved() {
 #[test]
 fn login_then_pull_then_logout_then_pull_is_refused() {
     let (secure, pushed, reference) = secure::with_image("private/app", 11);
-    let registry = &secure.registry;
-    let host = registry.host();
+    let host = secure.registry.host();
     let sandbox = rpull();
 
     // Anonymous first: refused.
@@ -832,8 +831,7 @@ mod pty {
 #[test]
 fn prompts_on_a_terminal_without_echoing_the_password() {
     let (secure, _, reference) = secure::with_image("private/prompted", 31);
-    let registry = &secure.registry;
-    let host = registry.host();
+    let host = secure.registry.host();
     let sandbox = rpull();
 
     let mut cmd = sandbox.command();
