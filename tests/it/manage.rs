@@ -191,17 +191,19 @@ fn assert_go_units_size(shown: &str, bytes: u64) {
     assert!(relative < 5e-4, "{shown:?} is not {bytes} bytes");
 }
 
-/// A registry holding `a` as `bench/a:v1` and `bench/a:v2` (OCI) and `b` as `bench/b:latest`
-/// in `b_format`: one image under two tags, and another.
+/// A registry holding image `a` as `bench/a:v1` and `bench/a:v2` (OCI) and `b` as
+/// `bench/b:latest` in `b_format`: one image under two tags, and another. Each is a
+/// [`small_image`] of the given `(size, seed)`.
 fn push_a_twice_and_b(
-    a: &Image,
-    b: &Image,
+    a: (usize, u64),
+    b: (usize, u64),
     b_format: ManifestFormat,
 ) -> (Registry, PushedImage, PushedImage) {
+    let (a, b) = (small_image(a.0, a.1), small_image(b.0, b.1));
     let registry = Registry::start();
-    let pushed_a = registry.push_image("bench/a", "v1", a, ManifestFormat::Oci);
-    registry.push_image("bench/a", "v2", a, ManifestFormat::Oci);
-    let pushed_b = registry.push_image("bench/b", "latest", b, b_format);
+    let pushed_a = registry.push_image("bench/a", "v1", &a, ManifestFormat::Oci);
+    registry.push_image("bench/a", "v2", &a, ManifestFormat::Oci);
+    let pushed_b = registry.push_image("bench/b", "latest", &b, b_format);
     (registry, pushed_a, pushed_b)
 }
 
@@ -227,11 +229,7 @@ fn pull(sandbox: &Rpull, reference: &str) {
 
 #[test]
 fn images_lists_pulled_images_like_docker() {
-    let (registry, a, b) = push_a_twice_and_b(
-        &small_image(1500, 1),
-        &small_image(640, 2),
-        ManifestFormat::Docker,
-    );
+    let (registry, a, b) = push_a_twice_and_b((1500, 1), (640, 2), ManifestFormat::Docker);
     let sandbox = rpull();
 
     // An empty store: just the header.
@@ -366,11 +364,7 @@ fn images_lists_pulled_images_like_docker() {
 
 #[test]
 fn rmi_untags_refuses_shared_ids_and_frees_space() {
-    let (registry, a, b) = push_a_twice_and_b(
-        &small_image(3000, 11),
-        &small_image(2000, 12),
-        ManifestFormat::Oci,
-    );
+    let (registry, a, b) = push_a_twice_and_b((3000, 11), (2000, 12), ManifestFormat::Oci);
     let sandbox = rpull();
     let root = sandbox.root();
     let [a1, a2, bl] = pull_a_twice_and_b(&sandbox, &registry);
@@ -601,16 +595,26 @@ fn save_to_stdout(sandbox: &Rpull, args: &[&str]) -> Output {
         .expect("running rpull save")
 }
 
+/// [`three_layer_image`] as `<repo>:v1` (OCI) and a [`small_image`] of `other`'s
+/// `(size, seed)` as `bench/other:v2` in `format`, both pulled into a fresh sandbox.
+fn two_pulled(
+    repo: &str,
+    other: (usize, u64),
+    format: ManifestFormat,
+) -> (Registry, Rpull, PushedImage, PushedImage) {
+    let registry = Registry::start();
+    let image = registry.push_image(repo, "v1", &three_layer_image(), ManifestFormat::Oci);
+    let other = registry.push_image("bench/other", "v2", &small_image(other.0, other.1), format);
+    let sandbox = rpull();
+    pull(&sandbox, &registry.image_ref(repo, "v1"));
+    pull(&sandbox, &registry.image_ref("bench/other", "v2"));
+    (registry, sandbox, image, other)
+}
+
 #[test]
 fn save_writes_archives_skopeo_and_podman_load() {
-    let registry = Registry::start();
-    let img = registry.push_image("bench/save", "v1", &three_layer_image(), ManifestFormat::Oci);
-    let other = registry.push_image("bench/other", "v2", &small_image(900, 41), ManifestFormat::Docker);
-    let sandbox = rpull();
+    let (registry, sandbox, img, other) = two_pulled("bench/save", (900, 41), ManifestFormat::Docker);
     let reference = registry.image_ref("bench/save", "v1");
-    let other_ref = registry.image_ref("bench/other", "v2");
-    pull(&sandbox, &reference);
-    pull(&sandbox, &other_ref);
     let work = temp_dir("rpull-save-");
     let diff_ids: Vec<&str> = img.diff_ids.iter().map(String::as_str).collect();
 
@@ -929,14 +933,9 @@ fn rootfs_applies_whiteouts_opaque_dirs_and_replacements() {
 
 #[test]
 fn skopeo_reads_the_store_by_full_reference() {
-    let registry = Registry::start();
-    let pushed = registry.push_image("bench/img", "v1", &three_layer_image(), ManifestFormat::Oci);
-    let other = registry.push_image("bench/other", "v2", &small_image(800, 61), ManifestFormat::Oci);
-    let sandbox = rpull();
+    let (registry, sandbox, pushed, other) = two_pulled("bench/img", (800, 61), ManifestFormat::Oci);
     let root = sandbox.root().to_str().unwrap().to_string();
     let reference = registry.image_ref("bench/img", "v1");
-    pull(&sandbox, &reference);
-    pull(&sandbox, &registry.image_ref("bench/other", "v2"));
     let work = temp_dir("rpull-skopeo-");
 
     // `oci:<store>:<full reference>`: skopeo splits at the first ':' after the path, and the
