@@ -27,7 +27,10 @@
 //!   own children;
 //! * extended attributes (`SCHILY.xattr.*`) are applied best-effort;
 //! * the whole stream is read to its end, trailing bytes included, since the caller computes
-//!   the layer's diff ID from the bytes read.
+//!   the layer's diff ID from the bytes read;
+//! * what the tar reader holds in memory between two entries (PAX records, GNU long names,
+//!   sparse extension blocks) is bounded by [`MAX_HEADER_BYTES`]; Go's `archive/tar` refuses a
+//!   record of 1 MiB or more with the same text.
 //!
 //! The destination must be a directory that nothing else modifies while the layer is unpacked;
 //! the checks above rely on it.
@@ -66,6 +69,15 @@ const AUFS_LINK_DIR: &[u8] = b".wh..wh.plnk";
 const COPY_BUF_LEN: usize = 256 * 1024;
 /// While copying one large file, `cancelled` is polled after this many bytes.
 const CANCEL_POLL_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How many bytes the tar reader may read on its way from one entry to the next: the headers,
+/// the PAX record, GNU long name and long link name of the next entry (each of which it reads
+/// into memory whole) and GNU sparse extension blocks. Go's `archive/tar` refuses each record
+/// of 1 MiB or more (`maxSpecialFileSize`); three of them may describe one entry.
+pub const MAX_HEADER_BYTES: u64 = 3 * 1024 * 1024 + 64 * 1024;
+
+/// Go's `archive/tar.ErrFieldTooLong`.
+const HEADER_TOO_LONG: &str = "archive/tar: header field too long";
 
 /// How a layer is unpacked.
 #[derive(Debug, Clone, Default)]
@@ -198,9 +210,11 @@ pub fn unpack<R: Read>(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<UnpackStats, UnpackError> {
     let failed = Rc::new(Cell::new(false));
+    let header_budget = Rc::new(Cell::new(None));
     let mut archive = tar::Archive::new(Tracked {
         inner: r,
         failed: Rc::clone(&failed),
+        header_budget: Rc::clone(&header_budget),
     });
     let mut u = Unpacker {
         dest,
@@ -215,13 +229,20 @@ pub fn unpack<R: Read>(
         buf: vec![0; COPY_BUF_LEN],
     };
     {
-        let entries = archive.entries().map_err(|e| u.stream_error(e))?;
-        for entry in entries {
+        let mut entries = archive.entries().map_err(|e| u.stream_error(e))?;
+        loop {
             if cancelled() {
                 return Err(UnpackError::Cancelled);
             }
+            // Every byte of an entry's data is read (or drained) before the next, so all the
+            // tar reader reads here is headers and the records it keeps.
+            header_budget.set(Some(MAX_HEADER_BYTES));
+            let next = entries.next();
+            header_budget.set(None);
+            let Some(entry) = next else { break };
             let mut entry = entry.map_err(|e| u.stream_error(e))?;
             u.entry(&mut entry, cancelled)?;
+            u.drain(&mut entry, cancelled)?;
         }
     }
     // Whatever follows the first end-of-archive block still belongs to the blob's diff ID. As in
@@ -255,17 +276,27 @@ pub fn unpack<R: Read>(
     u.finish()
 }
 
-/// Remembers whether the underlying stream failed, to tell stream errors from tar format errors.
+/// Remembers whether the underlying stream failed, to tell stream errors from tar format
+/// errors, and refuses to read more than `header_budget` bytes while it is set.
 struct Tracked<R> {
     inner: R,
     failed: Rc<Cell<bool>>,
+    header_budget: Rc<Cell<Option<u64>>>,
 }
 
 impl<R: Read> Read for Tracked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let res = self.inner.read(buf);
-        if res.is_err() {
-            self.failed.set(true);
+        let budget = self.header_budget.get();
+        // One byte past the budget is enough to know it is exceeded.
+        let max = budget.map_or(buf.len(), |left| buf.len().min(left.saturating_add(1) as usize));
+        let res = self.inner.read(&mut buf[..max]);
+        match (&res, budget) {
+            (Err(_), _) => self.failed.set(true),
+            (Ok(n), Some(left)) if *n as u64 > left => {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, HEADER_TOO_LONG));
+            }
+            (Ok(n), Some(left)) => self.header_budget.set(Some(left - *n as u64)),
+            _ => {}
         }
         res
     }
@@ -614,6 +645,30 @@ impl Unpacker<'_> {
 
     /// Classifies an error from the tar reader: a failure of the stream itself, or a format
     /// problem.
+    /// Reads what `entry` left of its data (an entry rpull skips, such as a device node it
+    /// does not create), so that the tar reader's way to the next entry is headers only.
+    fn drain<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), UnpackError> {
+        let mut since_poll = 0u64;
+        loop {
+            match entry.read(&mut self.buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => since_poll += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.stream_error(e)),
+            }
+            if since_poll >= CANCEL_POLL_BYTES {
+                since_poll = 0;
+                if cancelled() {
+                    return Err(UnpackError::Cancelled);
+                }
+            }
+        }
+    }
+
     fn stream_error(&self, e: io::Error) -> UnpackError {
         if self.failed.get() {
             UnpackError::Read(e)
@@ -1511,6 +1566,73 @@ mod tests {
         } else {
             assert_eq!((stats.skipped_xattrs, n), (1, -1));
         }
+    }
+
+    /// A tar whose one file `f` is described by a PAX record `comment` of `pax_len` bytes
+    /// and, when `long_name` is given, a GNU long name of that many bytes.
+    fn tar_with_records(pax_len: usize, long_name: Option<usize>) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let comment = vec![b'c'; pax_len];
+        b.append_pax_extensions([("comment", &comment[..])]).unwrap();
+        let name = match long_name {
+            Some(n) => format!("{}f", "d/".repeat(n / 2)),
+            None => "f".to_string(),
+        };
+        let mut h = Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_entry_type(EntryType::Regular);
+        b.append_data(&mut h, &name, &b"ok"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn header_records_are_bounded() {
+        // Within Go's limits: a 900 KiB PAX record and a long name.
+        let s = scratch();
+        let stats = s.unpack(&tar_with_records(900 << 10, Some(300))).unwrap();
+        assert_eq!(stats.entries, 1);
+        // A 4 MiB record (the tar reader would hold it in memory whole) is refused with Go's
+        // text before it is read to its end, from a stream as from memory.
+        let big = tar_with_records(4 << 20, None);
+        for err in [
+            scratch().unpack(&big).unwrap_err(),
+            scratch().unpack_stream(&big[..]).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, UnpackError::TarFormat(m) if m == HEADER_TOO_LONG),
+                "{err:?}"
+            );
+        }
+        // A GNU long name is bounded the same way.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = Header::new_gnu();
+        h.set_size(0);
+        h.set_entry_type(EntryType::Regular);
+        b.append_data(&mut h, "x".repeat(4 << 20), &b""[..]).unwrap();
+        let err = scratch().unpack(&b.into_inner().unwrap()).unwrap_err();
+        assert!(
+            matches!(&err, UnpackError::TarFormat(m) if m == HEADER_TOO_LONG),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn data_rpull_skips_does_not_count_as_headers() {
+        // A PAX global header is an entry rpull ignores; its 8 MiB are streamed past, not held.
+        let s = scratch();
+        let mut tar = Tar::default();
+        tar.raw(
+            "pax_global_header",
+            EntryType::XGlobalHeader,
+            0o644,
+            "",
+            &vec![b'g'; 8 << 20],
+        );
+        tar.file("after", b"x");
+        let stats = s.unpack(&tar.finish()).unwrap();
+        assert_eq!(stats.entries, 2);
+        assert_eq!(s.read("after"), b"x");
     }
 
     #[test]

@@ -363,6 +363,15 @@ fn a_huge_size_within_the_bound_is_a_tar_that_ends_early() {
     p.assert_refused("invalid tar archive");
 }
 
+#[test]
+fn a_huge_pax_record_is_refused_as_go_refuses_it() {
+    // The tar reader would hold the whole record in memory; Go's archive/tar refuses records
+    // of 1 MiB or more with this text.
+    let e = Entry::file("f", b"x").pax("comment", vec![b'c'; 16 << 20]);
+    let p = pull("hostile/bigpax", LayerBuilder::new().entry(e));
+    p.assert_refused("archive/tar: header field too long");
+}
+
 /// Rewrites the size field of the first header as base-256 `-1` and fixes its checksum.
 fn with_negative_size(mut tar: Vec<u8>) -> Vec<u8> {
     for b in &mut tar[124..136] {
