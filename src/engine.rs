@@ -8,13 +8,16 @@
 //! building a root filesystem) holds the store's shared guard for its duration, so a
 //! collection (`rpull prune`, the one after `rmi`), which takes it exclusively, never deletes
 //! what such an operation is writing or reading; a long-running service therefore holds it
-//! only while an operation runs. The names `save` and `rootfs` take are looked up before the
+//! only while an operation runs. A pull that finds a collection running waits for it without
+//! blocking a thread, says why after a second, and stops waiting when it is cancelled. The
+//! names `save` and `rootfs` take are looked up before the
 //! guard is taken, so a name that is not in the store fails before anything is locked or
 //! written.
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -27,11 +30,14 @@ use crate::gc::{self, CollectOptions, GcError, GcReport, RemoveOutcome, StoreGua
 use crate::images::{self, ImageRow, ImagesError, Resolved};
 use crate::inspect::{self, ImageDetails, InspectError};
 use crate::platform::Platform;
-use crate::progress::Reporter;
+use crate::progress::{Event, Reporter};
 use crate::pull::{Outcome, PullError, PullOptions, Puller};
 use crate::reference::Reference;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
+
+/// What a pull says while it waits for a collection to give the store back.
+pub const STORE_BUSY: &str = "Waiting for another rpull to finish with the store (rpull prune or rmi)";
 
 /// One pull as a front end asks for it.
 #[derive(Clone, Default)]
@@ -148,7 +154,7 @@ impl Engine {
         reporter: Arc<dyn Reporter>,
         cancel: CancellationToken,
     ) -> Result<(), PullError> {
-        let _guard = self.shared_guard()?;
+        let _guard = self.shared_guard(&*reporter, &cancel).await?;
         self.puller(request, reporter, cancel).pull(input).await
     }
 
@@ -161,12 +167,35 @@ impl Engine {
         reporter: Arc<dyn Reporter>,
         cancel: CancellationToken,
     ) -> Result<Outcome, PullError> {
-        let _guard = self.shared_guard()?;
+        let _guard = self.shared_guard(&*reporter, &cancel).await?;
         self.puller(request, reporter, cancel).pull_image(reference).await
     }
 
-    fn shared_guard(&self) -> Result<StoreGuard, PullError> {
-        Ok(StoreGuard::shared(&self.store)?)
+    /// The store's shared guard for a pull. While a collection holds the store (`rpull
+    /// prune`, the collection after `rmi`), the pull waits for it without blocking a thread,
+    /// says why after a second, and stops waiting when `cancel` fires.
+    async fn shared_guard(
+        &self,
+        reporter: &dyn Reporter,
+        cancel: &CancellationToken,
+    ) -> Result<StoreGuard, PullError> {
+        let started = std::time::Instant::now();
+        let mut told = false;
+        let mut step = Duration::from_millis(10);
+        loop {
+            if let Some(guard) = StoreGuard::try_shared(&self.store)? {
+                return Ok(guard);
+            }
+            if !told && started.elapsed() >= Duration::from_secs(1) {
+                reporter.report(Event::Note(STORE_BUSY.to_string()));
+                told = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = cancel.cancelled() => return Err(PullError::Cancelled),
+            }
+            step = (step * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// The images in the store, one row per reference, filtered as `docker images FILTER`.

@@ -77,6 +77,13 @@ impl StoreGuard {
         Ok(StoreGuard { _file: file })
     }
 
+    /// Takes the shared guard if no collection holds the store, else `None`: for callers that
+    /// wait without blocking a thread, and stop waiting when cancelled.
+    pub fn try_shared(store: &Store) -> Result<Option<StoreGuard>, StoreError> {
+        Ok(flock(&store.root().join(GC_LOCK), libc::LOCK_SH | libc::LOCK_NB)?
+            .map(|file| StoreGuard { _file: file }))
+    }
+
     /// Takes the exclusive guard: waits for it when `wait`, else `None` when it is held.
     pub fn exclusive(store: &Store, wait: bool) -> Result<Option<StoreGuard>, StoreError> {
         let op = if wait {

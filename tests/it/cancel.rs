@@ -102,3 +102,40 @@ fn sigint_stops_with_130_and_the_next_pull_resumes() {
 fn sigterm_stops_with_143_and_the_next_pull_resumes() {
     interrupted_pull(libc::SIGTERM, 143);
 }
+
+#[test]
+fn a_pull_waiting_for_a_collection_says_why_and_stops_on_ctrl_c() {
+    let registry = Registry::start();
+    registry.push_small_image("bench/waits", "v1", 71);
+    let reference = registry.image_ref("bench/waits", "v1");
+    let sandbox = rpull();
+    // A collection (rpull prune) holds the store.
+    let collection = sandbox.hold_store_guard(true);
+    let mut waiting = sandbox.spawn([&reference]);
+    waiting.wait_for_stderr(
+        "Waiting for another rpull to finish with the store",
+        Duration::from_secs(30),
+    );
+    let stopped_at = Instant::now();
+    waiting.interrupt();
+    let out = waiting.wait();
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        stopped_at.elapsed()
+    );
+    out.assert_code(130);
+    assert_eq!(out.stdout, "", "nothing was pulled");
+
+    // Once the collection ends, a waiting pull goes on.
+    let mut waiting = sandbox.spawn([&reference]);
+    waiting.wait_for_stderr(
+        "Waiting for another rpull to finish with the store",
+        Duration::from_secs(30),
+    );
+    drop(collection);
+    let out = waiting.wait();
+    out.assert_success();
+    assert!(out.stdout.contains("Status: Downloaded newer image"), "{out}");
+    sandbox.assert_store_intact("after the wait");
+}

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::SystemTime;
@@ -506,14 +505,7 @@ fn prune_removes_partial_downloads_and_orphans_but_not_images() {
     fs::write(tmp.join("rootfs/g"), vec![3u8; 400]).unwrap();
 
     // While another command holds the store guard, prune refuses.
-    let guard = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(root.join("gc.lock"))
-        .unwrap();
-    // SAFETY: flock on a descriptor we own.
-    assert_eq!(unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_SH) }, 0);
+    let guard = sandbox.hold_store_guard(false);
     let out = sandbox.run(["prune"]);
     out.assert_failed_with("another rpull command is using the store");
     assert!(blob_path(root, &orphan_digest).exists() && partial.exists());
@@ -546,12 +538,7 @@ fn prune_removes_partial_downloads_and_orphans_but_not_images() {
 
     // While another command (a pull) uses the store, rmi still untags but leaves the space to
     // a later prune, and says so.
-    let guard = fs::OpenOptions::new()
-        .write(true)
-        .open(root.join("gc.lock"))
-        .unwrap();
-    // SAFETY: flock on a descriptor we own.
-    assert_eq!(unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_SH) }, 0);
+    let guard = sandbox.hold_store_guard(false);
     let out = sandbox.run(["rmi", &reference]);
     out.assert_success();
     assert_eq!(

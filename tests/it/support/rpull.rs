@@ -88,6 +88,23 @@ impl Rpull {
         self.root.path()
     }
 
+    /// Takes the store's guard (`gc.lock`) as another rpull would: shared as a pull, save or
+    /// rootfs holds it, exclusive as a collection (prune) does. Held until the file is dropped.
+    pub fn hold_store_guard(&self, exclusive: bool) -> std::fs::File {
+        use std::os::unix::io::AsRawFd;
+        std::fs::create_dir_all(self.root()).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root().join("gc.lock"))
+            .unwrap();
+        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), op) }, 0, "flock gc.lock");
+        file
+    }
+
     /// Where the store keeps the blob `digest` (`sha256:<hex>`).
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         self.root().join("blobs/sha256").join(hex_part(digest))
@@ -285,15 +302,24 @@ impl RunningRpull {
     /// Waits until stdout contains `needle`; panics with the output so far on timeout or if
     /// rpull exits first.
     pub fn wait_for_stdout(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for(Self::stdout_so_far, needle, timeout);
+    }
+
+    /// Waits until stderr contains `needle`, as [`Self::wait_for_stdout`] does for stdout.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for(Self::stderr_so_far, needle, timeout);
+    }
+
+    fn wait_for(&mut self, so_far: fn(&Self) -> String, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.stdout_so_far().contains(needle) {
+            if so_far(self).contains(needle) {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 // Output may still be in the pipe.
                 thread::sleep(Duration::from_millis(50));
-                if self.stdout_so_far().contains(needle) {
+                if so_far(self).contains(needle) {
                     return;
                 }
                 panic!(
