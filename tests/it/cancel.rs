@@ -19,14 +19,7 @@ fn interrupted_pull(signal: libc::c_int, expected_code: i32) {
         assert!(Instant::now() < deadline, "download never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let stopped_at = Instant::now();
-    running.signal(signal);
-    let out = running.wait();
-    assert!(
-        stopped_at.elapsed() < Duration::from_secs(5),
-        "took {:?} to stop",
-        stopped_at.elapsed()
-    );
+    let out = running.stop_within(signal, Duration::from_secs(5));
     out.assert_code(expected_code);
     assert!(
         out.stderr.trim().is_empty(),
@@ -116,14 +109,7 @@ fn a_pull_waiting_for_a_collection_says_why_and_stops_on_ctrl_c() {
         "Waiting for another rpull to finish with the store",
         Duration::from_secs(30),
     );
-    let stopped_at = Instant::now();
-    waiting.interrupt();
-    let out = waiting.wait();
-    assert!(
-        stopped_at.elapsed() < Duration::from_secs(5),
-        "took {:?} to stop",
-        stopped_at.elapsed()
-    );
+    let out = waiting.stop_within(libc::SIGINT, Duration::from_secs(5));
     out.assert_code(130);
     assert_eq!(out.stdout, "", "nothing was pulled");
 

@@ -289,6 +289,19 @@ impl RunningRpull {
         self.signal(libc::SIGINT);
     }
 
+    /// Sends `signal`, waits for the exit and panics unless it came within `within`.
+    pub fn stop_within(mut self, signal: libc::c_int, within: Duration) -> RpullOutput {
+        let sent = Instant::now();
+        self.signal(signal);
+        let out = self.wait();
+        assert!(
+            sent.elapsed() < within,
+            "took {:?} to stop after signal {signal}",
+            sent.elapsed()
+        );
+        out
+    }
+
     /// Standard output so far.
     pub fn stdout_so_far(&self) -> String {
         String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
