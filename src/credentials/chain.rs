@@ -38,13 +38,7 @@ impl CredentialChain {
             }
             None => None,
         };
-        let (docker, warning) = match DockerConfig::load_default() {
-            Ok(c) => (Some(c), None),
-            Err(e @ (CredentialError::Read { .. } | CredentialError::Parse { .. })) => {
-                (None, Some(format!("WARNING: {e}")))
-            }
-            Err(e) => return Err(e),
-        };
+        let (docker, warning) = load_docker()?;
         Ok((
             CredentialChain {
                 given: None,
@@ -79,8 +73,31 @@ impl CredentialChain {
         }
     }
 
+    /// Docker's own config as a lookup that reads it again at every call, as every `docker
+    /// pull` does, so that a long-running agent or server uses a `docker login` made after it
+    /// started. A config that cannot be read or parsed answers no credential, as
+    /// [`CredentialChain::load`] leaves it out.
+    pub fn live_docker_lookup() -> CredentialLookup {
+        std::sync::Arc::new(|key: &str| match load_docker().map_err(|e| e.to_string())? {
+            (Some(docker), _) => docker.get(key).map_err(|e| e.to_string()),
+            (None, _) => Ok(None),
+        })
+    }
+
     /// The chain as the lookup a pull takes.
     pub fn into_lookup(self) -> CredentialLookup {
         std::sync::Arc::new(move |key: &str| self.get(key))
+    }
+}
+
+/// Docker's config, or none with a warning when it cannot be read or parsed (as docker
+/// carries on without it).
+fn load_docker() -> Result<(Option<DockerConfig>, Option<String>), CredentialError> {
+    match DockerConfig::load_default() {
+        Ok(c) => Ok((Some(c), None)),
+        Err(e @ (CredentialError::Read { .. } | CredentialError::Parse { .. })) => {
+            Ok((None, Some(format!("WARNING: {e}"))))
+        }
+        Err(e) => Err(e),
     }
 }

@@ -34,9 +34,10 @@ pub struct Node {
     pub hostname: String,
     /// The labels.
     pub labels: Vec<Label>,
-    /// The node's docker credentials.
+    /// The node's docker credentials, read again at every pull
+    /// ([`CredentialChain::live_docker_lookup`]).
     pub credentials: CredentialLookup,
-    /// A warning about the credentials to show (an unreadable docker config).
+    /// A warning about the credentials to show (a docker config unreadable at start).
     pub warning: Option<String>,
 }
 
@@ -70,12 +71,12 @@ impl Node {
             .iter()
             .map(|l| Label::parse(l))
             .collect::<Result<Vec<_>, _>>()?;
-        let (chain, warning) = CredentialChain::load(None)?;
+        let (_, warning) = CredentialChain::load(None)?;
         Ok(Node {
             engine,
             hostname,
             labels,
-            credentials: chain.into_lookup(),
+            credentials: CredentialChain::live_docker_lookup(),
             warning,
         })
     }

@@ -648,6 +648,32 @@ fn failed_pulls_answer_with_the_cli_text() {
 }
 
 #[test]
+fn a_login_on_a_node_serves_its_next_job_without_a_restart() {
+    let pki = crate::support::pki::Pki::new();
+    let locked = crate::support::setups::htpasswd_registry(&pki, "fleet-user", "fleet-pw", false);
+    locked.push_small_image("fleet/private", "v1", 17);
+    let reference = locked.image_ref("fleet/private", "v1");
+    let fleet = Fleet::start(three_agents(), JOB_TIMEOUT, None);
+    let (status, body) = fleet.pull("node-a", &reference);
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no basic auth credentials"),
+        "{body}"
+    );
+
+    // `docker login` on node-a while its agent runs: base64("fleet-user:fleet-pw").
+    let auth = json!({"auths": {locked.host(): {"auth": "ZmxlZXQtdXNlcjpmbGVldC1wdw=="}}});
+    fleet.agents[0].sandbox.write_docker_config(&auth);
+    let (status, body) = fleet.pull("node-a", &reference);
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(results(&body)[0]["status"], "ok", "{body}");
+    assert_eq!(fleet.agents[0].images(), vec![reference.clone()]);
+}
+
+#[test]
 fn bad_requests_get_their_status_and_pull_nothing() {
     let registry = Registry::start();
     registry.push_small_image("fleet/app", "v1", 7);
