@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{Algorithm, Digest, Sha256Hasher};
 use crate::manifest::{ImageConfig, Manifest};
-use crate::store::{self, LayoutIndex, Store, StoreError};
+use crate::store::{self, list_dir, LayoutIndex, Store, StoreError};
 
 /// Why the check could not run at all (problems in the store are [`Finding`]s, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -110,31 +110,6 @@ pub fn check(store: &Store, repair: bool) -> Result<Report, CheckError> {
     c.index()?;
     c.ingest()?;
     Ok(c.report)
-}
-
-fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, PathBuf)>, StoreError> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(StoreError::Io {
-                action: "list",
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(|source| StoreError::Io {
-            action: "list",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
-    }
-    out.sort();
-    Ok(out)
 }
 
 fn remove_any(path: &Path) -> bool {
@@ -225,12 +200,12 @@ impl Checker<'_> {
 
     fn blobs(&mut self) -> Result<(), StoreError> {
         let blobs = self.store.root().join("blobs");
-        for (alg, alg_dir) in read_dir_sorted(&blobs)? {
+        for (alg, alg_dir) in list_dir(&blobs)? {
             if !alg_dir.is_dir() {
                 self.find_removable(Severity::Problem, &alg_dir, "unexpected file in blobs/");
                 continue;
             }
-            for (name, path) in read_dir_sorted(&alg_dir)? {
+            for (name, path) in list_dir(&alg_dir)? {
                 if name.starts_with(store::TMP_PREFIX) {
                     self.temp_entry(&name, &path);
                     continue;
@@ -263,11 +238,11 @@ impl Checker<'_> {
 
     fn layers(&mut self) -> Result<(), StoreError> {
         let root = self.store.root().join("layers");
-        for (name, path) in read_dir_sorted(&root.join("tmp"))? {
+        for (name, path) in list_dir(&root.join("tmp"))? {
             self.temp_entry(&name, &path);
         }
         let sha = root.join("sha256");
-        for (name, path) in read_dir_sorted(&sha)? {
+        for (name, path) in list_dir(&sha)? {
             let Ok(diff_id) = Digest::parse(&format!("sha256:{name}")) else {
                 self.find_removable(Severity::Problem, &path, "unexpected entry in layers/sha256/");
                 continue;
@@ -402,7 +377,7 @@ impl Checker<'_> {
 
     fn ingest(&mut self) -> Result<(), StoreError> {
         let dir = self.store.root().join("ingest");
-        let entries = read_dir_sorted(&dir)?;
+        let entries = list_dir(&dir)?;
         let names: BTreeSet<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
         for (name, path) in &entries {
             if name.starts_with(store::TMP_PREFIX) {

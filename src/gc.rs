@@ -37,7 +37,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::digest::Digest;
 use crate::images::lookup::{image_id, is_lower_hex};
 use crate::reference::{Reference, ReferenceError};
-use crate::store::{self, dir_size, FileLock, LayoutIndex, RefEntry, Store, StoreError, RESOLVED_DIGEST};
+use crate::store::{
+    self, dir_size, list_dir, FileLock, LayoutIndex, RefEntry, Store, StoreError, RESOLVED_DIGEST,
+};
 
 pub use crate::store::{StoreGuard, GC_LOCK};
 /// How recent a change must be for [`collect`] to leave the file alone by default.
@@ -524,20 +526,6 @@ fn remove_dir_tree(path: &Path) -> Result<(), GcError> {
         }));
     }
     Ok(())
-}
-
-fn list_dir(path: &Path) -> Result<Vec<(String, PathBuf)>, GcError> {
-    let rd = match fs::read_dir(path) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::io("read", path)(e).into()),
-    };
-    let mut out: Vec<(String, PathBuf)> = rd
-        .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .collect();
-    out.sort();
-    Ok(out)
 }
 
 /// `rpull prune`: deletes what `index.json` no longer reaches (see the module docs for what is
