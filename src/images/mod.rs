@@ -34,7 +34,7 @@ pub(crate) mod testutil;
 
 pub use lookup::{resolve, Resolved};
 pub use pattern::path_match;
-pub use render::{render_json, render_table};
+pub use render::{render_json, render_table, Columns};
 pub use time::{created_since, human_duration_ns, parse_rfc3339};
 
 pub use crate::progress::human_size_precision;

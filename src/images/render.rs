@@ -7,6 +7,26 @@ use std::time::SystemTime;
 use super::time::{created_since, go_time_string, local_zone, parse_rfc3339, GO_ZERO_UNIX};
 use super::{human_size_precision, ImageRow, NONE};
 
+/// What of the rows `docker images` shows, by its flags.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Columns {
+    /// `--digests`: a `DIGEST` column, and a row per repo digest.
+    pub digests: bool,
+    /// `--no-trunc`: full image IDs (`sha256:…`) instead of their first 12 hex characters.
+    pub no_trunc: bool,
+}
+
+impl Columns {
+    /// An image ID as the flags show it.
+    fn id<'a>(&self, id: &'a str) -> &'a str {
+        if self.no_trunc {
+            id
+        } else {
+            short_id(id)
+        }
+    }
+}
+
 /// The rows docker shows for one `digests` setting: without `--digests`, a tag row appears
 /// once per tag and a digest-only repository once, with an empty digest.
 fn fold_rows(rows: &[ImageRow], digests: bool) -> Vec<(ImageRow, String)> {
@@ -30,14 +50,15 @@ fn fold_rows(rows: &[ImageRow], digests: bool) -> Vec<(ImageRow, String)> {
 
 /// Renders rows exactly as `docker images` prints them: a tabwriter table (minimum cell width
 /// 10, padding 3) with `REPOSITORY`, `TAG`, `DIGEST` (with `digests`), `IMAGE ID`, `CREATED`,
-/// `SIZE`; or with `quiet`, one 12-character image ID per row (repeated for an image with
-/// several tags, as docker does). Every line ends with a newline.
-pub fn render_table(rows: &[ImageRow], digests: bool, quiet: bool, now: SystemTime) -> String {
+/// `SIZE`; or with `quiet`, one image ID per row (repeated for an image with several tags, as
+/// docker does). Every line ends with a newline.
+pub fn render_table(rows: &[ImageRow], columns: Columns, quiet: bool, now: SystemTime) -> String {
+    let digests = columns.digests;
     let folded = fold_rows(rows, digests);
     if quiet {
         return folded
             .iter()
-            .map(|(r, _)| format!("{}\n", short_id(&r.image_id)))
+            .map(|(r, _)| format!("{}\n", columns.id(&r.image_id)))
             .collect();
     }
     let mut table: Vec<Vec<String>> = Vec::new();
@@ -54,7 +75,7 @@ pub fn render_table(rows: &[ImageRow], digests: bool, quiet: bool, now: SystemTi
             line.push(d.clone());
         }
         line.extend([
-            short_id(&r.image_id).to_string(),
+            columns.id(&r.image_id).to_string(),
             if since.is_empty() {
                 "N/A".to_string()
             } else {
@@ -70,9 +91,9 @@ pub fn render_table(rows: &[ImageRow], digests: bool, quiet: bool, now: SystemTi
 /// Renders rows as `docker images --format json` does: one JSON object per row and line, keys
 /// sorted, every value a string, `<`, `>` and `&` escaped as Go's encoder escapes them.
 /// `CreatedAt` is in the local time zone, as docker prints it.
-pub fn render_json(rows: &[ImageRow], digests: bool, now: SystemTime) -> String {
+pub fn render_json(rows: &[ImageRow], columns: Columns, now: SystemTime) -> String {
     let mut out = String::new();
-    for (r, d) in fold_rows(rows, digests) {
+    for (r, d) in fold_rows(rows, columns.digests) {
         let created = r
             .created
             .as_deref()
@@ -92,7 +113,7 @@ pub fn render_json(rows: &[ImageRow], digests: bool, now: SystemTime) -> String 
         put("CreatedAt", created_at);
         put("CreatedSince", created_since(r.created.as_deref(), now));
         put("Digest", d);
-        put("ID", short_id(&r.image_id).to_string());
+        put("ID", columns.id(&r.image_id).to_string());
         put("Repository", r.repository.clone());
         put("SharedSize", "N/A".into());
         put("Size", human_size_precision(r.size, 3));
@@ -159,6 +180,11 @@ mod tests {
     use super::super::testutil::{at, id, row};
     use super::*;
 
+    const DIGESTS: Columns = Columns {
+        digests: true,
+        no_trunc: false,
+    };
+
     #[test]
     fn table_matches_capture_19() {
         let expected = "\
@@ -186,9 +212,9 @@ debian                        latest     7ea5cf21978c   18 months ago   117MB
             digest_only,
         ];
         let now = at("2025-05-20T10:00:00Z");
-        assert_eq!(render_table(&rows, false, false, now), expected);
+        assert_eq!(render_table(&rows, Columns::default(), false, now), expected);
         assert_eq!(
-            render_table(&rows, false, true, now),
+            render_table(&rows, Columns::default(), true, now),
             "b8771c0acce2\n6f01b9cfe24d\naa50d2efc6d4\n7ea5cf21978c\n7ea5cf21978c\n7ea5cf21978c\n"
         );
     }
@@ -207,11 +233,11 @@ REPOSITORY                    TAG       DIGEST                                  
         );
         r.digest = Some("sha256:791c47585e2d5f7943859d53f94bea25159a50ead6ec107ddaeac807e38e9e71".into());
         assert_eq!(
-            render_table(&[r], true, false, at("2025-05-20T10:00:00Z")),
+            render_table(&[r], DIGESTS, false, at("2025-05-20T10:00:00Z")),
             expected
         );
         assert_eq!(
-            render_table(&[], false, false, SystemTime::now()),
+            render_table(&[], Columns::default(), false, SystemTime::now()),
             "REPOSITORY   TAG       IMAGE ID   CREATED   SIZE\n"
         );
     }
@@ -223,7 +249,7 @@ REPOSITORY                    TAG       DIGEST                                  
         let mut digest_only = row("bench/debian", "<none>", "7ea5cf21978c", 116_930_000);
         digest_only.digest = Some(id("bbbb"));
         let now = at("2025-05-20T10:00:00Z");
-        let out = render_json(&[tagged.clone(), digest_only.clone()], false, now);
+        let out = render_json(&[tagged.clone(), digest_only.clone()], Columns::default(), now);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2);
         let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
@@ -242,7 +268,7 @@ REPOSITORY                    TAG       DIGEST                                  
         assert!(lines[0].ends_with(tail), "{}", lines[0]);
         let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(v["Digest"], "");
-        let out = render_json(&[tagged, digest_only], true, now);
+        let out = render_json(&[tagged, digest_only], DIGESTS, now);
         assert!(out.contains(&format!(r#""Digest":"{}""#, id("aaaa"))));
     }
 }
