@@ -203,13 +203,29 @@ _rpull() {
             return 0
             ;;
         rpull__subcmd__agent)
-            opts="-h --nats --hostname --label --concurrency --config --root --help"
+            opts="-h --nats --nats-ca --nats-cert --nats-key --nats-nkey-file --hostname --label --concurrency --config --root --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --nats)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-nkey-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -715,7 +731,7 @@ _rpull() {
             return 0
             ;;
         rpull__subcmd__serve)
-            opts="-h --cri-socket --listen --nats --signing-key-file --job-timeout --hostname --label --config --progress-timeout --read-timeout --root --help"
+            opts="-h --cri-socket --listen --nats --signing-key-file --job-timeout --hostname --label --nats-ca --nats-cert --nats-key --nats-nkey-file --config --progress-timeout --read-timeout --root --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -746,6 +762,22 @@ _rpull() {
                     return 0
                     ;;
                 --label)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-nkey-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -115,7 +115,7 @@ pub struct FleetServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
 
-    /// The NATS server the agents listen on (e.g. nats://127.0.0.1:4222); without it, jobs run on this node
+    /// The NATS server the agents listen on (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222); without it, jobs run on this node
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
 
@@ -134,14 +134,41 @@ pub struct FleetServeArgs {
     /// This node's label for jobs run here without --nats (KEY=VALUE; repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+
+    #[command(flatten)]
+    pub nats_access: NatsAccessArgs,
+}
+
+/// How `agent` and `serve` reach NATS beyond its URL; each flag falls back to the config file
+/// key of the same name.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NatsAccessArgs {
+    /// CA certificates (PEM) NATS's certificate must chain to, instead of the system's; TLS is then required [default: the config file's nats-ca]
+    #[arg(long, value_name = "FILE")]
+    pub nats_ca: Option<PathBuf>,
+
+    /// A client certificate (PEM) for a NATS server that verifies clients, with --nats-key [default: the config file's nats-cert]
+    #[arg(long, value_name = "FILE")]
+    pub nats_cert: Option<PathBuf>,
+
+    /// The key (PEM) of --nats-cert [default: the config file's nats-key]
+    #[arg(long, value_name = "FILE")]
+    pub nats_key: Option<PathBuf>,
+
+    /// A file holding the NATS user's nkey seed (SU...) [default: the config file's nats-nkey-file]
+    #[arg(long, value_name = "FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
 }
 
 /// `agent`'s options.
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
-    /// The NATS server (e.g. nats://127.0.0.1:4222)
+    /// The NATS server (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222)
     #[arg(long, value_name = "URL", required = true)]
     pub nats: Option<String>,
+
+    #[command(flatten)]
+    pub nats_access: NatsAccessArgs,
 
     /// This node's name, the target `/node/NAME/...` reaches [default: the system's hostname]
     #[arg(long, value_name = "NAME")]

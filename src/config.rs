@@ -2,8 +2,9 @@
 //! `~/.config/rpull/config.json`), or the file named by `--config` / `RPULL_CONFIG`. It holds
 //! what docker keeps in `daemon.json`: insecure registries, Docker Hub mirrors, per-registry
 //! mirrors (which docker lacks), the download concurrency, the `certs.d` directory, how
-//! large blobs are fetched as concurrent ranges ([`crate::settings::RangeSettings`]), and the key
-//! file signing the fleet API's tokens (`rpull serve`). Command-line flags win over it.
+//! large blobs are fetched as concurrent ranges ([`crate::settings::RangeSettings`]), the key
+//! file signing the fleet API's tokens (`rpull serve`), and how the agents and the server reach
+//! NATS ([`crate::settings::NatsSettings`]). Command-line flags win over it.
 //!
 //! The file is parsed into a [`Layer`], the settings every source may give, each optional: a
 //! caller's overrides (the command line's flags, a server's request) are a `Layer` too, and
@@ -21,7 +22,11 @@
 //!   "parallel-chunk-size": 16777216,
 //!   "connections-per-blob": 4,
 //!   "max-connections": 12,
-//!   "signing-key-file": "/etc/rpull/signing.key"
+//!   "signing-key-file": "/etc/rpull/signing.key",
+//!   "nats-ca": "/etc/rpull/nats-ca.pem",
+//!   "nats-cert": "/etc/rpull/nats-client.pem",
+//!   "nats-key": "/etc/rpull/nats-client.key",
+//!   "nats-nkey-file": "/etc/rpull/nats.nk"
 //! }
 //! ```
 
@@ -86,6 +91,14 @@ pub struct Layer {
     pub connections_per_blob: Option<u32>,
     /// Open blob connections of one pull in all (ranges and whole layers).
     pub max_connections: Option<u32>,
+    /// CA certificates (PEM) that NATS's TLS certificate must chain to.
+    pub nats_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for NATS servers that verify clients.
+    pub nats_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub nats_key: Option<PathBuf>,
+    /// A file holding the NATS user's nkey seed (`SU…`).
+    pub nats_nkey_file: Option<PathBuf>,
 }
 
 impl Layer {
@@ -152,6 +165,13 @@ impl Layer {
             parallel_chunk_size: self.parallel_chunk_size.or(lower.parallel_chunk_size),
             connections_per_blob: self.connections_per_blob.or(lower.connections_per_blob),
             max_connections: self.max_connections.or(lower.max_connections),
+            nats_ca: self.nats_ca.clone().or_else(|| lower.nats_ca.clone()),
+            nats_cert: self.nats_cert.clone().or_else(|| lower.nats_cert.clone()),
+            nats_key: self.nats_key.clone().or_else(|| lower.nats_key.clone()),
+            nats_nkey_file: self
+                .nats_nkey_file
+                .clone()
+                .or_else(|| lower.nats_nkey_file.clone()),
         }
     }
 }
@@ -205,7 +225,8 @@ mod tests {
     fn parses_every_key_and_refuses_unknown_ones() {
         let every_key = r#"{"insecure-registries":["r:5000"],"registry-mirrors":["https://m.example"],
             "mirrors":{"r:5000":["http://c:1/"]},"max-concurrent-downloads":7,"certs-d":"/x",
-            "signing-key-file":"/k"}"#;
+            "signing-key-file":"/k","nats-ca":"/ca","nats-cert":"/c","nats-key":"/ck",
+            "nats-nkey-file":"/nk"}"#;
         let (dir, p) = temp_file("c.json", every_key);
         let c = Layer::load(Some(&p)).unwrap();
         assert_eq!(c.insecure_registries, vec!["r:5000"]);
@@ -213,6 +234,11 @@ mod tests {
         assert_eq!(c.mirrors["r:5000"], vec!["http://c:1/"]);
         assert_eq!(c.certs_d.as_deref(), Some(Path::new("/x")));
         assert_eq!(c.signing_key_file.as_deref(), Some(Path::new("/k")));
+        let nats = [&c.nats_ca, &c.nats_cert, &c.nats_key, &c.nats_nkey_file];
+        assert_eq!(
+            nats.map(|p| p.as_deref().unwrap().to_str().unwrap()),
+            ["/ca", "/c", "/ck", "/nk"]
+        );
         std::fs::write(&p, r#"{"bogus":1}"#).unwrap();
         assert!(matches!(Layer::load(Some(&p)), Err(ConfigError::Parse { .. })));
         assert!(matches!(
@@ -249,6 +275,8 @@ mod tests {
             max_concurrent_downloads: Some(6),
             certs_d: Some(PathBuf::from("/low")),
             parallel_chunk_size: Some(10),
+            nats_ca: Some(PathBuf::from("/low-ca")),
+            nats_nkey_file: Some(PathBuf::from("/low-nk")),
             ..Layer::default()
         };
         let upper = Layer {
@@ -256,6 +284,7 @@ mod tests {
             mirrors: BTreeMap::from([("b:1".into(), vec!["http://up-b:1".into()])]),
             max_concurrent_downloads: Some(2),
             signing_key_file: Some(PathBuf::from("/k")),
+            nats_nkey_file: Some(PathBuf::from("/up-nk")),
             ..Layer::default()
         };
         let merged = upper.over(&lower);
@@ -267,6 +296,8 @@ mod tests {
         assert_eq!(merged.certs_d.as_deref(), Some(Path::new("/low")));
         assert_eq!(merged.signing_key_file.as_deref(), Some(Path::new("/k")));
         assert_eq!(merged.parallel_chunk_size, Some(10));
+        assert_eq!(merged.nats_ca.as_deref(), Some(Path::new("/low-ca")));
+        assert_eq!(merged.nats_nkey_file.as_deref(), Some(Path::new("/up-nk")));
         assert_eq!(merged.connections_per_blob, None);
         let mirrors = Layer {
             registry_mirrors: vec!["https://up.example".into()],

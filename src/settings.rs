@@ -136,6 +136,16 @@ pub enum SettingsError {
     /// Neither `--root` nor a data directory.
     #[error("cannot find a data directory for the store: set --root or RPULL_ROOT")]
     NoRoot,
+    /// A NATS client certificate without its key, or a key without its certificate.
+    #[error("the NATS client {given} {} has no {missing}: give both --nats-cert and --nats-key (or the config file's nats-cert and nats-key)", path.display())]
+    NatsPair {
+        /// `certificate` or `key`.
+        given: &'static str,
+        /// Its file.
+        path: PathBuf,
+        /// What is missing.
+        missing: &'static str,
+    },
 }
 
 /// Everything that decides how rpull reaches registries and where it stores images; the same
@@ -161,6 +171,22 @@ pub struct Settings {
     /// The key that signs and checks fleet API tokens (`--signing-key-file`, else the config
     /// file's `signing-key-file`).
     pub signing_key_file: Option<PathBuf>,
+    /// How the fleet agents and the server reach NATS (TLS and nkey files).
+    pub nats: NatsSettings,
+}
+
+/// How the fleet's processes reach NATS, beyond the URL (`nats://` or `tls://`, which may
+/// carry `user:password@` or `token@`): the flags `--nats-ca`, `--nats-cert`, `--nats-key` and
+/// `--nats-nkey-file`, else the config file's keys of those names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsSettings {
+    /// CA certificates (PEM) the server's certificate must chain to, instead of the system's;
+    /// TLS is then required.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key (PEM); TLS is then required.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// The file holding the user's nkey seed, for servers with nkey users.
+    pub nkey_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -239,6 +265,28 @@ impl Settings {
             retry: overrides.retry.clone().unwrap_or_default(),
             max_layer_bytes: var(env::MAX_LAYER_BYTES).and_then(|v| v.trim().parse().ok()),
             signing_key_file: layer.signing_key_file.clone(),
+            nats: NatsSettings {
+                ca: layer.nats_ca.clone(),
+                client_cert: match (&layer.nats_cert, &layer.nats_key) {
+                    (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+                    (None, None) => None,
+                    (Some(cert), None) => {
+                        return Err(SettingsError::NatsPair {
+                            given: "certificate",
+                            path: cert.clone(),
+                            missing: "key",
+                        })
+                    }
+                    (None, Some(key)) => {
+                        return Err(SettingsError::NatsPair {
+                            given: "key",
+                            path: key.clone(),
+                            missing: "certificate",
+                        })
+                    }
+                },
+                nkey_file: layer.nats_nkey_file.clone(),
+            },
             ranges: RangeSettings {
                 threshold: layer.parallel_download_threshold.unwrap_or(d.threshold),
                 chunk_size: layer.parallel_chunk_size.map_or(d.chunk_size, |n| n.max(1)),
@@ -369,6 +417,40 @@ mod tests {
         let s = build(&Overrides::default(), &file, &[]);
         assert_eq!(s.max_concurrent_downloads, 6);
         assert_eq!(s.hub_mirrors[0].as_str(), "https://file-mirror.example/");
+    }
+
+    #[test]
+    fn nats_files_come_from_flags_over_the_file_and_a_client_pair_must_be_whole() {
+        let file = Layer {
+            nats_ca: Some(PathBuf::from("/file/ca.pem")),
+            nats_key: Some(PathBuf::from("/file/client.key")),
+            ..Layer::default()
+        };
+        let mut flags = Overrides::default();
+        flags.layer.nats_cert = Some(PathBuf::from("/flag/client.pem"));
+        flags.layer.nats_nkey_file = Some(PathBuf::from("/flag/user.nk"));
+        let s = build(&flags, &file, &[]);
+        assert_eq!(
+            s.nats,
+            NatsSettings {
+                ca: Some(PathBuf::from("/file/ca.pem")),
+                client_cert: Some((
+                    PathBuf::from("/flag/client.pem"),
+                    PathBuf::from("/file/client.key")
+                )),
+                nkey_file: Some(PathBuf::from("/flag/user.nk")),
+            }
+        );
+        let half = Layer {
+            nats_cert: Some(PathBuf::from("/c.pem")),
+            ..Layer::default()
+        };
+        let err =
+            Settings::from_parts(PathBuf::from("/r"), &Overrides::default(), &half, &|_| None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the NATS client certificate /c.pem has no key: give both --nats-cert and --nats-key (or the config file's nats-cert and nats-key)"
+        );
     }
 
     #[test]

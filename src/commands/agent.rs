@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{fail, watch_signals};
+use super::{fail, lay_nats_access, watch_signals};
 use rpull::cli::AgentArgs;
 use rpull::fleet::agent::{self, AgentConfig, AgentEvent};
 use rpull::fleet::node::Node;
+use rpull::settings::Overrides;
 
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(args: AgentArgs, root: Option<PathBuf>) -> ExitCode {
@@ -17,7 +18,13 @@ pub async fn run(args: AgentArgs, root: Option<PathBuf>) -> ExitCode {
     let Some(url) = args.nats else {
         return fail("rpull agent: --nats is required");
     };
-    let node = match Node::open(root, args.config, args.hostname, &args.labels) {
+    let mut overrides = Overrides {
+        root,
+        config: args.config,
+        ..Overrides::default()
+    };
+    lay_nats_access(&args.nats_access, &mut overrides.layer);
+    let node = match Node::open(&overrides, args.hostname, &args.labels) {
         Ok(n) => n,
         Err(e) => return fail(&format!("rpull agent: {e}")),
     };

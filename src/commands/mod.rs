@@ -119,3 +119,12 @@ pub fn watch_signals(cancel: CancellationToken) {
         }
     });
 }
+
+/// The NATS access flags of `agent` and `serve`, laid into the overrides' layer (they fall
+/// back to the config file there).
+pub fn lay_nats_access(args: &rpull::cli::NatsAccessArgs, layer: &mut Layer) {
+    layer.nats_ca = args.nats_ca.clone();
+    layer.nats_cert = args.nats_cert.clone();
+    layer.nats_key = args.nats_key.clone();
+    layer.nats_nkey_file = args.nats_nkey_file.clone();
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{fail, watch_signals};
+use super::{fail, lay_nats_access, watch_signals};
 use rpull::cli::{FleetServeArgs, ServeArgs};
 use rpull::cri;
 use rpull::engine::Engine;
@@ -29,6 +29,7 @@ pub async fn run(args: ServeArgs, root: Option<PathBuf>) -> ExitCode {
         ..Overrides::default()
     };
     overrides.layer.signing_key_file = args.fleet.signing_key_file.clone();
+    lay_nats_access(&args.fleet.nats_access, &mut overrides.layer);
     let settings = match Settings::load(&overrides) {
         Ok(s) => s,
         Err(e) => return fail(&format!("rpull serve: {e}")),
@@ -122,6 +123,7 @@ async fn run_fleet(fleet: FleetServeArgs, engine: Engine, shutdown: Cancellation
     let options = ServeOptions {
         listen,
         nats: fleet.nats,
+        nats_settings: engine.settings().nats.clone(),
         signing_key_file,
         job_timeout: fleet.job_timeout,
     };

@@ -86,11 +86,15 @@ pub async fn run(
     events: impl Fn(AgentEvent) + Send + Sync + 'static,
 ) -> Result<(), BusError> {
     let client_name = format!("rpull-agent-{}", config.hostname);
+    let events = Arc::new(events);
+    let waiting = {
+        let events = Arc::clone(&events);
+        Arc::new(move |why| events(AgentEvent::Waiting(why)))
+    };
     let bus = tokio::select! {
-        bus = Bus::connect(nats_url, &client_name, |why| events(AgentEvent::Waiting(why))) => bus?,
+        bus = Bus::connect(nats_url, &engine.settings().nats, &client_name, waiting) => bus?,
         _ = cancel.cancelled() => return Ok(()),
     };
-    let events = Arc::new(events);
     let gate: Arc<dyn BlobGate> = Arc::new(NatsGate::new(bus.claims.clone(), &config.hostname));
     let info = AgentInfo {
         hostname: config.hostname.clone(),

@@ -5,14 +5,22 @@
 //! agent's heartbeat, expiring when it stops beating) and `blob-claims` (`claims.<mirror>.<blob>`:
 //! which agent fetches a blob into a shared cache, see [`super::claims`]).
 //!
-//! Start order does not matter: a process started before NATS waits for it, retrying.
+//! Start order does not matter: a process started before NATS waits for it, retrying, and
+//! says once why each attempt fails (TLS, authorization) until it gets through.
+//!
+//! NATS is reached as [`NatsSettings`] say: TLS with the system's roots or `--nats-ca`, a
+//! client certificate, an nkey seed (read and checked at start), or a user and password or
+//! token in the URL. No log line carries the URL's credentials or the seed.
 
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 use serde::{Deserialize, Serialize};
 
 use super::target::{host_token, Label};
+use crate::settings::NatsSettings;
 
 /// The stream of job notifications.
 pub const JOBS_STREAM: &str = "JOBS";
@@ -49,6 +57,16 @@ pub enum BusError {
     /// A stream, bucket or consumer could not be set up or used.
     #[error("JetStream: {0}")]
     JetStream(String),
+    /// A TLS or nkey file named by the settings cannot be used.
+    #[error("cannot use {what} {}: {message}", path.display())]
+    File {
+        /// Which file (`the NATS nkey seed file`, …).
+        what: &'static str,
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Why.
+        message: String,
+    },
 }
 
 impl BusError {
@@ -102,22 +120,56 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Connects to `url` and creates what is missing, retrying with backoff until NATS
-    /// answers (and reconnecting for ever after); `waiting` is told once, with the URL
-    /// without credentials, when the first attempt fails. It fails only for a URL that
-    /// cannot be used at all; the caller cancels it by dropping it.
-    pub async fn connect(url: &str, name: &str, waiting: impl Fn(String)) -> Result<Bus, BusError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(name)
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(2000)))
-            .connect(url)
-            .await
-            .map_err(|e| BusError::Connect {
-                url: redact_url(url),
-                message: e.to_string(),
-            })?;
+    /// Connects to `url` as `nats` says and creates what is missing, retrying with backoff
+    /// until NATS answers (and reconnecting for ever after). `waiting` is told, with the URL
+    /// without credentials, when the first attempt fails and whenever the reason a connection
+    /// fails changes. It fails only for a URL or a file that cannot be used at all; the
+    /// caller cancels it by dropping it.
+    pub async fn connect(
+        url: &str,
+        nats: &NatsSettings,
+        name: &str,
+        waiting: Arc<dyn Fn(String) + Send + Sync>,
+    ) -> Result<Bus, BusError> {
+        let shown = redact_url(url);
+        let reasons = Reasons {
+            waiting: Arc::clone(&waiting),
+            url: shown.clone(),
+            last: Arc::new(Mutex::new(None)),
+        };
+        let options = || -> Result<async_nats::ConnectOptions, BusError> {
+            let reasons = reasons.clone();
+            Ok(connect_options(url, nats)?
+                .name(name)
+                .max_reconnects(None)
+                .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(2000)))
+                .event_callback(move |event| {
+                    match &event {
+                        async_nats::Event::ClientError(e) => reasons.tell(e.to_string()),
+                        async_nats::Event::ServerError(e) => reasons.tell(format!("server error: {e}")),
+                        async_nats::Event::Connected => reasons.forget(),
+                        _ => {}
+                    }
+                    async {}
+                }))
+        };
+        // One attempt first: its error has the whole reason (a certificate the CA does not
+        // sign, say), where the attempts in the background report only its kind.
+        let client = match options()?.connect(url).await {
+            Ok(client) => client,
+            Err(e) => {
+                reasons.tell(e.to_string());
+                reasons.seen(async_nats::ClientError::Other(e.kind().to_string()).to_string());
+                options()?
+                    .retry_on_initial_connect()
+                    .connect(url)
+                    .await
+                    .map_err(|e| BusError::Connect {
+                        url: shown.clone(),
+                        message: e.to_string(),
+                    })?
+            }
+        };
         let js = jetstream::new(client);
         let mut pause = Duration::from_millis(200);
         let mut told = false;
@@ -126,7 +178,7 @@ impl Bus {
                 Ok(bus) => return Ok(bus),
                 Err(e) => {
                     if !std::mem::replace(&mut told, true) {
-                        waiting(format!("waiting for NATS at {} ({e})", redact_url(url)));
+                        waiting(format!("waiting for NATS at {shown} ({e})"));
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(SETUP_RETRY_MAX);
@@ -178,6 +230,110 @@ pub fn redact_url(url: &str) -> String {
         .join(",")
 }
 
+/// Tells why connecting fails, each reason once until a connection is made.
+#[derive(Clone)]
+struct Reasons {
+    waiting: Arc<dyn Fn(String) + Send + Sync>,
+    /// The URL without credentials.
+    url: String,
+    last: Arc<Mutex<Option<String>>>,
+}
+
+impl Reasons {
+    fn tell(&self, why: String) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(&why) {
+            (self.waiting)(format!("cannot reach NATS at {}: {why}", self.url));
+            *last = Some(why);
+        }
+    }
+
+    /// Takes `why` as told (the background's short form of a reason just told in full).
+    fn seen(&self, why: String) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    fn forget(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// The connection options of `url` and `nats`: the URL's user and password or token, TLS
+/// required with a CA or a client certificate, and the nkey seed read and checked now.
+fn connect_options(url: &str, nats: &NatsSettings) -> Result<async_nats::ConnectOptions, BusError> {
+    let mut options = async_nats::ConnectOptions::new();
+    match url_auth(url) {
+        Some((user, Some(password))) => options = options.user_and_password(user, password),
+        Some((token, None)) => options = options.token(token),
+        None => {}
+    }
+    if let Some(ca) = &nats.ca {
+        readable(ca, "the NATS CA file")?;
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &nats.client_cert {
+        readable(cert, "the NATS client certificate")?;
+        readable(key, "the NATS client key")?;
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    if let Some(path) = &nats.nkey_file {
+        options = options.nkey(read_nkey_seed(path)?);
+    }
+    Ok(options)
+}
+
+/// The `user:password@` (or `token@`) of the first server in `url` (comma-separated, as
+/// async-nats takes them) that has one, percent-decoded. async-nats connects to the URL but
+/// does not send what it carries.
+fn url_auth(url: &str) -> Option<(String, Option<String>)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    url.split(',').find_map(|one| {
+        let one = one.trim();
+        let with_scheme = if one.contains("://") {
+            one.to_string()
+        } else {
+            format!("nats://{one}")
+        };
+        let parsed = url::Url::parse(&with_scheme).ok()?;
+        (!parsed.username().is_empty()).then(|| (decode(parsed.username()), parsed.password().map(decode)))
+    })
+}
+
+/// Fails unless `path` can be read (async-nats reads it only when it connects, where an error
+/// would just be retried).
+fn readable(path: &Path, what: &'static str) -> Result<(), BusError> {
+    std::fs::File::open(path).map(drop).map_err(|e| BusError::File {
+        what,
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The nkey seed in `path`: its first line that is a seed (`nk -gen user` writes one line;
+/// comments and blank lines are passed over), checked to be one.
+fn read_nkey_seed(path: &Path) -> Result<String, BusError> {
+    let bad = |message: String| BusError::File {
+        what: "the NATS nkey seed file",
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("//"))
+        .ok_or_else(|| bad("it holds no seed".to_string()))?;
+    // The error text of nkeys never repeats the seed.
+    nkeys::KeyPair::from_seed(seed).map_err(|_| bad("it holds no valid nkey seed (SU…)".to_string()))?;
+    Ok(seed.to_string())
+}
+
 /// Opens bucket `name`, creating it when missing (two processes racing both end with it).
 ///
 /// The bucket's stream is created here with the layout async-nats' `create_key_value` gives
@@ -219,6 +375,65 @@ async fn bucket(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testfs::temp_file;
+    use std::path::PathBuf;
+
+    #[test]
+    fn nkey_seed_files_are_read_and_checked_without_showing_the_seed() {
+        let user = nkeys::KeyPair::new_user();
+        let seed = user.seed().unwrap();
+        let (_dir, path) = temp_file("user.nk", &format!("# rpull agent\n\n{seed}\n"));
+        assert_eq!(read_nkey_seed(&path).unwrap(), seed);
+        // One character changed: the seed's checksum no longer matches.
+        let mut broken = seed.clone();
+        broken.replace_range(10..11, if &seed[10..11] == "A" { "B" } else { "A" });
+        let (_dir, path) = temp_file("bad.nk", &broken);
+        let err = read_nkey_seed(&path).unwrap_err().to_string();
+        assert!(
+            err.ends_with("bad.nk: it holds no valid nkey seed (SU…)"),
+            "{err}"
+        );
+        assert!(!err.contains(&broken[2..]), "{err}");
+        let (_dir, path) = temp_file("empty.nk", "# nothing\n");
+        assert!(read_nkey_seed(&path)
+            .unwrap_err()
+            .to_string()
+            .ends_with("it holds no seed"));
+        let missing = read_nkey_seed(Path::new("/nonexistent/user.nk")).unwrap_err();
+        assert!(missing
+            .to_string()
+            .starts_with("cannot use the NATS nkey seed file /nonexistent/user.nk: "));
+    }
+
+    #[test]
+    fn a_urls_user_and_password_or_token_are_read_from_its_first_server_with_them() {
+        assert_eq!(url_auth("nats://127.0.0.1:4222"), None);
+        assert_eq!(
+            url_auth("tls://agent:p%40ss%3Aw@nats.lan:4222"),
+            Some(("agent".into(), Some("p@ss:w".into())))
+        );
+        assert_eq!(
+            url_auth("nats://a.lan:4222, s3cr3t@b.lan:4222"),
+            Some(("s3cr3t".into(), None))
+        );
+        assert_eq!(url_auth("u:p@c.lan:4222"), Some(("u".into(), Some("p".into()))));
+    }
+
+    #[test]
+    fn tls_files_must_be_readable_at_start() {
+        let nats = NatsSettings {
+            ca: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..NatsSettings::default()
+        };
+        let err = connect_options("nats://127.0.0.1:4222", &nats)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("cannot use the NATS CA file /nonexistent/ca.pem: "),
+            "{err}"
+        );
+    }
 
     #[test]
     fn keys() {

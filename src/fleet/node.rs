@@ -1,8 +1,6 @@
 //! This node as the agent and the standalone server pull on it: the store and settings the
-//! CLI would use (config file, mirrors, certs.d), the node's docker credentials, its hostname
-//! and labels.
-
-use std::path::PathBuf;
+//! CLI would use (config file, mirrors, certs.d, how NATS is reached), the node's docker
+//! credentials, its hostname and labels.
 
 use super::target::{check_hostname, Label, TargetError};
 use crate::credentials::{CredentialChain, CredentialLookup};
@@ -44,16 +42,11 @@ pub struct Node {
 impl Node {
     /// Opens the node's store with the settings the CLI would have.
     pub fn open(
-        root: Option<PathBuf>,
-        config: Option<PathBuf>,
+        overrides: &Overrides,
         hostname: Option<String>,
         labels: &[String],
     ) -> Result<Node, NodeError> {
-        let settings = Settings::load(&Overrides {
-            root,
-            config,
-            ..Default::default()
-        })?;
+        let settings = Settings::load(overrides)?;
         let engine = Engine::open(settings)?.with_shared_download_limit();
         Node::with_engine(engine, hostname, labels)
     }

@@ -11,6 +11,7 @@ use super::bus::{Bus, BusError};
 use super::dispatch::{Backend, Local};
 use super::http::{router, serve, Api};
 use super::node::Node;
+use crate::settings::NatsSettings;
 
 /// What the API is served with.
 pub struct ServeOptions {
@@ -18,6 +19,8 @@ pub struct ServeOptions {
     pub listen: String,
     /// The NATS URL; `None` runs jobs on `node`.
     pub nats: Option<String>,
+    /// How NATS is reached (TLS, nkey).
+    pub nats_settings: NatsSettings,
     /// The signing key file.
     pub signing_key_file: PathBuf,
     /// How long a request waits.
@@ -55,10 +58,12 @@ pub async fn run(
     log: impl Fn(String) + Send + Sync + 'static,
 ) -> Result<(), ServeError> {
     let key = SigningKey::read(&options.signing_key_file)?;
+    let log: Arc<dyn Fn(String) + Send + Sync> = Arc::new(log);
     let backend = match &options.nats {
         Some(url) => {
+            let connect = Bus::connect(url, &options.nats_settings, "rpull-serve", Arc::clone(&log));
             let bus = tokio::select! {
-                bus = Bus::connect(url, "rpull-serve", &log) => bus?,
+                bus = connect => bus?,
                 _ = cancel.cancelled() => return Ok(()),
             };
             Backend::Nats(Box::new(bus))
@@ -89,7 +94,7 @@ pub async fn run(
         backend,
         key,
         job_timeout: options.job_timeout,
-        log: Box::new(log),
+        log: Box::new(move |line| log(line)),
     });
     serve(listener, router(api), cancel)
         .await

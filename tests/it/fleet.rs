@@ -141,9 +141,32 @@ fn three_agents() -> Vec<(&'static str, Vec<&'static str>)> {
     ]
 }
 
+/// How the fleet's processes reach its NATS: the URL the agents and the server are given,
+/// and the server's extra flags.
+struct Access {
+    agent_url: String,
+    server_url: String,
+    server_args: Vec<String>,
+}
+
 impl Fleet {
     fn start(agents: Vec<(&str, Vec<&str>)>, job_timeout: &str, agent_config: Option<&Value>) -> Fleet {
         let nats = Nats::start();
+        let access = Access {
+            agent_url: nats.url(),
+            server_url: nats.url(),
+            server_args: Vec::new(),
+        };
+        Fleet::start_on(nats, &access, agents, job_timeout, agent_config)
+    }
+
+    fn start_on(
+        nats: Nats,
+        access: &Access,
+        agents: Vec<(&str, Vec<&str>)>,
+        job_timeout: &str,
+        agent_config: Option<&Value>,
+    ) -> Fleet {
         let key_dir = crate::support::temp_dir("rpull-fleet-key-");
         let key = key_dir.path().join("signing.key");
         fs::write(&key, "fleet-test-signing-key\n").unwrap();
@@ -164,10 +187,16 @@ impl Fleet {
             .collect();
         // Agents first: they create the stream and buckets; the server finds them in place.
         for agent in &mut fleet_agents {
-            agent.start(&nats.url());
+            agent.start(&access.agent_url);
         }
         let server_sandbox = rpull();
-        let server = start_server(&server_sandbox, &nats.url(), &key, job_timeout);
+        let server = start_server(
+            &server_sandbox,
+            &access.server_url,
+            &key,
+            job_timeout,
+            &access.server_args,
+        );
         let base = listen_address(&server);
         Fleet {
             nats,
@@ -253,18 +282,30 @@ fn json_body(resp: reqwest::blocking::Response) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"))
 }
 
-fn start_server(sandbox: &Rpull, nats: &str, key: &std::path::Path, job_timeout: &str) -> RunningRpull {
-    sandbox.spawn([
+fn start_server(
+    sandbox: &Rpull,
+    nats: &str,
+    key: &std::path::Path,
+    job_timeout: &str,
+    extra: &[String],
+) -> RunningRpull {
+    let mut args: Vec<String> = [
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--nats",
         nats,
         "--signing-key-file",
-        key.to_str().unwrap(),
-        "--job-timeout",
-        job_timeout,
-    ])
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend([
+        key.display().to_string(),
+        "--job-timeout".into(),
+        job_timeout.into(),
+    ]);
+    args.extend_from_slice(extra);
+    sandbox.spawn(&args)
 }
 
 fn listen_address(server: &RunningRpull) -> String {
@@ -492,7 +533,13 @@ fn jobs_go_on_after_a_nats_restart_and_outlive_the_server() {
 
     // The job and its answers are in JetStream: a new server process reads them.
     fleet.server.signal(libc::SIGKILL);
-    fleet.server = start_server(&fleet.server_sandbox, &fleet.nats.url(), &fleet.key, JOB_TIMEOUT);
+    fleet.server = start_server(
+        &fleet.server_sandbox,
+        &fleet.nats.url(),
+        &fleet.key,
+        JOB_TIMEOUT,
+        &[],
+    );
     fleet.base = listen_address(&fleet.server);
     let job_id = body["job_id"].as_str().unwrap();
     let (status, job) = fleet.get(&format!("/job/{job_id}"), Some(&fleet.writer()));
@@ -1181,7 +1228,7 @@ fn an_agent_and_the_server_started_before_nats_wait_for_it_and_a_job_completes()
     let key = key_dir.path().join("k");
     fs::write(&key, "early").unwrap();
     let sandbox = rpull();
-    let server = start_server(&sandbox, &url, &key, "20s");
+    let server = start_server(&sandbox, &url, &key, "20s", &[]);
     wait_stderr(&server, "waiting for NATS at", Duration::from_secs(20));
 
     let _nats = Nats::start_at(port);
@@ -1199,4 +1246,116 @@ fn an_agent_and_the_server_started_before_nats_wait_for_it_and_a_job_completes()
     assert_eq!(status, 202, "{body}");
     assert_ok(&results(&body)[0], &image, "v1", true);
     agent.assert_store_ok();
+}
+
+/// A NATS server that asks every client for a certificate of `pki`'s CA and knows two users:
+/// the nkey user `agents` (its public key) and `rpull-serve` with `password`.
+fn secured_nats(pki: &crate::support::pki::Pki, agents: &str, password: &str) -> Nats {
+    Nats::start_with_config(&format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n}}\n\
+         authorization {{\n  users = [\n    {{ nkey: \"{agents}\" }}\n    {{ user: \"rpull-serve\", password: \"{password}\" }}\n  ]\n}}\n",
+        pki.path("server.pem").display(),
+        pki.path("server.key").display(),
+        pki.path("ca.pem").display(),
+    ))
+}
+
+#[test]
+fn the_fleet_reaches_nats_over_mutual_tls_with_an_nkey_and_a_password_and_logs_neither() {
+    let pki = crate::support::pki::Pki::new();
+    let (client_cert, client_key) = (pki.path("client.pem"), pki.path("client.key"));
+    fs::write(&client_cert, &pki.client_cert_pem).unwrap();
+    fs::write(&client_key, &pki.client_key_pem).unwrap();
+    let agents_key = nkeys::KeyPair::new_user();
+    let seed = agents_key.seed().unwrap();
+    let seed_file = pki.path("agents.nk");
+    fs::write(&seed_file, format!("{seed}\n")).unwrap();
+    let password = "pw-of-rpull-serve-9f3a";
+    let nats = secured_nats(&pki, &agents_key.public_key(), password);
+    let port = nats.port();
+    let registry = Registry::start();
+    registry.push_small_image("fleet/secured", "v1", 23);
+    let reference = registry.image_ref("fleet/secured", "v1");
+
+    // The agents take the TLS files and the seed from their config file, the server from
+    // its flags; the server's password is in its URL.
+    let agent_config = json!({
+        "nats-ca": pki.path("ca.pem"),
+        "nats-cert": client_cert,
+        "nats-key": client_key,
+        "nats-nkey-file": seed_file,
+    });
+    let access = Access {
+        agent_url: format!("tls://127.0.0.1:{port}"),
+        server_url: format!("tls://rpull-serve:{password}@127.0.0.1:{port}"),
+        server_args: [
+            ("--nats-ca", pki.path("ca.pem")),
+            ("--nats-cert", client_cert.clone()),
+            ("--nats-key", client_key.clone()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+        .collect(),
+    };
+    let fleet = Fleet::start_on(nats, &access, three_agents(), JOB_TIMEOUT, Some(&agent_config));
+    let (status, body) = fleet.pull("_all", &reference);
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(hostnames(&body), ["node-a", "node-b", "node-c"], "{body}");
+    for r in results(&body) {
+        assert_eq!(r["status"], "ok", "{r}");
+    }
+    let logs = [fleet.server.stderr_so_far()]
+        .into_iter()
+        .chain(fleet.agents.iter().map(Agent::log));
+    for log in logs {
+        assert!(
+            !log.contains(password) && !log.contains(&seed[2..]),
+            "a secret in a log:\n{log}"
+        );
+    }
+
+    // Without the CA, without a client certificate, or with another user's seed, an agent
+    // says why it cannot get through (and never that it is ready).
+    let stranger = pki.path("stranger.nk");
+    fs::write(&stranger, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
+    let with = |keys: &[(&str, &std::path::PathBuf)]| -> Vec<String> {
+        let mut args = vec!["agent".into(), "--nats".into(), access.agent_url.clone()];
+        for (flag, path) in keys {
+            args.extend([flag.to_string(), path.display().to_string()]);
+        }
+        args
+    };
+    let ca = pki.path("ca.pem");
+    let full = [
+        ("--nats-ca", &ca),
+        ("--nats-cert", &client_cert),
+        ("--nats-key", &client_key),
+    ];
+    for (args, why) in [
+        (with(&[("--nats-nkey-file", &seed_file)]), "invalid peer certificate: UnknownIssuer"),
+        (
+            with(&[("--nats-ca", &ca), ("--nats-nkey-file", &seed_file)]),
+            "received fatal alert: BadCertificate",
+        ),
+        (
+            with(&[full.as_slice(), &[("--nats-nkey-file", &stranger)]].concat()),
+            "authorization violation",
+        ),
+    ] {
+        let mut agent = rpull().spawn(&args);
+        agent.wait_for_stderr(why, Duration::from_secs(20));
+        let out = agent.stop_within(libc::SIGTERM, Duration::from_secs(5));
+        assert!(!out.stderr.contains("ready"), "{args:?}: {out}");
+        assert!(
+            out.stderr
+                .contains(&format!("cannot reach NATS at tls://127.0.0.1:{port}: ")),
+            "{args:?}: {out}"
+        );
+    }
+    // A seed file that holds no seed stops the agent at once.
+    let bad = pki.path("bad.nk");
+    fs::write(&bad, "SUnotaseed\n").unwrap();
+    let out = rpull().run(with(&[("--nats-nkey-file", &bad)]));
+    out.assert_code(1);
+    assert!(out.stderr.contains("it holds no valid nkey seed"), "{out}");
 }

@@ -1,6 +1,7 @@
 //! A real NATS server with JetStream (`nats-server -js`) per test, on a free loopback port with
 //! its store in a temporary directory. [`Nats::restart`] stops it and starts it again on the
-//! same port and store, as an operator's restart would.
+//! same port and store, as an operator's restart would. [`Nats::start_with_config`] adds a
+//! config file (TLS, authorization) to the same command line.
 //!
 //! The binary is `$RPULL_TEST_NATS_BIN`, else `/usr/sbin/nats-server` (Debian's package), else
 //! `nats-server` on `PATH`. When it is missing the test fails with install instructions: these
@@ -29,11 +30,24 @@ pub struct Nats {
     binary: PathBuf,
     port: u16,
     dir: TempDir,
+    /// The text of the server's config file (`-c`), if any.
+    config: Option<String>,
 }
 
 impl Nats {
     /// Starts a server (retrying on a port race).
     pub fn start() -> Nats {
+        Nats::start_with(None)
+    }
+
+    /// Starts a server that also reads `config` (nats-server's config syntax: `tls { … }`,
+    /// `authorization { … }`); the listen address, port and JetStream store stay on the
+    /// command line.
+    pub fn start_with_config(config: &str) -> Nats {
+        Nats::start_with(Some(config.to_string()))
+    }
+
+    fn start_with(config: Option<String>) -> Nats {
         let binary = resolve_binary();
         let mut last = String::new();
         for _ in 0..8 {
@@ -42,6 +56,7 @@ impl Nats {
                 binary: binary.clone(),
                 port: free_port(),
                 dir: super::temp_dir("rpull-nats-"),
+                config: config.clone(),
             };
             match nats.launch() {
                 Ok(()) => return nats,
@@ -58,6 +73,7 @@ impl Nats {
             binary: resolve_binary(),
             port,
             dir: super::temp_dir("rpull-nats-"),
+            config: None,
         };
         if let Err(log) = nats.launch() {
             panic!("nats-server would not start on port {port}:\n{log}");
@@ -78,6 +94,11 @@ impl Nats {
             .open(self.log_path())
             .expect("creating nats log");
         let mut cmd = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            let path = self.dir.path().join("nats.conf");
+            fs::write(&path, config).expect("writing nats.conf");
+            cmd.arg("-c").arg(path);
+        }
         cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&store)
             .stdin(Stdio::null())
@@ -106,6 +127,11 @@ impl Nats {
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The log so far.
