@@ -10,7 +10,9 @@
 //! only when running as root; device nodes are only created as root (else counted as skipped);
 //! sockets and extended attributes are not copied. Files that are hardlinked inside one layer
 //! stay hardlinked in the result; `externalHardlinks` from `layer.json` (links whose target came
-//! from a lower layer) are linked to the target already in place.
+//! from a lower layer) are linked to the target already in place. The markers' rules live in
+//! `overlay.rs`, which also answers what a path names in the result without building it (the
+//! pull checks external hardlinks' targets with it, so that `rootfs` does not refuse them later).
 //!
 //! Nothing is written outside the destination: every directory is entered only after `lstat`
 //! shows a real directory, and a symlink (or any non-directory) standing where a layer has a
@@ -24,10 +26,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
 use crate::images::ImagesError;
+use crate::overlay::{self, external_hardlinks, is_marker, whiteout_target, OPAQUE};
 use crate::store::{self, read_image, RefEntry, Store, StoreError};
 
 /// Why the root filesystem could not be built.
@@ -83,9 +86,6 @@ pub struct FlattenStats {
     pub opaque_dirs: u64,
 }
 
-const OPAQUE: &str = ".wh..wh..opq";
-const WHITEOUT_PREFIX: &str = ".wh.";
-
 /// Builds the root filesystem of the image `entry` names into `dest`, which must be an empty
 /// directory or not exist (it is created). `is_root` applies ownership and creates device
 /// nodes. The caller holds the store's shared guard, so that `prune` cannot delete the layers
@@ -140,25 +140,6 @@ fn prepare_dest(dest: &Path) -> Result<(), FlattenError> {
         }
         Ok(_) => Err(FlattenError::NotEmpty(dest.to_path_buf())),
     }
-}
-
-/// The `externalHardlinks` pairs (link, target) recorded in `layer.json`.
-fn external_hardlinks(path: &Path) -> Result<Vec<(String, String)>, FlattenError> {
-    let bytes = fs::read(path).map_err(StoreError::io("read", path))?;
-    let meta: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        FlattenError::Io(StoreError::Io {
-            action: "parse",
-            path: path.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::InvalidData, e),
-        })
-    })?;
-    let mut out = Vec::new();
-    for pair in meta["externalHardlinks"].as_array().into_iter().flatten() {
-        if let (Some(l), Some(t)) = (pair[0].as_str(), pair[1].as_str()) {
-            out.push((l.to_string(), t.to_string()));
-        }
-    }
-    Ok(out)
 }
 
 /// Applies layers into the destination.
@@ -292,25 +273,13 @@ impl Applier {
             }
             self.stats.opaque_dirs += 1;
         }
-        for name in &names {
-            let bytes = name.as_bytes();
-            let Some(target) = bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) else {
-                continue;
-            };
-            // `.wh..wh.*` are AUFS metadata (the opaque marker was handled above); a bare
-            // `.wh.` names nothing.
-            if target.is_empty()
-                || target.starts_with(WHITEOUT_PREFIX.as_bytes())
-                || target == b"."
-                || target == b".."
-            {
-                continue;
-            }
-            remove_any(&dst.join(std::ffi::OsStr::from_bytes(target)))?;
+        // The opaque marker was handled above; other `.wh..wh.*` names are AUFS metadata.
+        for target in names.iter().filter_map(|n| whiteout_target(n)) {
+            remove_any(&dst.join(target))?;
             self.stats.whiteouts += 1;
         }
         for name in &names {
-            if name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            if is_marker(name) {
                 continue;
             }
             self.apply_entry(&src.join(name), &dst.join(name))?;
@@ -431,14 +400,7 @@ impl Applier {
             layer: self.layer.clone(),
             reason,
         };
-        let mut parts = Vec::new();
-        for c in Path::new(rel).components() {
-            match c {
-                Component::Normal(p) => parts.push(p),
-                Component::RootDir | Component::CurDir => {}
-                Component::ParentDir | Component::Prefix(_) => return Err(unsafe_path("leaves the root")),
-            }
-        }
+        let parts = overlay::components(rel).map_err(unsafe_path)?;
         let Some((last, parents)) = parts.split_last() else {
             return Err(unsafe_path("names the root"));
         };

@@ -34,6 +34,7 @@ pub mod gc;
 pub mod images;
 pub mod inspect;
 pub mod manifest;
+pub(crate) mod overlay;
 pub mod platform;
 pub mod progress;
 pub mod pull;

@@ -50,7 +50,7 @@ pub fn pull_code(e: &PullError) -> Code {
         PullError::LayerVerification(_) | PullError::ConfigVerification(_) | PullError::BlobSize { .. } => {
             Code::DataLoss
         }
-        PullError::Unpack(_) => Code::Internal,
+        PullError::Unpack(_) | PullError::ExternalHardlink { .. } => Code::Internal,
         PullError::Cancelled => Code::Cancelled,
         PullError::Internal(_) => Code::Internal,
     }

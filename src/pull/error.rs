@@ -96,12 +96,50 @@ pub enum PullError {
     /// A layer could not be unpacked.
     #[error("failed to register layer: {0}")]
     Unpack(#[from] UnpackError),
+    /// A layer hardlinks to a path that the layers below it in this image (and its own
+    /// whiteouts) leave as no file: the layer stays in the store, this image is refused.
+    #[error("failed to register layer: hardlink {link:?} to {target:?} in layer {layer}: {reason}")]
+    ExternalHardlink {
+        /// The layer's DiffID.
+        layer: Digest,
+        /// The link's path, as `layer.json` records it.
+        link: String,
+        /// The target's path.
+        target: String,
+        /// What the target is.
+        reason: BadLinkTarget,
+    },
     /// Stopped by the user.
     #[error("cancelled")]
     Cancelled,
     /// Something that should not happen (a task panicked).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a hardlink into lower layers cannot be made: what the target is in the image's layers
+/// up to the link's. The last words are what link(2) answers there, as containerd's applier
+/// reports it (`link OLD NEW: operation not permitted` and so on).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadLinkTarget {
+    /// The target is a directory.
+    #[error("the target is a directory in the lower layers (link: operation not permitted)")]
+    Directory,
+    /// No layer below holds the target.
+    #[error("no lower layer holds the target (link: no such file or directory)")]
+    Missing,
+    /// A whiteout or an opaque directory of this layer (a lower one, or the link's own) hides it.
+    #[error("the target is whited out by layer {0} (link: no such file or directory)")]
+    WhitedOut(Digest),
+    /// A parent of the target is a symlink, which rpull never follows in a layer.
+    #[error("its parent {0:?} is a symlink in the lower layers, which is not followed (link: no such file or directory)")]
+    SymlinkParent(String),
+    /// A parent of the target is not a directory.
+    #[error("its parent {0:?} is not a directory in the lower layers (link: not a directory)")]
+    NotDirParent(String),
+    /// The target names no entry (it leaves or names the root).
+    #[error("the target {0}")]
+    Invalid(&'static str),
 }
 
 impl PullError {
@@ -112,6 +150,7 @@ impl PullError {
             self,
             PullError::Store(_)
                 | PullError::Unpack(_)
+                | PullError::ExternalHardlink { .. }
                 | PullError::Internal(_)
                 | PullError::NoMatchingManifest(_)
                 | PullError::Cancelled

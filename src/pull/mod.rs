@@ -3,7 +3,8 @@
 //! The steps are docker's: resolve the reference to a manifest (choosing a platform from an
 //! index), fetch the config, download the missing layers `max_concurrent_downloads` at a
 //! time with retries and `Range` resume, verify each blob, unpack it into its own directory
-//! while computing its DiffID, and finally record the reference in `index.json`. Everything
+//! while computing its DiffID, check the hardlinks a layer makes into the layers below it in
+//! this image (`links.rs`), and finally record the reference in `index.json`. Everything
 //! the user sees is sent as [`Event`]s to the [`Reporter`].
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,9 +29,10 @@ mod extract;
 mod fetch;
 pub mod gate;
 mod layers;
+mod links;
 mod resolve;
 
-pub use error::PullError;
+pub use error::{BadLinkTarget, PullError};
 use layers::OrderedCompletion;
 use resolve::ensure_supported;
 
@@ -472,6 +474,13 @@ impl Puller {
             self.fetch_layers(&registry, reference, &image, &config, gate)
                 .await?
         };
+        // Every layer of the image is in the store now: its hardlinks into lower layers are
+        // checked over them before anything of the image is recorded.
+        if let Some(links) = links::ImageLinks::read(&self.store, config.diff_ids())? {
+            tokio::task::spawn_blocking(move || links.check())
+                .await
+                .map_err(|e| PullError::Internal(e.to_string()))??;
+        }
 
         self.store.write_blob(&image.config.digest, &config_bytes)?;
         self.store.write_blob(&manifest_digest, &manifest_bytes)?;

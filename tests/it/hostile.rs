@@ -208,6 +208,10 @@ escape_refused_tests! {
             .raw_file("d/pwned", b"x");
     a_whiteout_outside_the_layer_is_refused: "hostile/whiteout", "invalid entry name",
         |o| LayerBuilder::new().raw_file(o.traversal(".wh.victim"), b"");
+    // No lower layer holds the absolute path: as containerd's link(2) over the parents, ENOENT.
+    a_hardlink_to_a_host_path_no_layer_holds_is_refused:
+        "hostile/hardlink-abs-none", "no lower layer holds the target (link: no such file or directory)",
+        |o| LayerBuilder::new().raw_hardlink("link", o.absolute("victim"));
 }
 
 #[test]
@@ -259,10 +263,19 @@ fn a_symlink_planted_by_an_earlier_layer_without_a_parent_entry() {
 #[test]
 fn a_hardlink_to_an_absolute_host_path_links_nothing_outside() {
     // An absolute target names the image's root: a file of a lower layer, never the host's.
-    // Nothing is created at the link path; layer.json records it for the merge.
-    let (p, root, _o) = pull_contained("hostile/hardlink-abs", |o| {
-        LayerBuilder::new().raw_hardlink("link", o.absolute("victim"))
-    });
+    // Nothing is created at the link path; layer.json records it, and `rootfs` links the file
+    // the lower layer holds at that path.
+    let o = Outside::new();
+    let lower = LayerBuilder::new()
+        .raw_file(o.absolute("victim"), b"the image's")
+        .build(Compression::Gzip);
+    let top = LayerBuilder::new()
+        .raw_hardlink("link", o.absolute("victim"))
+        .build(Compression::Gzip);
+    let diff = top.diff_id.clone();
+    let p = pull_image("hostile/hardlink-abs", vec![lower, top]);
+    p.out.assert_success();
+    let root = p.layer_root(&diff);
     assert!(fs::symlink_metadata(root.join("link")).is_err());
     let meta = fs::read_to_string(root.with_file_name("layer.json")).unwrap();
     assert!(
@@ -270,6 +283,13 @@ fn a_hardlink_to_an_absolute_host_path_links_nothing_outside() {
         "{meta}"
     );
     p.assert_store_intact();
+    let flat = rootfs_of(&p);
+    assert_eq!(fs::read(flat.join("link")).unwrap(), b"the image's");
+    assert_eq!(
+        ino(&flat.join("link")),
+        ino(&flat.join(o.absolute("victim").trim_start_matches('/')))
+    );
+    o.assert_untouched();
 }
 
 #[test]
@@ -507,6 +527,138 @@ fn an_absolute_whiteout_stays_a_marker_inside_the_layer() {
         "the whiteout is kept as a marker"
     );
     p.assert_store_intact();
+}
+
+// ---- hardlinks into lower layers ----
+
+/// The inode of `path` (not following a symlink).
+fn ino(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .ino()
+}
+
+/// `rpull rootfs` of the pulled image into a fresh directory, which it returns.
+fn rootfs_of(p: &Pulled) -> PathBuf {
+    let dest = p.sandbox.home().join("flat");
+    p.sandbox
+        .run(["rootfs", &p.reference, dest.to_str().unwrap()])
+        .assert_success();
+    dest
+}
+
+/// A layer hardlinking `srv/link` to `srv/target`, which it does not hold itself: the link
+/// goes into whatever the layers below it hold there.
+fn linking_layer() -> Layer {
+    LayerBuilder::new()
+        .dir("srv", 0o755)
+        .raw_hardlink("srv/link", "srv/target")
+        .build(Compression::Gzip)
+}
+
+/// A base layer holding the file `srv/target`.
+fn target_file_layer() -> Layer {
+    LayerBuilder::new()
+        .dir("srv", 0o755)
+        .file("srv/target", b"payload", 0o644)
+        .build(Compression::Gzip)
+}
+
+#[test]
+fn a_hardlink_to_a_directory_of_a_lower_layer_is_refused_at_pull() {
+    let dir_base = LayerBuilder::new()
+        .dir("srv", 0o755)
+        .dir("srv/target", 0o755)
+        .file("srv/target/x", b"x", 0o644)
+        .build(Compression::Gzip);
+    let link = linking_layer();
+    let (base_diff, link_diff) = (dir_base.diff_id.clone(), link.diff_id.clone());
+    let link_id = link.digest[7..19].to_string();
+    let p = pull_image("hostile/xlink-dir", vec![dir_base, link.clone()]);
+    // As containerd's link(2) over the parents: EPERM.
+    p.assert_refused(&format!(
+        "failed to register layer: hardlink \"srv/link\" to \"srv/target\" in layer {link_diff}: \
+         the target is a directory in the lower layers (link: operation not permitted)"
+    ));
+    // The refusal is the image's: both layers stay in the store, and the same linking layer
+    // over a base holding a file there is an image that pulls, reusing it.
+    assert!(p.layer_root(&base_diff).is_dir() && p.layer_root(&link_diff).is_dir());
+    let registry = registry();
+    registry.push_layers("hostile/xlink-file", "v1", vec![target_file_layer(), link]);
+    let other = Pulled::run(
+        p.sandbox,
+        &["--retry-delay", "10ms"],
+        registry.image_ref("hostile/xlink-file", "v1"),
+    );
+    other.out.assert_success();
+    assert!(
+        other.out.stdout.contains(&format!("{link_id}: Already exists")),
+        "{}",
+        other.out.stdout
+    );
+    let flat = rootfs_of(&other);
+    assert_eq!(fs::read(flat.join("srv/link")).unwrap(), b"payload");
+    assert_eq!(ino(&flat.join("srv/link")), ino(&flat.join("srv/target")));
+    other.assert_store_intact();
+}
+
+#[test]
+fn a_hardlink_to_a_file_a_middle_layer_whited_out_is_refused_at_pull() {
+    // A whiteout of the file, and an opaque marker on its directory.
+    let whiteout = LayerBuilder::new().dir("srv", 0o755).whiteout("srv/target");
+    let opaque = LayerBuilder::new().dir("srv", 0o755).opaque("srv");
+    for (repo, middle) in [
+        ("hostile/xlink-whiteout", whiteout),
+        ("hostile/xlink-opaque", opaque),
+    ] {
+        let middle = middle.build(Compression::Gzip);
+        let middle_diff = middle.diff_id.clone();
+        let p = pull_image(repo, vec![target_file_layer(), middle, linking_layer()]);
+        // As containerd's link(2) over the parents: ENOENT.
+        p.assert_refused(&format!(
+            "the target is whited out by layer {middle_diff} (link: no such file or directory)"
+        ));
+    }
+}
+
+#[test]
+fn hardlinks_to_files_of_lower_layers_still_pull_and_rootfs_makes_them() {
+    let base = LayerBuilder::new()
+        .dir("srv", 0o755)
+        .dir("srv/data", 0o755)
+        .file("srv/data/target", b"payload", 0o644)
+        .dir("srv/opq", 0o755)
+        .file("srv/opq/old", b"old", 0o644)
+        .build(Compression::Gzip);
+    // The middle layer merges `srv/data`, hides what `srv/opq` held, deletes a file the links
+    // do not use, and links `srv/m` to the base's file.
+    let middle = LayerBuilder::new()
+        .dir("srv", 0o755)
+        .dir("srv/data", 0o755)
+        .file("srv/data/new", b"new", 0o644)
+        .opaque("srv/opq")
+        .whiteout("srv/opq/old")
+        .raw_hardlink("srv/m", "srv/data/target")
+        .build(Compression::Gzip);
+    // The top links to the base's file through the merged directory, and to the middle
+    // layer's link.
+    let top = LayerBuilder::new()
+        .dir("srv", 0o755)
+        .raw_hardlink("srv/link", "srv/data/target")
+        .raw_hardlink("srv/link2", "srv/m")
+        .build(Compression::Gzip);
+    let p = pull_image("hostile/xlink-valid", vec![base, middle, top]);
+    p.out.assert_success();
+    p.assert_store_intact();
+    let flat = rootfs_of(&p);
+    let target = ino(&flat.join("srv/data/target"));
+    for link in ["srv/m", "srv/link", "srv/link2"] {
+        assert_eq!(fs::read(flat.join(link)).unwrap(), b"payload", "{link}");
+        assert_eq!(ino(&flat.join(link)), target, "{link}");
+    }
+    assert!(flat.join("srv/data/new").is_file());
+    assert!(!flat.join("srv/opq/old").exists());
 }
 
 // ---- hostile registry answers (through the fault proxy) ----
