@@ -1332,7 +1332,10 @@ fn the_fleet_reaches_nats_over_mutual_tls_with_an_nkey_and_a_password_and_logs_n
         ("--nats-key", &client_key),
     ];
     for (args, why) in [
-        (with(&[("--nats-nkey-file", &seed_file)]), "invalid peer certificate: UnknownIssuer"),
+        (
+            with(&[("--nats-nkey-file", &seed_file)]),
+            "invalid peer certificate: UnknownIssuer",
+        ),
         (
             with(&[("--nats-ca", &ca), ("--nats-nkey-file", &seed_file)]),
             "received fatal alert: BadCertificate",
