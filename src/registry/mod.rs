@@ -352,9 +352,21 @@ impl Registry {
             all.extend(list.tags.unwrap_or_default());
             match next {
                 Some(n) => {
-                    url = url
+                    let next = url
                         .join(&n)
                         .map_err(|e| RegistryError::Body(format!("invalid Link {n:?}: {e}")))?;
+                    // The pages stay with the registry: a Link elsewhere is not followed.
+                    if !hosts::same_origin(&next, &url) {
+                        return Err(RegistryError::Body(format!(
+                            "the tag list of {repo} names its next page on another origin: {}://{}",
+                            next.scheme(),
+                            next.host_str().map_or_else(String::new, |h| match next.port() {
+                                Some(p) => format!("{h}:{p}"),
+                                None => h.to_string(),
+                            })
+                        )));
+                    }
+                    url = next;
                 }
                 None => return Ok(all),
             }

@@ -121,6 +121,12 @@ impl Registry {
         Ok((status, challenge))
     }
 
+    /// The base URL once it is known (a mirror's, or the scheme the ping chose): the origin
+    /// credentials belong to.
+    pub(crate) fn home(&self) -> Option<&Url> {
+        self.base.get().or(self.fixed.as_ref())
+    }
+
     /// The URL of `path` (`<repo>/manifests/<ref>` etc.) under `/v2/`.
     pub(crate) async fn url(&self, path: &str) -> Result<Url, RegistryError> {
         let base = self.base().await?;

@@ -93,7 +93,8 @@ impl Registry {
     }
 
     /// Sends a request to `url` with auth for `scope`, answering one 401 with a fresh token and
-    /// following up to 10 redirects. `Authorization` is sent only to this registry's origin.
+    /// following up to 10 redirects. `Authorization` is sent only to this registry's origin
+    /// (that of its base URL), whatever `url` is.
     pub(crate) async fn send(
         &self,
         method: Method,
@@ -102,6 +103,9 @@ impl Registry {
         scope: &str,
     ) -> Result<reqwest::Response, RegistryError> {
         let shown = url.to_string();
+        // The registry's own origin: a URL a server named (a tag list's `Link`) is not trusted
+        // with credentials for being the first hop.
+        let home = self.home().cloned().unwrap_or_else(|| url.clone());
         let mut refreshed = false;
         loop {
             let auth = self.authorization(scope, refreshed).await?;
@@ -112,9 +116,9 @@ impl Registry {
                     .client_for(&current)
                     .request(method.clone(), current.clone())
                     .headers(headers.clone());
-                // Credentials stay within the origin (scheme, host and effective port) of the
-                // request: never to another port of the same host, nor to http from https.
-                if hosts::same_origin(&current, &url) {
+                // Credentials stay within the registry's origin (scheme, host and effective
+                // port): never to another host or port, nor to http from https.
+                if hosts::same_origin(&current, &home) {
                     if let Some(a) = &auth {
                         req = req.header(AUTHORIZATION, a);
                     }

@@ -1229,6 +1229,47 @@ fn an_endless_tag_list_is_cut_at_its_total_bound() {
     assert!((30..=40).contains(&pages), "{pages} pages read");
 }
 
+#[test]
+fn a_tag_list_link_to_another_origin_is_refused_and_gets_no_credentials() {
+    let auth = token_auth(&["hostile/taglink"], |t| {
+        t.user("u", "TopSecret");
+    });
+    let TokenAuth { registry, .. } = &auth;
+    registry.push_small_image("hostile/taglink", "v1", 44);
+    let front = FaultProxy::start(&registry.host());
+    let elsewhere = FaultProxy::start(&registry.host());
+    let link = format!(
+        "<http://{}/v2/hostile/taglink/tags/list?last=v1>; rel=\"next\"",
+        elsewhere.host()
+    );
+    front.add_rule(Rule::get(
+        "/tags/list",
+        Fault::status(
+            200,
+            &[("Content-Type", "application/json"), ("Link", &link)],
+            r#"{"name":"hostile/taglink","tags":["v1"]}"#,
+        ),
+    ));
+    let sandbox = rpull();
+    sandbox.write_docker_config(
+        &serde_json::json!({"auths": {front.host(): {"username": "u", "password": "TopSecret"}}}),
+    );
+    let out = sandbox.run(["-a", &format!("{}/hostile/taglink", front.host())]);
+    out.assert_failed_with(&format!(
+        "the tag list of hostile/taglink names its next page on another origin: http://{}",
+        elsewhere.host()
+    ));
+    assert!(
+        front
+            .requests_to("/tags/list")
+            .iter()
+            .any(|q| q.authorization.is_some()),
+        "the registry itself gets the token"
+    );
+    assert_no_authorization(&elsewhere.requests(), "a tag list's Link");
+    assert!(elsewhere.requests().is_empty(), "{:?}", elsewhere.requests());
+}
+
 // ---- a stdout that goes away ----
 
 /// Runs `rpull --root … <args>` with stdout a pipe whose reader is gone (every write: EPIPE),
