@@ -199,22 +199,37 @@ impl Puller {
         self.reporter.report(e);
     }
 
-    fn registry_for(&self, reference: &Reference) -> Result<Arc<Registry>, PullError> {
+    async fn registry_for(&self, reference: &Reference) -> Result<Arc<Registry>, PullError> {
         let host = reference.registry_host();
-        let mut map = self.registries.lock().expect("lock");
-        if let Some(r) = map.get(&host) {
+        if let Some(r) = self.registries.lock().expect("lock").get(&host) {
             return Ok(r.clone());
         }
-        let credential = self.credential(&reference.credential_key())?;
+        let credential = self.credential(&reference.credential_key()).await?;
         let r = Arc::new(Registry::new(&host, credential, &self.opts.registry)?);
-        map.insert(host, r.clone());
-        Ok(r)
+        Ok(self
+            .registries
+            .lock()
+            .expect("lock")
+            .entry(host)
+            .or_insert(r)
+            .clone())
     }
 
-    fn credential(&self, key: &str) -> Result<Option<Credential>, PullError> {
-        match &self.opts.credentials {
-            Some(lookup) => Ok(lookup(key).map_err(RegistryError::Auth)?),
-            None => Ok(None),
+    /// The credential for `key`. The lookup may read files and run a credential helper
+    /// (which may wait on the network or a PIN prompt), so it runs on a blocking thread,
+    /// never on an async worker, and the pull stops waiting for it when cancelled.
+    async fn credential(&self, key: &str) -> Result<Option<Credential>, PullError> {
+        let Some(lookup) = self.opts.credentials.clone() else {
+            return Ok(None);
+        };
+        let key = key.to_string();
+        let looked_up = tokio::task::spawn_blocking(move || lookup(&key));
+        tokio::select! {
+            found = looked_up => {
+                let found = found.map_err(|e| PullError::Internal(format!("credential lookup: {e}")))?;
+                Ok(found.map_err(RegistryError::Auth)?)
+            }
+            _ = self.cancel.cancelled() => Err(PullError::Cancelled),
         }
     }
 
@@ -234,15 +249,20 @@ impl Puller {
 
     /// The client for one mirror (cached by URL). Credentials are the mirror host's own, so
     /// the origin's never reach it.
-    fn mirror_registry(&self, url: &url::Url) -> Result<Arc<Registry>, PullError> {
+    async fn mirror_registry(&self, url: &url::Url) -> Result<Arc<Registry>, PullError> {
         let key = format!("mirror:{url}");
         if let Some(r) = self.registries.lock().expect("lock").get(&key) {
             return Ok(r.clone());
         }
-        let credential = self.credential(&url_host(url))?;
+        let credential = self.credential(&url_host(url)).await?;
         let r = Arc::new(Registry::mirror(url, credential, &self.opts.registry)?);
-        self.registries.lock().expect("lock").insert(key, r.clone());
-        Ok(r)
+        Ok(self
+            .registries
+            .lock()
+            .expect("lock")
+            .entry(key)
+            .or_insert(r)
+            .clone())
     }
 
     /// Pulls `input` (`NAME[:TAG|@DIGEST]`, or a name with `all_tags`), reporting docker's
@@ -311,7 +331,7 @@ impl Puller {
     }
 
     async fn pull_all_tags(&self, name: &Reference) -> Result<(), PullError> {
-        let registry = self.registry_for(name)?;
+        let registry = self.registry_for(name).await?;
         let tags = tokio::select! {
             r = registry.tags(name.path()) => r,
             _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
@@ -360,7 +380,7 @@ impl Puller {
                 gate,
                 endpoint: url_host(mirror),
             });
-            let attempt = match self.mirror_registry(mirror) {
+            let attempt = match self.mirror_registry(mirror).await {
                 Ok(registry) => {
                     self.pull_image_from(&registry, reference, &announced, gate.as_ref())
                         .await
@@ -377,7 +397,7 @@ impl Puller {
                 ))),
             }
         }
-        let registry = self.registry_for(reference)?;
+        let registry = self.registry_for(reference).await?;
         self.pull_image_from(&registry, reference, &announced, None).await
     }
 

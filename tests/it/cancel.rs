@@ -125,3 +125,29 @@ fn a_pull_waiting_for_a_collection_says_why_and_stops_on_ctrl_c() {
     assert!(out.stdout.contains("Status: Downloaded newer image"), "{out}");
     sandbox.assert_store_intact("after the wait");
 }
+
+#[test]
+fn ctrl_c_stops_a_pull_waiting_on_a_credential_helper() {
+    let registry = Registry::start();
+    registry.push_small_image("bench/helped", "v1", 72);
+    let reference = registry.image_ref("bench/helped", "v1");
+    // A helper that hangs, as one waiting on the network or a PIN prompt does. (Its stderr,
+    // rpull's, is closed so that only rpull's own exit ends the output the harness collects.)
+    let helpers = temp_dir("rpull-slow-helper-");
+    let started = helpers.path().join("started");
+    let script = format!("#!/bin/sh\ntouch '{}'\nexec sleep 30 2>&-\n", started.display());
+    write_executable(&helpers.path().join("docker-credential-slow"), &script);
+    let mut sandbox = rpull();
+    sandbox.path_first(helpers.path());
+    sandbox.write_docker_config(&serde_json::json!({"credsStore": "slow"}));
+    let running = sandbox.spawn([&reference]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the helper never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = running.stop_within(libc::SIGINT, Duration::from_secs(5));
+    out.assert_code(130);
+    let index = fs::read_to_string(sandbox.root().join("index.json")).unwrap_or_default();
+    assert!(!index.contains("bench/helped"), "{index}");
+}
