@@ -314,6 +314,13 @@ struct Meta {
     xattrs: Vec<(CString, Vec<u8>)>,
 }
 
+/// What is applied to a directory once its contents are written: its mode and times.
+#[derive(Debug, Clone, Copy)]
+struct DirLater {
+    mode: u32,
+    mtime: (i64, u32),
+}
+
 /// What the parents of a path inside the layer turned out to be.
 enum Parents {
     /// All real directories (now known).
@@ -336,7 +343,7 @@ struct Unpacker<'a> {
     /// Directories created as parents only (see [`UnpackStats::implicit_dirs`]).
     implicit_dirs: BTreeSet<PathBuf>,
     /// Directory metadata to apply at the end, by relative path.
-    dir_meta: BTreeMap<PathBuf, Meta>,
+    dir_meta: BTreeMap<PathBuf, DirLater>,
     /// Hardlinks into lower layers: link path → target path.
     external: BTreeMap<PathBuf, PathBuf>,
     /// Whether the AUFS hardlink stash (`dest/.wh..wh.plnk`) was created.
@@ -571,7 +578,13 @@ impl Unpacker<'_> {
             chown(full, meta.uid, meta.gid)?;
         }
         self.set_xattrs(full, None, &meta.xattrs);
-        self.dir_meta.insert(rel.to_path_buf(), meta);
+        // Only what is applied at the end is kept: a layer's xattrs (up to MiBs of PAX records
+        // per entry) are not held for every directory until then.
+        let later = DirLater {
+            mode: meta.mode,
+            mtime: meta.mtime,
+        };
+        self.dir_meta.insert(rel.to_path_buf(), later);
         Ok(())
     }
 
