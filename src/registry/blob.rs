@@ -279,7 +279,8 @@ fn status_of(e: &RegistryError) -> Option<u16> {
     }
 }
 
-/// `bytes <first>-<last>/<total|*>` as `(first, last + 1, total)`.
+/// `bytes <first>-<last>/<total|*>` as `(first, last + 1, total)`; `None` when it does not
+/// parse, or when `last + 1` does not fit in a u64 (no blob is that large).
 fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
     let (span, total) = rest.split_once('/')?;
@@ -293,7 +294,7 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
         "*" => None,
         t => Some(t.parse().ok()?),
     };
-    Some((a, b + 1, total))
+    Some((a, b.checked_add(1)?, total))
 }
 
 #[cfg(test)]
@@ -307,5 +308,15 @@ mod tests {
         assert_eq!(parse_content_range("bytes 9-5/10"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
         assert_eq!(parse_content_range("bytes */1000"), None);
+        // A last byte at u64::MAX has no end that fits: refused, not overflowed.
+        assert_eq!(parse_content_range("bytes 0-18446744073709551615/*"), None);
+        assert_eq!(
+            parse_content_range("bytes 18446744073709551615-18446744073709551615/*"),
+            None
+        );
+        assert_eq!(
+            parse_content_range("bytes 0-18446744073709551614/*"),
+            Some((0, u64::MAX, None))
+        );
     }
 }
