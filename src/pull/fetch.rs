@@ -303,19 +303,11 @@ impl LayerTask {
         ingest: &mut Ingest,
         tee: &mut Option<StreamExtractor>,
     ) -> Result<(), RangesEnd> {
-        let chunk = self.ranges.chunk_size.max(1);
-        let mut queue = VecDeque::new();
-        for (mut a, b) in ingest.missing() {
-            while a < b {
-                let e = (a + chunk).min(b);
-                queue.push_back((a, e));
-                a = e;
-            }
-        }
+        let queue = Chunks::new(ingest.missing(), self.ranges.chunk_size);
         if queue.is_empty() {
             return Ok(());
         }
-        let workers = self.ranges.connections_per_blob.min(queue.len()).max(1);
+        let workers = queue.at_most(self.ranges.connections_per_blob).max(1);
         let writer = ingest.begin_ranges().map_err(|e| RangesEnd::Failed(e.into()))?;
         let queue = Arc::new(Mutex::new(queue));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -492,6 +484,55 @@ impl LayerTask {
     }
 }
 
+/// The ranges still to fetch, cut into chunks of at most `chunk` bytes in order as the
+/// connections take them: only the holes are held, so memory does not grow with the size a
+/// descriptor declares.
+#[derive(Debug)]
+struct Chunks {
+    holes: VecDeque<(u64, u64)>,
+    chunk: u64,
+}
+
+impl Chunks {
+    /// The chunks of `holes` (sorted, disjoint `[start, end)` ranges).
+    fn new(holes: Vec<(u64, u64)>, chunk: u64) -> Chunks {
+        Chunks {
+            holes: holes.into_iter().filter(|(a, b)| a < b).collect(),
+            chunk: chunk.max(1),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.holes.is_empty()
+    }
+
+    /// How many chunks are left, counted up to `limit`.
+    fn at_most(&self, limit: usize) -> usize {
+        let mut n = 0usize;
+        for (a, b) in &self.holes {
+            if n >= limit {
+                break;
+            }
+            let here = (b - a).div_ceil(self.chunk);
+            n = n.saturating_add(usize::try_from(here).unwrap_or(usize::MAX));
+        }
+        n.min(limit)
+    }
+
+    /// The next chunk: the first `chunk` bytes of the first hole.
+    fn next_chunk(&mut self) -> Option<(u64, u64)> {
+        let hole = self.holes.front_mut()?;
+        let (a, b) = *hole;
+        let e = a + (b - a).min(self.chunk);
+        if e == b {
+            self.holes.pop_front();
+        } else {
+            hole.0 = e;
+        }
+        Some((a, e))
+    }
+}
+
 /// One connection of a ranged download: takes ranges from the shared queue, fetches each (a
 /// cut range is re-requested from where it stopped, and retried twice), writes it at its offset.
 struct RangeWorker {
@@ -500,7 +541,7 @@ struct RangeWorker {
     digest: Digest,
     size: u64,
     writer: RangeWriter,
-    queue: Arc<Mutex<VecDeque<(u64, u64)>>>,
+    queue: Arc<Mutex<Chunks>>,
     connections: Arc<Semaphore>,
     stop: CancellationToken,
     tx: tokio::sync::mpsc::UnboundedSender<RangeMsg>,
@@ -535,7 +576,7 @@ impl RangeWorker {
     async fn run(self) {
         let mut served = false;
         loop {
-            let Some((a, b)) = self.queue.lock().expect("lock").pop_front() else {
+            let Some((a, b)) = self.queue.lock().expect("lock").next_chunk() else {
                 return;
             };
             let mut attempt = 0;
@@ -612,6 +653,39 @@ impl RangeWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_cut_from_the_holes_in_order() {
+        let mut c = Chunks::new(vec![(0, 10), (20, 45), (50, 50), (60, 61)], 10);
+        assert_eq!(c.at_most(100), 5);
+        assert_eq!(c.at_most(2), 2);
+        let mut got = Vec::new();
+        while let Some(r) = c.next_chunk() {
+            got.push(r);
+        }
+        assert_eq!(got, vec![(0, 10), (20, 30), (30, 40), (40, 45), (60, 61)]);
+        assert!(c.is_empty());
+        assert_eq!(c.at_most(4), 0);
+        assert!(Chunks::new(vec![], 16).is_empty());
+    }
+
+    #[test]
+    fn chunks_of_an_absurd_declared_size_are_cut_lazily() {
+        // A hostile descriptor's 2^60 bytes are 2^36 chunks of 16 MiB: they are counted and
+        // cut one at a time, never listed (which took 1 GiB for 2^50 and ran out of memory
+        // for 2^60).
+        let chunk = 16 << 20;
+        let size = 1u64 << 60;
+        let mut c = Chunks::new(vec![(0, size)], chunk);
+        assert_eq!(c.at_most(8), 8);
+        assert_eq!(c.holes.len(), 1);
+        assert_eq!(c.next_chunk(), Some((0, chunk)));
+        assert_eq!(c.next_chunk(), Some((chunk, 2 * chunk)));
+        // A hole ending at the largest offset there is: no overflow on the last chunk.
+        let mut c = Chunks::new(vec![(u64::MAX - 5, u64::MAX)], chunk);
+        assert_eq!(c.next_chunk(), Some((u64::MAX - 5, u64::MAX)));
+        assert_eq!(c.next_chunk(), None);
+    }
 
     #[test]
     fn more_connections_open_only_for_a_slow_first_connection() {
