@@ -1,5 +1,6 @@
-//! The layers of one image: which need downloading, docker's `Waiting` order for the download
-//! slots, one task per layer (`fetch.rs`), and `Pull complete` in manifest order.
+//! The layers of one image: whether the config's DiffIDs can describe the manifest's blobs,
+//! which need downloading, docker's `Waiting` order for the download slots, one task per layer
+//! (`fetch.rs`), and `Pull complete` in manifest order.
 
 use super::*;
 
@@ -25,6 +26,20 @@ impl OrderedCompletion {
             st.0 += 1;
         }
     }
+}
+
+/// Refuses an image whose manifest lists one blob twice with two DiffIDs in its config: a blob
+/// unpacks to one layer, so the config's root filesystem is not what the blobs hold (docker
+/// finds the same after downloading: `layers from manifest don't match image configuration`).
+/// Layers are fetched once per blob, so this is checked before anything is fetched or reused.
+pub(super) fn check_diff_ids(image: &ImageManifest, config: &ImageConfig) -> Result<(), ManifestError> {
+    let mut diff_of: HashMap<&Digest, &Digest> = HashMap::new();
+    for (layer, diff_id) in image.layers.iter().zip(config.diff_ids()) {
+        if *diff_of.entry(&layer.digest).or_insert(diff_id) != diff_id {
+            return Err(ManifestError::RootfsMismatch);
+        }
+    }
+    Ok(())
 }
 
 impl Puller {

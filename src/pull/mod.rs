@@ -469,6 +469,7 @@ impl Puller {
         for diff_id in config.diff_ids() {
             ensure_supported(diff_id)?;
         }
+        layers::check_diff_ids(&image, &config)?;
 
         let warning = match &self.opts.platform {
             Some(wanted) if !wanted.matcher().matches(&config.platform()) => Some(format!(

@@ -1622,3 +1622,80 @@ fn json_output_reports_usage_and_reference_errors_like_any_failure() {
     let message = assert_json_failure(&out, 1, "busybox");
     assert!(message.starts_with("content trust is enabled"), "{message}");
 }
+
+/// A layer, a copy of it claiming another layer's DiffID (the manifest lists one blob twice,
+/// the config gives it two DiffIDs), and that other layer; `seed` makes them unique.
+fn one_blob_two_diff_ids(seed: &[u8]) -> (Layer, Layer, Layer) {
+    let [layer, other] = ["twice", "other"].map(|name| {
+        LayerBuilder::new()
+            .file(name, seed, 0o644)
+            .build(Compression::Gzip)
+    });
+    let mut twin = layer.clone();
+    twin.diff_id = other.diff_id.clone();
+    (layer, twin, other)
+}
+
+#[test]
+fn one_blob_listed_twice_with_two_diff_ids_is_refused_before_downloading() {
+    let (layer, twin, _) = one_blob_two_diff_ids(b"fresh store");
+    let blob = layer.digest.clone();
+    let p = pull_image("hostile/one-blob-two-diffids", vec![layer, twin]);
+    // docker's refusal of a config that does not describe the manifest's layers.
+    p.assert_refused("layers from manifest don't match image configuration");
+    assert!(
+        !p.sandbox.root().join("blobs/sha256").join(&blob[7..]).exists(),
+        "the blob was downloaded before the refusal"
+    );
+}
+
+#[test]
+fn one_blob_listed_twice_with_two_diff_ids_is_refused_when_both_layers_are_stored() {
+    // The store already holds the blob with its own DiffID A, and a layer B from another
+    // image: the image [blob→A, blob→B] would need nothing fetched, and its root filesystem
+    // would not be what its blobs hold.
+    let (layer, twin, other) = one_blob_two_diff_ids(b"both stored");
+    let registry = registry();
+    let sandbox = rpull();
+    for (repo, layers) in [
+        ("dupdiff/holds-the-blob", vec![layer.clone()]),
+        ("dupdiff/holds-b", vec![other]),
+    ] {
+        registry.push_layers(repo, "v1", layers);
+        sandbox
+            .run(["pull", &registry.image_ref(repo, "v1")])
+            .assert_success();
+    }
+    registry.push_layers("hostile/one-blob-two-diffids-stored", "v1", vec![layer, twin]);
+    let p = Pulled::run(
+        sandbox,
+        &["--retry-delay", "10ms"],
+        registry.image_ref("hostile/one-blob-two-diffids-stored", "v1"),
+    );
+    p.assert_refused("layers from manifest don't match image configuration");
+}
+
+#[test]
+fn one_blob_listed_twice_with_the_same_diff_id_pulls() {
+    let layer = LayerBuilder::new()
+        .file("twice", b"same layer twice", 0o644)
+        .build(Compression::Gzip);
+    let (blob, diff_id) = (layer.digest.clone(), layer.diff_id.clone());
+    let p = pull_image("dupdiff/same-twice", vec![layer.clone(), layer]);
+    p.out.assert_success();
+    // Fetched once; the layer holds its file.
+    let short = &blob[7..19];
+    assert_eq!(
+        p.out.stdout.matches(&format!("{short}: Pull complete")).count(),
+        1,
+        "{}",
+        p.out.stdout
+    );
+    assert_eq!(
+        fs::read(p.layer_root(&diff_id).join("twice")).unwrap(),
+        b"same layer twice"
+    );
+    let index = fs::read_to_string(p.sandbox.root().join("index.json")).unwrap();
+    assert!(index.contains("dupdiff/same-twice"), "{index}");
+    p.assert_store_intact();
+}
