@@ -10,6 +10,10 @@
 //! in its sidecar and hashes the contiguous prefix, which the streaming extractor follows. The
 //! first range probes the server alone. A range refused or answered wrongly, or failing three
 //! times, ends the ranged download: the blob goes on as one stream from the completed prefix.
+//!
+//! What may take seconds on a large blob runs on a blocking thread, never on an async worker:
+//! opening the ingest (re-hashing a resumed partial, which the pull's cancellation stops),
+//! completing a range (hashing what became contiguous) and committing (the fsync).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -28,7 +32,7 @@ use crate::registry::blob::BlobError;
 use crate::registry::{Registry, RegistryError};
 use crate::settings::RangeSettings;
 use crate::store::ingest::Committed;
-use crate::store::{Ingest, Opened, RangeWriter, Store};
+use crate::store::{Ingest, Opened, RangeWriter, Store, StoreError};
 
 /// How a layer task gets its download slot.
 pub(super) enum Slot {
@@ -196,7 +200,7 @@ impl LayerTask {
     ) -> Result<(), PullError> {
         let digest = &desc.digest;
         let mut ingest = loop {
-            match Ingest::try_open(&self.store, digest, desc.size)? {
+            match open_ingest(&self.store, digest, desc.size, &self.cancel).await? {
                 Opened::Stored => return Ok(()),
                 Opened::Open(i) => break *i,
                 // Another rpull is fetching the same blob: wait for it, then use its result.
@@ -215,8 +219,10 @@ impl LayerTask {
             }
         }
         if desc.size >= self.ranges.threshold.max(1) && self.ranges.connections_per_blob > 1 {
-            match self.fetch_ranges(id, desc, &mut ingest, tee).await {
-                Ok(()) => match self.verify_and_commit(id, ingest, tee, digest)? {
+            let (back, ranged) = self.fetch_ranges(id, desc, ingest, tee).await;
+            ingest = back;
+            match ranged {
+                Ok(()) => match self.verify_and_commit(id, ingest, tee, digest).await? {
                     None => return Ok(()),
                     // An earlier run's bytes were wrong: fetch it again, in one stream.
                     Some(again) => ingest = again,
@@ -233,7 +239,7 @@ impl LayerTask {
             attempt += 1;
             let result = self.stream_into(id, desc, &mut ingest, tee).await;
             let err = match result {
-                Ok(()) => match self.verify_and_commit(id, ingest, tee, digest)? {
+                Ok(()) => match self.verify_and_commit(id, ingest, tee, digest).await? {
                     None => return Ok(()),
                     Some(again) => {
                         ingest = again;
@@ -272,21 +278,25 @@ impl LayerTask {
     /// Verifies the downloaded blob and commits it: `None` once it is in the store; the ingest
     /// back, emptied, when the bytes an earlier run left were wrong (fetch again); a
     /// verification error, the partial dropped, when this run's own bytes do not match.
-    fn verify_and_commit(
+    async fn verify_and_commit(
         &self,
         id: &str,
-        mut ingest: Ingest,
+        ingest: Ingest,
         tee: &mut Option<StreamExtractor>,
         digest: &Digest,
     ) -> Result<Option<Ingest>, PullError> {
         self.report(id, LayerStatus::VerifyingChecksum);
         let resumed = ingest.resumed();
-        if ingest.commit()? == Committed::Done {
+        let (ingest, committed) = on_blocking_thread(ingest, Ingest::commit).await;
+        if committed? == Committed::Done {
             return Ok(None);
         }
         self.retire(tee);
         if !resumed {
-            ingest.abandon();
+            // Unlinking a large file takes a while too.
+            tokio::task::spawn_blocking(move || ingest.abandon())
+                .await
+                .map_err(|e| PullError::Internal(e.to_string()))?;
             return Err(PullError::LayerVerification(digest.clone()));
         }
         Ok(Some(ingest))
@@ -295,20 +305,23 @@ impl LayerTask {
     /// Fetches the missing ranges of the blob over up to `connections_per_blob` connections,
     /// writing each at its offset. The completed prefix is hashed and handed to the streaming
     /// extractor as it grows. The first range is asked for alone: only once it is served as a
-    /// range do the other connections start.
+    /// range do the other connections start. The ingest comes back with the outcome.
     async fn fetch_ranges(
         &self,
         id: &str,
         desc: &Descriptor,
-        ingest: &mut Ingest,
+        mut ingest: Ingest,
         tee: &mut Option<StreamExtractor>,
-    ) -> Result<(), RangesEnd> {
+    ) -> (Ingest, Result<(), RangesEnd>) {
         let queue = Chunks::new(ingest.missing(), self.ranges.chunk_size);
         if queue.is_empty() {
-            return Ok(());
+            return (ingest, Ok(()));
         }
         let workers = queue.at_most(self.ranges.connections_per_blob).max(1);
-        let writer = ingest.begin_ranges().map_err(|e| RangesEnd::Failed(e.into()))?;
+        let writer = match ingest.begin_ranges() {
+            Ok(w) => w,
+            Err(e) => return (ingest, Err(RangesEnd::Failed(e.into()))),
+        };
         let queue = Arc::new(Mutex::new(queue));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let stop = self.cancel.child_token();
@@ -368,9 +381,11 @@ impl LayerTask {
                 }
                 Some(RangeMsg::Served) => {}
                 Some(RangeMsg::Done(a, b)) => {
-                    let prefix = match ingest.complete(a, b) {
+                    let (back, completed) = on_blocking_thread(ingest, move |i| i.complete(a, b)).await;
+                    ingest = back;
+                    let prefix = match completed {
                         Ok(p) => p,
-                        Err(e) => break Err(RangesEnd::Failed(e.into())),
+                        Err(e) => break Err(RangesEnd::Failed(e)),
                     };
                     if let Some(t) = tee.as_ref() {
                         let fed = t.fed();
@@ -399,7 +414,7 @@ impl LayerTask {
         stop.cancel();
         set.abort_all();
         while set.join_next().await.is_some() {}
-        result
+        (ingest, result)
     }
 
     /// Shows docker's `Retrying in N seconds` countdown while waiting.
@@ -481,6 +496,47 @@ impl LayerTask {
             self.report_downloaded(id, now, desc.size, &mut last_report);
         }
         Ok(())
+    }
+}
+
+/// Opens the download of `digest` on a blocking thread: resuming a partial re-hashes its prefix
+/// (GBs at worst), which must not hold an async worker; `cancel` stops it.
+async fn open_ingest(
+    store: &Store,
+    digest: &Digest,
+    size: u64,
+    cancel: &CancellationToken,
+) -> Result<Opened, PullError> {
+    let (store, digest, cancel) = (store.clone(), digest.clone(), cancel.clone());
+    tokio::task::spawn_blocking(move || Ingest::try_open(&store, &digest, size, &cancel))
+        .await
+        .map_err(|e| PullError::Internal(e.to_string()))?
+        .map_err(store_error)
+}
+
+/// Runs `work` on the ingest on a blocking thread (hashing what became contiguous, fsyncing the
+/// blob: seconds on a large one) and hands the ingest back with the outcome. A panic there is
+/// this task's.
+async fn on_blocking_thread<T: Send + 'static>(
+    mut ingest: Ingest,
+    work: impl FnOnce(&mut Ingest) -> Result<T, StoreError> + Send + 'static,
+) -> (Ingest, Result<T, PullError>) {
+    let done = tokio::task::spawn_blocking(move || {
+        let outcome = work(&mut ingest);
+        (ingest, outcome)
+    })
+    .await;
+    match done {
+        Ok((ingest, outcome)) => (ingest, outcome.map_err(store_error)),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// A store failure as the pull's: a re-hash stopped by the cancellation is the pull cancelled.
+fn store_error(e: StoreError) -> PullError {
+    match e {
+        StoreError::Cancelled => PullError::Cancelled,
+        e => PullError::Store(e),
     }
 }
 
@@ -653,6 +709,42 @@ impl RangeWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn resuming_a_large_partial_leaves_the_worker_free_and_stops_when_cancelled() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let (_tmp, store) = crate::store::temp_store();
+        let size = 1 << 40;
+        let digest = Digest::sha256_of(b"a large blob");
+        let fresh = CancellationToken::new();
+        let opened = open_ingest(&store, &digest, size, &fresh).await;
+        assert!(matches!(opened, Ok(Opened::Open(_))));
+        drop(opened);
+        // An earlier run left 16 GiB (sparse here): re-hashing them takes many seconds.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(store.ingest_path(&digest))
+            .unwrap()
+            .set_len(16 << 30)
+            .unwrap();
+        // Another task on the one worker thread: it ticks only while the re-hash runs
+        // elsewhere, and after 20 ticks cancels the pull.
+        let cancel = CancellationToken::new();
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = tokio::spawn({
+            let (cancel, ticks) = (cancel.clone(), ticks.clone());
+            async move {
+                while ticks.fetch_add(1, Ordering::SeqCst) < 20 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                cancel.cancel();
+            }
+        });
+        let opened = open_ingest(&store, &digest, size, &cancel).await;
+        ticker.abort();
+        assert!(ticks.load(Ordering::SeqCst) > 20, "the worker was blocked");
+        assert!(matches!(opened, Err(PullError::Cancelled)), "not stopped");
+    }
 
     #[test]
     fn chunks_are_cut_from_the_holes_in_order() {

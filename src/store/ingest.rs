@@ -13,6 +13,11 @@
 //! of several concurrent ranges) the file may hold bytes beyond the prefix that are not yet
 //! complete; only the listed ranges are trusted. The digest always follows the contiguous
 //! prefix from byte 0, reading back what the ranges wrote, so nothing is held in memory.
+//!
+//! Opening a partial file re-hashes its prefix, completing a range hashes what became
+//! contiguous and committing fsyncs the blob: each may take seconds on a large blob, so async
+//! callers run them on a blocking thread. The re-hashing stops, [`StoreError::Cancelled`],
+//! once the token given to [`Ingest::try_open`] is cancelled (it is checked between reads).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -21,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use super::{sync_dir, unique_name, FileLock, Store, StoreError, TMP_PREFIX};
 use crate::digest::{Digest, Sha256Hasher};
@@ -175,13 +181,21 @@ pub struct Ingest {
     hashed: u64,
     /// Whether the bytes at the start came from an earlier run.
     resumed: bool,
+    /// Stops the re-hashing of the prefix (see the module docs).
+    cancel: CancellationToken,
 }
 
 impl Ingest {
     /// Opens the download of `digest` (`size` bytes): `Busy` when another process writes it,
     /// `Stored` when the blob is already there. A partial file left by an earlier run is
-    /// resumed when its sidecar describes it, and discarded otherwise.
-    pub fn try_open(store: &Store, digest: &Digest, size: u64) -> Result<Opened, StoreError> {
+    /// resumed when its sidecar describes it (its prefix re-hashed, which `cancel` stops: the
+    /// partial is kept for the next run), and discarded otherwise. Blocking.
+    pub fn try_open(
+        store: &Store,
+        digest: &Digest,
+        size: u64,
+        cancel: &CancellationToken,
+    ) -> Result<Opened, StoreError> {
         let path = store.ingest_path(digest);
         let Some(lock) = FileLock::try_acquire(&store.ingest_lock_path(digest))? else {
             return Ok(Opened::Busy);
@@ -225,6 +239,7 @@ impl Ingest {
             hasher: Sha256Hasher::new(),
             hashed: 0,
             resumed: false,
+            cancel: cancel.clone(),
         };
         ingest.write_sidecar()?;
         ingest.catch_up()?;
@@ -311,7 +326,8 @@ impl Ingest {
     }
 
     /// Records `[start, end)` as complete (written with a [`RangeWriter`]) in the sidecar and
-    /// hashes what became contiguous; returns the new prefix.
+    /// hashes what became contiguous (blocking; stopped by the cancellation); returns the new
+    /// prefix.
     pub fn complete(&mut self, start: u64, end: u64) -> Result<u64, StoreError> {
         if !self.sparse || end > self.size || start > end {
             return Err(StoreError::Verification(format!(
@@ -353,7 +369,7 @@ impl Ingest {
     }
 
     /// Publishes the blob when every byte is there and the whole hashes to the digest: fsync,
-    /// rename into `blobs/`, drop the sidecar. On a mismatch the file is emptied.
+    /// rename into `blobs/`, drop the sidecar. On a mismatch the file is emptied. Blocking.
     pub fn commit(&mut self) -> Result<Committed, StoreError> {
         self.catch_up()?;
         if self.hashed != self.size {
@@ -383,7 +399,8 @@ impl Ingest {
         let _ = fs::remove_file(self.store.ingest_info_path(&self.digest));
     }
 
-    /// Hashes the completed bytes after what was hashed, reading them back from the file.
+    /// Hashes the completed bytes after what was hashed, reading them back from the file; stops
+    /// between reads once cancelled (what was hashed stays hashed).
     fn catch_up(&mut self) -> Result<(), StoreError> {
         let prefix = self.prefix();
         if self.hashed >= prefix {
@@ -391,6 +408,9 @@ impl Ingest {
         }
         let mut buf = vec![0u8; (1 << 20).min((prefix - self.hashed) as usize)];
         while self.hashed < prefix {
+            if self.cancel.is_cancelled() {
+                return Err(StoreError::Cancelled);
+            }
             let want = buf.len().min((prefix - self.hashed) as usize);
             let n = self
                 .file
@@ -518,7 +538,7 @@ mod tests {
     use crate::store::temp_store;
 
     fn open(store: &Store, d: &Digest, size: u64) -> Ingest {
-        match Ingest::try_open(store, d, size).unwrap() {
+        match Ingest::try_open(store, d, size, &CancellationToken::new()).unwrap() {
             Opened::Open(i) => *i,
             _ => panic!("not opened"),
         }
@@ -545,7 +565,10 @@ mod tests {
         let blob = b"hello, ingest";
         let d = Digest::sha256_of(blob);
         let mut i = open(&store, &d, blob.len() as u64);
-        assert!(matches!(Ingest::try_open(&store, &d, 13).unwrap(), Opened::Busy));
+        assert!(matches!(
+            Ingest::try_open(&store, &d, 13, &CancellationToken::new()).unwrap(),
+            Opened::Busy
+        ));
         i.append(&blob[..5]).unwrap();
         drop(i);
         let mut i = open(&store, &d, blob.len() as u64);
@@ -558,7 +581,7 @@ mod tests {
         assert!(store.has_blob(&d, Some(13)));
         assert!(store.read_partial_info(&d).is_none());
         assert!(matches!(
-            Ingest::try_open(&store, &d, 13).unwrap(),
+            Ingest::try_open(&store, &d, 13, &CancellationToken::new()).unwrap(),
             Opened::Stored
         ));
     }
@@ -596,6 +619,42 @@ mod tests {
         assert_eq!(i.complete(800, 1000).unwrap(), 1000);
         assert_eq!(i.commit().unwrap(), Committed::Done);
         assert!(store.has_blob(&d, Some(1000)));
+    }
+
+    #[test]
+    fn a_cancelled_re_hash_of_a_resumed_partial_stops_and_keeps_it() {
+        let (_tmp, store) = temp_store();
+        let size = 1 << 40;
+        let d = Digest::sha256_of(b"a large blob");
+        drop(open(&store, &d, size));
+        // An earlier run left 16 GiB (sparse here): re-hashing them all takes many seconds.
+        let kept = 16u64 << 30;
+        let partial = OpenOptions::new()
+            .write(true)
+            .open(store.ingest_path(&d))
+            .unwrap();
+        partial.set_len(kept).unwrap();
+        let cancel = CancellationToken::new();
+        let stopper = {
+            let cancel = cancel.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                cancel.cancel();
+            })
+        };
+        let opened = Ingest::try_open(&store, &d, size, &cancel);
+        stopper.join().unwrap();
+        assert!(matches!(opened, Err(StoreError::Cancelled)), "not stopped");
+        // The partial stays as it was, for the next run to resume.
+        assert_eq!(fs::metadata(store.ingest_path(&d)).unwrap().len(), kept);
+        assert_eq!(
+            store.read_partial_info(&d),
+            Some(PartialInfo::sequential(&d, size))
+        );
+        assert!(matches!(
+            Ingest::try_open(&store, &d, size, &cancel),
+            Err(StoreError::Cancelled)
+        ));
     }
 
     #[test]

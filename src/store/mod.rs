@@ -83,6 +83,9 @@ pub enum StoreError {
         /// [`MAX_SMALL_BLOB_BYTES`].
         limit: u64,
     },
+    /// A long operation (re-hashing a resumed download) stopped because the caller cancelled.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl StoreError {
