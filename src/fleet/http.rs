@@ -263,10 +263,11 @@ fn outcome(target: &Target, job: Job) -> Result<Response, ApiError> {
 
 async fn job(
     State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&api, &headers, JOB_READ)?;
+    let id = param(id)?;
     match api.backend.job(&id).await {
         Ok(Some(job)) => Ok(Json(job).into_response()),
         Ok(None) => Err(ApiError::new(

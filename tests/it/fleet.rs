@@ -889,6 +889,19 @@ fn bad_requests_get_their_status_and_pull_nothing() {
         (403, Some("Insufficient permissions. Required: job:read")),
         "{body}"
     );
+    // A job ID that is not UTF-8: refused in the API's shape, and only after authentication.
+    let (status, body) = fleet.get("/job/%FF", None);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("Bearer token required")),
+        "{body}"
+    );
+    let (status, body) = fleet.get("/api/job/%FF", Some(&reader));
+    assert_eq!(
+        (status, body["error"].as_str(), body["code"].as_u64()),
+        (400, Some("invalid path"), Some(400)),
+        "{body}"
+    );
     // A wrong method on a known route is refused in the same shape.
     let resp = fleet.client.get(format!("{}{pull}", fleet.base)).send().unwrap();
     assert_eq!(resp.status().as_u16(), 405);
