@@ -115,8 +115,8 @@ pub struct FleetServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
 
-    /// The NATS server the agents listen on (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222); without it, jobs run on this node
-    #[arg(long, value_name = "URL")]
+    /// The NATS server the agents listen on (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222); without it, jobs run on this node; also read from RPULL_NATS_URL, which keeps a password out of the process list
+    #[arg(long, value_name = "URL", env = crate::settings::env::NATS_URL, hide_env_values = true)]
     pub nats: Option<String>,
 
     /// The file holding the key that signs API tokens (HS256) [default: the config file's signing-key-file]
@@ -163,8 +163,8 @@ pub struct NatsAccessArgs {
 /// `agent`'s options.
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
-    /// The NATS server (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222)
-    #[arg(long, value_name = "URL", required = true)]
+    /// The NATS server (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222); also read from RPULL_NATS_URL, which keeps a password out of the process list
+    #[arg(long, value_name = "URL", required = true, env = crate::settings::env::NATS_URL, hide_env_values = true)]
     pub nats: Option<String>,
 
     #[command(flatten)]

@@ -41,6 +41,8 @@ struct Agent {
     name: String,
     labels: Vec<String>,
     config: Option<PathBuf>,
+    /// More flags of `rpull agent`.
+    args: Vec<String>,
     sandbox: Rpull,
     process: Option<RunningRpull>,
 }
@@ -68,6 +70,7 @@ impl Agent {
             args.push("--config".into());
             args.push(config.display().to_string());
         }
+        args.extend_from_slice(&self.args);
         self.process = Some(self.sandbox.spawn(&args));
     }
 
@@ -181,6 +184,7 @@ impl Fleet {
                 name: name.to_string(),
                 labels: labels.into_iter().map(String::from).collect(),
                 config: config.clone(),
+                args: Vec::new(),
                 sandbox: rpull(),
                 process: None,
             })
@@ -1227,6 +1231,7 @@ fn an_agent_and_the_server_started_before_nats_wait_for_it_and_a_job_completes()
         name: "early".to_string(),
         labels: Vec::new(),
         config: None,
+        args: Vec::new(),
         sandbox: rpull(),
         process: None,
     };
@@ -1374,4 +1379,32 @@ fn the_fleet_reaches_nats_over_mutual_tls_with_an_nkey_and_a_password_and_logs_n
     let out = rpull().run(with(&[("--nats-nkey-file", &bad)]));
     out.assert_code(1);
     assert!(out.stderr.contains("it holds no valid nkey seed"), "{out}");
+}
+
+#[test]
+fn an_agent_given_the_nats_url_only_in_the_environment_connects() {
+    let registry = Registry::start();
+    let image = registry.push_small_image("fleet/env", "v1", 25);
+    let mut fleet = Fleet::start(vec![("node-a", vec![])], JOB_TIMEOUT, None);
+    let mut sandbox = rpull();
+    let url = fleet.nats.url();
+    sandbox.env("RPULL_NATS_URL", &url);
+    // The help names the variable, not its value.
+    let help = sandbox.run(["agent", "--help"]);
+    help.assert_success();
+    assert!(help.stdout.contains("RPULL_NATS_URL"), "{}", help.stdout);
+    assert!(!help.stdout.contains(&url), "{}", help.stdout);
+    let process = sandbox.spawn(["agent", "--hostname", "node-env"]);
+    wait_stderr(&process, "ready", Duration::from_secs(20));
+    fleet.agents.push(Agent {
+        name: "node-env".into(),
+        labels: Vec::new(),
+        config: None,
+        args: Vec::new(),
+        sandbox,
+        process: Some(process),
+    });
+    let (status, body) = fleet.pull("node-env", &registry.image_ref("fleet/env", "v1"));
+    assert_eq!(status, 202, "{body}");
+    assert_ok(&results(&body)[0], &image, "v1", true);
 }
