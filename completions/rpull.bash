@@ -731,7 +731,7 @@ _rpull() {
             return 0
             ;;
         rpull__subcmd__serve)
-            opts="-h --cri-socket --listen --nats --signing-key-file --job-timeout --hostname --label --nats-ca --nats-cert --nats-key --nats-nkey-file --config --progress-timeout --read-timeout --root --help"
+            opts="-h --cri-socket --listen --nats --signing-key-file --job-timeout --hostname --label --http-read-timeout --nats-ca --nats-cert --nats-key --nats-nkey-file --config --progress-timeout --read-timeout --root --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -762,6 +762,10 @@ _rpull() {
                     return 0
                     ;;
                 --label)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-read-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

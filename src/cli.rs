@@ -135,6 +135,10 @@ pub struct FleetServeArgs {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
 
+    /// How long a client may take to send a request's head, then its body (tests use short values)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true, default_value = "30s", env = crate::settings::env::HTTP_READ_TIMEOUT)]
+    pub http_read_timeout: Duration,
+
     #[command(flatten)]
     pub nats_access: NatsAccessArgs,
 }

@@ -1381,6 +1381,98 @@ fn the_fleet_reaches_nats_over_mutual_tls_with_an_nkey_and_a_password_and_logs_n
     assert!(out.stderr.contains("it holds no valid nkey seed"), "{out}");
 }
 
+/// Starts `rpull serve --listen` without NATS on `sandbox`, signing with `key`; its base URL.
+fn start_standalone(sandbox: &Rpull, key: &std::path::Path) -> (RunningRpull, String) {
+    let server = sandbox.spawn([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--signing-key-file",
+        key.to_str().unwrap(),
+        "--hostname",
+        "solo",
+    ]);
+    let base = listen_address(&server);
+    (server, base)
+}
+
+/// Reads `stream` to its end; how long the server took to close it, or `None` when it did not
+/// within `limit`.
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Option<(Duration, String)> {
+    use std::io::Read as _;
+    let started = Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => Some((started.elapsed(), String::from_utf8_lossy(&got).into_owned())),
+        // Reset by the server counts as closed.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Some((started.elapsed(), String::from_utf8_lossy(&got).into_owned()))
+        }
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn a_client_that_sends_nothing_or_trickles_is_disconnected_after_the_read_timeout() {
+    use std::io::Write as _;
+    use std::net::TcpStream;
+    let key_dir = crate::support::temp_dir("rpull-fleet-key-");
+    let key = key_dir.path().join("k");
+    fs::write(&key, "standalone").unwrap();
+    let mut sandbox = rpull();
+    sandbox.env("RPULL_HTTP_READ_TIMEOUT", "1s");
+    let (_server, base) = start_standalone(&sandbox, &key);
+    let addr = base.strip_prefix("http://").unwrap().to_string();
+    let token = mint_token(&sandbox, &key, "admin");
+    let limit = Duration::from_secs(10);
+
+    // Connected, silent.
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    // Half a request head.
+    let mut half = TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /job/x HTTP/1.1\r\nHost: solo\r\n").unwrap();
+    // A whole head, then 10 of the 100 body bytes it announced.
+    let mut slow_body = TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /node/solo/container/docker/pull HTTP/1.1\r\nHost: solo\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"image\":"
+    );
+    slow_body.write_all(head.as_bytes()).unwrap();
+    // A kept-alive connection that idles after its first answer.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET /nope HTTP/1.1\r\nHost: solo\r\n\r\n")
+        .unwrap();
+
+    for (what, stream) in [
+        ("silent", &mut silent),
+        ("half a head", &mut half),
+        ("slow body", &mut slow_body),
+        ("idle", &mut idle),
+    ] {
+        let Some((took, answer)) = closed_within(stream, limit) else {
+            panic!("{what}: still open after {limit:?}");
+        };
+        assert!(took < Duration::from_secs(5), "{what}: closed after {took:?}");
+        match what {
+            "slow body" => assert!(
+                answer.starts_with("HTTP/1.1 408") && answer.contains("request body too slow"),
+                "{what}: {answer}"
+            ),
+            "idle" => assert!(answer.starts_with("HTTP/1.1 404"), "{what}: {answer}"),
+            _ => {}
+        }
+    }
+    // The server still answers.
+    let resp = http_client()
+        .get(format!("{base}/job/x"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+}
+
 #[test]
 fn an_agent_given_the_nats_url_only_in_the_environment_connects() {
     let registry = Registry::start();
