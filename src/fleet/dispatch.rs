@@ -1,8 +1,9 @@
 //! Running a job for the HTTP API: over JetStream to the agents (KV first, then the job's ID
 //! on the stream, then the answers watched in the responses bucket), or on this node alone
-//! when the server runs without NATS.
+//! when the server runs without NATS (its jobs then kept in memory for [`JOB_TTL`], as long
+//! as the NATS bucket keeps them, and [`MAX_LOCAL_JOBS`] at most).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::now;
-use super::bus::{agent_key, job_key, AgentInfo, Bus, BusError};
+use super::bus::{agent_key, job_key, AgentInfo, Bus, BusError, JOB_TTL};
 use super::job::{run_pull, Job, JobReporter, PullResult, Status, PULL_OPERATION, TIMEOUT_ERROR};
 use super::target::{Label, Target};
 use crate::credentials::CredentialLookup;
@@ -52,7 +53,61 @@ pub struct Local {
     pub credentials: Option<CredentialLookup>,
     /// Cancels running pulls when the server stops.
     pub cancel: CancellationToken,
-    jobs: Mutex<HashMap<String, Job>>,
+    jobs: Mutex<JobTable>,
+}
+
+/// The most jobs the standalone server remembers; beyond, the oldest are forgotten.
+pub const MAX_LOCAL_JOBS: usize = 10_000;
+
+/// The standalone server's jobs by ID, in the order they came: each kept for a time to live,
+/// and a bounded number of them (the oldest go first).
+struct JobTable {
+    jobs: HashMap<String, Job>,
+    order: VecDeque<String>,
+    ttl_secs: u64,
+    max: usize,
+}
+
+impl JobTable {
+    fn new(ttl: Duration, max: usize) -> JobTable {
+        JobTable {
+            jobs: HashMap::new(),
+            order: VecDeque::new(),
+            ttl_secs: ttl.as_secs(),
+            max: max.max(1),
+        }
+    }
+
+    fn expired(&self, job: &Job, now: u64) -> bool {
+        now >= job.created.saturating_add(self.ttl_secs)
+    }
+
+    /// Records `job`, forgetting the expired ones and the oldest beyond the bound.
+    fn insert(&mut self, job: Job, now: u64) {
+        self.order.push_back(job.job_id.clone());
+        self.jobs.insert(job.job_id.clone(), job);
+        while let Some(oldest) = self.order.front() {
+            let expired = self.jobs.get(oldest).is_none_or(|j| self.expired(j, now));
+            if !expired && self.order.len() <= self.max {
+                break;
+            }
+            let oldest = self.order.pop_front().expect("a front");
+            self.jobs.remove(&oldest);
+        }
+    }
+
+    /// The job `id`, unless unknown or expired.
+    fn get(&self, id: &str, now: u64) -> Option<Job> {
+        self.jobs.get(id).filter(|j| !self.expired(j, now)).cloned()
+    }
+
+    /// Stores the result of job `id`, if it is still kept.
+    fn complete(&mut self, id: &str, result: PullResult) {
+        if let Some(job) = self.jobs.get_mut(id) {
+            job.results = vec![result];
+            job.status = "completed".to_string();
+        }
+    }
 }
 
 impl Local {
@@ -70,7 +125,7 @@ impl Local {
             labels,
             credentials,
             cancel,
-            jobs: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(JobTable::new(JOB_TTL, MAX_LOCAL_JOBS)),
         }
     }
 }
@@ -114,7 +169,7 @@ impl Backend {
                     .map(Some)
                     .map_err(|e| DispatchError::Corrupt(id.to_string(), e.to_string()))
             }
-            Backend::Local(local) => Ok(local.jobs.lock().expect("jobs lock").get(id).cloned()),
+            Backend::Local(local) => Ok(local.jobs.lock().expect("jobs lock").get(id, now())),
         }
     }
 }
@@ -221,7 +276,7 @@ async fn run_local(
         .jobs
         .lock()
         .expect("jobs lock")
-        .insert(job.job_id.clone(), job.clone());
+        .insert(job.clone(), job.created);
     let node = Arc::clone(local);
     let id = job.job_id.clone();
     let image = image.to_string();
@@ -238,10 +293,7 @@ async fn run_local(
         )
         .await;
         if let Some(result) = &result {
-            if let Some(job) = node.jobs.lock().expect("jobs lock").get_mut(&id) {
-                job.results = vec![result.clone()];
-                job.status = "completed".to_string();
-            }
+            node.jobs.lock().expect("jobs lock").complete(&id, result.clone());
         }
         result
     });
@@ -257,4 +309,49 @@ async fn run_local(
     job.results = vec![result];
     job.status = "completed".to_string();
     Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(host: &str) -> PullResult {
+        PullResult {
+            status: Status::Ok,
+            ..PullResult::failed(host, "")
+        }
+    }
+
+    fn job_at(id: &str, created: u64) -> Job {
+        Job {
+            job_id: id.to_string(),
+            created,
+            ..new_job(&Target::Any, "alpine", Duration::from_secs(1))
+        }
+    }
+
+    #[test]
+    fn local_jobs_expire_and_are_bounded() {
+        let mut t = JobTable::new(Duration::from_secs(100), 3);
+        t.insert(job_at("a", 1000), 1000);
+        assert!(t.get("a", 1099).is_some());
+        assert!(t.get("a", 1100).is_none(), "expired");
+        // Inserting later forgets the expired ones.
+        t.insert(job_at("b", 1100), 1100);
+        assert!(!t.jobs.contains_key("a"));
+        for (i, id) in ["c", "d", "e"].iter().enumerate() {
+            t.insert(job_at(id, 1101 + i as u64), 1101 + i as u64);
+        }
+        // At most three: the oldest went.
+        assert_eq!(t.jobs.len(), 3);
+        assert_eq!(t.order.len(), 3);
+        assert!(t.get("b", 1110).is_none());
+        assert!(t.get("e", 1110).is_some());
+        t.complete("e", answer("n1"));
+        let e = t.get("e", 1110).unwrap();
+        assert_eq!((e.status.as_str(), e.results.len()), ("completed", 1));
+        // A forgotten job's late result is dropped.
+        t.complete("b", answer("n1"));
+        assert!(!t.jobs.contains_key("b"));
+    }
 }

@@ -1210,6 +1210,20 @@ fn standalone_serve_pulls_on_its_own_node() {
         assert_ok(&results(&body)[0], &image, "v1", changed);
         changed = false;
     }
+    // The job is kept, with its result, for GET /job/{id}.
+    let (_, body) = post("solo");
+    let resp = client
+        .get(format!("{base}/job/{}", body["job_id"].as_str().unwrap()))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let job = json_body(resp);
+    assert_eq!(
+        (job["status"].as_str(), &job["results"]),
+        (Some("completed"), &body["results"]),
+        "{job}"
+    );
     for target in ["other", "group:db"] {
         let (status, body) = post(target);
         assert_eq!(status, 500, "{target}: {body}");
