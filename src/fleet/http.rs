@@ -261,7 +261,7 @@ async fn pull(
     let started = std::time::Instant::now();
     let job = api
         .backend
-        .run(&target, &body.image, api.job_timeout)
+        .run(&target, &body.image, api.job_timeout, &*api.log)
         .await
         .map_err(|e| {
             (api.log)(format!("pull {} on {target} for {}: {e}", body.image, claims.sub));

@@ -1514,3 +1514,56 @@ fn an_agent_given_the_nats_url_only_in_the_environment_connects() {
     assert_eq!(status, 202, "{body}");
     assert_ok(&results(&body)[0], &image, "v1", true);
 }
+
+#[test]
+fn answers_from_agents_a_job_does_not_expect_are_ignored() {
+    use futures_util::StreamExt as _;
+    // About four seconds of download on the first agent to fetch the layer: time to forge.
+    let big = ThrottledImage::push(23, 1 << 20);
+    let fleet = Fleet::start(three_agents(), "20s", None);
+    let job = pull_in_background(&fleet, "_all", &big.reference);
+    let nats = fleet.nats.url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap());
+        let jobs = js.get_key_value("job-queue").await.unwrap();
+        let responses = js.get_key_value("job-responses").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let id = loop {
+            let mut keys = jobs.keys().await.unwrap();
+            if let Some(key) = keys.next().await {
+                break key.unwrap().trim_start_matches("jobs.").to_string();
+            }
+            assert!(Instant::now() < deadline, "no job in the bucket");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let forged = |host: &str| {
+            json!({"hostname": host, "status": "ok", "image_id": "sha256:forged", "tag": "v1",
+                "size": 1, "changed": true, "error": ""})
+            .to_string()
+        };
+        // A host nobody expects, and node-b's key carrying node-a's name.
+        for (key, host) in [("intruder", "intruder"), ("node-b", "node-a")] {
+            let key = format!("responses.{id}.{key}");
+            responses.put(key, forged(host).into()).await.unwrap();
+        }
+    });
+    let (status, body) = job.join().unwrap().expect("POST");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(hostnames(&body), ["node-a", "node-b", "node-c"], "{body}");
+    for result in results(&body) {
+        assert_ok(&result, &big.image, "v1", true);
+    }
+    let log = fleet.server.stderr_so_far();
+    assert!(
+        log.contains("ignored an answer from \"intruder\", which the job does not expect"),
+        "{log}"
+    );
+    assert!(
+        log.contains("ignored an answer for \"node-a\" put under"),
+        "{log}"
+    );
+}
