@@ -131,6 +131,7 @@ complete -c rpull -n "__fish_rpull_using_subcommand serve" -l signing-key-file -
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l job-timeout -d 'How long a request waits for the agents\' answers' -r
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l hostname -d 'This node\'s hostname for jobs run here without --nats [default: the system\'s]' -r
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l label -d 'This node\'s label for jobs run here without --nats (KEY=VALUE; repeatable)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l http-read-timeout -d 'How long a client may take to send a request\'s head, then its body (tests use short values)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l nats-ca -d 'CA certificates (PEM) NATS\'s certificate must chain to, instead of the system\'s; TLS is then required [default: the config file\'s nats-ca]' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l nats-cert -d 'A client certificate (PEM) for a NATS server that verifies clients, with --nats-key [default: the config file\'s nats-cert]' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l nats-key -d 'The key (PEM) of --nats-cert [default: the config file\'s nats-key]' -r -F
@@ -148,6 +149,7 @@ complete -c rpull -n "__fish_rpull_using_subcommand agent" -l nats-nkey-file -d 
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l hostname -d 'This node\'s name, the target `/node/NAME/...` reaches [default: the system\'s hostname]' -r
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l label -d 'A label selectors reach this node by (KEY=VALUE, dot segments in VALUE match by prefix; repeatable)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l concurrency -d 'Jobs pulled at the same time' -r
+complete -c rpull -n "__fish_rpull_using_subcommand agent" -l progress-timeout -d 'Fail a job\'s pull that receives no data for this long, e.g. 30s, 5m; 0 never gives up' -r
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l config -d 'rpull\'s config file (JSON) [default: <config dir>/rpull/config.json]' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -s h -l help -d 'Print help'

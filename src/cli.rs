@@ -186,6 +186,10 @@ pub struct AgentArgs {
     #[arg(long, value_name = "int", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
 
+    /// Fail a job's pull that receives no data for this long, e.g. 30s, 5m; 0 never gives up
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub progress_timeout: Duration,
+
     /// rpull's config file (JSON) [default: <config dir>/rpull/config.json]
     #[arg(long, value_name = "FILE", env = crate::settings::env::CONFIG)]
     pub config: Option<PathBuf>,

@@ -367,6 +367,8 @@ async fn run_local(
             node.credentials.clone(),
             None,
             Arc::new(JobReporter::default()),
+            // The request's job timeout bounds what the client waits for.
+            None,
             node.cancel.clone(),
         )
         .await;

@@ -1567,3 +1567,40 @@ fn answers_from_agents_a_job_does_not_expect_are_ignored() {
         "{log}"
     );
 }
+
+#[test]
+fn an_agent_pull_that_receives_nothing_fails_after_the_progress_timeout() {
+    let registry = Registry::start();
+    let image = push_sized(&registry, "fleet/stall", "v1", 500_000, 24);
+    let proxy = FaultProxy::start(&registry.host());
+    let layer = image.layer_digests[0].clone();
+    proxy.add_rule(Rule::get(&layer, Fault::StallAfter(100_000, Duration::from_secs(60))).times(1));
+    let reference = format!("{}/fleet/stall:v1", proxy.host());
+    let mut fleet = Fleet::start(vec![("node-a", vec![])], "30s", None);
+    let nats = fleet.nats.url();
+    let agent = fleet.agent("node-a");
+    agent.kill();
+    agent.args = ["--progress-timeout", "1s"].map(String::from).to_vec();
+    agent.start(&nats);
+
+    let started = Instant::now();
+    let (status, body) = fleet.pull("node-a", &reference);
+    let took = started.elapsed();
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!(
+            "failed to pull {reference}: no progress for 1s (progress timeout)"
+        )),
+        "{body}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+    // The stall was served once: the next job resumes and completes, the store sound.
+    let (status, body) = fleet.pull("node-a", &reference);
+    assert_eq!(status, 202, "{body}");
+    assert_ok(&results(&body)[0], &image, "v1", true);
+    fleet.agent("node-a").assert_store_ok();
+}
