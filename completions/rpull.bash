@@ -203,7 +203,7 @@ _rpull() {
             return 0
             ;;
         rpull__subcmd__agent)
-            opts="-h --nats --nats-ca --nats-cert --nats-key --nats-nkey-file --hostname --label --concurrency --config --root --help"
+            opts="-h --nats --nats-ca --nats-cert --nats-key --nats-nkey-file --hostname --label --concurrency --progress-timeout --config --root --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -238,6 +238,10 @@ _rpull() {
                     return 0
                     ;;
                 --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -731,7 +735,7 @@ _rpull() {
             return 0
             ;;
         rpull__subcmd__serve)
-            opts="-h --cri-socket --listen --nats --signing-key-file --job-timeout --hostname --label --nats-ca --nats-cert --nats-key --nats-nkey-file --config --progress-timeout --read-timeout --root --help"
+            opts="-h --cri-socket --listen --nats --signing-key-file --job-timeout --hostname --label --http-read-timeout --nats-ca --nats-cert --nats-key --nats-nkey-file --config --progress-timeout --read-timeout --root --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -762,6 +766,10 @@ _rpull() {
                     return 0
                     ;;
                 --label)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-read-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

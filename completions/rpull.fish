@@ -126,11 +126,12 @@ complete -c rpull -n "__fish_rpull_using_subcommand check" -l repair -d 'Remove 
 complete -c rpull -n "__fish_rpull_using_subcommand check" -s h -l help -d 'Print help'
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l cri-socket -d 'Serve the CRI image service (runtime.v1.ImageService) on this unix socket [default: /run/rpull/cri.sock when --listen is not given]' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l listen -d 'Serve the pull API on this address (HOST:PORT; port 0 picks a free one, printed on stderr)' -r
-complete -c rpull -n "__fish_rpull_using_subcommand serve" -l nats -d 'The NATS server the agents listen on (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222); without it, jobs run on this node' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l nats -d 'The NATS server the agents listen on (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222); without it, jobs run on this node; also read from RPULL_NATS_URL, which keeps a password out of the process list' -r
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l signing-key-file -d 'The file holding the key that signs API tokens (HS256) [default: the config file\'s signing-key-file]' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l job-timeout -d 'How long a request waits for the agents\' answers' -r
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l hostname -d 'This node\'s hostname for jobs run here without --nats [default: the system\'s]' -r
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l label -d 'This node\'s label for jobs run here without --nats (KEY=VALUE; repeatable)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand serve" -l http-read-timeout -d 'How long a client may take to send a request\'s head, then its body (tests use short values)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l nats-ca -d 'CA certificates (PEM) NATS\'s certificate must chain to, instead of the system\'s; TLS is then required [default: the config file\'s nats-ca]' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l nats-cert -d 'A client certificate (PEM) for a NATS server that verifies clients, with --nats-key [default: the config file\'s nats-cert]' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l nats-key -d 'The key (PEM) of --nats-cert [default: the config file\'s nats-key]' -r -F
@@ -140,7 +141,7 @@ complete -c rpull -n "__fish_rpull_using_subcommand serve" -l progress-timeout -
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l read-timeout -d 'Give up on a registry answer after this long without data (tests use short values)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand serve" -s h -l help -d 'Print help'
-complete -c rpull -n "__fish_rpull_using_subcommand agent" -l nats -d 'The NATS server (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222)' -r
+complete -c rpull -n "__fish_rpull_using_subcommand agent" -l nats -d 'The NATS server (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222); also read from RPULL_NATS_URL, which keeps a password out of the process list' -r
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l nats-ca -d 'CA certificates (PEM) NATS\'s certificate must chain to, instead of the system\'s; TLS is then required [default: the config file\'s nats-ca]' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l nats-cert -d 'A client certificate (PEM) for a NATS server that verifies clients, with --nats-key [default: the config file\'s nats-cert]' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l nats-key -d 'The key (PEM) of --nats-cert [default: the config file\'s nats-key]' -r -F
@@ -148,6 +149,7 @@ complete -c rpull -n "__fish_rpull_using_subcommand agent" -l nats-nkey-file -d 
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l hostname -d 'This node\'s name, the target `/node/NAME/...` reaches [default: the system\'s hostname]' -r
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l label -d 'A label selectors reach this node by (KEY=VALUE, dot segments in VALUE match by prefix; repeatable)' -r
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l concurrency -d 'Jobs pulled at the same time' -r
+complete -c rpull -n "__fish_rpull_using_subcommand agent" -l progress-timeout -d 'Fail a job\'s pull that receives no data for this long, e.g. 30s, 5m; 0 never gives up' -r
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l config -d 'rpull\'s config file (JSON) [default: <config dir>/rpull/config.json]' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -l root -d 'Directory of the image store (an OCI image layout)' -r -F
 complete -c rpull -n "__fish_rpull_using_subcommand agent" -s h -l help -d 'Print help'

@@ -115,8 +115,8 @@ pub struct FleetServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
 
-    /// The NATS server the agents listen on (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222); without it, jobs run on this node
-    #[arg(long, value_name = "URL")]
+    /// The NATS server the agents listen on (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222); without it, jobs run on this node; also read from RPULL_NATS_URL, which keeps a password out of the process list
+    #[arg(long, value_name = "URL", env = crate::settings::env::NATS_URL, hide_env_values = true)]
     pub nats: Option<String>,
 
     /// The file holding the key that signs API tokens (HS256) [default: the config file's signing-key-file]
@@ -134,6 +134,10 @@ pub struct FleetServeArgs {
     /// This node's label for jobs run here without --nats (KEY=VALUE; repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+
+    /// How long a client may take to send a request's head, then its body (tests use short values)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true, default_value = "30s", env = crate::settings::env::HTTP_READ_TIMEOUT)]
+    pub http_read_timeout: Duration,
 
     #[command(flatten)]
     pub nats_access: NatsAccessArgs,
@@ -163,8 +167,8 @@ pub struct NatsAccessArgs {
 /// `agent`'s options.
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
-    /// The NATS server (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222)
-    #[arg(long, value_name = "URL", required = true)]
+    /// The NATS server (e.g. nats://127.0.0.1:4222, tls://user:password@nats.lan:4222); also read from RPULL_NATS_URL, which keeps a password out of the process list
+    #[arg(long, value_name = "URL", required = true, env = crate::settings::env::NATS_URL, hide_env_values = true)]
     pub nats: Option<String>,
 
     #[command(flatten)]
@@ -181,6 +185,10 @@ pub struct AgentArgs {
     /// Jobs pulled at the same time
     #[arg(long, value_name = "int", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
+
+    /// Fail a job's pull that receives no data for this long, e.g. 30s, 5m; 0 never gives up
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub progress_timeout: Duration,
 
     /// rpull's config file (JSON) [default: <config dir>/rpull/config.json]
     #[arg(long, value_name = "FILE", env = crate::settings::env::CONFIG)]

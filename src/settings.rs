@@ -53,6 +53,12 @@ pub mod env {
     pub const NO_LOOPBACK_INSECURE: &str = "RPULL_NO_LOOPBACK_INSECURE";
     /// How long a registry may send nothing before a request counts as failed (tests).
     pub const READ_TIMEOUT: &str = "RPULL_READ_TIMEOUT";
+    /// The NATS URL of `rpull agent` and `rpull serve` (same as `--nats`), which keeps a
+    /// password in it out of the process list.
+    pub const NATS_URL: &str = "RPULL_NATS_URL";
+    /// How long a client of the fleet API may take to send a request's head, then its body
+    /// (tests; 30 s by default).
+    pub const HTTP_READ_TIMEOUT: &str = "RPULL_HTTP_READ_TIMEOUT";
     /// An absolute bound on a layer's uncompressed size, in bytes.
     pub const MAX_LAYER_BYTES: &str = "RPULL_MAX_LAYER_BYTES";
     /// Bytes a second at which one connection is judged fast enough that a ranged download

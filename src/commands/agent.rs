@@ -38,6 +38,7 @@ pub async fn run(args: AgentArgs, root: Option<PathBuf>) -> ExitCode {
         hostname: node.hostname,
         labels: node.labels,
         concurrency: args.concurrency as usize,
+        progress_timeout: Some(args.progress_timeout).filter(|t| !t.is_zero()),
     };
     let log_host = hostname.clone();
     let result = agent::run(

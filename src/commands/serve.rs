@@ -126,6 +126,7 @@ async fn run_fleet(fleet: FleetServeArgs, engine: Engine, shutdown: Cancellation
         nats_settings: engine.settings().nats.clone(),
         signing_key_file,
         job_timeout: fleet.job_timeout,
+        read_timeout: fleet.http_read_timeout,
     };
     let (hostname, labels) = (fleet.hostname, fleet.labels);
     let node = move || Node::with_engine(engine, hostname, &labels).map_err(|e| e.to_string());

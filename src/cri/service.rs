@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
@@ -32,7 +32,7 @@ use super::status::{pull_code, store_code};
 use crate::credentials::CredentialChain;
 use crate::engine::{Engine, PullRequest, RemoveOptions};
 use crate::inspect::{ImageDetails, InspectError};
-use crate::progress::{Event, Reporter};
+use crate::progress::watchdog::Watchdog;
 use crate::reference::Reference;
 use crate::registry::Credential;
 
@@ -197,93 +197,6 @@ impl Drop for Waiter {
 }
 
 /// What a layer is doing, as far as the progress timeout is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LayerPhase {
-    /// Downloading (or about to): its bytes must keep coming.
-    Active,
-    /// Queued for one of the service's download slots, which other pulls hold.
-    Waiting,
-    /// Downloaded (extraction reports its own progress) or already there.
-    Done,
-}
-
-/// The progress timeout's view of a pull: when it last reported anything (a byte, a layer
-/// status) and which layers are downloading. Like containerd's, the timer only runs while a
-/// download is active: a pull whose layers all wait for a download slot is not stalled.
-struct Watchdog {
-    start: Instant,
-    last_ms: AtomicU64,
-    layers: Mutex<HashMap<String, LayerPhase>>,
-}
-
-impl Watchdog {
-    fn new() -> Watchdog {
-        Watchdog {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            layers: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Whether every layer still to download waits for a slot.
-    fn only_queued(&self) -> bool {
-        let layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
-        let phases = || layers.values().copied();
-        phases().any(|p| p == LayerPhase::Waiting) && !phases().any(|p| p == LayerPhase::Active)
-    }
-
-    /// Returns once `timeout` passed with no event while a download was active.
-    async fn stalled(&self, timeout: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let idle = self.start.elapsed().saturating_sub(last);
-            if idle >= timeout {
-                if !self.only_queued() {
-                    return;
-                }
-                self.touch();
-                continue;
-            }
-            tokio::time::sleep(timeout - idle).await;
-        }
-    }
-}
-
-impl Reporter for Watchdog {
-    fn report(&self, event: Event) {
-        use crate::progress::{LayerStatus, Phase};
-        let phase = match &event {
-            Event::Layer { id, status } => match status {
-                LayerStatus::PullingFsLayer | LayerStatus::Retrying { .. } => Some((id, LayerPhase::Active)),
-                LayerStatus::Waiting => Some((id, LayerPhase::Waiting)),
-                LayerStatus::AlreadyExists | LayerStatus::DownloadComplete | LayerStatus::PullComplete => {
-                    Some((id, LayerPhase::Done))
-                }
-                LayerStatus::VerifyingChecksum => None,
-            },
-            Event::Progress {
-                id,
-                phase: Phase::Downloading,
-                ..
-            } => Some((id, LayerPhase::Active)),
-            _ => None,
-        };
-        if let Some((id, phase)) = phase {
-            let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
-            // Progress events come by the thousand: only a change of phase writes.
-            if layers.get(id) != Some(&phase) {
-                layers.insert(id.clone(), phase);
-            }
-        }
-        self.touch();
-    }
-}
-
 /// One pull, from the node's and the request's credentials to the image ID.
 async fn run_pull(
     engine: Engine,
@@ -623,41 +536,6 @@ mod tests {
             image_of(Some(&spec(&long))).unwrap_err().code(),
             Code::InvalidArgument
         );
-    }
-
-    #[tokio::test]
-    async fn the_progress_timer_runs_only_while_a_download_is_active() {
-        use crate::progress::{LayerStatus, Phase};
-        let t = Duration::from_millis(60);
-        let layer = |id: &str, status| Event::Layer {
-            id: id.into(),
-            status,
-        };
-        // Nothing reported: stalled after the timeout.
-        let w = Watchdog::new();
-        let started = Instant::now();
-        w.stalled(t).await;
-        assert!(started.elapsed() >= t);
-
-        // Every layer queued for a slot: not stalled, however long it waits.
-        let w = Watchdog::new();
-        w.report(layer("aaa", LayerStatus::PullingFsLayer));
-        w.report(layer("bbb", LayerStatus::PullingFsLayer));
-        w.report(layer("aaa", LayerStatus::Waiting));
-        w.report(layer("bbb", LayerStatus::Waiting));
-        assert!(tokio::time::timeout(t * 4, w.stalled(t)).await.is_err());
-        // One gets its slot and its bytes stop: stalled.
-        w.report(Event::Progress {
-            id: "aaa".into(),
-            phase: Phase::Downloading,
-            current: 10,
-            total: 100,
-        });
-        assert!(!w.only_queued());
-        assert!(tokio::time::timeout(t * 4, w.stalled(t)).await.is_ok());
-        // Done downloading, the other still queued: the queue does not count.
-        w.report(layer("aaa", LayerStatus::DownloadComplete));
-        assert!(w.only_queued());
     }
 
     #[test]

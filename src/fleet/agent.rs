@@ -7,7 +7,8 @@
 //! answered in the responses bucket, then acknowledged. Its fetches from mirrors are
 //! coordinated with the other agents' through the blob claims ([`super::claims`]), so that a
 //! shared pull-through cache fetches each blob from its origin once. While a pull runs the agent tells
-//! JetStream it is still working; a job whose deadline has passed is acknowledged unanswered
+//! JetStream it is still working, and a pull that receives no data for the progress timeout
+//! fails (as the CRI service's does); a job whose deadline has passed is acknowledged unanswered
 //! (nobody waits for it any more). Consumers are re-created after NATS restarts, and a
 //! heartbeat in the agent registry tells the server whom to wait for.
 
@@ -44,6 +45,8 @@ pub struct AgentConfig {
     pub labels: Vec<Label>,
     /// Jobs pulled at the same time.
     pub concurrency: usize,
+    /// A pull receiving no data this long fails; `None` never gives up.
+    pub progress_timeout: Option<Duration>,
 }
 
 /// What the agent tells its caller (who logs it).
@@ -175,6 +178,7 @@ pub async fn run(
                 hostname: config.hostname.clone(),
                 credentials: credentials.clone(),
                 gate: Arc::clone(&gate),
+                progress_timeout: config.progress_timeout,
             },
             cancel.clone(),
             Arc::clone(&events),
@@ -272,6 +276,7 @@ struct NodePull {
     hostname: String,
     credentials: Option<CredentialLookup>,
     gate: Arc<dyn BlobGate>,
+    progress_timeout: Option<Duration>,
 }
 
 /// Runs one job and acknowledges it (not when cancelled: then it is redelivered).
@@ -321,6 +326,7 @@ async fn handle(
         node.credentials.clone(),
         Some(Arc::clone(&node.gate)),
         Arc::clone(&reporter),
+        node.progress_timeout,
         cancel,
     );
     tokio::pin!(pull);

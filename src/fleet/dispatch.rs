@@ -1,8 +1,10 @@
 //! Running a job for the HTTP API: over JetStream to the agents (KV first, then the job's ID
-//! on the stream, then the answers watched in the responses bucket), or on this node alone
-//! when the server runs without NATS.
+//! on the stream, then the answers watched in the responses bucket, only those of the agents
+//! the job expects kept, one each), or on this node alone when the server runs without NATS
+//! (its jobs then kept in memory for [`JOB_TTL`], as long as the NATS bucket keeps them, and
+//! [`MAX_LOCAL_JOBS`] at most).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::now;
-use super::bus::{agent_key, job_key, AgentInfo, Bus, BusError};
+use super::bus::{agent_key, job_key, response_key, AgentInfo, Bus, BusError, JOB_TTL};
 use super::job::{run_pull, Job, JobReporter, PullResult, Status, PULL_OPERATION, TIMEOUT_ERROR};
 use super::target::{Label, Target};
 use crate::credentials::CredentialLookup;
@@ -52,7 +54,61 @@ pub struct Local {
     pub credentials: Option<CredentialLookup>,
     /// Cancels running pulls when the server stops.
     pub cancel: CancellationToken,
-    jobs: Mutex<HashMap<String, Job>>,
+    jobs: Mutex<JobTable>,
+}
+
+/// The most jobs the standalone server remembers; beyond, the oldest are forgotten.
+pub const MAX_LOCAL_JOBS: usize = 10_000;
+
+/// The standalone server's jobs by ID, in the order they came: each kept for a time to live,
+/// and a bounded number of them (the oldest go first).
+struct JobTable {
+    jobs: HashMap<String, Job>,
+    order: VecDeque<String>,
+    ttl_secs: u64,
+    max: usize,
+}
+
+impl JobTable {
+    fn new(ttl: Duration, max: usize) -> JobTable {
+        JobTable {
+            jobs: HashMap::new(),
+            order: VecDeque::new(),
+            ttl_secs: ttl.as_secs(),
+            max: max.max(1),
+        }
+    }
+
+    fn expired(&self, job: &Job, now: u64) -> bool {
+        now >= job.created.saturating_add(self.ttl_secs)
+    }
+
+    /// Records `job`, forgetting the expired ones and the oldest beyond the bound.
+    fn insert(&mut self, job: Job, now: u64) {
+        self.order.push_back(job.job_id.clone());
+        self.jobs.insert(job.job_id.clone(), job);
+        while let Some(oldest) = self.order.front() {
+            let expired = self.jobs.get(oldest).is_none_or(|j| self.expired(j, now));
+            if !expired && self.order.len() <= self.max {
+                break;
+            }
+            let oldest = self.order.pop_front().expect("a front");
+            self.jobs.remove(&oldest);
+        }
+    }
+
+    /// The job `id`, unless unknown or expired.
+    fn get(&self, id: &str, now: u64) -> Option<Job> {
+        self.jobs.get(id).filter(|j| !self.expired(j, now)).cloned()
+    }
+
+    /// Stores the result of job `id`, if it is still kept.
+    fn complete(&mut self, id: &str, result: PullResult) {
+        if let Some(job) = self.jobs.get_mut(id) {
+            job.results = vec![result];
+            job.status = "completed".to_string();
+        }
+    }
 }
 
 impl Local {
@@ -70,7 +126,7 @@ impl Local {
             labels,
             credentials,
             cancel,
-            jobs: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(JobTable::new(JOB_TTL, MAX_LOCAL_JOBS)),
         }
     }
 }
@@ -92,10 +148,16 @@ fn new_job(target: &Target, image: &str, timeout: Duration) -> Job {
 impl Backend {
     /// Runs a pull of `image` on `target`, waiting up to `timeout` for the answers. The job
     /// comes back completed: one result per targeted agent, those that did not answer with
-    /// [`TIMEOUT_ERROR`].
-    pub async fn run(&self, target: &Target, image: &str, timeout: Duration) -> Result<Job, DispatchError> {
+    /// [`TIMEOUT_ERROR`]. `log` is told of the answers ignored.
+    pub async fn run(
+        &self,
+        target: &Target,
+        image: &str,
+        timeout: Duration,
+        log: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<Job, DispatchError> {
         match self {
-            Backend::Nats(bus) => run_nats(bus, target, image, timeout).await,
+            Backend::Nats(bus) => run_nats(bus, target, image, timeout, log).await,
             Backend::Local(local) => run_local(local, target, image, timeout).await,
         }
     }
@@ -114,7 +176,7 @@ impl Backend {
                     .map(Some)
                     .map_err(|e| DispatchError::Corrupt(id.to_string(), e.to_string()))
             }
-            Backend::Local(local) => Ok(local.jobs.lock().expect("jobs lock").get(id).cloned()),
+            Backend::Local(local) => Ok(local.jobs.lock().expect("jobs lock").get(id, now())),
         }
     }
 }
@@ -140,7 +202,70 @@ async fn expected_agents(bus: &Bus, target: &Target) -> Result<Vec<String>, BusE
     Ok(out)
 }
 
-async fn run_nats(bus: &Bus, target: &Target, image: &str, timeout: Duration) -> Result<Job, DispatchError> {
+/// The most ignored answers of one job logged one by one; the rest are counted.
+const IGNORED_LOGGED: usize = 8;
+
+/// The answers a job keeps: one per agent it expects (a broadcast's live agents, a host
+/// target's host), or for `_any` the first that comes; the first answer of each agent only.
+struct Answers {
+    job_id: String,
+    /// Whom the job waits for; `None` for `_any`: whoever answers first.
+    expected: Option<Vec<String>>,
+    kept: BTreeMap<String, PullResult>,
+}
+
+impl Answers {
+    fn new(job_id: &str, target: &Target, broadcast_to: &[String]) -> Answers {
+        let expected = match target {
+            Target::Any => None,
+            Target::Host(host) => Some(vec![host.clone()]),
+            Target::All | Target::Label { .. } => Some(broadcast_to.to_vec()),
+        };
+        Answers {
+            job_id: job_id.to_string(),
+            expected,
+            kept: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps `result`, put under `key`, or says why it is ignored.
+    fn offer(&mut self, key: &str, result: PullResult) -> Result<(), String> {
+        let host = result.hostname.as_str();
+        if key != response_key(&self.job_id, host) {
+            return Err(format!("an answer for {host:?} put under {key}"));
+        }
+        if self.kept.contains_key(host) {
+            return Err(format!("a second answer from {host:?}"));
+        }
+        match &self.expected {
+            Some(expected) if !expected.iter().any(|h| h == host) => {
+                return Err(format!("an answer from {host:?}, which the job does not expect"))
+            }
+            None if !self.kept.is_empty() => {
+                return Err(format!("an answer from {host:?} after the first"));
+            }
+            _ => {}
+        }
+        self.kept.insert(host.to_string(), result);
+        Ok(())
+    }
+
+    /// Whether every expected agent answered (for `_any`, one).
+    fn done(&self) -> bool {
+        match &self.expected {
+            Some(expected) => expected.iter().all(|h| self.kept.contains_key(h)),
+            None => !self.kept.is_empty(),
+        }
+    }
+}
+
+async fn run_nats(
+    bus: &Bus,
+    target: &Target,
+    image: &str,
+    timeout: Duration,
+    log: &(dyn Fn(String) + Send + Sync),
+) -> Result<Job, DispatchError> {
     let mut job = new_job(target, image, timeout);
     let expected = if target.is_broadcast() {
         let expected = expected_agents(bus, target).await?;
@@ -170,16 +295,9 @@ async fn run_nats(bus: &Bus, target: &Target, image: &str, timeout: Duration) ->
         .await
         .map_err(BusError::js)?;
 
-    let mut answers: BTreeMap<String, PullResult> = BTreeMap::new();
-    loop {
-        let done = if target.is_broadcast() {
-            expected.iter().all(|h| answers.contains_key(h))
-        } else {
-            !answers.is_empty()
-        };
-        if done {
-            break;
-        }
+    let mut answers = Answers::new(&job.job_id, target, &expected);
+    let mut ignored = 0usize;
+    while !answers.done() {
         let entry = match tokio::time::timeout_at(deadline, watch.next()).await {
             Err(_) | Ok(None) => break,
             Ok(Some(Err(_))) => continue,
@@ -188,10 +306,25 @@ async fn run_nats(bus: &Bus, target: &Target, image: &str, timeout: Duration) ->
         if entry.operation != Operation::Put {
             continue;
         }
-        if let Ok(result) = serde_json::from_slice::<PullResult>(&entry.value) {
-            answers.entry(result.hostname.clone()).or_insert(result);
+        let why = match serde_json::from_slice::<PullResult>(&entry.value) {
+            Ok(result) => answers.offer(&entry.key, result),
+            Err(e) => Err(format!("an unreadable answer under {}: {e}", entry.key)),
+        };
+        if let Err(why) = why {
+            ignored += 1;
+            if ignored <= IGNORED_LOGGED {
+                log(format!("job {}: ignored {why}", job.job_id));
+            }
         }
     }
+    if ignored > IGNORED_LOGGED {
+        log(format!(
+            "job {}: ignored {} more answers",
+            job.job_id,
+            ignored - IGNORED_LOGGED
+        ));
+    }
+    let mut answers = answers.kept;
     for host in &expected {
         answers
             .entry(host.clone())
@@ -221,7 +354,7 @@ async fn run_local(
         .jobs
         .lock()
         .expect("jobs lock")
-        .insert(job.job_id.clone(), job.clone());
+        .insert(job.clone(), job.created);
     let node = Arc::clone(local);
     let id = job.job_id.clone();
     let image = image.to_string();
@@ -234,14 +367,13 @@ async fn run_local(
             node.credentials.clone(),
             None,
             Arc::new(JobReporter::default()),
+            // The request's job timeout bounds what the client waits for.
+            None,
             node.cancel.clone(),
         )
         .await;
         if let Some(result) = &result {
-            if let Some(job) = node.jobs.lock().expect("jobs lock").get_mut(&id) {
-                job.results = vec![result.clone()];
-                job.status = "completed".to_string();
-            }
+            node.jobs.lock().expect("jobs lock").complete(&id, result.clone());
         }
         result
     });
@@ -257,4 +389,84 @@ async fn run_local(
     job.results = vec![result];
     job.status = "completed".to_string();
     Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(host: &str) -> PullResult {
+        PullResult {
+            status: Status::Ok,
+            ..PullResult::failed(host, "")
+        }
+    }
+
+    fn offer(answers: &mut Answers, host: &str) -> Result<(), String> {
+        let key = response_key("j1", host);
+        answers.offer(&key, answer(host))
+    }
+
+    #[test]
+    fn a_broadcast_keeps_one_answer_of_each_expected_agent() {
+        let expected = vec!["n1".to_string(), "n2.lan".to_string()];
+        let mut a = Answers::new("j1", &Target::All, &expected);
+        offer(&mut a, "n1").unwrap();
+        assert!(offer(&mut a, "n1").unwrap_err().contains("second answer"));
+        assert!(offer(&mut a, "intruder").unwrap_err().contains("does not expect"));
+        // Filed under another agent's key than its payload says.
+        let forged = a.offer(&response_key("j1", "n2.lan"), answer("n1"));
+        assert!(forged.unwrap_err().contains("put under"));
+        assert!(!a.done());
+        offer(&mut a, "n2.lan").unwrap();
+        assert!(a.done());
+        assert_eq!(a.kept.keys().collect::<Vec<_>>(), ["n1", "n2.lan"]);
+    }
+
+    #[test]
+    fn a_host_job_keeps_its_host_and_any_the_first() {
+        let mut a = Answers::new("j1", &Target::Host("n1".into()), &[]);
+        assert!(offer(&mut a, "n2").is_err());
+        assert!(!a.done());
+        offer(&mut a, "n1").unwrap();
+        assert!(a.done());
+
+        let mut a = Answers::new("j1", &Target::Any, &[]);
+        offer(&mut a, "n2").unwrap();
+        assert!(offer(&mut a, "n1").unwrap_err().contains("after the first"));
+        assert_eq!(a.kept.len(), 1);
+    }
+
+    fn job_at(id: &str, created: u64) -> Job {
+        Job {
+            job_id: id.to_string(),
+            created,
+            ..new_job(&Target::Any, "alpine", Duration::from_secs(1))
+        }
+    }
+
+    #[test]
+    fn local_jobs_expire_and_are_bounded() {
+        let mut t = JobTable::new(Duration::from_secs(100), 3);
+        t.insert(job_at("a", 1000), 1000);
+        assert!(t.get("a", 1099).is_some());
+        assert!(t.get("a", 1100).is_none(), "expired");
+        // Inserting later forgets the expired ones.
+        t.insert(job_at("b", 1100), 1100);
+        assert!(!t.jobs.contains_key("a"));
+        for (i, id) in ["c", "d", "e"].iter().enumerate() {
+            t.insert(job_at(id, 1101 + i as u64), 1101 + i as u64);
+        }
+        // At most three: the oldest went.
+        assert_eq!(t.jobs.len(), 3);
+        assert_eq!(t.order.len(), 3);
+        assert!(t.get("b", 1110).is_none());
+        assert!(t.get("e", 1110).is_some());
+        t.complete("e", answer("n1"));
+        let e = t.get("e", 1110).unwrap();
+        assert_eq!((e.status.as_str(), e.results.len()), ("completed", 1));
+        // A forgotten job's late result is dropped.
+        t.complete("b", answer("n1"));
+        assert!(!t.jobs.contains_key("b"));
+    }
 }

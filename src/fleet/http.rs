@@ -1,5 +1,9 @@
 //! The HTTP API: `POST /node/{target}/container/docker/pull` and `GET /job/{id}` (both also
 //! under `/api`), bearer-token auth, and `{error, details, code}` bodies for every error.
+//! Connections are served with a bound on reading a request: its head (also the idle time of
+//! a kept-alive connection before the next one) and then its body must each arrive within
+//! [`Api::read_timeout`], so that a client that sends nothing, or trickles, does not hold a
+//! task and a file descriptor for ever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +35,9 @@ pub struct Api {
     pub key: SigningKey,
     /// How long a request waits for the agents.
     pub job_timeout: Duration,
+    /// How long a client may take to send a request's head, and then its body; also how long
+    /// a kept-alive connection may idle.
+    pub read_timeout: Duration,
     /// Told one line per job (the command logs it); never a token.
     pub log: Box<dyn Fn(String) + Send + Sync>,
 }
@@ -101,15 +108,57 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-/// Serves `router` on `listener` until `shutdown`.
+/// How long a client may take to send a request's head (and then its body) by default.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the accept loop pauses after a failed accept (out of file descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `router` on `listener` until `shutdown`, then waits for the requests running. A
+/// connection whose request head does not arrive within `read_timeout` (also between the
+/// requests of a kept-alive one) is closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    read_timeout: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout)
+        .keep_alive(true);
+    let connections = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // EMFILE and the like pass; the listener itself stays good.
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = connections.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that went away or timed out is no error of the server's.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -174,13 +223,23 @@ async fn pull(
 ) -> Result<Response, ApiError> {
     let claims = authorize(&api, &headers, DOCKER_WRITE)?;
     let target = param(target)?;
-    let bytes = to_bytes(body, BODY_LIMIT).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-            format!("the body must be at most {BODY_LIMIT} bytes"),
-        )
-    })?;
+    let read = tokio::time::timeout(api.read_timeout, to_bytes(body, BODY_LIMIT));
+    let bytes = read
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body too slow",
+                format!("the body must arrive within {:?}", api.read_timeout),
+            )
+        })?
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+                format!("the body must be at most {BODY_LIMIT} bytes"),
+            )
+        })?;
     let body: PullBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid request body", e.to_string()))?;
     let target = Target::parse(&target)
@@ -202,7 +261,7 @@ async fn pull(
     let started = std::time::Instant::now();
     let job = api
         .backend
-        .run(&target, &body.image, api.job_timeout)
+        .run(&target, &body.image, api.job_timeout, &*api.log)
         .await
         .map_err(|e| {
             (api.log)(format!("pull {} on {target} for {}: {e}", body.image, claims.sub));
@@ -263,10 +322,11 @@ fn outcome(target: &Target, job: Job) -> Result<Response, ApiError> {
 
 async fn job(
     State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&api, &headers, JOB_READ)?;
+    let id = param(id)?;
     match api.backend.job(&id).await {
         Ok(Some(job)) => Ok(Json(job).into_response()),
         Ok(None) => Err(ApiError::new(

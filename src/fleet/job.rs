@@ -1,14 +1,17 @@
 //! A pull job and its per-agent results, in the API's field names, and the one function that
-//! runs a job's pull on a node (the agent's and the standalone server's).
+//! runs a job's pull on a node (the agent's and the standalone server's), failing it when it
+//! receives no data for the progress timeout.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::CredentialLookup;
 use crate::engine::{Engine, PullRequest};
+use crate::progress::watchdog::{guard, Watchdog};
 use crate::progress::{Event, LayerStatus, Reporter};
 use crate::pull::gate::BlobGate;
 use crate::reference::Reference;
@@ -96,11 +99,13 @@ pub fn tag_of(reference: &str) -> &str {
 }
 
 /// What the agent's reporter records of a pull: how many layers it downloaded and how many
-/// it already had (for the one log line per job). It never prints.
+/// it already had (for the one log line per job), and when data last came (the progress
+/// timeout's [`Watchdog`]). It never prints.
 #[derive(Debug, Default)]
 pub struct JobReporter {
     downloaded: AtomicUsize,
     present: AtomicUsize,
+    watchdog: Watchdog,
 }
 
 impl JobReporter {
@@ -117,20 +122,23 @@ impl JobReporter {
 
 impl Reporter for JobReporter {
     fn report(&self, event: Event) {
-        if let Event::Layer { status, .. } = event {
+        if let Event::Layer { status, .. } = &event {
             match status {
                 LayerStatus::PullComplete => self.downloaded.fetch_add(1, Ordering::Relaxed),
                 LayerStatus::AlreadyExists => self.present.fetch_add(1, Ordering::Relaxed),
                 _ => 0,
             };
         }
+        self.watchdog.report(event);
     }
 }
 
 /// Pulls `image` with `engine` as `rpull pull` would (default tag, the node's credentials),
 /// its fetches from mirrors coordinated through `gate` when there is one, and says what
-/// happened as `hostname`'s result. `None` when the pull was cancelled: a
-/// cancelled job has no answer.
+/// happened as `hostname`'s result. A pull that receives no data for `progress_timeout`
+/// (`None`: never) is stopped and fails as the CRI service's does. `None` when the pull was
+/// cancelled: a cancelled job has no answer.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_pull(
     engine: &Engine,
     hostname: &str,
@@ -138,6 +146,7 @@ pub async fn run_pull(
     credentials: Option<CredentialLookup>,
     gate: Option<Arc<dyn BlobGate>>,
     reporter: Arc<JobReporter>,
+    progress_timeout: Option<Duration>,
     cancel: CancellationToken,
 ) -> Option<PullResult> {
     let reference = match Reference::parse_normalized(image) {
@@ -150,10 +159,20 @@ pub async fn run_pull(
         credentials,
         blob_gate: gate,
     };
-    match engine
-        .pull_image(&reference, &request, reporter, cancel.clone())
-        .await
-    {
+    // Its own token, so that a stall stops this pull and no other.
+    let stop = cancel.child_token();
+    let pull = engine.pull_image(&reference, &request, reporter.clone(), stop.clone());
+    let outcome = match guard(&reporter.watchdog, progress_timeout, &stop, pull).await {
+        Ok(outcome) => outcome,
+        Err(_) if cancel.is_cancelled() => return None,
+        Err(stalled) => {
+            return Some(PullResult::failed(
+                hostname,
+                format!("failed to pull {reference}: {stalled}"),
+            ))
+        }
+    };
+    match outcome {
         Ok(outcome) => Some(PullResult {
             hostname: hostname.to_string(),
             status: Status::Ok,

@@ -25,6 +25,9 @@ pub struct ServeOptions {
     pub signing_key_file: PathBuf,
     /// How long a request waits.
     pub job_timeout: Duration,
+    /// How long a client may take to send a request's head, then its body
+    /// ([`super::http::DEFAULT_READ_TIMEOUT`] unless tests shorten it).
+    pub read_timeout: Duration,
 }
 
 /// Why the API could not be served.
@@ -94,9 +97,10 @@ pub async fn run(
         backend,
         key,
         job_timeout: options.job_timeout,
+        read_timeout: options.read_timeout,
         log: Box::new(move |line| log(line)),
     });
-    serve(listener, router(api), cancel)
+    serve(listener, router(api), options.read_timeout, cancel)
         .await
         .map_err(ServeError::Serve)
 }

@@ -11,6 +11,7 @@
 //! * [`JsonReporter`]: one docker Engine API JSON message per line.
 //!
 //! [`human_size`] and [`render_progress`] reproduce docker's number and bar formats exactly.
+//! [`watchdog`] is the progress timeout's reporter: it tells when a pull stopped receiving data.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -18,6 +19,7 @@ use std::io::{self, Write};
 mod json;
 mod plain;
 mod tty;
+pub mod watchdog;
 
 pub use json::JsonReporter;
 pub use plain::{PlainReporter, QuietReporter};

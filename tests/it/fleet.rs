@@ -41,6 +41,8 @@ struct Agent {
     name: String,
     labels: Vec<String>,
     config: Option<PathBuf>,
+    /// More flags of `rpull agent`.
+    args: Vec<String>,
     sandbox: Rpull,
     process: Option<RunningRpull>,
 }
@@ -68,6 +70,7 @@ impl Agent {
             args.push("--config".into());
             args.push(config.display().to_string());
         }
+        args.extend_from_slice(&self.args);
         self.process = Some(self.sandbox.spawn(&args));
     }
 
@@ -181,6 +184,7 @@ impl Fleet {
                 name: name.to_string(),
                 labels: labels.into_iter().map(String::from).collect(),
                 config: config.clone(),
+                args: Vec::new(),
                 sandbox: rpull(),
                 process: None,
             })
@@ -889,6 +893,19 @@ fn bad_requests_get_their_status_and_pull_nothing() {
         (403, Some("Insufficient permissions. Required: job:read")),
         "{body}"
     );
+    // A job ID that is not UTF-8: refused in the API's shape, and only after authentication.
+    let (status, body) = fleet.get("/job/%FF", None);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("Bearer token required")),
+        "{body}"
+    );
+    let (status, body) = fleet.get("/api/job/%FF", Some(&reader));
+    assert_eq!(
+        (status, body["error"].as_str(), body["code"].as_u64()),
+        (400, Some("invalid path"), Some(400)),
+        "{body}"
+    );
     // A wrong method on a known route is refused in the same shape.
     let resp = fleet.client.get(format!("{}{pull}", fleet.base)).send().unwrap();
     assert_eq!(resp.status().as_u16(), 405);
@@ -1193,6 +1210,20 @@ fn standalone_serve_pulls_on_its_own_node() {
         assert_ok(&results(&body)[0], &image, "v1", changed);
         changed = false;
     }
+    // The job is kept, with its result, for GET /job/{id}.
+    let (_, body) = post("solo");
+    let resp = client
+        .get(format!("{base}/job/{}", body["job_id"].as_str().unwrap()))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let job = json_body(resp);
+    assert_eq!(
+        (job["status"].as_str(), &job["results"]),
+        (Some("completed"), &body["results"]),
+        "{job}"
+    );
     for target in ["other", "group:db"] {
         let (status, body) = post(target);
         assert_eq!(status, 500, "{target}: {body}");
@@ -1214,6 +1245,7 @@ fn an_agent_and_the_server_started_before_nats_wait_for_it_and_a_job_completes()
         name: "early".to_string(),
         labels: Vec::new(),
         config: None,
+        args: Vec::new(),
         sandbox: rpull(),
         process: None,
     };
@@ -1361,4 +1393,214 @@ fn the_fleet_reaches_nats_over_mutual_tls_with_an_nkey_and_a_password_and_logs_n
     let out = rpull().run(with(&[("--nats-nkey-file", &bad)]));
     out.assert_code(1);
     assert!(out.stderr.contains("it holds no valid nkey seed"), "{out}");
+}
+
+/// Starts `rpull serve --listen` without NATS on `sandbox`, signing with `key`; its base URL.
+fn start_standalone(sandbox: &Rpull, key: &std::path::Path) -> (RunningRpull, String) {
+    let server = sandbox.spawn([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--signing-key-file",
+        key.to_str().unwrap(),
+        "--hostname",
+        "solo",
+    ]);
+    let base = listen_address(&server);
+    (server, base)
+}
+
+/// Reads `stream` to its end; how long the server took to close it, or `None` when it did not
+/// within `limit`.
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Option<(Duration, String)> {
+    use std::io::Read as _;
+    let started = Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => Some((started.elapsed(), String::from_utf8_lossy(&got).into_owned())),
+        // Reset by the server counts as closed.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Some((started.elapsed(), String::from_utf8_lossy(&got).into_owned()))
+        }
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn a_client_that_sends_nothing_or_trickles_is_disconnected_after_the_read_timeout() {
+    use std::io::Write as _;
+    use std::net::TcpStream;
+    let key_dir = crate::support::temp_dir("rpull-fleet-key-");
+    let key = key_dir.path().join("k");
+    fs::write(&key, "standalone").unwrap();
+    let mut sandbox = rpull();
+    sandbox.env("RPULL_HTTP_READ_TIMEOUT", "1s");
+    let (_server, base) = start_standalone(&sandbox, &key);
+    let addr = base.strip_prefix("http://").unwrap().to_string();
+    let token = mint_token(&sandbox, &key, "admin");
+    let limit = Duration::from_secs(10);
+
+    // Connected, silent.
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    // Half a request head.
+    let mut half = TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /job/x HTTP/1.1\r\nHost: solo\r\n").unwrap();
+    // A whole head, then 10 of the 100 body bytes it announced.
+    let mut slow_body = TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /node/solo/container/docker/pull HTTP/1.1\r\nHost: solo\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"image\":"
+    );
+    slow_body.write_all(head.as_bytes()).unwrap();
+    // A kept-alive connection that idles after its first answer.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET /nope HTTP/1.1\r\nHost: solo\r\n\r\n")
+        .unwrap();
+
+    for (what, stream) in [
+        ("silent", &mut silent),
+        ("half a head", &mut half),
+        ("slow body", &mut slow_body),
+        ("idle", &mut idle),
+    ] {
+        let Some((took, answer)) = closed_within(stream, limit) else {
+            panic!("{what}: still open after {limit:?}");
+        };
+        assert!(took < Duration::from_secs(5), "{what}: closed after {took:?}");
+        match what {
+            "slow body" => assert!(
+                answer.starts_with("HTTP/1.1 408") && answer.contains("request body too slow"),
+                "{what}: {answer}"
+            ),
+            "idle" => assert!(answer.starts_with("HTTP/1.1 404"), "{what}: {answer}"),
+            _ => {}
+        }
+    }
+    // The server still answers.
+    let resp = http_client()
+        .get(format!("{base}/job/x"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+}
+
+#[test]
+fn an_agent_given_the_nats_url_only_in_the_environment_connects() {
+    let registry = Registry::start();
+    let image = registry.push_small_image("fleet/env", "v1", 25);
+    let mut fleet = Fleet::start(vec![("node-a", vec![])], JOB_TIMEOUT, None);
+    let mut sandbox = rpull();
+    let url = fleet.nats.url();
+    sandbox.env("RPULL_NATS_URL", &url);
+    // The help names the variable, not its value.
+    let help = sandbox.run(["agent", "--help"]);
+    help.assert_success();
+    assert!(help.stdout.contains("RPULL_NATS_URL"), "{}", help.stdout);
+    assert!(!help.stdout.contains(&url), "{}", help.stdout);
+    let process = sandbox.spawn(["agent", "--hostname", "node-env"]);
+    wait_stderr(&process, "ready", Duration::from_secs(20));
+    fleet.agents.push(Agent {
+        name: "node-env".into(),
+        labels: Vec::new(),
+        config: None,
+        args: Vec::new(),
+        sandbox,
+        process: Some(process),
+    });
+    let (status, body) = fleet.pull("node-env", &registry.image_ref("fleet/env", "v1"));
+    assert_eq!(status, 202, "{body}");
+    assert_ok(&results(&body)[0], &image, "v1", true);
+}
+
+#[test]
+fn answers_from_agents_a_job_does_not_expect_are_ignored() {
+    use futures_util::StreamExt as _;
+    // About four seconds of download on the first agent to fetch the layer: time to forge.
+    let big = ThrottledImage::push(23, 1 << 20);
+    let fleet = Fleet::start(three_agents(), "20s", None);
+    let job = pull_in_background(&fleet, "_all", &big.reference);
+    let nats = fleet.nats.url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap());
+        let jobs = js.get_key_value("job-queue").await.unwrap();
+        let responses = js.get_key_value("job-responses").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let id = loop {
+            let mut keys = jobs.keys().await.unwrap();
+            if let Some(key) = keys.next().await {
+                break key.unwrap().trim_start_matches("jobs.").to_string();
+            }
+            assert!(Instant::now() < deadline, "no job in the bucket");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let forged = |host: &str| {
+            json!({"hostname": host, "status": "ok", "image_id": "sha256:forged", "tag": "v1",
+                "size": 1, "changed": true, "error": ""})
+            .to_string()
+        };
+        // A host nobody expects, and node-b's key carrying node-a's name.
+        for (key, host) in [("intruder", "intruder"), ("node-b", "node-a")] {
+            let key = format!("responses.{id}.{key}");
+            responses.put(key, forged(host).into()).await.unwrap();
+        }
+    });
+    let (status, body) = job.join().unwrap().expect("POST");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(hostnames(&body), ["node-a", "node-b", "node-c"], "{body}");
+    for result in results(&body) {
+        assert_ok(&result, &big.image, "v1", true);
+    }
+    let log = fleet.server.stderr_so_far();
+    assert!(
+        log.contains("ignored an answer from \"intruder\", which the job does not expect"),
+        "{log}"
+    );
+    assert!(
+        log.contains("ignored an answer for \"node-a\" put under"),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_agent_pull_that_receives_nothing_fails_after_the_progress_timeout() {
+    let registry = Registry::start();
+    let image = push_sized(&registry, "fleet/stall", "v1", 500_000, 24);
+    let proxy = FaultProxy::start(&registry.host());
+    let layer = image.layer_digests[0].clone();
+    proxy.add_rule(Rule::get(&layer, Fault::StallAfter(100_000, Duration::from_secs(60))).times(1));
+    let reference = format!("{}/fleet/stall:v1", proxy.host());
+    let mut fleet = Fleet::start(vec![("node-a", vec![])], "30s", None);
+    let nats = fleet.nats.url();
+    let agent = fleet.agent("node-a");
+    agent.kill();
+    agent.args = ["--progress-timeout", "1s"].map(String::from).to_vec();
+    agent.start(&nats);
+
+    let started = Instant::now();
+    let (status, body) = fleet.pull("node-a", &reference);
+    let took = started.elapsed();
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!(
+            "failed to pull {reference}: no progress for 1s (progress timeout)"
+        )),
+        "{body}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+    // The stall was served once: the next job resumes and completes, the store sound.
+    let (status, body) = fleet.pull("node-a", &reference);
+    assert_eq!(status, 202, "{body}");
+    assert_ok(&results(&body)[0], &image, "v1", true);
+    fleet.agent("node-a").assert_store_ok();
 }
