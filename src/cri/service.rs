@@ -10,7 +10,6 @@
 //!   `ImageFsInfo` is `statvfs` of the store's filesystem.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,7 +31,7 @@ use super::status::{pull_code, store_code};
 use crate::credentials::CredentialChain;
 use crate::engine::{Engine, PullRequest, RemoveOptions};
 use crate::inspect::{ImageDetails, InspectError};
-use crate::progress::watchdog::Watchdog;
+use crate::progress::watchdog::{guard, Watchdog};
 use crate::reference::Reference;
 use crate::registry::Credential;
 
@@ -205,9 +204,12 @@ async fn run_pull(
     progress_timeout: Option<Duration>,
     cancel: CancellationToken,
 ) -> FlightResult {
-    let chain = match CredentialChain::load(None) {
-        Ok((chain, _warning)) => chain,
-        Err(e) => return Err((Code::FailedPrecondition, e.to_string())),
+    // Docker's config is read for every pull (as each `docker pull` reads it), off the
+    // async workers.
+    let chain = match tokio::task::spawn_blocking(|| CredentialChain::load(None)).await {
+        Ok(Ok((chain, _warning))) => chain,
+        Ok(Err(e)) => return Err((Code::FailedPrecondition, e.to_string())),
+        Err(e) => return Err((Code::Internal, format!("reading docker's config: {e}"))),
     };
     let chain = match credential {
         Some(c) => chain.with_given(&reference.credential_key(), c),
@@ -221,29 +223,14 @@ async fn run_pull(
     };
     let watchdog = Arc::new(Watchdog::new());
     let pull = engine.pull_image(&reference, &request, watchdog.clone(), cancel.clone());
-    let mut pull: Pin<Box<_>> = Box::pin(pull);
-    let stalled = async {
-        match progress_timeout {
-            Some(t) => watchdog.stalled(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    let result = tokio::select! {
-        r = &mut pull => r,
-        () = stalled => {
-            cancel.cancel();
-            // Let the pull stop as after CTRL-c: partial blobs are kept for the next one.
-            let _ = pull.await;
-            let t = progress_timeout.unwrap_or_default();
-            return Err((
-                Code::DeadlineExceeded,
-                format!("failed to pull {reference}: no progress for {t:?} (progress timeout)"),
-            ));
-        }
-    };
-    match result {
-        Ok(outcome) => Ok(outcome.image_id.to_string()),
-        Err(e) => Err((pull_code(&e), e.to_string())),
+    // A stalled pull stops as after CTRL-c: partial blobs are kept for the next one.
+    match guard(&watchdog, progress_timeout, &cancel, pull).await {
+        Ok(Ok(outcome)) => Ok(outcome.image_id.to_string()),
+        Ok(Err(e)) => Err((pull_code(&e), e.to_string())),
+        Err(stalled) => Err((
+            Code::DeadlineExceeded,
+            format!("failed to pull {reference}: {stalled}"),
+        )),
     }
 }
 
