@@ -874,38 +874,33 @@ fn bad_requests_get_their_status_and_pull_nothing() {
     // GET: an unknown route, a job that does not exist, no token, a token without job:read.
     let (status, body) = fleet.get("/nope", None);
     assert_eq!((status, body["code"].as_u64()), (404, Some(404)), "{body}");
-    let (status, body) = fleet.get("/job/00000000-0000-0000-0000-000000000000", Some(&reader));
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (404, Some("job not found")),
-        "{body}"
-    );
-    let (status, body) = fleet.get("/job/x", None);
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("Bearer token required")),
-        "{body}"
-    );
     let docker_only = fleet.token(&["--permission", "docker:write"]);
-    let (status, body) = fleet.get("/job/x", Some(&docker_only));
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("Insufficient permissions. Required: job:read")),
-        "{body}"
-    );
-    // A job ID that is not UTF-8: refused in the API's shape, and only after authentication.
-    let (status, body) = fleet.get("/job/%FF", None);
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("Bearer token required")),
-        "{body}"
-    );
-    let (status, body) = fleet.get("/api/job/%FF", Some(&reader));
-    assert_eq!(
-        (status, body["error"].as_str(), body["code"].as_u64()),
-        (400, Some("invalid path"), Some(400)),
-        "{body}"
-    );
+    let gets: [(&str, Option<&str>, u16, &str); 5] = [
+        (
+            "/job/00000000-0000-0000-0000-000000000000",
+            Some(&reader),
+            404,
+            "job not found",
+        ),
+        ("/job/x", None, 401, "Bearer token required"),
+        (
+            "/job/x",
+            Some(&docker_only),
+            403,
+            "Insufficient permissions. Required: job:read",
+        ),
+        // A job ID that is not UTF-8: refused in the API's shape, and only after authentication.
+        ("/job/%FF", None, 401, "Bearer token required"),
+        ("/api/job/%FF", Some(&reader), 400, "invalid path"),
+    ];
+    for (path, token, status, error) in gets {
+        let (got, body) = fleet.get(path, token);
+        assert_eq!(
+            (got, body["error"].as_str(), body["code"].as_u64()),
+            (status, Some(error), Some(u64::from(status))),
+            "{path}: {body}"
+        );
+    }
     // A wrong method on a known route is refused in the same shape.
     let resp = fleet.client.get(format!("{}{pull}", fleet.base)).send().unwrap();
     assert_eq!(resp.status().as_u16(), 405);
@@ -1179,18 +1174,10 @@ fn standalone_serve_pulls_on_its_own_node() {
     let config = key_dir.path().join("config.json");
     fs::write(&config, json!({ "signing-key-file": key }).to_string()).unwrap();
     let sandbox = rpull();
-    let server = sandbox.spawn([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        config.to_str().unwrap(),
-        "--hostname",
-        "solo",
-        "--label",
-        "group=web.dev",
-    ]);
-    let base = listen_address(&server);
+    let (_server, base) = start_standalone(
+        &sandbox,
+        &["--config", config.to_str().unwrap(), "--label", "group=web.dev"],
+    );
     let token = mint_token(&sandbox, &key, "admin");
     let client = http_client();
     let post = |target: &str| {
@@ -1395,17 +1382,12 @@ fn the_fleet_reaches_nats_over_mutual_tls_with_an_nkey_and_a_password_and_logs_n
     assert!(out.stderr.contains("it holds no valid nkey seed"), "{out}");
 }
 
-/// Starts `rpull serve --listen` without NATS on `sandbox`, signing with `key`; its base URL.
-fn start_standalone(sandbox: &Rpull, key: &std::path::Path) -> (RunningRpull, String) {
-    let server = sandbox.spawn([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--signing-key-file",
-        key.to_str().unwrap(),
-        "--hostname",
-        "solo",
-    ]);
+/// Starts `rpull serve --listen` without NATS on `sandbox` as the node `solo`, with `args`
+/// (the signing key among them); its base URL.
+fn start_standalone(sandbox: &Rpull, args: &[&str]) -> (RunningRpull, String) {
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--hostname", "solo"];
+    all.extend_from_slice(args);
+    let server = sandbox.spawn(&all);
     let base = listen_address(&server);
     (server, base)
 }
@@ -1436,7 +1418,7 @@ fn a_client_that_sends_nothing_or_trickles_is_disconnected_after_the_read_timeou
     fs::write(&key, "standalone").unwrap();
     let mut sandbox = rpull();
     sandbox.env("RPULL_HTTP_READ_TIMEOUT", "1s");
-    let (_server, base) = start_standalone(&sandbox, &key);
+    let (_server, base) = start_standalone(&sandbox, &["--signing-key-file", key.to_str().unwrap()]);
     let addr = base.strip_prefix("http://").unwrap().to_string();
     let token = mint_token(&sandbox, &key, "admin");
     let limit = Duration::from_secs(10);
