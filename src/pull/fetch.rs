@@ -266,13 +266,18 @@ impl LayerTask {
     fn report_downloaded(&self, id: &str, now: u64, total: u64, last_report: &mut u64) {
         if now - *last_report >= PROGRESS_STEP || now == total {
             *last_report = now;
-            self.reporter.report(Event::Progress {
-                id: id.to_string(),
-                phase: Phase::Downloading,
-                current: now,
-                total,
-            });
+            self.report_downloading(id, now, total);
         }
+    }
+
+    /// `Downloading` progress of layer `id`: `current` of `total` bytes.
+    fn report_downloading(&self, id: &str, current: u64, total: u64) {
+        self.reporter.report(Event::Progress {
+            id: id.to_string(),
+            phase: Phase::Downloading,
+            current,
+            total,
+        });
     }
 
     /// Verifies the downloaded blob and commits it: `None` once it is in the store; the ingest
@@ -346,12 +351,7 @@ impl LayerTask {
         let mut probing: Option<(tokio::time::Instant, u64)> = None;
         let mut started = workers == 1;
         let mut last_report = 0u64;
-        self.reporter.report(Event::Progress {
-            id: id.to_string(),
-            phase: Phase::Downloading,
-            current: ingest.completed(),
-            total: desc.size,
-        });
+        self.report_downloading(id, ingest.completed(), desc.size);
         let result = loop {
             let msg = tokio::select! {
                 m = rx.recv() => m,
@@ -463,12 +463,7 @@ impl LayerTask {
             ingest.note_resumed();
         }
         let mut last_report = 0u64;
-        self.reporter.report(Event::Progress {
-            id: id.to_string(),
-            phase: Phase::Downloading,
-            current: ingest.prefix(),
-            total: desc.size,
-        });
+        self.report_downloading(id, ingest.prefix(), desc.size);
         loop {
             let chunk = tokio::select! {
                 c = stream.next() => c,
