@@ -70,9 +70,10 @@ const COPY_BUF_LEN: usize = 256 * 1024;
 /// While copying one large file, `cancelled` is polled after this many bytes.
 const CANCEL_POLL_BYTES: u64 = 16 * 1024 * 1024;
 
-/// How many bytes the tar reader may read on its way from one entry to the next: the headers,
-/// the PAX record, GNU long name and long link name of the next entry (each of which it reads
-/// into memory whole) and GNU sparse extension blocks. Go's `archive/tar` refuses each record
+/// How many bytes the tar reader may read on its way from one entry to the next, besides the
+/// last entry's stored data it skips: the headers, the PAX record, GNU long name and long link
+/// name of the next entry (each of which it reads into memory whole) and GNU sparse extension
+/// blocks. Go's `archive/tar` refuses each record
 /// of 1 MiB or more (`maxSpecialFileSize`); three of them may describe one entry.
 pub const MAX_HEADER_BYTES: u64 = 3 * 1024 * 1024 + 64 * 1024;
 
@@ -230,19 +231,21 @@ pub fn unpack<R: Read>(
     };
     {
         let mut entries = archive.entries().map_err(|e| u.stream_error(e))?;
+        let mut stored_left = 0u64;
         loop {
             if cancelled() {
                 return Err(UnpackError::Cancelled);
             }
-            // Every byte of an entry's data is read (or drained) before the next, so all the
-            // tar reader reads here is headers and the records it keeps.
-            header_budget.set(Some(MAX_HEADER_BYTES));
+            // On its way to the next entry the tar reader skips what is left of the last
+            // one's stored data (streamed past, never held) and reads headers and the records
+            // it keeps in memory: those are what the budget bounds.
+            header_budget.set(Some(MAX_HEADER_BYTES.saturating_add(stored_left)));
             let next = entries.next();
             header_budget.set(None);
             let Some(entry) = next else { break };
             let mut entry = entry.map_err(|e| u.stream_error(e))?;
+            stored_left = stored_size(&entry).saturating_add(511) & !511;
             u.entry(&mut entry, cancelled)?;
-            u.drain(&mut entry, cancelled)?;
         }
     }
     // Whatever follows the first end-of-archive block still belongs to the blob's diff ID. As in
@@ -274,6 +277,16 @@ pub fn unpack<R: Read>(
         }
     }
     u.finish()
+}
+
+/// The bytes `entry` takes in the archive after its header, before padding: its data as stored
+/// (for a GNU sparse file, its fragments, not the holes the tar reader serves as zeros).
+fn stored_size<R: Read>(entry: &tar::Entry<'_, R>) -> u64 {
+    if entry.header().entry_type().is_gnu_sparse() {
+        entry.header().entry_size().unwrap_or(0)
+    } else {
+        entry.size()
+    }
 }
 
 /// Remembers whether the underlying stream failed, to tell stream errors from tar format
@@ -658,30 +671,6 @@ impl Unpacker<'_> {
 
     /// Classifies an error from the tar reader: a failure of the stream itself, or a format
     /// problem.
-    /// Reads what `entry` left of its data (an entry rpull skips, such as a device node it
-    /// does not create), so that the tar reader's way to the next entry is headers only.
-    fn drain<R: Read>(
-        &mut self,
-        entry: &mut tar::Entry<'_, R>,
-        cancelled: &dyn Fn() -> bool,
-    ) -> Result<(), UnpackError> {
-        let mut since_poll = 0u64;
-        loop {
-            match entry.read(&mut self.buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => since_poll += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.stream_error(e)),
-            }
-            if since_poll >= CANCEL_POLL_BYTES {
-                since_poll = 0;
-                if cancelled() {
-                    return Err(UnpackError::Cancelled);
-                }
-            }
-        }
-    }
-
     fn stream_error(&self, e: io::Error) -> UnpackError {
         if self.failed.get() {
             UnpackError::Read(e)
@@ -1628,6 +1617,40 @@ mod tests {
             matches!(&err, UnpackError::TarFormat(m) if m == HEADER_TOO_LONG),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_sparse_entry_rpull_does_not_write_is_skipped_by_its_stored_size() {
+        // A GNU sparse whiteout with no data and one 2^62-byte hole: the tar reader would
+        // serve the hole as zeros to whoever reads the entry; skipping it must not.
+        let mut h = Header::new_gnu();
+        h.as_old_mut().name[..5].copy_from_slice(b".wh.x");
+        h.set_entry_type(EntryType::GNUSparse);
+        h.set_size(0);
+        h.set_mode(0o644);
+        let huge = 1u64 << 62;
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.sparse[0].offset = {
+            let mut f = [0u8; 12];
+            f[0] = 0x80;
+            f[4..].copy_from_slice(&huge.to_be_bytes());
+            f
+        };
+        gnu.sparse[0].numbytes = *b"00000000000\0";
+        gnu.realsize = gnu.sparse[0].offset;
+        let mut tar = Tar::default();
+        tar.push(h, b"");
+        tar.file("after", b"x");
+        let archive = tar.finish();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let s = scratch();
+            let _ = tx.send((s.unpack(&archive).map(|st| st.entries), s.exists("after")));
+        });
+        let (entries, after) = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("unpacking a 2^62-byte hole of an unwritten entry did not end");
+        assert_eq!((entries.unwrap(), after), (2, true));
     }
 
     #[test]
