@@ -136,6 +136,12 @@ impl LayerTask {
             // The gate (if any) lets this pull fetch the blob at once when it is the first,
             // else after another node fetched it into the mirror; a claim held is released
             // when the fetch fails.
+            if self.gate.is_some() {
+                // Until its bytes come, the layer waits for its turn at the mirror (another
+                // node's claim, or the mirror warming): not stalled, as a progress timeout
+                // sees it.
+                self.report(&id, LayerStatus::Waiting);
+            }
             let fetch = self.fetch_blob(&id, &desc, &mut tee);
             let (gate, repo, digest) = (self.gate.as_ref(), &self.repo, &desc.digest);
             let cancel = &self.cancel;
@@ -199,15 +205,22 @@ impl LayerTask {
         tee: &mut Option<StreamExtractor>,
     ) -> Result<(), PullError> {
         let digest = &desc.digest;
+        let mut waited = false;
         let mut ingest = loop {
             match open_ingest(&self.store, digest, desc.size, &self.cancel).await? {
                 Opened::Stored => return Ok(()),
                 Opened::Open(i) => break *i,
                 // Another rpull is fetching the same blob: wait for it, then use its result.
-                Opened::Busy => tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
-                },
+                // The layer says `Waiting`, as docker's does meanwhile.
+                Opened::Busy => {
+                    if !std::mem::replace(&mut waited, true) {
+                        self.report(id, LayerStatus::Waiting);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+                    }
+                }
             }
         };
         if ingest.prefix() > 0 {

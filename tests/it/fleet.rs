@@ -1586,3 +1586,38 @@ fn an_agent_pull_that_receives_nothing_fails_after_the_progress_timeout() {
     assert_ok(&results(&body)[0], &image, "v1", true);
     fleet.agent("node-a").assert_store_ok();
 }
+
+#[test]
+fn an_agent_pull_waiting_for_another_download_of_its_blob_is_not_stalled() {
+    use std::os::unix::io::AsRawFd;
+    let registry = Registry::start();
+    let image = push_sized(&registry, "fleet/busy", "v1", 500_000, 25);
+    let reference = registry.image_ref("fleet/busy", "v1");
+    let mut fleet = Fleet::start(vec![("node-a", vec![])], "30s", None);
+    let nats = fleet.nats.url();
+    let agent = fleet.agent("node-a");
+    agent.kill();
+    agent.args = ["--progress-timeout", "1s"].map(String::from).to_vec();
+    agent.start(&nats);
+    // Another rpull on the node downloads the layer (holds its ingest lock) for 3 s.
+    let ingest = agent.sandbox.root().join("ingest");
+    fs::create_dir_all(&ingest).unwrap();
+    let lock =
+        fs::File::create(ingest.join(format!("sha256-{}.lock", &image.layer_digests[0][7..]))).unwrap();
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let holder = thread::spawn(move || {
+        thread::sleep(Duration::from_secs(3));
+        drop(lock);
+    });
+    let started = Instant::now();
+    let (status, body) = fleet.pull("node-a", &reference);
+    assert_eq!(status, 202, "{body}");
+    assert_ok(&results(&body)[0], &image, "v1", true);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "did not wait for the lock"
+    );
+    holder.join().unwrap();
+    fleet.agent("node-a").assert_store_ok();
+}
