@@ -1550,6 +1550,17 @@ fn answers_from_agents_a_job_does_not_expect_are_ignored() {
     );
 }
 
+/// A fleet of one agent, `node-a`, started with `--progress-timeout 1s`.
+fn one_agent_with_a_progress_timeout_of_1s() -> Fleet {
+    let mut fleet = Fleet::start(vec![("node-a", vec![])], "30s", None);
+    let nats = fleet.nats.url();
+    let agent = fleet.agent("node-a");
+    agent.kill();
+    agent.args = ["--progress-timeout", "1s"].map(String::from).to_vec();
+    agent.start(&nats);
+    fleet
+}
+
 #[test]
 fn an_agent_pull_that_receives_nothing_fails_after_the_progress_timeout() {
     let registry = Registry::start();
@@ -1558,12 +1569,7 @@ fn an_agent_pull_that_receives_nothing_fails_after_the_progress_timeout() {
     let layer = image.layer_digests[0].clone();
     proxy.add_rule(Rule::get(&layer, Fault::StallAfter(100_000, Duration::from_secs(60))).times(1));
     let reference = format!("{}/fleet/stall:v1", proxy.host());
-    let mut fleet = Fleet::start(vec![("node-a", vec![])], "30s", None);
-    let nats = fleet.nats.url();
-    let agent = fleet.agent("node-a");
-    agent.kill();
-    agent.args = ["--progress-timeout", "1s"].map(String::from).to_vec();
-    agent.start(&nats);
+    let mut fleet = one_agent_with_a_progress_timeout_of_1s();
 
     let started = Instant::now();
     let (status, body) = fleet.pull("node-a", &reference);
@@ -1593,12 +1599,8 @@ fn an_agent_pull_waiting_for_another_download_of_its_blob_is_not_stalled() {
     let registry = Registry::start();
     let image = push_sized(&registry, "fleet/busy", "v1", 500_000, 25);
     let reference = registry.image_ref("fleet/busy", "v1");
-    let mut fleet = Fleet::start(vec![("node-a", vec![])], "30s", None);
-    let nats = fleet.nats.url();
+    let mut fleet = one_agent_with_a_progress_timeout_of_1s();
     let agent = fleet.agent("node-a");
-    agent.kill();
-    agent.args = ["--progress-timeout", "1s"].map(String::from).to_vec();
-    agent.start(&nats);
     // Another rpull on the node downloads the layer (holds its ingest lock) for 3 s.
     let ingest = agent.sandbox.root().join("ingest");
     fs::create_dir_all(&ingest).unwrap();
