@@ -195,7 +195,6 @@ impl Drop for Waiter {
     }
 }
 
-/// What a layer is doing, as far as the progress timeout is concerned.
 /// One pull, from the node's and the request's credentials to the image ID.
 async fn run_pull(
     engine: Engine,

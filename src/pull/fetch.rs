@@ -11,9 +11,11 @@
 //! first range probes the server alone. A range refused or answered wrongly, or failing three
 //! times, ends the ranged download: the blob goes on as one stream from the completed prefix.
 //!
-//! What may take seconds on a large blob runs on a blocking thread, never on an async worker:
-//! opening the ingest (re-hashing a resumed partial, which the pull's cancellation stops),
-//! completing a range (hashing what became contiguous) and committing (the fsync).
+//! The hashing and syncing that may take seconds on a large blob run on a blocking thread, not
+//! on an async worker: opening the ingest (re-hashing a resumed partial, which the pull's
+//! cancellation stops), completing a range (hashing what became contiguous), committing (the
+//! fsync) and deleting a failed download. Truncating a partial to start over
+//! (`restart`, `to_sequential`) and appending one chunk still run inline.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
