@@ -142,16 +142,6 @@ pub enum SettingsError {
     /// Neither `--root` nor a data directory.
     #[error("cannot find a data directory for the store: set --root or RPULL_ROOT")]
     NoRoot,
-    /// A NATS client certificate without its key, or a key without its certificate.
-    #[error("the NATS client {given} {} has no {missing}: give both --nats-cert and --nats-key (or the config file's nats-cert and nats-key)", path.display())]
-    NatsPair {
-        /// `certificate` or `key`.
-        given: &'static str,
-        /// Its file.
-        path: PathBuf,
-        /// What is missing.
-        missing: &'static str,
-    },
 }
 
 /// Everything that decides how rpull reaches registries and where it stores images; the same
@@ -189,8 +179,11 @@ pub struct NatsSettings {
     /// CA certificates (PEM) the server's certificate must chain to, instead of the system's;
     /// TLS is then required.
     pub ca: Option<PathBuf>,
-    /// A client certificate and its key (PEM); TLS is then required.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// A client certificate (PEM), with [`Self::key`]; TLS is then required. The fleet's
+    /// commands refuse one without the other when they connect (nothing else reads them).
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub key: Option<PathBuf>,
     /// The file holding the user's nkey seed, for servers with nkey users.
     pub nkey_file: Option<PathBuf>,
 }
@@ -273,24 +266,8 @@ impl Settings {
             signing_key_file: layer.signing_key_file.clone(),
             nats: NatsSettings {
                 ca: layer.nats_ca.clone(),
-                client_cert: match (&layer.nats_cert, &layer.nats_key) {
-                    (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
-                    (None, None) => None,
-                    (Some(cert), None) => {
-                        return Err(SettingsError::NatsPair {
-                            given: "certificate",
-                            path: cert.clone(),
-                            missing: "key",
-                        })
-                    }
-                    (None, Some(key)) => {
-                        return Err(SettingsError::NatsPair {
-                            given: "key",
-                            path: key.clone(),
-                            missing: "certificate",
-                        })
-                    }
-                },
+                cert: layer.nats_cert.clone(),
+                key: layer.nats_key.clone(),
                 nkey_file: layer.nats_nkey_file.clone(),
             },
             ranges: RangeSettings {
@@ -426,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn nats_files_come_from_flags_over_the_file_and_a_client_pair_must_be_whole() {
+    fn nats_files_come_from_flags_over_the_file() {
         let file = Layer {
             nats_ca: Some(PathBuf::from("/file/ca.pem")),
             nats_key: Some(PathBuf::from("/file/client.key")),
@@ -440,23 +417,17 @@ mod tests {
             s.nats,
             NatsSettings {
                 ca: Some(PathBuf::from("/file/ca.pem")),
-                client_cert: Some((
-                    PathBuf::from("/flag/client.pem"),
-                    PathBuf::from("/file/client.key")
-                )),
+                cert: Some(PathBuf::from("/flag/client.pem")),
+                key: Some(PathBuf::from("/file/client.key")),
                 nkey_file: Some(PathBuf::from("/flag/user.nk")),
             }
         );
+        // Half a client pair is the fleet's business (see fleet::bus): a pull does not mind.
         let half = Layer {
             nats_cert: Some(PathBuf::from("/c.pem")),
             ..Layer::default()
         };
-        let err =
-            Settings::from_parts(PathBuf::from("/r"), &Overrides::default(), &half, &|_| None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the NATS client certificate /c.pem has no key: give both --nats-cert and --nats-key (or the config file's nats-cert and nats-key)"
-        );
+        assert!(Settings::from_parts(PathBuf::from("/r"), &Overrides::default(), &half, &|_| None).is_ok());
     }
 
     #[test]

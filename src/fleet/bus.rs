@@ -271,12 +271,26 @@ fn connect_options(url: &str, nats: &NatsSettings) -> Result<async_nats::Connect
         readable(ca, "the NATS CA file")?;
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
-    if let Some((cert, key)) = &nats.client_cert {
-        readable(cert, "the NATS client certificate")?;
-        readable(key, "the NATS client key")?;
-        options = options
-            .add_client_certificate(cert.clone(), key.clone())
-            .require_tls(true);
+    match (&nats.cert, &nats.key) {
+        (Some(cert), Some(key)) => {
+            readable(cert, "the NATS client certificate")?;
+            readable(key, "the NATS client key")?;
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        (None, None) => {}
+        (Some(path), None) | (None, Some(path)) => {
+            return Err(BusError::File {
+                what: if nats.cert.is_some() {
+                    "the NATS client certificate"
+                } else {
+                    "the NATS client key"
+                },
+                path: path.clone(),
+                message: "a client certificate needs its key: give both --nats-cert and --nats-key (or the config file's nats-cert and nats-key)".into(),
+            })
+        }
     }
     if let Some(path) = &nats.nkey_file {
         options = options.nkey(read_nkey_seed(path)?);
@@ -417,6 +431,18 @@ mod tests {
             Some(("s3cr3t".into(), None))
         );
         assert_eq!(url_auth("u:p@c.lan:4222"), Some(("u".into(), Some("p".into()))));
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        let nats = NatsSettings {
+            cert: Some(PathBuf::from("/c.pem")),
+            ..NatsSettings::default()
+        };
+        assert_eq!(
+            connect_options("nats://127.0.0.1:4222", &nats).err().unwrap().to_string(),
+            "cannot use the NATS client certificate /c.pem: a client certificate needs its key: give both --nats-cert and --nats-key (or the config file's nats-cert and nats-key)"
+        );
     }
 
     #[test]
