@@ -179,13 +179,25 @@ pub struct NatsSettings {
     /// CA certificates (PEM) the server's certificate must chain to, instead of the system's;
     /// TLS is then required.
     pub ca: Option<PathBuf>,
-    /// A client certificate (PEM), with [`Self::key`]; TLS is then required. The fleet's
-    /// commands refuse one without the other when they connect (nothing else reads them).
-    pub cert: Option<PathBuf>,
-    /// The client certificate's key (PEM).
-    pub key: Option<PathBuf>,
+    /// A client certificate and its key (PEM); TLS is then required.
+    pub client_cert: Option<ClientCert>,
     /// The file holding the user's nkey seed, for servers with nkey users.
     pub nkey_file: Option<PathBuf>,
+}
+
+/// The NATS client certificate the settings name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCert {
+    /// A certificate and its key.
+    Pair(PathBuf, PathBuf),
+    /// A certificate without its key or a key without its certificate (`what` is the one
+    /// given): the fleet's commands refuse it when they connect; nothing else reads it.
+    Half {
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// Its file.
+        path: PathBuf,
+    },
 }
 
 impl Settings {
@@ -266,8 +278,18 @@ impl Settings {
             signing_key_file: layer.signing_key_file.clone(),
             nats: NatsSettings {
                 ca: layer.nats_ca.clone(),
-                cert: layer.nats_cert.clone(),
-                key: layer.nats_key.clone(),
+                client_cert: match (&layer.nats_cert, &layer.nats_key) {
+                    (Some(cert), Some(key)) => Some(ClientCert::Pair(cert.clone(), key.clone())),
+                    (Some(path), None) => Some(ClientCert::Half {
+                        what: "certificate",
+                        path: path.clone(),
+                    }),
+                    (None, Some(path)) => Some(ClientCert::Half {
+                        what: "key",
+                        path: path.clone(),
+                    }),
+                    (None, None) => None,
+                },
                 nkey_file: layer.nats_nkey_file.clone(),
             },
             ranges: RangeSettings {
@@ -417,8 +439,10 @@ mod tests {
             s.nats,
             NatsSettings {
                 ca: Some(PathBuf::from("/file/ca.pem")),
-                cert: Some(PathBuf::from("/flag/client.pem")),
-                key: Some(PathBuf::from("/file/client.key")),
+                client_cert: Some(ClientCert::Pair(
+                    PathBuf::from("/flag/client.pem"),
+                    PathBuf::from("/file/client.key")
+                )),
                 nkey_file: Some(PathBuf::from("/flag/user.nk")),
             }
         );

@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, kv, stream};
 use serde::{Deserialize, Serialize};
 
 use super::target::{host_token, Label};
-use crate::settings::NatsSettings;
+use crate::settings::{ClientCert, NatsSettings};
 
 /// The stream of job notifications.
 pub const JOBS_STREAM: &str = "JOBS";
@@ -57,6 +57,14 @@ pub enum BusError {
     /// A stream, bucket or consumer could not be set up or used.
     #[error("JetStream: {0}")]
     JetStream(String),
+    /// A NATS client certificate without its key, or a key without its certificate.
+    #[error("the NATS client {what} {} has no other half: give both --nats-cert and --nats-key (or the config file's nats-cert and nats-key)", path.display())]
+    HalfClientCert {
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// Its file.
+        path: std::path::PathBuf,
+    },
     /// A TLS or nkey file named by the settings cannot be used.
     #[error("cannot use {what} {}: {message}", path.display())]
     File {
@@ -271,26 +279,21 @@ fn connect_options(url: &str, nats: &NatsSettings) -> Result<async_nats::Connect
         readable(ca, "the NATS CA file")?;
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
-    match (&nats.cert, &nats.key) {
-        (Some(cert), Some(key)) => {
+    match &nats.client_cert {
+        Some(ClientCert::Pair(cert, key)) => {
             readable(cert, "the NATS client certificate")?;
             readable(key, "the NATS client key")?;
             options = options
                 .add_client_certificate(cert.clone(), key.clone())
                 .require_tls(true);
         }
-        (None, None) => {}
-        (Some(path), None) | (None, Some(path)) => {
-            return Err(BusError::File {
-                what: if nats.cert.is_some() {
-                    "the NATS client certificate"
-                } else {
-                    "the NATS client key"
-                },
+        Some(ClientCert::Half { what, path }) => {
+            return Err(BusError::HalfClientCert {
+                what,
                 path: path.clone(),
-                message: "a client certificate needs its key: give both --nats-cert and --nats-key (or the config file's nats-cert and nats-key)".into(),
             })
         }
+        None => {}
     }
     if let Some(path) = &nats.nkey_file {
         options = options.nkey(read_nkey_seed(path)?);
@@ -436,12 +439,15 @@ mod tests {
     #[test]
     fn a_client_certificate_needs_its_key() {
         let nats = NatsSettings {
-            cert: Some(PathBuf::from("/c.pem")),
+            client_cert: Some(ClientCert::Half {
+                what: "certificate",
+                path: PathBuf::from("/c.pem"),
+            }),
             ..NatsSettings::default()
         };
         assert_eq!(
             connect_options("nats://127.0.0.1:4222", &nats).err().unwrap().to_string(),
-            "cannot use the NATS client certificate /c.pem: a client certificate needs its key: give both --nats-cert and --nats-key (or the config file's nats-cert and nats-key)"
+            "the NATS client certificate /c.pem has no other half: give both --nats-cert and --nats-key (or the config file's nats-cert and nats-key)"
         );
     }
 
