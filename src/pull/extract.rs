@@ -22,8 +22,8 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use super::PullError;
 use super::PROGRESS_STEP;
+use super::{blocking, PullError};
 use crate::compression;
 use crate::digest::{Digest, Sha256Hasher};
 use crate::manifest::{Descriptor, ManifestError};
@@ -447,15 +447,14 @@ impl StreamExtractor {
         let store = store.clone();
         let meta = layer_meta(expected, desc, &unpacked.stats, UnpackedFrom::Stream);
         let diff = expected.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let r = store.commit_layer(&unpacked.tmp, &diff, &meta);
             if r.is_err() {
                 store::remove_tree(&unpacked.tmp);
             }
             r
         })
-        .await
-        .map_err(|e| PullError::Internal(e.to_string()))??;
+        .await??;
         reporter.report(Event::Progress {
             id: id.to_string(),
             phase: Phase::Extracting,

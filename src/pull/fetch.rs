@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::extract::{extract, max_layer_bytes, StreamExtractor};
 use super::gate::Gated;
-use super::{OrderedCompletion, PullError, RetryPolicy, PROGRESS_STEP};
+use super::{blocking, OrderedCompletion, PullError, RetryPolicy, PROGRESS_STEP};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
 use crate::progress::{Event, LayerStatus, Phase, Reporter};
@@ -178,11 +178,7 @@ impl LayerTask {
         let desc2 = desc.clone();
         let diff2 = diff_id.clone();
         let limit = max_layer_bytes(desc.size, self.max_layer_bytes);
-        tokio::task::spawn_blocking(move || {
-            extract(&store, &*reporter, &cancel, &id2, &desc2, &diff2, limit)
-        })
-        .await
-        .map_err(|e| PullError::Internal(e.to_string()))??;
+        blocking(move || extract(&store, &*reporter, &cancel, &id2, &desc2, &diff2, limit)).await??;
         self.completion.done(order, &*self.reporter);
         Ok(())
     }
@@ -314,9 +310,7 @@ impl LayerTask {
         self.retire(tee);
         if !resumed {
             // Unlinking a large file takes a while too.
-            tokio::task::spawn_blocking(move || ingest.abandon())
-                .await
-                .map_err(|e| PullError::Internal(e.to_string()))?;
+            blocking(move || ingest.abandon()).await?;
             return Err(PullError::LayerVerification(digest.clone()));
         }
         Ok(Some(ingest))
@@ -518,9 +512,8 @@ async fn open_ingest(
     cancel: &CancellationToken,
 ) -> Result<Opened, PullError> {
     let (store, digest, cancel) = (store.clone(), digest.clone(), cancel.clone());
-    tokio::task::spawn_blocking(move || Ingest::try_open(&store, &digest, size, &cancel))
-        .await
-        .map_err(|e| PullError::Internal(e.to_string()))?
+    blocking(move || Ingest::try_open(&store, &digest, size, &cancel))
+        .await?
         .map_err(store_error)
 }
 

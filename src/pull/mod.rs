@@ -223,12 +223,8 @@ impl Puller {
             return Ok(None);
         };
         let key = key.to_string();
-        let looked_up = tokio::task::spawn_blocking(move || lookup(&key));
         tokio::select! {
-            found = looked_up => {
-                let found = found.map_err(|e| PullError::Internal(format!("credential lookup: {e}")))?;
-                Ok(found.map_err(RegistryError::Auth)?)
-            }
+            found = blocking(move || lookup(&key)) => Ok(found?.map_err(RegistryError::Auth)?),
             _ = self.cancel.cancelled() => Err(PullError::Cancelled),
         }
     }
@@ -496,11 +492,16 @@ impl Puller {
                 .await?
         };
         // Every layer of the image is in the store now: its hardlinks into lower layers are
-        // checked over them before anything of the image is recorded.
-        if let Some(links) = links::ImageLinks::read(&self.store, config.diff_ids())? {
-            tokio::task::spawn_blocking(move || links.check())
-                .await
-                .map_err(|e| PullError::Internal(e.to_string()))??;
+        // checked over them before anything of the image is recorded (off the async workers:
+        // it reads every layer's layer.json). An image already present passed this check when
+        // its config was stored, as the config is written only after it.
+        if !image_present {
+            let (store, diff_ids) = (self.store.clone(), config.diff_ids().to_vec());
+            blocking(move || match links::ImageLinks::read(&store, &diff_ids)? {
+                Some(links) => links.check(),
+                None => Ok(()),
+            })
+            .await??;
         }
 
         self.store.write_blob(&image.config.digest, &config_bytes)?;
@@ -557,4 +558,14 @@ impl Puller {
             warning,
         })
     }
+}
+
+/// Runs `work` on a blocking thread (file I/O, hashing, credential helpers: never on an async
+/// worker); a panic there is the pull's internal error.
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, PullError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| PullError::Internal(e.to_string()))
 }
