@@ -93,7 +93,7 @@ pub async fn settle(registry: Arc<Registry>, repo: String, digest: Digest, size:
     let mut wait = grace;
     for _ in 0..SETTLE_PROBES {
         tokio::time::sleep(wait).await;
-        if registry.blob_range(&repo, &digest, size, 0, 1, 0).await.is_ok() {
+        if probe(&registry, &repo, &digest, size).await == Some(true) {
             return;
         }
         wait *= 2;
