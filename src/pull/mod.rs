@@ -128,10 +128,7 @@ impl PullOptions {
 
 /// A URL's `host[:port]`.
 fn url_host(url: &url::Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (h, _) => h.unwrap_or_default().to_string(),
-    }
+    crate::registry::host_port(url).unwrap_or_default()
 }
 
 /// What one image pull did.

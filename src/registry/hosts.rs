@@ -105,6 +105,16 @@ pub(crate) fn is_on_host(host: &str, url: &Url) -> bool {
         && own.port_or_known_default() == url.port_or_known_default()
 }
 
+/// `host[:port]` of `url`, the port only when the URL writes one (as references name hosts);
+/// `None` for a URL without a host.
+pub(crate) fn host_port(url: &Url) -> Option<String> {
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    })
+}
+
 /// The origin of a URL as browsers and Go's redirect rules see it: scheme, host (lower case)
 /// and effective port (the scheme's default when none is written).
 fn origin(url: &Url) -> Option<(&str, String, u16)> {

@@ -24,6 +24,7 @@ pub mod blob;
 pub mod challenge;
 pub mod error;
 mod hosts;
+pub(crate) use hosts::host_port;
 pub mod login;
 pub mod retry;
 mod scheme;
@@ -166,12 +167,8 @@ impl Registry {
         credential: Option<Credential>,
         opts: &RegistryOptions,
     ) -> Result<Registry, RegistryError> {
-        let host = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            (None, _) => {
-                return Err(RegistryError::Redirect(format!("mirror {url} has no host")));
-            }
+        let Some(host) = hosts::host_port(url) else {
+            return Err(RegistryError::Redirect(format!("mirror {url} has no host")));
         };
         let mut r = Registry::new(&host, credential, opts)?;
         let mut base = url.clone();
@@ -360,10 +357,7 @@ impl Registry {
                         return Err(RegistryError::Body(format!(
                             "the tag list of {repo} names its next page on another origin: {}://{}",
                             next.scheme(),
-                            next.host_str().map_or_else(String::new, |h| match next.port() {
-                                Some(p) => format!("{h}:{p}"),
-                                None => h.to_string(),
-                            })
+                            hosts::host_port(&next).unwrap_or_default()
                         )));
                     }
                     url = next;
