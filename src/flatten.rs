@@ -401,9 +401,7 @@ impl Applier {
             reason,
         };
         let parts = overlay::components(rel).map_err(unsafe_path)?;
-        let Some((last, parents)) = parts.split_last() else {
-            return Err(unsafe_path("names the root"));
-        };
+        let (last, parents) = parts.split_last().expect("components() refuses the root");
         let mut cur = root.to_path_buf();
         for p in parents {
             cur.push(p);
