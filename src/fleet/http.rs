@@ -108,9 +108,6 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-/// How long a client may take to send a request's head (and then its body) by default.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long the accept loop pauses after a failed accept (out of file descriptors, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 

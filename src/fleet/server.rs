@@ -25,8 +25,8 @@ pub struct ServeOptions {
     pub signing_key_file: PathBuf,
     /// How long a request waits.
     pub job_timeout: Duration,
-    /// How long a client may take to send a request's head, then its body
-    /// ([`super::http::DEFAULT_READ_TIMEOUT`] unless tests shorten it).
+    /// How long a client may take to send a request's head, then its body (`rpull serve`'s
+    /// hidden `--http-read-timeout`, 30 s unless tests shorten it).
     pub read_timeout: Duration,
 }
 
