@@ -12,7 +12,7 @@
 //! client certificate, an nkey seed (read and checked at start), or a user and password or
 //! token in the URL. No log line carries the URL's credentials or the seed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -145,9 +145,11 @@ impl Bus {
             url: shown.clone(),
             last: Arc::new(Mutex::new(None)),
         };
-        let options = || -> Result<async_nats::ConnectOptions, BusError> {
+        let access = Access::new(url, nats)?;
+        let options = || {
             let reasons = reasons.clone();
-            Ok(connect_options(url, nats)?
+            access
+                .options()
                 .name(name)
                 .max_reconnects(None)
                 .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(2000)))
@@ -159,16 +161,16 @@ impl Bus {
                         _ => {}
                     }
                     async {}
-                }))
+                })
         };
         // One attempt first: its error has the whole reason (a certificate the CA does not
         // sign, say), where the attempts in the background report only its kind.
-        let client = match options()?.connect(url).await {
+        let client = match options().connect(url).await {
             Ok(client) => client,
             Err(e) => {
                 reasons.tell(e.to_string());
                 reasons.seen(async_nats::ClientError::Other(e.kind().to_string()).to_string());
-                options()?
+                options()
                     .retry_on_initial_connect()
                     .connect(url)
                     .await
@@ -266,39 +268,68 @@ impl Reasons {
     }
 }
 
-/// The connection options of `url` and `nats`: the URL's user and password or token, TLS
-/// required with a CA or a client certificate, and the nkey seed read and checked now.
-fn connect_options(url: &str, nats: &NatsSettings) -> Result<async_nats::ConnectOptions, BusError> {
-    let mut options = async_nats::ConnectOptions::new();
-    match url_auth(url) {
-        Some((user, Some(password))) => options = options.user_and_password(user, password),
-        Some((token, None)) => options = options.token(token),
-        None => {}
+/// How to authenticate and secure a connection, from `url` and `nats`, with every file
+/// checked and the nkey seed read once, when the process starts.
+struct Access {
+    auth: Option<(String, Option<String>)>,
+    ca: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
+    seed: Option<String>,
+}
+
+impl Access {
+    /// Reads and checks what `nats` names: a CA and a client pair must be readable, a client
+    /// pair whole, the seed valid.
+    fn new(url: &str, nats: &NatsSettings) -> Result<Access, BusError> {
+        if let Some(ca) = &nats.ca {
+            readable(ca, "the NATS CA file")?;
+        }
+        let client_cert = match &nats.client_cert {
+            Some(ClientCert::Pair(cert, key)) => {
+                readable(cert, "the NATS client certificate")?;
+                readable(key, "the NATS client key")?;
+                Some((cert.clone(), key.clone()))
+            }
+            Some(ClientCert::Half { what, path }) => {
+                return Err(BusError::HalfClientCert {
+                    what,
+                    path: path.clone(),
+                })
+            }
+            None => None,
+        };
+        Ok(Access {
+            auth: url_auth(url),
+            ca: nats.ca.clone(),
+            client_cert,
+            seed: nats.nkey_file.as_deref().map(read_nkey_seed).transpose()?,
+        })
     }
-    if let Some(ca) = &nats.ca {
-        readable(ca, "the NATS CA file")?;
-        options = options.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    match &nats.client_cert {
-        Some(ClientCert::Pair(cert, key)) => {
-            readable(cert, "the NATS client certificate")?;
-            readable(key, "the NATS client key")?;
+
+    /// The connection options: the URL's user and password or token, TLS required with a CA
+    /// or a client certificate, the nkey.
+    fn options(&self) -> async_nats::ConnectOptions {
+        let mut options = async_nats::ConnectOptions::new();
+        match &self.auth {
+            Some((user, Some(password))) => {
+                options = options.user_and_password(user.clone(), password.clone())
+            }
+            Some((token, None)) => options = options.token(token.clone()),
+            None => {}
+        }
+        if let Some(ca) = &self.ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &self.client_cert {
             options = options
                 .add_client_certificate(cert.clone(), key.clone())
                 .require_tls(true);
         }
-        Some(ClientCert::Half { what, path }) => {
-            return Err(BusError::HalfClientCert {
-                what,
-                path: path.clone(),
-            })
+        if let Some(seed) = &self.seed {
+            options = options.nkey(seed.clone());
         }
-        None => {}
+        options
     }
-    if let Some(path) = &nats.nkey_file {
-        options = options.nkey(read_nkey_seed(path)?);
-    }
-    Ok(options)
 }
 
 /// The `user:password@` (or `token@`) of the first server in `url` (comma-separated, as
@@ -393,7 +424,6 @@ async fn bucket(
 mod tests {
     use super::*;
     use crate::testfs::temp_file;
-    use std::path::PathBuf;
 
     #[test]
     fn nkey_seed_files_are_read_and_checked_without_showing_the_seed() {
@@ -446,7 +476,7 @@ mod tests {
             ..NatsSettings::default()
         };
         assert_eq!(
-            connect_options("nats://127.0.0.1:4222", &nats).err().unwrap().to_string(),
+            Access::new("nats://127.0.0.1:4222", &nats).err().unwrap().to_string(),
             "the NATS client certificate /c.pem has no other half: give both --nats-cert and --nats-key (or the config file's nats-cert and nats-key)"
         );
     }
@@ -457,7 +487,7 @@ mod tests {
             ca: Some(PathBuf::from("/nonexistent/ca.pem")),
             ..NatsSettings::default()
         };
-        let err = connect_options("nats://127.0.0.1:4222", &nats)
+        let err = Access::new("nats://127.0.0.1:4222", &nats)
             .err()
             .unwrap()
             .to_string();
