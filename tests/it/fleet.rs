@@ -218,19 +218,9 @@ impl Fleet {
         self.agents.iter_mut().find(|a| a.name == name).expect("agent")
     }
 
-    /// A token from `rpull token`.
+    /// A token from `rpull token` with the fleet's key.
     fn token(&self, args: &[&str]) -> String {
-        let mut all = vec![
-            "token",
-            "--signing-key-file",
-            self.key.to_str().unwrap(),
-            "--sub",
-            "tester",
-        ];
-        all.extend_from_slice(args);
-        let out = self.server_sandbox.run(&all);
-        out.assert_success();
-        out.stdout.trim().to_string()
+        token(&self.server_sandbox, &self.key, args)
     }
 
     fn writer(&self) -> String {
@@ -742,16 +732,7 @@ fn bad_requests_get_their_status_and_pull_nothing() {
         let dir = crate::support::temp_dir("rpull-fleet-other-key-");
         let other = dir.path().join("k");
         fs::write(&other, "another key").unwrap();
-        let out = fleet.server_sandbox.run([
-            "token",
-            "--signing-key-file",
-            other.to_str().unwrap(),
-            "--sub",
-            "x",
-            "--role",
-            "admin",
-        ]);
-        out.stdout.trim().to_string()
+        token(&fleet.server_sandbox, &other, &["--role", "admin"])
     };
     let pull = "/node/_all/container/docker/pull";
     let big = format!("{{\"image\": \"{}\"}}", "a".repeat(100_000));
@@ -1149,16 +1130,17 @@ fn a_claim_held_by_a_killed_agent_stops_blocking_when_it_expires() {
 }
 
 /// A token of `role` signed with `key`, from `rpull token` in `sandbox`.
-fn mint_token(sandbox: &Rpull, key: &std::path::Path, role: &str) -> String {
-    let out = sandbox.run([
+/// A token from `rpull token --signing-key-file KEY --sub tester ARGS…`.
+fn token(sandbox: &Rpull, key: &std::path::Path, args: &[&str]) -> String {
+    let mut all = vec![
         "token",
         "--signing-key-file",
         key.to_str().unwrap(),
         "--sub",
-        "t",
-        "--role",
-        role,
-    ]);
+        "tester",
+    ];
+    all.extend_from_slice(args);
+    let out = sandbox.run(&all);
     out.assert_success();
     out.stdout.trim().to_string()
 }
@@ -1178,7 +1160,7 @@ fn standalone_serve_pulls_on_its_own_node() {
         &sandbox,
         &["--config", config.to_str().unwrap(), "--label", "group=web.dev"],
     );
-    let token = mint_token(&sandbox, &key, "admin");
+    let token = token(&sandbox, &key, &["--role", "admin"]);
     let client = http_client();
     let post = |target: &str| {
         let resp = client
@@ -1253,7 +1235,7 @@ fn an_agent_and_the_server_started_before_nats_wait_for_it_and_a_job_completes()
     let _nats = Nats::start_at(port);
     wait_stderr(process, "ready", Duration::from_secs(30));
     let base = listen_address(&server);
-    let token = mint_token(&sandbox, &key, "write");
+    let token = token(&sandbox, &key, &["--role", "write"]);
     let resp = http_client()
         .post(format!("{base}/node/early/container/docker/pull"))
         .bearer_auth(token)
@@ -1420,7 +1402,7 @@ fn a_client_that_sends_nothing_or_trickles_is_disconnected_after_the_read_timeou
     sandbox.env("RPULL_HTTP_READ_TIMEOUT", "1s");
     let (_server, base) = start_standalone(&sandbox, &["--signing-key-file", key.to_str().unwrap()]);
     let addr = base.strip_prefix("http://").unwrap().to_string();
-    let token = mint_token(&sandbox, &key, "admin");
+    let token = token(&sandbox, &key, &["--role", "admin"]);
     let limit = Duration::from_secs(10);
 
     // Connected, silent.
@@ -1595,19 +1577,13 @@ fn an_agent_pull_that_receives_nothing_fails_after_the_progress_timeout() {
 
 #[test]
 fn an_agent_pull_waiting_for_another_download_of_its_blob_is_not_stalled() {
-    use std::os::unix::io::AsRawFd;
     let registry = Registry::start();
     let image = push_sized(&registry, "fleet/busy", "v1", 500_000, 25);
     let reference = registry.image_ref("fleet/busy", "v1");
     let mut fleet = one_agent_with_a_progress_timeout_of_1s();
     let agent = fleet.agent("node-a");
     // Another rpull on the node downloads the layer (holds its ingest lock) for 3 s.
-    let ingest = agent.sandbox.root().join("ingest");
-    fs::create_dir_all(&ingest).unwrap();
-    let lock =
-        fs::File::create(ingest.join(format!("sha256-{}.lock", &image.layer_digests[0][7..]))).unwrap();
-    // SAFETY: flock on a descriptor we own.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let lock = agent.sandbox.hold_ingest_lock(&image.layer_digests[0]);
     let holder = thread::spawn(move || {
         thread::sleep(Duration::from_secs(3));
         drop(lock);

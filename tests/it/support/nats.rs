@@ -51,15 +51,8 @@ impl Nats {
         let binary = resolve_binary();
         let mut last = String::new();
         for _ in 0..8 {
-            let mut nats = Nats {
-                child: None,
-                binary: binary.clone(),
-                port: free_port(),
-                dir: super::temp_dir("rpull-nats-"),
-                config: config.clone(),
-            };
-            match nats.launch() {
-                Ok(()) => return nats,
+            match Nats::launched(binary.clone(), free_port(), config.clone()) {
+                Ok(nats) => return nats,
                 Err(log) => last = log,
             }
         }
@@ -68,17 +61,20 @@ impl Nats {
 
     /// Starts a server on `port` (a test that started its clients first picked it).
     pub fn start_at(port: u16) -> Nats {
+        Nats::launched(resolve_binary(), port, None)
+            .unwrap_or_else(|log| panic!("nats-server would not start on port {port}:\n{log}"))
+    }
+
+    /// A server of `binary` on `port` with a fresh store, started; its log when it would not.
+    fn launched(binary: PathBuf, port: u16, config: Option<String>) -> Result<Nats, String> {
         let mut nats = Nats {
             child: None,
-            binary: resolve_binary(),
+            binary,
             port,
             dir: super::temp_dir("rpull-nats-"),
-            config: None,
+            config,
         };
-        if let Err(log) = nats.launch() {
-            panic!("nats-server would not start on port {port}:\n{log}");
-        }
-        nats
+        nats.launch().map(|()| nats)
     }
 
     fn log_path(&self) -> PathBuf {

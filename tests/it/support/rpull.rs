@@ -91,17 +91,29 @@ impl Rpull {
     /// Takes the store's guard (`gc.lock`) as another rpull would: shared as a pull, save or
     /// rootfs holds it, exclusive as a collection (prune) does. Held until the file is dropped.
     pub fn hold_store_guard(&self, exclusive: bool) -> std::fs::File {
+        self.hold_lock("gc.lock", exclusive)
+    }
+
+    /// Takes the lock on the ingest entry of blob `digest` (`sha256:<hex>`) as another rpull
+    /// downloading it would. Held until the file is dropped.
+    pub fn hold_ingest_lock(&self, digest: &str) -> std::fs::File {
+        self.hold_lock(&format!("ingest/sha256-{}.lock", &digest[7..]), true)
+    }
+
+    /// `flock`s the store file `rel` (creating it and its directory), as rpull's locks do.
+    fn hold_lock(&self, rel: &str, exclusive: bool) -> std::fs::File {
         use std::os::unix::io::AsRawFd;
-        std::fs::create_dir_all(self.root()).unwrap();
+        let path = self.root().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(self.root().join("gc.lock"))
+            .open(&path)
             .unwrap();
         let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
         // SAFETY: flock on a descriptor we own.
-        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), op) }, 0, "flock gc.lock");
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), op) }, 0, "flock {rel}");
         file
     }
 
