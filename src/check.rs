@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{Algorithm, Digest, Sha256Hasher};
 use crate::manifest::{ImageConfig, Manifest};
-use crate::store::{self, list_dir, LayoutIndex, Store, StoreError};
+use crate::store::{self, list_dir, LayerMeta, LayoutIndex, Store, StoreError, LAYER_JSON};
 
 /// Why the check could not run at all (problems in the store are [`Finding`]s, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -247,14 +247,12 @@ impl Checker<'_> {
                 self.find_removable(Severity::Problem, &path, "unexpected entry in layers/sha256/");
                 continue;
             };
-            let marker = path.join("layer.json");
-            let meta = fs::read(&marker)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            let marker = path.join(LAYER_JSON);
+            let meta = LayerMeta::read(&marker).ok();
             let why = match &meta {
                 None if !marker.exists() => Some("has no layer.json: it is incomplete".to_string()),
                 None => Some("has an unreadable layer.json".to_string()),
-                Some(m) if m.get("diffID").and_then(|v| v.as_str()) != Some(&diff_id.to_string()) => {
+                Some(m) if m.diff_id != diff_id.to_string() => {
                     Some("has a layer.json for another layer".to_string())
                 }
                 Some(_) if !path.join("rootfs").is_dir() => Some("has no rootfs/".to_string()),

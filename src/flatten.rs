@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
 use crate::images::ImagesError;
-use crate::overlay::{self, external_hardlinks, is_marker, whiteout_target, OPAQUE};
-use crate::store::{self, read_image, RefEntry, Store, StoreError};
+use crate::overlay::{self, is_marker, whiteout_target, OPAQUE};
+use crate::store::{self, read_image, LayerMeta, RefEntry, Store, StoreError, LAYER_JSON};
 
 /// Why the root filesystem could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +117,7 @@ pub fn flatten(
         applier.links.clear();
         let rootfs = dir.join("rootfs");
         applier.apply_dir(&rootfs, dest)?;
-        for (link, target) in external_hardlinks(&dir.join("layer.json"))? {
+        for (link, target) in LayerMeta::read(&dir.join(LAYER_JSON))?.external_hardlinks {
             applier.external_link(&rootfs, dest, &link, &target)?;
         }
         applier.stats.layers += 1;

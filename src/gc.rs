@@ -38,7 +38,8 @@ use crate::digest::Digest;
 use crate::images::lookup::{image_id, is_lower_hex};
 use crate::reference::{Reference, ReferenceError};
 use crate::store::{
-    self, dir_size, list_dir, FileLock, LayoutIndex, RefEntry, Store, StoreError, RESOLVED_DIGEST,
+    self, dir_size, list_dir, FileLock, LayerMeta, LayoutIndex, RefEntry, Store, StoreError, LAYER_JSON,
+    RESOLVED_DIGEST,
 };
 
 pub use crate::store::{StoreGuard, GC_LOCK};
@@ -592,10 +593,9 @@ pub fn collect_with(store: &Store, opts: &CollectOptions) -> Result<GcReport, Gc
             if digest.as_ref().is_some_and(|d| marks.layers.contains(d)) {
                 continue;
             }
-            let blob = fs::read(path.join("layer.json"))
+            let blob = LayerMeta::read(&path.join(LAYER_JSON))
                 .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| json_digest(&v["blob"]));
+                .and_then(|m| Digest::parse(&m.blob).ok());
             if blob.is_some_and(|b| marks.blobs.contains(&b)) {
                 continue;
             }

@@ -65,23 +65,6 @@ pub(crate) fn components(rel: &str) -> Result<Vec<&OsStr>, &'static str> {
     Ok(parts)
 }
 
-/// The `externalHardlinks` pairs (link, target) recorded in the `layer.json` at `path`.
-pub(crate) fn external_hardlinks(path: &Path) -> Result<Vec<(String, String)>, StoreError> {
-    let bytes = fs::read(path).map_err(StoreError::io("read", path))?;
-    let meta: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Io {
-        action: "parse",
-        path: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidData, e),
-    })?;
-    let mut out = Vec::new();
-    for pair in meta["externalHardlinks"].as_array().into_iter().flatten() {
-        if let (Some(l), Some(t)) = (pair[0].as_str(), pair[1].as_str()) {
-            out.push((l.to_string(), t.to_string()));
-        }
-    }
-    Ok(out)
-}
-
 /// The path inside the image (as [`lookup`] compares them) that a link of `layer.json` puts a
 /// file at; `None` when it names no entry.
 pub(crate) fn link_path(link: &str) -> Option<PathBuf> {

@@ -18,11 +18,10 @@
 //! commands share is [`read_image`] and [`dir_size`].
 
 use std::collections::HashMap;
-use std::fs;
 
 use crate::digest::Digest;
 use crate::reference::{Reference, ReferenceError};
-use crate::store::{dir_size, read_image, Store, StoreError};
+use crate::store::{dir_size, read_image, LayerMeta, Store, StoreError, LAYER_JSON};
 
 pub mod lookup;
 mod pattern;
@@ -84,10 +83,7 @@ fn layer_size(store: &Store, diff_id: &Digest) -> Option<u64> {
         return None;
     }
     let dir = store.layer_dir(diff_id);
-    let recorded = fs::read(dir.join("layer.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("size").and_then(serde_json::Value::as_u64));
+    let recorded = LayerMeta::read(&dir.join(LAYER_JSON)).ok().and_then(|m| m.size);
     Some(recorded.unwrap_or_else(|| dir_size(&dir.join("rootfs"))))
 }
 
@@ -245,6 +241,7 @@ fn reference_matches(pattern: &str, r: &Reference) -> bool {
 mod tests {
     use super::testutil::*;
     use super::*;
+    use std::fs;
 
     #[test]
     fn lists_store_like_docker() {

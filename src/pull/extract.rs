@@ -28,7 +28,7 @@ use crate::compression;
 use crate::digest::{Digest, Sha256Hasher};
 use crate::manifest::{Descriptor, ManifestError};
 use crate::progress::{Event, Phase, Reporter};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, LayerMeta, Store, StoreError};
 use crate::unpack::{self, UnpackError, UnpackOptions};
 
 fn is_root() -> bool {
@@ -605,19 +605,22 @@ fn layer_meta(
     desc: &Descriptor,
     stats: &unpack::UnpackStats,
     from: UnpackedFrom,
-) -> serde_json::Value {
+) -> LayerMeta {
     let from = match from {
         UnpackedFrom::Stream => "stream",
         UnpackedFrom::Blob => "blob",
     };
-    serde_json::json!({
-        "unpackedFrom": from,
-        "diffID": diff_id.to_string(),
-        "blob": desc.digest.to_string(),
-        "mediaType": desc.media_type,
-        "entries": stats.entries,
-        "fileBytes": stats.file_bytes,
-        "skippedDevices": stats.skipped_devices,
-        "externalHardlinks": stats.external_hardlinks.iter().map(|(l, t)| serde_json::json!([l, t])).collect::<Vec<_>>(),
-    })
+    LayerMeta {
+        unpacked_from: from.to_string(),
+        diff_id: diff_id.to_string(),
+        blob: desc.digest.to_string(),
+        media_type: desc.media_type.clone(),
+        entries: stats.entries,
+        file_bytes: stats.file_bytes,
+        skipped_devices: stats.skipped_devices,
+        external_hardlinks: (stats.external_hardlinks.iter())
+            .map(|(l, t)| (l.to_string_lossy().into_owned(), t.to_string_lossy().into_owned()))
+            .collect(),
+        size: None,
+    }
 }

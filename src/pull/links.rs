@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::overlay::{self, Found, Stacked};
+use crate::store::{LayerMeta, LAYER_JSON};
 
 /// The unpacked layers of one image, bottom first, when at least one has external hardlinks.
 pub(super) struct ImageLinks {
@@ -37,7 +38,7 @@ impl ImageLinks {
         let mut layers = Vec::with_capacity(diff_ids.len());
         for diff_id in diff_ids {
             let dir = store.layer_dir(diff_id);
-            let external = overlay::external_hardlinks(&dir.join("layer.json"))?;
+            let external = LayerMeta::read(&dir.join(LAYER_JSON))?.external_hardlinks;
             let paths = external
                 .iter()
                 .filter_map(|(l, _)| overlay::link_path(l))

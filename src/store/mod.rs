@@ -24,10 +24,12 @@ use serde::{Deserialize, Serialize};
 
 mod image;
 pub mod ingest;
+mod layer_meta;
 mod lock;
 
 pub use image::{dir_size, read_image, StoredImage};
 pub use ingest::{Ingest, Opened, PartialInfo, RangeWriter};
+pub use layer_meta::{LayerMeta, LAYER_JSON};
 pub use lock::{FileLock, StoreGuard, GC_LOCK};
 
 use crate::digest::Digest;
@@ -353,7 +355,7 @@ impl Store {
 
     /// Whether the layer is unpacked (the directory only appears once complete).
     pub fn has_layer(&self, diff_id: &Digest) -> bool {
-        self.layer_dir(diff_id).join("layer.json").is_file()
+        self.layer_dir(diff_id).join(LAYER_JSON).is_file()
     }
 
     /// A fresh directory to unpack into, with an empty `rootfs/` inside.
@@ -375,14 +377,9 @@ impl Store {
     /// Publishes an unpacked layer: writes `layer.json`, syncs the unpacked files to disk and
     /// renames the directory into place, all under the layer's lock. When another process
     /// published the same layer first, ours is discarded.
-    pub fn commit_layer(
-        &self,
-        tmp: &Path,
-        diff_id: &Digest,
-        meta: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let meta_bytes = serde_json::to_vec_pretty(meta).expect("json");
-        let meta_path = tmp.join("layer.json");
+    pub fn commit_layer(&self, tmp: &Path, diff_id: &Digest, meta: &LayerMeta) -> Result<(), StoreError> {
+        let meta_bytes = meta.to_bytes();
+        let meta_path = tmp.join(LAYER_JSON);
         let mut f = File::create(&meta_path).map_err(StoreError::io("create", &meta_path))?;
         f.write_all(&meta_bytes)
             .map_err(StoreError::io("write", &meta_path))?;
@@ -557,11 +554,11 @@ mod tests {
         let t = store.new_layer_tmp().unwrap();
         fs::write(t.join("rootfs/f"), b"x").unwrap();
         assert!(!store.has_layer(&diff));
-        store.commit_layer(&t, &diff, &serde_json::json!({})).unwrap();
+        store.commit_layer(&t, &diff, &LayerMeta::default()).unwrap();
         assert!(store.has_layer(&diff));
         assert!(store.layer_dir(&diff).join("rootfs/f").is_file());
         let t2 = store.new_layer_tmp().unwrap();
-        store.commit_layer(&t2, &diff, &serde_json::json!({})).unwrap();
+        store.commit_layer(&t2, &diff, &LayerMeta::default()).unwrap();
         assert!(!t2.exists());
     }
 
@@ -578,7 +575,10 @@ mod tests {
                 std::thread::spawn(move || {
                     let t = store.new_layer_tmp().unwrap();
                     fs::write(t.join("rootfs/f"), format!("{i}")).unwrap();
-                    let meta = serde_json::json!({ "diffID": diff.to_string() });
+                    let meta = LayerMeta {
+                        diff_id: diff.to_string(),
+                        ..LayerMeta::default()
+                    };
                     store.commit_layer(&t, &diff, &meta).unwrap();
                 })
             })
